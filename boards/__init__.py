@@ -1,0 +1,1 @@
+"""FPGA board targets (iCEBreaker, ULX3S) built on amaranth-boards platforms."""

@@ -1,0 +1,1 @@
+"""Amaranth gateware of lowbit: each block is a ``wiring.Component`` built from a config."""

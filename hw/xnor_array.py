@@ -1,0 +1,109 @@
+"""The XNOR-popcount array: a ``rows x cols`` output-stationary array of popcount PEs.
+
+Why output-stationary with broadcast operands, and what each beat field means, is
+documented on :class:`~lowbit.config.xnor_array.XNORArrayConfig`; the golden model of the
+same name is :class:`lowbit.golden.xnor_array.XNORArray`.
+"""
+
+from amaranth import Mux, Signal, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config.xnor_array import Op, XNORArrayConfig
+from .popcount import popcount_tree
+
+__all__ = ["XNORArray"]
+
+
+class XNORArray(wiring.Component):
+    """Output-stationary XNOR/AND-popcount array with stream ports.
+
+    Parameters
+    ----------
+    config : XNORArrayConfig
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(config.beat_layout))
+        One beat per cycle: a word per row, a word per column and the control fields.
+    o_stream : Out(stream.Signature(config.result_layout))
+        One beat per tile: every accumulator ``c[i][j]`` after a ``last`` beat.
+
+    Flow control: the whole pipeline advances only while the output is empty or being
+    taken (``i_stream.ready = ~o_stream.valid | o_stream.ready``), so a stall on either
+    side holds every beat and result in place: nothing is lost or duplicated. While the
+    consumer keeps up, a tile's result leaves in the cycle the next tile's beats start
+    accumulating, so back-to-back tiles keep every PE busy.
+    """
+
+    def __init__(self, config=None):
+        config = XNORArrayConfig() if config is None else config
+        if not isinstance(config, XNORArrayConfig):
+            raise TypeError(f"config must be an XNORArrayConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "i_stream": In(stream.Signature(config.beat_layout)),
+            "o_stream": Out(stream.Signature(config.result_layout)),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from an accepted ``last`` beat to ``o_stream.valid``."""
+        return self.config.pipeline + 1
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o_stream.valid | self.o_stream.ready),
+            self.i_stream.ready.eq(advance),
+        ]
+        beat = self.i_stream.payload
+        is_and = Signal()
+        m.d.comb += is_and.eq((beat.op == Op.AND) if not cfg.binary_only else 0)
+
+        # Each PE's per-bit operation, assigned to a named signal before the tree slices it
+        # (slicing an unnamed ~(a ^ b) re-emits the whole expression per bit).
+        counts, latency = {}, 0
+        for i in range(cfg.rows):
+            for j in range(cfg.cols):
+                x = Signal(cfg.word, name=f"x_{i}_{j}")
+                xnor = ~(beat.a[i] ^ beat.b[j])
+                m.d.comb += x.eq(xnor if cfg.binary_only else Mux(is_and, beat.a[i] & beat.b[j],
+                                                                      xnor))
+                counts[i, j], latency = popcount_tree(
+                    m, x, stages=cfg.pipeline, enable=advance, name=f"pop_{i}_{j}")
+
+        # The control fields travel beside the popcount pipeline.
+        ctl_fields = {"valid": self.i_stream.valid, "is_and": is_and, "first": beat.first,
+                      "last": beat.last, "dbl": beat.dbl, "neg": beat.neg, "pad": beat.pad}
+        ctl = dict(ctl_fields)
+        for stage in range(latency):
+            staged = {}
+            for key, value in ctl.items():
+                reg = Signal(len(value), name=f"ctl_{key}_{stage}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(value)
+                staged[key] = reg
+            ctl = staged
+
+        width = cfg.accumulator_width
+        accumulate = advance & ctl["valid"]
+
+        def update(register, value):
+            base = Mux(ctl["first"], 0, Mux(ctl["dbl"], register << 1, register))
+            with m.If(accumulate):
+                m.d.sync += register.eq(Mux(ctl["neg"], base - value, base + value))
+
+        # Shared correction for XNOR beats: each counted 2*pop over word + pad positions.
+        corr = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name="corr")
+        update(corr, Mux(ctl["is_and"], 0, cfg.word + ctl["pad"]))
+        for (i, j), count in counts.items():
+            acc = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name=f"acc_{i}_{j}")
+            update(acc, Mux(ctl["is_and"], count, count << 1))
+            m.d.comb += self.o_stream.payload[i][j].eq(acc - corr)
+
+        with m.If(advance):
+            m.d.sync += self.o_stream.valid.eq(ctl["valid"] & ctl["last"])
+        return m

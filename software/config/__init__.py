@@ -1,0 +1,1 @@
+"""Frozen, validated configuration objects, one per generator."""

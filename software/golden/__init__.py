@@ -1,0 +1,1 @@
+"""Numpy golden models: what each gateware block computes, bit for bit."""
