@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs every unit's figures (see README, Performance)."""

@@ -1,0 +1,78 @@
+"""The registry of gateware units the CLI, simulators and synthesis flow know by name.
+
+Each :class:`Unit` ties a CLI name to its configuration class, its Amaranth component, its
+cocotb testbench module and its synthesis figures. Adding a unit is one entry in ``UNITS``.
+"""
+
+import dataclasses
+import importlib
+
+__all__ = ["Unit", "UNITS", "get_unit"]
+
+
+def _load(path):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A generator the CLI can run.
+
+    Parameters
+    ----------
+    name : str
+        CLI name (``xnor-array``).
+    config : str
+        ``module:Class`` of the frozen configuration dataclass.
+    component : str
+        ``module:Class`` of the ``wiring.Component``; called with the configuration.
+    testbench : str
+        Module name of the cocotb tests; they read the configuration from the JSON in
+        ``$LOWBIT_CONFIG`` (see :func:`lowbit.sim.runner.config_from_env`).
+    toplevel : str
+        Verilog module name of the generated design.
+    ops_per_cycle : str or None
+        ``module:function`` mapping a configuration to the operations it performs per cycle
+        (binary MACs for the array), used for per-operation synthesis figures.
+    """
+
+    name: str
+    config: str
+    component: str
+    testbench: str
+    toplevel: str
+    ops_per_cycle: str | None = None
+
+    @property
+    def config_class(self):
+        return _load(self.config)
+
+    def make_config(self, overrides=()):
+        """The unit's configuration with ``key=value`` overrides applied (validated)."""
+        return self.config_class.from_overrides(overrides)
+
+    def make_component(self, config):
+        return _load(self.component)(config)
+
+    def ops(self, config):
+        return _load(self.ops_per_cycle)(config) if self.ops_per_cycle else None
+
+
+def _array_macs(config):
+    return config.macs
+
+
+UNITS = {unit.name: unit for unit in [
+    Unit("xnor-array", "lowbit.config.xnor_array:XNORArrayConfig",
+         "lowbit.hw.xnor_array:XNORArray", "lowbit.sim.xnor_array_tb", "xnor_array",
+         "lowbit.units:_array_macs"),
+]}
+
+
+def get_unit(name):
+    """Return the registered unit ``name`` or raise ``KeyError`` listing the known ones."""
+    try:
+        return UNITS[name]
+    except KeyError:
+        raise KeyError(f"unknown unit {name!r} (known: {', '.join(sorted(UNITS))})") from None
