@@ -92,9 +92,17 @@ class XNORArray(wiring.Component):
         accumulate = advance & ctl["valid"]
 
         def update(register, value):
+            if cfg.binary_only:
+                # One XNOR pass per tile: no Horner doubling, no sign plane.
+                with m.If(accumulate):
+                    m.d.sync += register.eq(Mux(ctl["first"], 0, register) + value)
+                return
             base = Mux(ctl["first"], 0, Mux(ctl["dbl"], register << 1, register))
+            # base - value = base + ~value + 1: one adder with a carry-in, not two and a mux.
+            addend = Signal(range(-(1 << len(value)), 1 << len(value)))
+            m.d.comb += addend.eq(Mux(ctl["neg"], ~value, value))
             with m.If(accumulate):
-                m.d.sync += register.eq(Mux(ctl["neg"], base - value, base + value))
+                m.d.sync += register.eq(base + addend + ctl["neg"])
 
         # Shared correction for XNOR beats: each counted 2*pop over word + pad positions.
         corr = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name="corr")

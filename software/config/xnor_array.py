@@ -63,7 +63,8 @@ class XNORArrayConfig(ConfigMixin):
         Longest reduction (elements) the accumulators must hold without overflow.
     max_act_bits, max_weight_bits : int
         Widest bit-serial operands (1..8). With both equal to 1 the array is binary only:
-        its PEs compute XNOR alone (no AND path, fewer cells) and ignore ``op``.
+        it runs single XNOR passes and ignores the beats' ``op``, ``dbl`` and ``neg``;
+        its PEs compute XNOR alone (no AND path, no Horner step: fewer cells).
     acc_width : int or None
         Accumulator width in bits. ``None`` derives the narrowest safe width; a narrower
         explicit choice raises ``ValueError``.

@@ -160,8 +160,9 @@ class XNORArray:
         width = cfg.accumulator_width
         op = Op(beat["op"])
         xnor = cfg.binary_only or op == Op.XNOR
-        sign = -1 if beat["neg"] else 1
-        scale = 2 if beat["dbl"] else 1
+        # A binary-only array runs single XNOR passes: it ignores op, dbl and neg.
+        sign = -1 if beat["neg"] and not cfg.binary_only else 1
+        scale = 2 if beat["dbl"] and not cfg.binary_only else 1
         for i in range(cfg.rows):
             a = beat["a"][i]
             for j in range(cfg.cols):

@@ -1,0 +1,108 @@
+"""Build and run cocotb testbenches on lowbit's generated Verilog.
+
+Builds are cached per (design, simulator, waves): the Verilog text is hashed, so a changed
+configuration or changed gateware builds anew while a repeated run (or a second test on the
+same configuration) reuses the Verilator/Icarus build. Concurrent pytest workers share the
+cache safely through a lock file per build.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cocotb
+from cocotb_tools.check_results import get_results
+from cocotb_tools.runner import get_runner
+
+from .. import toolenv
+from ..verilog import generate
+
+__all__ = ["SIMULATORS", "run_cocotb", "config_from_env", "SimulationFailed"]
+
+SIMULATORS = ("verilator", "icarus")
+
+
+class SimulationFailed(RuntimeError):
+    """A cocotb run finished with failing tests (or did not run them)."""
+
+
+@contextlib.contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def config_from_env(config_class):
+    """Inside a cocotb test: the configuration the runner passed in ``$LOWBIT_CONFIG``."""
+    return config_class(**json.loads(os.environ["LOWBIT_CONFIG"]))
+
+
+def build(unit, config, *, simulator="verilator", waves=False):
+    """Generate the Verilog of ``unit`` for ``config`` and build it (cached); return the
+    build directory."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, "
+                         f"not {simulator!r}")
+    if simulator == "icarus" and not toolenv.icarus_available():
+        raise FileNotFoundError("Icarus Verilog is not installed (Debian: apt-get install "
+                                "iverilog)")
+    toolenv.setup()
+    verilog = generate(unit.make_component(config), unit.toplevel)
+    key = hashlib.sha256(
+        f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}".encode()).hexdigest()[:16]
+    build_dir = toolenv.cache_dir("sim", f"{unit.name}-{simulator}-{key}")
+    source = build_dir / f"{unit.toplevel}.v"
+    with _locked(build_dir / ".lock"):
+        if not (build_dir / ".built").exists():
+            source.write_text(verilog)
+            runner = get_runner(simulator)
+            build_args = ["-Wno-fatal", "-O2"] if simulator == "verilator" else []
+            if simulator == "verilator" and waves:
+                build_args.append("--trace-fst")
+            runner.build(sources=[source], hdl_toplevel=unit.toplevel, build_dir=build_dir,
+                         build_args=build_args, timescale=("1ns", "1ps"), waves=waves,
+                         log_file=build_dir / "build.log")
+            (build_dir / ".built").write_text("ok\n")
+    return build_dir
+
+
+def run_cocotb(unit, config, *, simulator="verilator", waves=False, extra_env=None,
+               testcase=None, seed=1, test_dir=None):
+    """Run ``unit``'s cocotb testbench on its generated Verilog; return a result dict.
+
+    The result holds ``tests``, ``failed``, ``results_xml``, ``build_dir`` and, with
+    ``waves``, the path of the waveform file. Raises :class:`SimulationFailed` when any
+    test fails (under pytest, cocotb's runner exits the test itself first).
+    """
+    build_dir = build(unit, config, simulator=simulator, waves=waves)
+    test_dir = Path(test_dir) if test_dir else Path(tempfile.mkdtemp(prefix="lowbit-sim-"))
+    test_dir.mkdir(parents=True, exist_ok=True)
+    env = {"LOWBIT_CONFIG": json.dumps(config.to_dict())}
+    env.update(extra_env or {})
+    results_xml = test_dir / "results.xml"
+    runner = get_runner(simulator)
+    runner.test(test_module=unit.testbench, hdl_toplevel=unit.toplevel, build_dir=build_dir,
+                hdl_toplevel_lang="verilog",
+                test_dir=test_dir, extra_env=env, waves=waves, testcase=testcase, seed=seed,
+                results_xml=str(results_xml), timescale=("1ns", "1ps"),
+                log_file=test_dir / "sim.log")
+    tests, failed = get_results(results_xml)
+    result = {"tests": tests, "failed": failed, "results_xml": str(results_xml),
+              "build_dir": str(build_dir), "log": str(test_dir / "sim.log")}
+    if waves:
+        found = sorted(list(test_dir.glob("*.fst")) + list(test_dir.glob("*.vcd"))
+                       + list(build_dir.glob("*.fst")) + list(build_dir.glob("*.vcd")))
+        result["waves"] = str(found[-1]) if found else None
+    if failed or not tests:
+        raise SimulationFailed(f"{unit.name} on {simulator}: {failed} of {tests} cocotb tests "
+                               f"failed (log: {test_dir / 'sim.log'})")
+    return result
