@@ -39,6 +39,7 @@ class XNORArray(wiring.Component):
     def __init__(self, config=None):
         config = XNORArrayConfig() if config is None else config
         if not isinstance(config, XNORArrayConfig):
+            self._MustUse__silence = True  # never built: no "created but never used" warning
             raise TypeError(f"config must be an XNORArrayConfig, not {config!r}")
         self.config = config
         super().__init__({

@@ -204,8 +204,7 @@ class XNORArray:
         """
         cfg = self.config
         act, weight = Precision.parse(act), Precision.parse(weight)
-        a = np.asarray(a, dtype=np.int64)
-        b = np.asarray(b, dtype=np.int64)
+        a, b = np.asarray(a), np.asarray(b)
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
             raise ValueError(f"operand tiles must be (r, K) and (c, K), not {a.shape} and "
                              f"{b.shape}")
@@ -224,6 +223,7 @@ class XNORArray:
             raise ValueError("this array is binary only (max_act_bits = max_weight_bits = 1)")
         act.check(a, "activations")
         weight.check(b, "weights")
+        a, b = a.astype(np.int64), b.astype(np.int64)
 
         nwords = -(-k // cfg.word)
         if binary:
