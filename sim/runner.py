@@ -66,8 +66,7 @@ def build(unit, config, *, simulator="verilator", waves=False):
             source.write_text(verilog)
             runner = get_runner(simulator)
             build_args = ["-Wno-fatal", "-O2"] if simulator == "verilator" else []
-            if simulator == "verilator" and waves:
-                build_args.append("--trace-fst")
+            # With waves, cocotb adds --trace (VCD): FST would need liblz4's headers.
             runner.build(sources=[source], hdl_toplevel=unit.toplevel, build_dir=build_dir,
                          build_args=build_args, timescale=("1ns", "1ps"), waves=waves,
                          log_file=build_dir / "build.log")
