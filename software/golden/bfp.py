@@ -104,8 +104,8 @@ def round_shift(values, shift, rounding):
     ``"truncate"`` (toward zero) or ``"floor"`` (an arithmetic shift right). Shifts past 62
     bits act as infinite ones (the result is 0, or -1 for ``floor`` of a negative value).
     """
-    v = np.asarray(values, dtype=np.int64)
-    s = np.broadcast_to(np.asarray(shift, dtype=np.int64), v.shape)
+    v, s = np.broadcast_arrays(np.asarray(values, dtype=np.int64),
+                               np.asarray(shift, dtype=np.int64))
     left = v << np.clip(-s, 0, 62)
     r = np.clip(s, 0, 62)
     q = v >> r
