@@ -1,0 +1,140 @@
+"""LightNorm benchmark: BFP range batch norm's error against float batch norm, and the area
+and Fmax of :class:`~lowbit.hw.lightnorm.LightNorm` against the conventional unit
+:class:`~lowbit.hw.bn_conventional.BNConventional` on iCE40 and ECP5.
+
+Run ``python -m lowbit.bench.lightnorm`` (``--no-synth`` for the error table only); it
+prints Markdown tables, the same ones ``docs/lightnorm.md`` shows.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["digits_preactivations", "error_table", "area_table", "main"]
+
+MANTISSAS = tuple(range(4, 11))
+BLOCKS = (4, 8, 16, 32)
+
+
+def digits_preactivations(channels=64, seed=0):
+    """Pre-activations of a binary layer on scikit-learn's digits: inputs binarised with
+    ``pixel >= 8``, random +-1 weights (64 inputs, ``channels`` outputs). Integers in
+    ``[-64, 64]``, shape ``(1797, channels)``: what the XNOR array feeds the norm unit."""
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data
+    x = np.where(pixels >= 8, 1, -1).astype(np.int64)
+    w = np.random.default_rng(seed).choice([-1, 1], size=(channels, x.shape[1]))
+    return x @ w.T
+
+
+def bn_parameters(channels, seed=1):
+    """Per-channel ``gamma`` (both signs, magnitude 0.5..2) and ``beta`` (normal, 0.5)."""
+    rng = np.random.default_rng(seed)
+    gamma = rng.uniform(0.5, 2.0, channels) * rng.choice([-1.0, 1.0], channels)
+    return gamma, rng.normal(0.0, 0.5, channels)
+
+
+def _relative_rms(y, reference):
+    return float(np.sqrt(np.mean((y - reference) ** 2)) / np.sqrt(np.mean(reference ** 2)))
+
+
+def error_table(mantissas=MANTISSAS, blocks=BLOCKS, batch=1024, channels=64,
+                rounding="nearest-even"):
+    """Relative RMS error of the unit's BFP range batch norm on digits pre-activations.
+
+    Statistics are taken over the first ``batch`` samples (exactly, as the unit's ``STAT``
+    mode does), folded into BFP scale/offset on the host and applied to the same samples.
+    Returns ``{(block, mantissa): (vs_range, vs_true)}``: the error against float range
+    batch norm (what BFP adds) and against float batch norm with the true variance, plus
+    ``("range", None)``: float range batch norm's own error against true batch norm.
+    """
+    from ..config.lightnorm import LightNormConfig
+    from ..golden.bfp import dequantize
+    from ..golden.lightnorm import LightNorm, batchnorm, range_batchnorm
+
+    x = digits_preactivations(channels)[:batch]
+    gamma, beta = bn_parameters(channels)
+    y_range = range_batchnorm(x, gamma, beta)
+    y_true = batchnorm(x, gamma, beta)
+    table = {("range", None): (0.0, _relative_rms(y_range, y_true))}
+    for block in blocks:
+        for mantissa in mantissas:
+            config = LightNormConfig(channels=channels, block=block, mantissa=mantissa,
+                                     input_width=8, rounding=rounding, max_batch=batch)
+            model = LightNorm(config)
+            total, spread = model.statistics(x)
+            params, _, _ = model.fold_affine(total, spread, batch, gamma, beta)
+            y = dequantize(model.apply(x, params), model.format).reshape(batch, channels)
+            table[block, mantissa] = (_relative_rms(y, y_range), _relative_rms(y, y_true))
+    return table
+
+
+def error_markdown(table, mantissas=MANTISSAS, blocks=BLOCKS):
+    """The error table as Markdown: rows are blocks, columns mantissa widths."""
+    head = "| block \\ mantissa | " + " | ".join(str(m) for m in mantissas) + " |"
+    lines = [head, "|---" * (len(mantissas) + 1) + "|"]
+    for block in blocks:
+        cells = [f"{table[block, m][0]:.4f} / {table[block, m][1]:.3f}" for m in mantissas]
+        lines.append(f"| {block} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def area_configs():
+    """The two units compared, same channel count (16) and throughput (one 16-channel
+    block per cycle), 16-bit inputs."""
+    from ..config.bn_conventional import BNConventionalConfig
+    from ..config.lightnorm import LightNormConfig
+
+    return [("lightnorm", LightNormConfig(channels=16, block=16, input_width=16)),
+            ("bn-conventional", BNConventionalConfig(channels=16, lanes=16, input_width=16))]
+
+
+def area_table(targets=("ice40", "ecp5")):
+    """Synthesis figures of both units on each target: a list of result dicts."""
+    from ..synth import synthesize
+    from ..units import get_unit
+
+    rows = []
+    for name, config in area_configs():
+        for target in targets:
+            result = synthesize(get_unit(name), config, target)
+            rows.append(result)
+    return rows
+
+
+def area_markdown(rows):
+    """Synthesis figures as Markdown."""
+    lines = ["| unit | target | logic cells | LUT4 | FF | carry | DSP | BRAM | harness bits "
+             "| Fmax (MHz) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['unit']} | {r['target']} | {r['lc']} | {r['lut4']} | {r['ff']} | "
+                     f"{r['carry']} | {r['dsp']} | {r['bram']} | {r['harness_bits']} | "
+                     f"{r['fmax_mhz']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Print the error table and (unless ``--no-synth``) the area table."""
+    parser = argparse.ArgumentParser(prog="python -m lowbit.bench.lightnorm",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--no-synth", action="store_true", help="skip synthesis")
+    parser.add_argument("--targets", default="ice40,ecp5")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    table = error_table()
+    print("Relative RMS error of BFP range BN on digits pre-activations "
+          "(vs float range BN / vs float true BN), nearest-even, guard_bits 8:\n")
+    print(error_markdown(table))
+    print(f"\nFloat range BN vs float true BN: {table['range', None][1]:.3f}")
+    if not args.no_synth:
+        print()
+        print(area_markdown(area_table(tuple(args.targets.split(",")))))
+    print(f"\n({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
