@@ -5,7 +5,7 @@ documented on :class:`~lowbit.config.xnor_array.XNORArrayConfig`; the golden mod
 same name is :class:`lowbit.golden.xnor_array.XNORArray`.
 """
 
-from amaranth import Mux, Signal, Module
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -77,9 +77,9 @@ class XNORArray(wiring.Component):
                     m, x, stages=cfg.pipeline, enable=advance, name=f"pop_{i}_{j}")
 
         # The control fields travel beside the popcount pipeline.
-        ctl_fields = {"valid": self.i_stream.valid, "is_and": is_and, "first": beat.first,
-                      "last": beat.last, "dbl": beat.dbl, "neg": beat.neg, "pad": beat.pad}
-        ctl = dict(ctl_fields)
+        ctl = {"valid": self.i_stream.valid, "is_and": is_and, "first": beat.first,
+               "last": beat.last, "dbl": beat.dbl, "neg": beat.neg,
+               "offset": beat.offset}
         for stage in range(latency):
             staged = {}
             for key, value in ctl.items():
@@ -91,27 +91,24 @@ class XNORArray(wiring.Component):
 
         width = cfg.accumulator_width
         accumulate = advance & ctl["valid"]
-
-        def update(register, value):
+        offset = ctl["offset"].as_signed()
+        for (i, j), count in counts.items():
+            acc = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name=f"acc_{i}_{j}")
+            value = Mux(ctl["is_and"], count, count << 1)
             if cfg.binary_only:
                 # One XNOR pass per tile: no Horner doubling, no sign plane.
                 with m.If(accumulate):
-                    m.d.sync += register.eq(Mux(ctl["first"], 0, register) + value)
-                return
-            base = Mux(ctl["first"], 0, Mux(ctl["dbl"], register << 1, register))
-            # base - value = base + ~value + 1: one adder with a carry-in, not two and a mux.
-            addend = Signal(range(-(1 << len(value)), 1 << len(value)))
-            m.d.comb += addend.eq(Mux(ctl["neg"], ~value, value))
-            with m.If(accumulate):
-                m.d.sync += register.eq(base + addend + ctl["neg"])
-
-        # Shared correction for XNOR beats: each counted 2*pop over word + pad positions.
-        corr = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name="corr")
-        update(corr, Mux(ctl["is_and"], 0, cfg.word + ctl["pad"]))
-        for (i, j), count in counts.items():
-            acc = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name=f"acc_{i}_{j}")
-            update(acc, Mux(ctl["is_and"], count, count << 1))
-            m.d.comb += self.o_stream.payload[i][j].eq(acc - corr)
+                    m.d.sync += acc.eq(Mux(ctl["first"], offset, acc) + (count << 1))
+            else:
+                base = Mux(ctl["first"], offset, Mux(ctl["dbl"], acc << 1, acc))
+                # base - value = base + ~value + 1: one adder with a carry-in.
+                # Widen to signed first: ~ of an unsigned value stays unsigned (no -x-1).
+                wide = Signal(signed(len(count) + 2), name=f"value_{i}_{j}")
+                addend = Signal(signed(len(count) + 2), name=f"addend_{i}_{j}")
+                m.d.comb += [wide.eq(value), addend.eq(Mux(ctl["neg"], ~wide, wide))]
+                with m.If(accumulate):
+                    m.d.sync += acc.eq(base + addend + ctl["neg"])
+            m.d.comb += self.o_stream.payload[i][j].eq(acc)
 
         with m.If(advance):
             m.d.sync += self.o_stream.valid.eq(ctl["valid"] & ctl["last"])

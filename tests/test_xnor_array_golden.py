@@ -56,7 +56,8 @@ def test_padding_is_not_counted():
     config = XNORArrayConfig(rows=1, cols=1, word=8, max_k=9, max_act_bits=1, max_weight_bits=1)
     golden = XNORArray(config)
     beats = golden.schedule(np.ones((1, 9), int), -np.ones((1, 9), int))
-    assert [b["pad"] for b in beats] == [0, 7]
+    # 9 elements in two 8-bit words: 16 positions, offset 9 - 2 * 16.
+    assert [b["offset"] for b in beats] == [-23, 0]
     assert golden.run(beats) == [[[-9]]]
 
 

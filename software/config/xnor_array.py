@@ -157,11 +157,14 @@ class XNORArrayConfig(ConfigMixin):
     def beat_layout(self):
         """Payload of one input beat: a row word per row, a column word per column, control.
 
-        ``first`` restarts the accumulators, ``last`` emits the tile after this beat, ``dbl``
-        doubles the running sums before adding (Horner step between bit-plane groups),
-        ``neg`` subtracts this beat's counts (the sign plane of signed operands), ``pad``
-        is how many trailing bit positions of this beat are zero padding on both sides
-        (XNOR beats count them as matches; the array subtracts them).
+        ``first`` restarts the accumulators from ``offset`` (instead of adding to them),
+        ``last`` emits the tile after this beat, ``dbl`` doubles the running sums before
+        adding (Horner step between bit-plane groups), ``neg`` subtracts this beat's counts
+        (the sign plane of signed operands). XNOR beats add ``2 * popcount``; the schedule
+        sets ``offset = K - 2 * T`` for a reduction of ``K`` elements over ``T`` processed
+        bit positions, which removes both the ``- N`` of ``2 * popcount(XNOR) - N`` and the
+        zero padding (a padding pair counts as a match). Starting from an offset costs the
+        same multiplexer as starting from zero, so no per-PE output subtractor is needed.
         """
         return data.StructLayout({
             "a": data.ArrayLayout(self.word, self.rows),
@@ -171,7 +174,7 @@ class XNORArrayConfig(ConfigMixin):
             "last": 1,
             "dbl": 1,
             "neg": 1,
-            "pad": range(self.word),
+            "offset": signed(self.accumulator_width),
         })
 
     @property

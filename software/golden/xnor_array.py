@@ -10,7 +10,8 @@ Two layers:
 
 Encoding (REFERENCE.md section 1): bit 1 is +1, bit 0 is -1, ``sign(0) = +1``. Element ``t``
 of a word is bit ``t`` (least significant bit first). Padding bits are zero in both operands:
-AND beats ignore them, XNOR beats count them as matches and the array subtracts ``pad``.
+AND beats ignore them; XNOR beats count them as matches, which the first beat's ``offset``
+cancels.
 """
 
 import dataclasses
@@ -149,7 +150,6 @@ class XNORArray:
         """Clear the accumulators, as the gateware's reset does."""
         cfg = self.config
         self.acc = [[0] * cfg.cols for _ in range(cfg.rows)]
-        self.corr = 0
 
     # Beat-level model -----------------------------------------------------------------
 
@@ -171,14 +171,10 @@ class XNORArray:
                     x = 2 * ((~(a ^ b)) & mask).bit_count()
                 else:
                     x = (a & b & mask).bit_count()
-                base = 0 if beat["first"] else self.acc[i][j] * scale
+                base = beat["offset"] if beat["first"] else self.acc[i][j] * scale
                 self.acc[i][j] = wrap(base + sign * x, width)
-        c = (cfg.word + beat["pad"]) if xnor else 0
-        cbase = 0 if beat["first"] else self.corr * scale
-        self.corr = wrap(cbase + sign * c, width)
         if beat["last"]:
-            return [[wrap(self.acc[i][j] - self.corr, width) for j in range(cfg.cols)]
-                    for i in range(cfg.rows)]
+            return [row[:] for row in self.acc]
         return None
 
     def run(self, beats):
@@ -242,7 +238,6 @@ class XNORArray:
             for p, (pa, pb, sign, op) in enumerate(group):
                 wa, wb = pack_words(pa, cfg.word), pack_words(pb, cfg.word)
                 for w in range(nwords):
-                    pad = max(0, (w + 1) * cfg.word - k) if op == Op.XNOR else 0
                     beats.append({
                         "a": [wa[i][w] if i < rows else 0 for i in range(cfg.rows)],
                         "b": [wb[j][w] if j < cols else 0 for j in range(cfg.cols)],
@@ -251,9 +246,13 @@ class XNORArray:
                         "last": 0,
                         "dbl": int(g > 0 and p == 0 and w == 0),
                         "neg": int(sign < 0),
-                        "pad": pad,
+                        "offset": 0,
                     })
         beats[-1]["last"] = 1
+        if binary:
+            # 2 * popcount over T = nwords * word positions counts each of the K valid
+            # elements as +-1 plus K, and each zero padding pair as a match: subtract 2T - K.
+            beats[0]["offset"] = k - 2 * nwords * cfg.word
         return beats
 
     def tiles(self, a, b, act="binary", weight="binary"):

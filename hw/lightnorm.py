@@ -1,0 +1,363 @@
+"""LightNorm-style batch-norm unit: range batch-norm statistics, BFP affine normalisation and
+fused threshold outputs, with no divider or square root (REFERENCE.md sections 2 and 3).
+
+What each beat does is documented on :class:`~lowbit.config.lightnorm.LightNormConfig`; the
+golden model of the same name is :class:`lowbit.golden.lightnorm.LightNorm`, and the pinned
+BFP arithmetic is :func:`lowbit.golden.bfp.affine`.
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..config.lightnorm import LightNormConfig, Op
+
+__all__ = ["LightNorm"]
+
+
+def _leading_one(m, value, name):
+    """Position of the highest set bit of ``value`` (0 when ``value`` is 0): a priority
+    chain where the last matching ``If`` wins."""
+    lead = Signal(range(max(len(value), 2)), name=name)
+    for i in range(len(value)):
+        with m.If(value[i]):
+            m.d.comb += lead.eq(i)
+    return lead
+
+
+def _abs(m, value, name):
+    # |v| of a w-bit signed value fits w unsigned bits (|-2^(w-1)| = 2^(w-1)).
+    mag = Signal(len(value), name=name)
+    m.d.comb += mag.eq(Mux(value < 0, -value, value))
+    return mag
+
+
+def _round_shift(m, value, shift, lo, hi, rounding, name):
+    """``value / 2^shift`` rounded as :func:`lowbit.golden.bfp.round_shift` does.
+
+    ``shift`` is a signed signal known to lie in ``[lo, hi]``; negative shifts are exact
+    left shifts. Right shifts are clamped to the value's width ``w``: shifting by ``w`` or
+    more gives the same rounded result (0, or -1 for ``floor`` of a negative value), and the
+    remainder is then exactly the low ``w`` bits.
+    """
+    w = len(value)
+    right_max = max(0, min(hi, w))
+    left_max = max(0, -lo)
+    rr = Signal(range(right_max + 1), name=f"{name}_rr")
+    m.d.comb += rr.eq(Mux(shift <= 0, 0, Mux(shift >= right_max, right_max, shift)))
+    q = Signal(signed(w), name=f"{name}_q")
+    m.d.comb += q.eq(value >> rr)
+    if rounding == "floor" or right_max == 0:
+        up = Const(0)
+    else:
+        rem = Signal(w, name=f"{name}_rem")
+        mask = Signal(w, name=f"{name}_mask")
+        half = Signal(w + 1, name=f"{name}_half")
+        m.d.comb += [
+            mask.eq((Const(1, 1) << rr) - 1),
+            rem.eq(value.as_unsigned() & mask),
+            half.eq((Const(1, 1) << rr) >> 1),
+        ]
+        up = Signal(name=f"{name}_up")
+        if rounding == "truncate":
+            m.d.comb += up.eq(value[-1] & (rem != 0))
+        else:
+            m.d.comb += up.eq((rr != 0) & ((rem > half) | ((rem == half) & q[0])))
+    out = Signal(signed(w + 1 + left_max), name=name)
+    if left_max:
+        ls = Signal(range(left_max + 1), name=f"{name}_ls")
+        m.d.comb += ls.eq(Mux(shift < 0, Mux(shift <= -left_max, left_max, -shift), 0))
+        m.d.comb += out.eq(Mux(shift < 0, value << ls, q + up))
+    else:
+        m.d.comb += out.eq(q + up)
+    return out
+
+
+def _clip(m, value, lo, hi, width, name):
+    out = Signal(signed(width), name=name)
+    m.d.comb += out.eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
+    return out
+
+
+class LightNorm(wiring.Component):
+    """LightNorm-style batch-norm unit with stream ports.
+
+    Parameters
+    ----------
+    config : LightNormConfig
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`LightNormConfig`.
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(config.beat_layout))
+        One beat per cycle: ``LOAD`` a group's parameters, ``STAT`` or ``APPLY`` one block.
+    o_stream : Out(stream.Signature(config.result_layout))
+        One beat per ``APPLY`` and per ``STAT`` beat with ``last`` set, in input order.
+
+    Pipeline: the beat and its group's parameters (a synchronous memory read) are
+    registered; ``bfp`` mode then quantises the block (leading-one detection of the OR of
+    ``|x_i|``, one rounding shifter per lane), multiplies by the scale mantissas and adds
+    the aligned offset in a ``mantissa + 3 + guard_bits`` accumulator, and finally
+    normalises the sums to an output block (leading-one detection again, rounding shifters):
+    four register stages. Threshold modes compare ``x`` with every threshold of its channel
+    and count: two register stages. Statistics update in the last stage, so a statistics
+    read-modify-write never spans stages and back-to-back beats of one group are exact.
+
+    Flow control is one global ``advance = ~o_stream.valid | o_stream.ready``: every stage,
+    the memory read and the statistics registers move only together, so stalls on either
+    side never lose or duplicate a beat.
+    """
+
+    def __init__(self, config=None):
+        config = LightNormConfig() if config is None else config
+        if not isinstance(config, LightNormConfig):
+            raise TypeError(f"config must be a LightNormConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "i_stream": In(stream.Signature(config.beat_layout)),
+            "o_stream": Out(stream.Signature(config.result_layout)),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from an accepted beat to its result on ``o_stream`` (no stalls)."""
+        return 4 if self.config.output == "bfp" else 2
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o_stream.valid | self.o_stream.ready),
+            self.i_stream.ready.eq(advance),
+        ]
+        beat = self.i_stream.payload
+
+        # Parameters: one memory word per channel group, written by LOAD beats and read
+        # in step with the pipeline (the read port holds its data while stalled).
+        m.submodules.params = mem = Memory(shape=cfg.param_layout, depth=cfg.groups, init=[])
+        wport = mem.write_port()
+        rport = mem.read_port(domain="sync")
+        m.d.comb += [
+            wport.addr.eq(beat.group),
+            wport.data.eq(beat.data.params),
+            wport.en.eq(self.i_stream.valid & advance & (beat.op == Op.LOAD)),
+            rport.addr.eq(beat.group),
+            rport.en.eq(advance),
+        ]
+
+        ctl_layout = data.StructLayout({
+            "valid": 1, "op": Op, "group": range(cfg.groups), "first": 1, "chunk": 1,
+            "last": 1})
+        x_layout = data.ArrayLayout(signed(cfg.input_width), cfg.block)
+
+        def stage(ctl, name):
+            reg = Signal(ctl_layout, name=f"{name}_ctl")
+            with m.If(advance):
+                m.d.sync += reg.eq(ctl)
+            return reg
+
+        ctl0 = Signal(ctl_layout)
+        m.d.comb += [
+            ctl0.valid.eq(self.i_stream.valid), ctl0.op.eq(beat.op), ctl0.group.eq(beat.group),
+            ctl0.first.eq(beat.first), ctl0.chunk.eq(beat.chunk), ctl0.last.eq(beat.last),
+        ]
+        ctl1 = stage(ctl0, "s1")
+        x1 = Signal(x_layout, name="s1_x")
+        with m.If(advance):
+            m.d.sync += x1.eq(beat.data.x)
+        params = rport.data
+
+        if cfg.output == "bfp":
+            ctl_fin, x_fin, result = self._bfp_path(m, advance, ctl1, x1, params, x_layout,
+                                                    stage)
+        else:
+            ctl_fin, x_fin, result = ctl1, x1, self._threshold_path(m, x1, params)
+
+        stats = self._statistics(m, advance, ctl_fin, x_fin)
+
+        out = self.o_stream.payload
+        with m.If(advance):
+            m.d.sync += [
+                self.o_stream.valid.eq(ctl_fin.valid & (
+                    (ctl_fin.op == Op.APPLY) | ((ctl_fin.op == Op.STAT) & ctl_fin.last))),
+                out.op.eq(ctl_fin.op),
+                out.group.eq(ctl_fin.group),
+            ]
+            with m.If(ctl_fin.op == Op.STAT):
+                m.d.sync += out.data.stats.eq(stats)
+            with m.Else():
+                m.d.sync += out.data.out.eq(result)
+        return m
+
+    # Fused threshold outputs ---------------------------------------------------------------
+
+    def _threshold_path(self, m, x, params):
+        cfg = self.config
+        result = Signal(cfg.output_layout, name="counts")
+        for i in range(cfg.block):
+            passed = []
+            for j in range(cfg.thresholds):
+                t = params.t[i][j]
+                passed.append(Mux(params.flip[i], x[i] <= t, x[i] >= t))
+            m.d.comb += result[i].eq(sum(passed))
+        return result
+
+    # BFP affine ----------------------------------------------------------------------------
+
+    def _bfp_path(self, m, advance, ctl1, x1, params, x_layout, stage):
+        cfg = self.config
+        mw, g, width = cfg.mantissa, cfg.guard_bits, cfg.acc_width
+        emin, emax = cfg.emin, cfg.emax
+        mmin, mmax = -(1 << (mw - 1)), (1 << (mw - 1)) - 1
+        ewide = signed(cfg.exponent + 8)  # room for exponent sums and offsets
+
+        # Stage 1 -> 2: quantise x to a BFP block (leading one of OR_i |x_i|).
+        mags = [_abs(m, x1[i], f"mag_{i}") for i in range(cfg.block)]
+        anyone = Signal(cfg.input_width, name="x_or")
+        m.d.comb += anyone.eq(_or_all(mags))
+        lead = _leading_one(m, anyone, "x_lead")
+        ex = Signal(signed(cfg.exponent), name="x_exp")
+        m.d.comb += ex.eq(Mux(anyone == 0, emin, Mux(lead > emax, emax, lead)))
+        shift = Signal(ewide, name="x_shift")
+        # An all-zero block shifts by 0 (its mantissas are 0 whatever the shift).
+        m.d.comb += shift.eq(Mux(anyone == 0, 0, ex - (mw - 2)))
+        top = min(cfg.input_width - 1, emax)
+        mx = [_clip(m, _round_shift(m, x1[i], shift, -(mw - 2), top - (mw - 2), cfg.rounding,
+                                    f"xq_{i}"), mmin, mmax, mw, f"mx_{i}")
+              for i in range(cfg.block)]
+
+        q_layout = data.StructLayout({
+            "mx": data.ArrayLayout(signed(mw), cfg.block), "ex": signed(cfg.exponent),
+            "params": cfg.param_layout})
+        ctl2 = stage(ctl1, "s2")
+        s2 = Signal(data.UnionLayout({"x": x_layout, "q": q_layout}), name="s2")
+        with m.If(advance):
+            with m.If(ctl1.op == Op.STAT):
+                m.d.sync += s2.x.eq(x1)
+            with m.Else():
+                m.d.sync += [s2.q.ex.eq(ex), s2.q.params.eq(params)]
+                m.d.sync += [s2.q.mx[i].eq(mx[i]) for i in range(cfg.block)]
+
+        # Stage 2 -> 3: multiply, align both terms to the accumulator (floor), add.
+        p = s2.q.params
+        ep = Signal(ewide, name="prod_exp")
+        top_exp = Signal(ewide, name="top_exp")
+        dp = Signal(ewide, name="prod_gap")
+        do = Signal(ewide, name="offset_gap")
+        m.d.comb += [
+            ep.eq(s2.q.ex + p.scale_exp),
+            top_exp.eq(Mux(ep > p.offset_exp, ep, p.offset_exp)),
+            dp.eq(top_exp - ep),
+            do.eq(top_exp - p.offset_exp),
+        ]
+        gap_p = emax - 2 * emin  # largest possible T - Ep
+        gap_o = 2 * emax - emin  # largest possible T - Eo
+        sp = Signal(ewide, name="prod_shift")
+        so = Signal(ewide, name="offset_shift")
+        m.d.comb += [sp.eq(dp - (g + 3 - mw)), so.eq(do - (g + 1))]
+        sums = []
+        for i in range(cfg.block):
+            prod = Signal(signed(2 * mw), name=f"prod_{i}")
+            m.d.comb += prod.eq(s2.q.mx[i] * p.scale[i])
+            tp = _round_shift(m, prod, sp, -(g + 3 - mw), gap_p - (g + 3 - mw), "floor",
+                              f"tp_{i}")
+            to = _round_shift(m, p.offset[i], so, -(g + 1), gap_o - (g + 1), "floor",
+                              f"to_{i}")
+            total = Signal(signed(width), name=f"acc_{i}")
+            m.d.comb += total.eq(tp + to)
+            sums.append(total)
+
+        a_layout = data.StructLayout({
+            "s": data.ArrayLayout(signed(width), cfg.block), "top": ewide})
+        ctl3 = stage(ctl2, "s3")
+        s3 = Signal(data.UnionLayout({"x": x_layout, "a": a_layout}), name="s3")
+        with m.If(advance):
+            with m.If(ctl2.op == Op.STAT):
+                m.d.sync += s3.x.eq(s2.x)
+            with m.Else():
+                m.d.sync += s3.a.top.eq(top_exp)
+                m.d.sync += [s3.a.s[i].eq(sums[i]) for i in range(cfg.block)]
+
+        # Stage 3 -> output: normalise the sums to an output block.
+        lsb = Signal(ewide, name="acc_lsb")
+        m.d.comb += lsb.eq(s3.a.top + (1 - mw - g))
+        smags = [_abs(m, s3.a.s[i], f"smag_{i}") for i in range(cfg.block)]
+        s_or = Signal(width, name="s_or")
+        m.d.comb += s_or.eq(_or_all(smags))
+        s_lead = _leading_one(m, s_or, "s_lead")
+        ey_raw = Signal(ewide, name="y_exp_raw")
+        ey = Signal(signed(cfg.exponent), name="y_exp")
+        m.d.comb += [
+            ey_raw.eq(s_lead + lsb),
+            ey.eq(Mux(s_or == 0, emin, Mux(ey_raw > emax, emax,
+                                           Mux(ey_raw < emin, emin, ey_raw)))),
+        ]
+        # Right shifts of A or more, and left shifts of m or more, round or clip exactly as
+        # larger ones would: bound the shifter there.
+        ry = Signal(ewide, name="y_shift")
+        ry_raw = Signal(ewide, name="y_shift_raw")
+        m.d.comb += [
+            ry_raw.eq(ey - lsb - (mw - 2)),
+            ry.eq(Mux(ry_raw > width, width, Mux(ry_raw < -mw, -mw, ry_raw))),
+        ]
+        result = Signal(cfg.output_layout, name="y")
+        m.d.comb += result.exp.eq(ey)
+        for i in range(cfg.block):
+            shifted = _round_shift(m, s3.a.s[i], ry, -mw, width, cfg.rounding, f"ys_{i}")
+            m.d.comb += result.man[i].eq(_clip(m, shifted, mmin, mmax, mw, f"my_{i}"))
+        return ctl3, s3.x, result
+
+    # Range batch-norm statistics ----------------------------------------------------------
+
+    def _statistics(self, m, advance, ctl, x):
+        """Per channel: sum, current chunk max/min, sums of finished chunks' max/min.
+        Returns the ``stats_layout`` value of the beat in ``ctl`` (valid on ``last``)."""
+        cfg = self.config
+        ext = cfg.extreme_bits
+        stats = Signal(cfg.stats_layout, name="stats")
+        update = advance & ctl.valid & (ctl.op == Op.STAT)
+        new_chunk = ctl.first | ctl.chunk
+        for i in range(cfg.block):
+            regs = {
+                key: [Signal(signed(w), name=f"st_{key}_{gi}_{i}") for gi in range(cfg.groups)]
+                for key, w in (("sum", cfg.sum_bits), ("cmax", cfg.input_width),
+                               ("cmin", cfg.input_width), ("smax", ext), ("smin", ext))}
+            cur = {key: (Array(sigs)[ctl.group] if cfg.groups > 1 else sigs[0])
+                   for key, sigs in regs.items()}
+            nxt = {key: Signal(signed(len(sigs[0])), name=f"st_{key}_next_{i}")
+                   for key, sigs in regs.items()}
+            xi = x[i]
+            m.d.comb += [
+                nxt["sum"].eq(Mux(ctl.first, 0, cur["sum"]) + xi),
+                nxt["smax"].eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur["smax"] + cur["cmax"],
+                                                     cur["smax"]))),
+                nxt["smin"].eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur["smin"] + cur["cmin"],
+                                                     cur["smin"]))),
+                nxt["cmax"].eq(Mux(new_chunk | (xi > cur["cmax"]), xi, cur["cmax"])),
+                nxt["cmin"].eq(Mux(new_chunk | (xi < cur["cmin"]), xi, cur["cmin"])),
+            ]
+            for gi in range(cfg.groups):
+                with m.If(update & ((ctl.group == gi) if cfg.groups > 1 else 1)):
+                    m.d.sync += [regs[key][gi].eq(nxt[key]) for key in regs]
+            hi = Signal(signed(ext), name=f"st_hi_{i}")
+            lo = Signal(signed(ext), name=f"st_lo_{i}")
+            m.d.comb += [
+                hi.eq(nxt["smax"] + nxt["cmax"]),
+                lo.eq(nxt["smin"] + nxt["cmin"]),
+                stats[i].sum.eq(nxt["sum"]),
+                stats[i].spread.eq(hi - lo),
+            ]
+        return stats
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
