@@ -116,6 +116,7 @@ class LightNorm(wiring.Component):
     def __init__(self, config=None):
         config = LightNormConfig() if config is None else config
         if not isinstance(config, LightNormConfig):
+            self._MustUse__silence = True  # never built: no "created but never used" warning
             raise TypeError(f"config must be a LightNormConfig, not {config!r}")
         self.config = config
         super().__init__({
@@ -123,10 +124,15 @@ class LightNorm(wiring.Component):
             "o_stream": Out(stream.Signature(config.result_layout)),
         })
 
+    @staticmethod
+    def latency_for(config):
+        """Cycles from an accepted beat to its result on ``o_stream`` (no stalls)."""
+        return 4 if config.output == "bfp" else 2
+
     @property
     def latency(self):
-        """Cycles from an accepted beat to its result on ``o_stream`` (no stalls)."""
-        return 4 if self.config.output == "bfp" else 2
+        """:meth:`latency_for` this unit's configuration."""
+        return self.latency_for(self.config)
 
     def elaborate(self, platform):
         cfg = self.config

@@ -14,10 +14,15 @@ def random_params(config, rng):
     b = config.block
     if config.output == "bfp":
         mlo, mhi = -(1 << (config.mantissa - 1)), 1 << (config.mantissa - 1)
-        return {"scale": rng.integers(mlo, mhi, b).tolist(),
-                "scale_exp": int(rng.integers(config.emin, config.emax + 1)),
-                "offset": rng.integers(mlo, mhi, b).tolist(),
-                "offset_exp": int(rng.integers(config.emin, config.emax + 1))}
+        lo, hi = config.emin, config.emax
+        if rng.random() < 0.3:  # anywhere: exercises exponent clamps and saturation
+            es, eo = (int(v) for v in rng.integers(lo, hi + 1, 2))
+        else:  # realistic: scale * x of the same order as the offset
+            es = int(np.clip(rng.integers(-config.input_width, 2), lo, hi))
+            typical = config.input_width // 2 + es
+            eo = int(np.clip(typical + rng.integers(-3, 4), lo, hi))
+        return {"scale": rng.integers(mlo, mhi, b).tolist(), "scale_exp": es,
+                "offset": rng.integers(mlo, mhi, b).tolist(), "offset_exp": eo}
     xmax = (1 << (config.input_width - 1)) - 1
     # Thresholds mostly near small inputs, sometimes at the clamp values min - 1 / max + 1.
     t = rng.integers(-xmax - 2, xmax + 2, size=(b, config.thresholds))
