@@ -67,6 +67,8 @@ UNITS = {unit.name: unit for unit in [
     Unit("xnor-array", "lowbit.config.xnor_array:XNORArrayConfig",
          "lowbit.hw.xnor_array:XNORArray", "lowbit.sim.xnor_array_tb", "xnor_array",
          "lowbit.units:_array_macs"),
+    Unit("lightnorm", "lowbit.config.lightnorm:LightNormConfig",
+         "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm"),
 ]}
 
 

@@ -173,7 +173,8 @@ class LightNorm:
         self.reset()
 
     def reset(self):
-        """Clear statistics and parameters, as the gateware's reset does."""
+        """Clear the statistics (as the gateware's reset does) and the parameters (as at
+        power-on: the parameter memory starts zeroed but a reset does not clear it)."""
         cfg = self.config
         zeros = lambda: np.zeros((cfg.groups, cfg.block), dtype=np.int64)  # noqa: E731
         self.sum, self.cmax, self.cmin, self.smax, self.smin = (zeros() for _ in range(5))
