@@ -69,6 +69,9 @@ UNITS = {unit.name: unit for unit in [
          "lowbit.units:_array_macs"),
     Unit("lightnorm", "lowbit.config.lightnorm:LightNormConfig",
          "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm"),
+    Unit("bn-conventional", "lowbit.config.bn_conventional:BNConventionalConfig",
+         "lowbit.hw.bn_conventional:BNConventional", "lowbit.sim.bn_conventional_tb",
+         "bn_conventional"),
 ]}
 
 

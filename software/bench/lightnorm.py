@@ -89,7 +89,7 @@ def area_configs():
     from ..config.lightnorm import LightNormConfig
 
     return [("lightnorm", LightNormConfig(channels=16, block=16, input_width=16)),
-            ("bn-conventional", BNConventionalConfig(channels=16, lanes=16, input_width=16))]
+            ("bn-conventional", BNConventionalConfig(channels=16, block=16, input_width=16))]
 
 
 def area_table(targets=("ice40", "ecp5")):
