@@ -61,6 +61,22 @@ def test_round_shift_is_exact(value, shift, rounding):
     assert int(bfp.round_shift(value, shift, rounding)) == expected
 
 
+def test_round_shift_ties():
+    # Exact halves are rare among random values: check every tie of small values directly.
+    for shift in range(1, 5):
+        for k in range(-6, 7):
+            value = k * (1 << shift) + (1 << (shift - 1))
+            exact = Fraction(value, 1 << shift)
+            for rounding in ("nearest-even", "truncate"):
+                assert int(bfp.round_shift(value, shift, rounding)) == _exact_round(exact,
+                                                                                    rounding)
+    assert bfp.round_shift([1, 3, 5, -1, -3, -5], 1, "nearest-even").tolist() == [0, 2, 2, 0,
+                                                                                  -2, -2]
+    with pytest.raises(ValueError, match=re.escape(
+            "rounding must be 'nearest-even', 'truncate' or 'floor', not 'up'")):
+        bfp.round_shift(1, 1, "up")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(-(1 << 15), (1 << 15) - 1), min_size=8, max_size=8),
        st.sampled_from([2, 4, 7, 10]), st.sampled_from(["nearest-even", "truncate"]))
