@@ -29,7 +29,8 @@ def random_beats(config, rng, batches=3, applies=20):
                              config.block)
             c = rng.integers(-(1 << (config.acc_bits - 1)), 1 << (config.acc_bits - 1),
                              config.block) >> int(rng.integers(0, config.acc_bits))
-            beats.append({"op": Op.LOAD, "group": g, "data": {"params": {"a": a.tolist(), "c": c.tolist()}}})
+            params = {"a": a.tolist(), "c": c.tolist()}
+            beats.append({"op": Op.LOAD, "group": g, "data": {"params": params}})
         beats += model.apply_beats(x[:applies] >> int(rng.integers(0, 4)))
     return beats
 

@@ -72,6 +72,26 @@ def error_table(mantissas=MANTISSAS, blocks=BLOCKS, batch=1024, channels=64,
     return table
 
 
+def sign_agreement(batch=1024, channels=64):
+    """Fraction of +-1 outputs of the fused threshold path (thresholds folded from the unit's
+    range statistics) equal to ``sign(batchnorm(x))`` with the true variance, on digits
+    pre-activations; and the mean ratio ``C(n) * range / sigma`` (range BN's bias)."""
+    from ..config.lightnorm import LightNormConfig
+    from ..golden.lightnorm import LightNorm, batchnorm, fold_thresholds, range_scale
+
+    x = digits_preactivations(channels)[:batch]
+    gamma, beta = bn_parameters(channels)
+    config = LightNormConfig(channels=channels, block=16, input_width=8, output="sign",
+                             max_batch=batch)
+    model = LightNorm(config)
+    total, spread = model.statistics(x)
+    sigma = range_scale(batch, config.chunks) * spread / config.chunks
+    t, flip = fold_thresholds(total / batch, sigma + 1e-5, gamma, beta, [0.0], 8)
+    bits = model.apply(x, model.threshold_params(t, flip))
+    agree = float(np.mean(bits == (batchnorm(x, gamma, beta) >= 0)))
+    return agree, float(np.mean(sigma / x.std(axis=0)))
+
+
 def error_markdown(table, mantissas=MANTISSAS, blocks=BLOCKS):
     """The error table as Markdown: rows are blocks, columns mantissa widths."""
     head = "| block \\ mantissa | " + " | ".join(str(m) for m in mantissas) + " |"
@@ -129,6 +149,12 @@ def main(argv=None):
           "(vs float range BN / vs float true BN), nearest-even, guard_bits 8:\n")
     print(error_markdown(table))
     print(f"\nFloat range BN vs float true BN: {table['range', None][1]:.3f}")
+    trunc = error_table(mantissas=(8,), blocks=(16,), rounding="truncate")
+    print(f"Truncate rounding, block 16, mantissa 8: {trunc[16, 8][0]:.4f} / "
+          f"{trunc[16, 8][1]:.3f}")
+    agree, ratio = sign_agreement()
+    print(f"Fused sign output vs sign(true BN): {100 * agree:.2f}% equal; "
+          f"mean C(n) * range / sigma = {ratio:.2f}")
     if not args.no_synth:
         print()
         print(area_markdown(area_table(tuple(args.targets.split(",")))))
