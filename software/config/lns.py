@@ -27,10 +27,11 @@ from .base import ConfigMixin, check_enum, check_int
 
 __all__ = ["Rounding", "LNSMacConfig", "lns_lut", "SHIFT_CAP"]
 
-#: The derived ``shift`` never exceeds this: products below ``2^-20`` of full scale
-#: (``S_a * S_b``) are far below an 8-bit format's resolution, and more fraction bits would
-#: only widen every partial accumulator.
-SHIFT_CAP = 20
+#: The derived ``shift`` never exceeds this: products below ``2^-16`` of full scale
+#: (``S_a * S_b``) change an 8-bit LNS dot product by far less than its own quantisation
+#: error (measured in ``docs/lns_mac.md``), and every extra bit widens all ``gamma``
+#: partial accumulators.
+SHIFT_CAP = 16
 
 
 def lns_lut(gamma, lut_frac):
@@ -77,10 +78,10 @@ class LNSMacConfig(ConfigMixin):
         (1..24).
     shift : int or None
         Fraction bits of the partial accumulators: a product with ``q < -shift`` is
-        dropped. ``None`` derives ``min(ceil((c_max - 1) / gamma), 20)``, which keeps every
-        product at least as large as the smallest representable operand magnitude (or
-        ``2^-20`` of full scale). At most ``-q_min`` (beyond it no product is dropped and
-        the extra bits would always be zero).
+        dropped. ``None`` derives ``min(-q_min, 16)``: every product is kept when the format
+        reaches no lower than ``2^-16`` of full scale (``S_a * S_b``), else the products
+        below that are dropped. At most ``-q_min`` (beyond it no product is dropped and the
+        extra bits would always be zero).
     max_k : int
         Longest dot product (products) the accumulators must hold without overflow.
     acc_width : int or None
@@ -167,7 +168,7 @@ class LNSMacConfig(ConfigMixin):
     def frac_shift(self):
         """The ``shift`` in use (explicit or derived)."""
         if self.shift is None:
-            return min(-((1 - self.c_max) // self.gamma), SHIFT_CAP)
+            return min(-self.q_min, SHIFT_CAP)
         return self.shift
 
     @property
