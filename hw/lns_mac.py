@@ -8,6 +8,9 @@ conversion to linear is a one-hot decode of the quotient ``q`` steered by the re
 multiplier shared by the whole unit.
 """
 
+import functools
+import operator
+
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -159,10 +162,10 @@ class LNSMac(wiring.Component):
         busy, issuing, pvalid, plast = Signal(), Signal(), Signal(), Signal()
         index = Signal(range(gamma))
         entry = Signal(cfg.lut_width)
-        with m.Switch(index):
-            for j, constant in enumerate(cfg.lut):
-                with m.Case(j):
-                    m.d.comb += entry.eq(constant)
+        # An OR of gated constants rather than a Switch: Icarus never runs the `always @*`
+        # a Switch becomes until its input changes, so the entry for index 0 would stay X.
+        m.d.comb += entry.eq(functools.reduce(operator.or_, [
+            Mux(index == j, constant, 0) for j, constant in enumerate(cfg.lut)]))
         product = Signal(signed(width + cfg.lut_width + 1))
         total = Signal(signed(cfg.total_width))
         taken = Signal()

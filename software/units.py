@@ -63,6 +63,10 @@ def _array_macs(config):
     return config.macs
 
 
+def _lanes(config):
+    return config.lanes
+
+
 UNITS = {unit.name: unit for unit in [
     Unit("xnor-array", "lowbit.config.xnor_array:XNORArrayConfig",
          "lowbit.hw.xnor_array:XNORArray", "lowbit.sim.xnor_array_tb", "xnor_array",
@@ -72,6 +76,10 @@ UNITS = {unit.name: unit for unit in [
     Unit("bn-conventional", "lowbit.config.bn_conventional:BNConventionalConfig",
          "lowbit.hw.bn_conventional:BNConventional", "lowbit.sim.bn_conventional_tb",
          "bn_conventional"),
+    Unit("lns-mac", "lowbit.config.lns:LNSMacConfig", "lowbit.hw.lns_mac:LNSMac",
+         "lowbit.sim.lns_mac_tb", "lns_mac", "lowbit.units:_lanes"),
+    Unit("int8-mac", "lowbit.config.int8_mac:Int8MacConfig", "lowbit.hw.int8_mac:Int8Mac",
+         "lowbit.sim.int8_mac_tb", "int8_mac", "lowbit.units:_lanes"),
 ]}
 
 
