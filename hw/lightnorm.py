@@ -33,45 +33,61 @@ def _abs(m, value, name):
     return mag
 
 
-def _round_shift(m, value, shift, lo, hi, rounding, name):
-    """``value / 2^shift`` rounded as :func:`lowbit.golden.bfp.round_shift` does.
+class _Shifter:
+    """``value / 2^shift`` rounded as :func:`lowbit.golden.bfp.round_shift` does, for every
+    lane of a block: the shift amount is the block's, so its decoding is built once here
+    and each lane (:meth:`apply`) costs one adder, one bit select and one barrel shifter.
 
     ``shift`` is a signed signal known to lie in ``[lo, hi]``; negative shifts are exact
-    left shifts. Right shifts are clamped to the value's width ``w``: shifting by ``w`` or
-    more gives the same rounded result (0, or -1 for ``floor`` of a negative value), and the
-    remainder is then exactly the low ``w`` bits.
+    left shifts. Right shifts are clamped to the lanes' width ``w``: shifting by ``w`` or
+    more gives the same rounded result (0, or -1 for ``floor`` of a negative value).
+    Rounding adds a bias before an arithmetic shift: ``2^(r-1) - 1 + bit_r(v)`` rounds to
+    nearest, ties to even; ``2^r - 1`` for negative ``v`` truncates toward zero.
     """
-    w = len(value)
-    right_max = max(0, min(hi, w))
-    left_max = max(0, -lo)
-    rr = Signal(range(right_max + 1), name=f"{name}_rr")
-    m.d.comb += rr.eq(Mux(shift <= 0, 0, Mux(shift >= right_max, right_max, shift)))
-    q = Signal(signed(w), name=f"{name}_q")
-    m.d.comb += q.eq(value >> rr)
-    if rounding == "floor" or right_max == 0:
-        up = Const(0)
-    else:
-        rem = Signal(w, name=f"{name}_rem")
-        mask = Signal(w, name=f"{name}_mask")
-        half = Signal(w + 1, name=f"{name}_half")
-        m.d.comb += [
-            mask.eq((Const(1, 1) << rr) - 1),
-            rem.eq(value.as_unsigned() & mask),
-            half.eq((Const(1, 1) << rr) >> 1),
-        ]
-        up = Signal(name=f"{name}_up")
-        if rounding == "truncate":
-            m.d.comb += up.eq(value[-1] & (rem != 0))
+
+    def __init__(self, m, shift, lo, hi, width, rounding, name):
+        self.width, self.rounding, self.name = width, rounding, name
+        self.right_max = right_max = max(0, min(hi, width))
+        self.left_max = left_max = max(0, -lo)
+        self.rr = Signal(range(right_max + 1), name=f"{name}_rr")
+        m.d.comb += self.rr.eq(Mux(shift <= 0, 0, Mux(shift >= right_max, right_max, shift)))
+        self.left = Signal(name=f"{name}_left")
+        m.d.comb += self.left.eq(shift < 0)
+        if left_max:
+            self.ls = Signal(range(left_max + 1), name=f"{name}_ls")
+            m.d.comb += self.ls.eq(Mux(shift < 0, Mux(shift <= -left_max, left_max, -shift),
+                                       0))
+        if rounding != "floor" and right_max:
+            self.nonzero = Signal(name=f"{name}_nz")
+            self.half = Signal(width + 1, name=f"{name}_half")  # 2^(r-1) - 1, or 0
+            self.mask = Signal(width + 1, name=f"{name}_mask")  # 2^r - 1
+            m.d.comb += [
+                self.nonzero.eq(self.rr != 0),
+                self.mask.eq((Const(1, 1) << self.rr) - 1),
+                self.half.eq(self.mask >> 1),
+            ]
+
+    def apply(self, m, value, name):
+        """The rounded, shifted ``value`` (a ``width``-bit signed value) as a signal."""
+        w = self.width
+        ext = Signal(signed(w + 1), name=f"{name}_ext")
+        m.d.comb += ext.eq(value)
+        biased = Signal(signed(w + 2), name=f"{name}_biased")
+        if self.rounding == "floor" or not self.right_max:
+            m.d.comb += biased.eq(ext)
+        elif self.rounding == "truncate":
+            m.d.comb += biased.eq(ext + Mux(ext < 0, self.mask, 0))
         else:
-            m.d.comb += up.eq((rr != 0) & ((rem > half) | ((rem == half) & q[0])))
-    out = Signal(signed(w + 1 + left_max), name=name)
-    if left_max:
-        ls = Signal(range(left_max + 1), name=f"{name}_ls")
-        m.d.comb += ls.eq(Mux(shift < 0, Mux(shift <= -left_max, left_max, -shift), 0))
-        m.d.comb += out.eq(Mux(shift < 0, value << ls, q + up))
-    else:
-        m.d.comb += out.eq(q + up)
-    return out
+            bit = Signal(name=f"{name}_bit")
+            m.d.comb += [bit.eq(self.nonzero & ext.bit_select(self.rr, 1)),
+                         biased.eq(ext + self.half + bit)]
+        out = Signal(signed(w + 2 + self.left_max), name=name)
+        shifted = biased >> self.rr
+        if self.left_max:
+            m.d.comb += out.eq(Mux(self.left, ext << self.ls, shifted))
+        else:
+            m.d.comb += out.eq(shifted)
+        return out
 
 
 def _clip(m, value, lo, hi, width, name):
@@ -234,8 +250,9 @@ class LightNorm(wiring.Component):
         # An all-zero block shifts by 0 (its mantissas are 0 whatever the shift).
         m.d.comb += shift.eq(Mux(anyone == 0, 0, ex - (mw - 2)))
         top = min(cfg.input_width - 1, emax)
-        mx = [_clip(m, _round_shift(m, x1[i], shift, -(mw - 2), top - (mw - 2), cfg.rounding,
-                                    f"xq_{i}"), mmin, mmax, mw, f"mx_{i}")
+        xq = _Shifter(m, shift, -(mw - 2), top - (mw - 2), cfg.input_width, cfg.rounding,
+                      "xq")
+        mx = [_clip(m, xq.apply(m, x1[i], f"xq_{i}"), mmin, mmax, mw, f"mx_{i}")
               for i in range(cfg.block)]
 
         q_layout = data.StructLayout({
@@ -267,14 +284,14 @@ class LightNorm(wiring.Component):
         sp = Signal(ewide, name="prod_shift")
         so = Signal(ewide, name="offset_shift")
         m.d.comb += [sp.eq(dp - (g + 3 - mw)), so.eq(do - (g + 1))]
+        tp_shift = _Shifter(m, sp, -(g + 3 - mw), gap_p - (g + 3 - mw), 2 * mw, "floor", "tp")
+        to_shift = _Shifter(m, so, -(g + 1), gap_o - (g + 1), mw, "floor", "to")
         sums = []
         for i in range(cfg.block):
             prod = Signal(signed(2 * mw), name=f"prod_{i}")
             m.d.comb += prod.eq(s2.q.mx[i] * p.scale[i])
-            tp = _round_shift(m, prod, sp, -(g + 3 - mw), gap_p - (g + 3 - mw), "floor",
-                              f"tp_{i}")
-            to = _round_shift(m, p.offset[i], so, -(g + 1), gap_o - (g + 1), "floor",
-                              f"to_{i}")
+            tp = tp_shift.apply(m, prod, f"tp_{i}")
+            to = to_shift.apply(m, p.offset[i], f"to_{i}")
             total = Signal(signed(width), name=f"acc_{i}")
             m.d.comb += total.eq(tp + to)
             sums.append(total)
@@ -314,8 +331,9 @@ class LightNorm(wiring.Component):
         ]
         result = Signal(cfg.output_layout, name="y")
         m.d.comb += result.exp.eq(ey)
+        ys = _Shifter(m, ry, -mw, width, width, cfg.rounding, "ys")
         for i in range(cfg.block):
-            shifted = _round_shift(m, s3.a.s[i], ry, -mw, width, cfg.rounding, f"ys_{i}")
+            shifted = ys.apply(m, s3.a.s[i], f"ys_{i}")
             m.d.comb += result.man[i].eq(_clip(m, shifted, mmin, mmax, mw, f"my_{i}"))
         return ctl3, s3.x, result
 
