@@ -171,7 +171,7 @@ class LNSMac(wiring.Component):
         taken = Signal()
         m.d.comb += [
             taken.eq(self.o_stream.valid & self.o_stream.ready),
-            buf_free.eq(1),
+            buf_free.eq(~busy | taken),
             self.o_stream.payload.dot.eq(total[cfg.output_shift:]),
         ]
         m.d.sync += pvalid.eq(0)
