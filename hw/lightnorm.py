@@ -6,7 +6,7 @@ golden model of the same name is :class:`lowbit.golden.lightnorm.LightNorm`, and
 BFP arithmetic is :func:`lowbit.golden.bfp.affine`.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -17,12 +17,26 @@ __all__ = ["LightNorm"]
 
 
 def _leading_one(m, value, name):
-    """Position of the highest set bit of ``value`` (0 when ``value`` is 0): a priority
-    chain where the last matching ``If`` wins."""
+    """Position of the highest set bit of ``value`` (0 when ``value`` is 0), as a tree of
+    ``log2(width)`` mux levels: the upper half decides when it holds a one."""
+
+    def tree(v):
+        if len(v) == 1:
+            return v[0], None
+        half = 1 << ((len(v) - 1).bit_length() - 1)
+        lo_any, lo_pos = tree(v[:half])
+        hi_any, hi_pos = tree(v[half:])
+        bits = (half - 1).bit_length()
+        lo_pos = Const(0, bits) if lo_pos is None else lo_pos
+        hi_pos = Const(0, bits) if hi_pos is None else hi_pos
+        pos = Signal(bits + 1)
+        m.d.comb += pos.eq(Cat(Mux(hi_any, hi_pos, lo_pos), hi_any))
+        return lo_any | hi_any, pos
+
     lead = Signal(range(max(len(value), 2)), name=name)
-    for i in range(len(value)):
-        with m.If(value[i]):
-            m.d.comb += lead.eq(i)
+    _, pos = tree(value)
+    if pos is not None:
+        m.d.comb += lead.eq(pos)
     return lead
 
 
@@ -143,7 +157,7 @@ class LightNorm(wiring.Component):
     @staticmethod
     def latency_for(config):
         """Cycles from an accepted beat to its result on ``o_stream`` (no stalls)."""
-        return 4 if config.output == "bfp" else 2
+        return 6 if config.output == "bfp" else 2
 
     @property
     def latency(self):
@@ -239,7 +253,14 @@ class LightNorm(wiring.Component):
         mmin, mmax = -(1 << (mw - 1)), (1 << (mw - 1)) - 1
         ewide = signed(cfg.exponent + 8)  # room for exponent sums and offsets
 
-        # Stage 1 -> 2: quantise x to a BFP block (leading one of OR_i |x_i|).
+        def register(value, name):
+            reg = Signal.like(value, name=name)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # Stage A: the input block's exponent (leading one of OR_i |x_i|), registered with
+        # x and the parameters (STAT beats only use x).
         mags = [_abs(m, x1[i], f"mag_{i}") for i in range(cfg.block)]
         anyone = Signal(cfg.input_width, name="x_or")
         m.d.comb += anyone.eq(_or_all(mags))
@@ -249,53 +270,58 @@ class LightNorm(wiring.Component):
         shift = Signal(ewide, name="x_shift")
         # An all-zero block shifts by 0 (its mantissas are 0 whatever the shift).
         m.d.comb += shift.eq(Mux(anyone == 0, 0, ex - (mw - 2)))
+        ctla = stage(ctl1, "sa")
+        xa = register(x1, "sa_x")
+        exa = register(ex, "sa_exp")
+        shifta = register(shift, "sa_shift")
+        pa = register(params, "sa_params")
+
+        # Stage B: quantise x (one rounding shifter per lane); the affine's exponents.
         top = min(cfg.input_width - 1, emax)
-        xq = _Shifter(m, shift, -(mw - 2), top - (mw - 2), cfg.input_width, cfg.rounding,
+        xq = _Shifter(m, shifta, -(mw - 2), top - (mw - 2), cfg.input_width, cfg.rounding,
                       "xq")
-        mx = [_clip(m, xq.apply(m, x1[i], f"xq_{i}"), mmin, mmax, mw, f"mx_{i}")
+        mx = [_clip(m, xq.apply(m, xa[i], f"xq_{i}"), mmin, mmax, mw, f"mx_{i}")
               for i in range(cfg.block)]
-
-        q_layout = data.StructLayout({
-            "mx": data.ArrayLayout(signed(mw), cfg.block), "ex": signed(cfg.exponent),
-            "params": cfg.param_layout})
-        ctl2 = stage(ctl1, "s2")
-        s2 = Signal(data.UnionLayout({"x": x_layout, "q": q_layout}), name="s2")
-        with m.If(advance):
-            with m.If(ctl1.op == Op.STAT):
-                m.d.sync += s2.x.eq(x1)
-            with m.Else():
-                m.d.sync += [s2.q.ex.eq(ex), s2.q.params.eq(params)]
-                m.d.sync += [s2.q.mx[i].eq(mx[i]) for i in range(cfg.block)]
-
-        # Stage 2 -> 3: multiply, align both terms to the accumulator (floor), add.
-        p = s2.q.params
         ep = Signal(ewide, name="prod_exp")
         top_exp = Signal(ewide, name="top_exp")
-        dp = Signal(ewide, name="prod_gap")
-        do = Signal(ewide, name="offset_gap")
-        m.d.comb += [
-            ep.eq(s2.q.ex + p.scale_exp),
-            top_exp.eq(Mux(ep > p.offset_exp, ep, p.offset_exp)),
-            dp.eq(top_exp - ep),
-            do.eq(top_exp - p.offset_exp),
-        ]
-        gap_p = emax - 2 * emin  # largest possible T - Ep
-        gap_o = 2 * emax - emin  # largest possible T - Eo
         sp = Signal(ewide, name="prod_shift")
         so = Signal(ewide, name="offset_shift")
-        m.d.comb += [sp.eq(dp - (g + 3 - mw)), so.eq(do - (g + 1))]
-        tp_shift = _Shifter(m, sp, -(g + 3 - mw), gap_p - (g + 3 - mw), 2 * mw, "floor", "tp")
-        to_shift = _Shifter(m, so, -(g + 1), gap_o - (g + 1), mw, "floor", "to")
+        m.d.comb += [
+            ep.eq(exa + pa.scale_exp),
+            top_exp.eq(Mux(ep > pa.offset_exp, ep, pa.offset_exp)),
+            sp.eq(top_exp - ep - (g + 3 - mw)),
+            so.eq(top_exp - pa.offset_exp - (g + 1)),
+        ]
+        q_layout = data.StructLayout({
+            "mx": data.ArrayLayout(signed(mw), cfg.block),
+            "scale": data.ArrayLayout(signed(mw), cfg.block),
+            "offset": data.ArrayLayout(signed(mw), cfg.block),
+            "top": ewide, "sp": ewide, "so": ewide})
+        ctl2 = stage(ctla, "s2")
+        s2 = Signal(data.UnionLayout({"x": x_layout, "q": q_layout}), name="s2")
+        with m.If(advance):
+            with m.If(ctla.op == Op.STAT):
+                m.d.sync += s2.x.eq(xa)
+            with m.Else():
+                m.d.sync += [s2.q.top.eq(top_exp), s2.q.sp.eq(sp), s2.q.so.eq(so),
+                             s2.q.scale.eq(pa.scale), s2.q.offset.eq(pa.offset)]
+                m.d.sync += [s2.q.mx[i].eq(mx[i]) for i in range(cfg.block)]
+
+        # Stage C: multiply, align both terms to the accumulator (floor), add.
+        gap_p = emax - 2 * emin  # largest possible T - Ep
+        gap_o = 2 * emax - emin  # largest possible T - Eo
+        q = s2.q
+        tp_shift = _Shifter(m, q.sp, -(g + 3 - mw), gap_p - (g + 3 - mw), 2 * mw, "floor",
+                            "tp")
+        to_shift = _Shifter(m, q.so, -(g + 1), gap_o - (g + 1), mw, "floor", "to")
         sums = []
         for i in range(cfg.block):
             prod = Signal(signed(2 * mw), name=f"prod_{i}")
-            m.d.comb += prod.eq(s2.q.mx[i] * p.scale[i])
-            tp = tp_shift.apply(m, prod, f"tp_{i}")
-            to = to_shift.apply(m, p.offset[i], f"to_{i}")
+            m.d.comb += prod.eq(q.mx[i] * q.scale[i])
             total = Signal(signed(width), name=f"acc_{i}")
-            m.d.comb += total.eq(tp + to)
+            m.d.comb += total.eq(tp_shift.apply(m, prod, f"tp_{i}")
+                                 + to_shift.apply(m, q.offset[i], f"to_{i}"))
             sums.append(total)
-
         a_layout = data.StructLayout({
             "s": data.ArrayLayout(signed(width), cfg.block), "top": ewide})
         ctl3 = stage(ctl2, "s3")
@@ -304,10 +330,10 @@ class LightNorm(wiring.Component):
             with m.If(ctl2.op == Op.STAT):
                 m.d.sync += s3.x.eq(s2.x)
             with m.Else():
-                m.d.sync += s3.a.top.eq(top_exp)
+                m.d.sync += s3.a.top.eq(q.top)
                 m.d.sync += [s3.a.s[i].eq(sums[i]) for i in range(cfg.block)]
 
-        # Stage 3 -> output: normalise the sums to an output block.
+        # Stage D: the output block's exponent (leading one of OR_i |S_i|) and shift.
         lsb = Signal(ewide, name="acc_lsb")
         m.d.comb += lsb.eq(s3.a.top + (1 - mw - g))
         smags = [_abs(m, s3.a.s[i], f"smag_{i}") for i in range(cfg.block)]
@@ -329,13 +355,25 @@ class LightNorm(wiring.Component):
             ry_raw.eq(ey - lsb - (mw - 2)),
             ry.eq(Mux(ry_raw > width, width, Mux(ry_raw < -mw, -mw, ry_raw))),
         ]
+        n_layout = data.StructLayout({
+            "s": data.ArrayLayout(signed(width), cfg.block), "exp": signed(cfg.exponent),
+            "shift": signed((2 * width).bit_length() + 1)})
+        ctl4 = stage(ctl3, "s4")
+        s4 = Signal(data.UnionLayout({"x": x_layout, "n": n_layout}), name="s4")
+        with m.If(advance):
+            with m.If(ctl3.op == Op.STAT):
+                m.d.sync += s4.x.eq(s3.x)
+            with m.Else():
+                m.d.sync += [s4.n.s.eq(s3.a.s), s4.n.exp.eq(ey), s4.n.shift.eq(ry)]
+
+        # Stage E: round the sums to the output block's mantissas.
         result = Signal(cfg.output_layout, name="y")
-        m.d.comb += result.exp.eq(ey)
-        ys = _Shifter(m, ry, -mw, width, width, cfg.rounding, "ys")
+        m.d.comb += result.exp.eq(s4.n.exp)
+        ys = _Shifter(m, s4.n.shift, -mw, width, width, cfg.rounding, "ys")
         for i in range(cfg.block):
-            shifted = ys.apply(m, s3.a.s[i], f"ys_{i}")
+            shifted = ys.apply(m, s4.n.s[i], f"ys_{i}")
             m.d.comb += result.man[i].eq(_clip(m, shifted, mmin, mmax, mw, f"my_{i}"))
-        return ctl3, s3.x, result
+        return ctl4, s4.x, result
 
     # Range batch-norm statistics ----------------------------------------------------------
 

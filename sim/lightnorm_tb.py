@@ -16,6 +16,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..config.lightnorm import LightNormConfig
 from ..golden.lightnorm import LightNorm, fold_thresholds, range_scale
+from ..hw.lightnorm import LightNorm as LightNormUnit
 from .lightnorm_vectors import random_beats
 from .runner import config_from_env
 
@@ -135,5 +136,5 @@ async def back_to_back_throughput(dut):
     while beats[-1]["op"].name == "LOAD":
         beats.pop()
     _, cycles = await _transact(dut, model, beats, random.Random(6), idle=0.0, stall=0.0)
-    latency = 4 if config.output == "bfp" else 2
+    latency = LightNormUnit.latency_for(config)
     assert cycles <= len(beats) + latency + 1, (len(beats), cycles)

@@ -102,37 +102,61 @@ def error_markdown(table, mantissas=MANTISSAS, blocks=BLOCKS):
     return "\n".join(lines)
 
 
-def area_configs():
-    """The two units compared, same channel count (16) and throughput (one 16-channel
-    block per cycle), 16-bit inputs."""
+# Lanes (channels per beat = channels) compared on each target: the iCE40UP5K's 5280 logic
+# cells hold two lanes of the conventional unit's LUT multipliers, the ECP5-85F eight lanes.
+AREA_LANES = {"ice40": 2, "ecp5": 8}
+
+
+def area_configs(lanes):
+    """The units compared at ``lanes`` channels, one block of ``lanes`` channels per cycle
+    (same channel count and throughput), 16-bit inputs: LightNorm with BFP output, LightNorm
+    with fused sign output, and the conventional unit."""
     from ..config.bn_conventional import BNConventionalConfig
     from ..config.lightnorm import LightNormConfig
 
-    return [("lightnorm", LightNormConfig(channels=16, block=16, input_width=16)),
-            ("bn-conventional", BNConventionalConfig(channels=16, block=16, input_width=16))]
+    ln = LightNormConfig(channels=lanes, block=lanes, input_width=16)
+    return [("lightnorm", "bfp, m=8, e=6", ln),
+            ("lightnorm", "sign", ln.replace(output="sign")),
+            ("bn-conventional", "16-bit fixed point", BNConventionalConfig(
+                channels=lanes, block=lanes, input_width=16))]
 
 
-def area_table(targets=("ice40", "ecp5")):
-    """Synthesis figures of both units on each target: a list of result dicts."""
-    from ..synth import synthesize
+def area_table(targets=("ice40", "ecp5"), lanes=None):
+    """Synthesis figures of the compared units on each target: a list of result dicts (a
+    design that does not fit gets ``fits: False`` and the cells it needed, if reported)."""
+    import re
+
+    from ..synth import SynthesisError, synthesize
     from ..units import get_unit
 
     rows = []
-    for name, config in area_configs():
-        for target in targets:
-            result = synthesize(get_unit(name), config, target)
+    for target in targets:
+        count = AREA_LANES[target] if lanes is None else lanes
+        for name, label, config in area_configs(count):
+            try:
+                result = synthesize(get_unit(name), config, target)
+                result["fits"] = True
+            except SynthesisError as error:
+                needed = re.search(r"of (\d+) ICESTORM_LCs", str(error))
+                result = {"unit": name, "target": target, "fits": False,
+                          "lc": int(needed.group(1)) if needed else None}
+            result.update({"label": label, "lanes": count})
             rows.append(result)
     return rows
 
 
 def area_markdown(rows):
     """Synthesis figures as Markdown."""
-    lines = ["| unit | target | logic cells | LUT4 | FF | carry | DSP | BRAM | harness bits "
-             "| Fmax (MHz) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | lanes | unit | variant | logic cells | LUT4 | FF | carry | DSP | BRAM "
+             "| harness bits | Fmax (MHz) |", "|---" * 12 + "|"]
     for r in rows:
-        lines.append(f"| {r['unit']} | {r['target']} | {r['lc']} | {r['lut4']} | {r['ff']} | "
-                     f"{r['carry']} | {r['dsp']} | {r['bram']} | {r['harness_bits']} | "
-                     f"{r['fmax_mhz']} |")
+        if not r.get("fits", True):
+            lines.append(f"| {r['target']} | {r['lanes']} | {r['unit']} | {r['label']} | "
+                         f"does not fit ({r['lc']} needed) | | | | | | | |")
+            continue
+        lines.append(f"| {r['target']} | {r['lanes']} | {r['unit']} | {r['label']} | "
+                     f"{r['lc']} | {r['lut4']} | {r['ff']} | {r['carry']} | {r['dsp']} | "
+                     f"{r['bram']} | {r['harness_bits']} | {r['fmax_mhz']} |")
     return "\n".join(lines)
 
 
