@@ -130,11 +130,12 @@ class LightNorm(wiring.Component):
         One beat per ``APPLY`` and per ``STAT`` beat with ``last`` set, in input order.
 
     Pipeline: the beat and its group's parameters (a synchronous memory read) are
-    registered; ``bfp`` mode then quantises the block (leading-one detection of the OR of
-    ``|x_i|``, one rounding shifter per lane), multiplies by the scale mantissas and adds
-    the aligned offset in a ``mantissa + 3 + guard_bits`` accumulator, and finally
-    normalises the sums to an output block (leading-one detection again, rounding shifters):
-    four register stages. Threshold modes compare ``x`` with every threshold of its channel
+    registered; ``bfp`` mode then finds the block exponent (leading-one detection of the OR
+    of ``|x_i|``, a tree), quantises the block (one rounding shifter per lane), multiplies
+    by the scale mantissas and adds the aligned offset in a ``mantissa + 3 + guard_bits``
+    accumulator, finds the output exponent (leading-one detection again) and rounds the
+    sums to the output block: six register stages, one per step, because each step is a
+    deep chain of LUTs on an iCE40. Threshold modes compare ``x`` with every threshold of its channel
     and count: two register stages. Statistics update in the last stage, so a statistics
     read-modify-write never spans stages and back-to-back beats of one group are exact.
 
