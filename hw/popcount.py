@@ -31,7 +31,9 @@ def popcount_tree(m, bits, *, stages=0, enable=1, group=8, name="pop"):
         if latency < stages:
             registered = []
             for k, value in enumerate(values):
-                reg = Signal(len(value), name=f"{name}_r{level}_{k}")
+                # No reset: a cell's flip-flop packs with its LUT only when their control
+                # nets match, and pipeline data never needs one.
+                reg = Signal(len(value), name=f"{name}_r{level}_{k}", reset_less=True)
                 with m.If(enable):
                     m.d.sync += reg.eq(value)
                 registered.append(reg)

@@ -41,10 +41,10 @@ class SerialHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = self.dut
-        chain = Signal(self.in_bits)
+        chain = Signal(self.in_bits, reset_less=True)
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
         m.d.comb += Cat(*self._inputs).eq(chain)
-        captured = Signal(self.out_bits)
+        captured = Signal(self.out_bits, reset_less=True)
         with m.If(self.capture):
             m.d.sync += captured.eq(Cat(*self._outputs))
         with m.Else():

@@ -83,7 +83,7 @@ class XNORArray(wiring.Component):
         for stage in range(latency):
             staged = {}
             for key, value in ctl.items():
-                reg = Signal(len(value), name=f"ctl_{key}_{stage}")
+                reg = Signal(len(value), name=f"ctl_{key}_{stage}", reset_less=key != "valid")
                 with m.If(advance):
                     m.d.sync += reg.eq(value)
                 staged[key] = reg
@@ -93,7 +93,9 @@ class XNORArray(wiring.Component):
         accumulate = advance & ctl["valid"]
         offset = ctl["offset"].as_signed()
         for (i, j), count in counts.items():
-            acc = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name=f"acc_{i}_{j}")
+            # Accumulators need no reset: a tile's first beat loads them.
+            acc = Signal(range(-(1 << (width - 1)), 1 << (width - 1)), name=f"acc_{i}_{j}",
+                         reset_less=True)
             value = Mux(ctl["is_and"], count, count << 1)
             if cfg.binary_only:
                 # One XNOR pass per tile: no Horner doubling, no sign plane.

