@@ -84,7 +84,7 @@ def format_synth(result):
              f"  Fmax {result['fmax_mhz']} MHz (target {result['target_mhz']} MHz)",
              f"  harness registers: {result['harness_bits']} bits"]
     if "macs_per_cycle" in result:
-        lines.append(f"  {result['macs_per_cycle']} binary MACs/cycle: "
+        lines.append(f"  {result['macs_per_cycle']} MACs/cycle: "
                      f"{result['lut4_per_mac']} LUT4/MAC, {result['lc_per_mac']} cells/MAC "
                      f"({result['core_lc_per_mac']} without harness registers)")
     return "\n".join(lines)

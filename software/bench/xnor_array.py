@@ -18,14 +18,12 @@ from ..units import get_unit
 
 __all__ = ["main", "synthesis_table", "gemm_utilisation", "simulation_speed"]
 
+BINARY = ["max_act_bits=1", "max_weight_bits=1"]
 SIZES = [
-    ("binary 4x4x32", ["rows=4", "cols=4", "word=32", "max_act_bits=1", "max_weight_bits=1"]),
-    ("binary 2x4x64", ["rows=2", "cols=4", "word=64", "max_act_bits=1", "max_weight_bits=1"]),
-    ("binary 2x2x256", ["rows=2", "cols=2", "word=256", "max_act_bits=1",
-                        "max_weight_bits=1"]),
-    ("binary 1x2x256", ["rows=1", "cols=2", "word=256", "max_act_bits=1",
-                        "max_weight_bits=1"]),
-    ("default (8-bit capable)", []),
+    ("binary 4x4x32", ["rows=4", "cols=4", "word=32", *BINARY]),
+    ("binary 2x4x64", ["rows=2", "cols=4", "word=64", *BINARY]),
+    ("binary 2x2x256", ["rows=2", "cols=2", "word=256", "pipeline=3", *BINARY]),
+    ("default 4x4x32, 8-bit capable", []),
 ]
 
 
@@ -53,7 +51,7 @@ def synthesis_table(targets=("ice40", "ecp5"), sizes=SIZES):
 
 
 def gemm_beats(config, a_bits, b_bits):
-    """Beats for a full binary GEMM, built word-wise (the golden schedule, vectorised)."""
+    """Beats for a full binary GEMM: the golden model's schedule, tile by tile."""
     golden = GoldenArray(config)
     beats = []
     for r0, c0, tile_beats in golden.tiles(a_bits, b_bits):
