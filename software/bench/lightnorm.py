@@ -103,8 +103,8 @@ def error_markdown(table, mantissas=MANTISSAS, blocks=BLOCKS):
 
 
 # Lanes (channels per beat = channels) compared on each target: the iCE40UP5K's 5280 logic
-# cells hold two lanes of the conventional unit's LUT multipliers, the ECP5-85F eight lanes.
-AREA_LANES = {"ice40": 2, "ecp5": 8}
+# cells hold about two lanes of the conventional unit's LUT multipliers; ECP5 runs four.
+AREA_LANES = {"ice40": 2, "ecp5": 4}
 
 
 def area_configs(lanes):
