@@ -147,7 +147,12 @@ class XNORArray:
         self.reset()
 
     def reset(self):
-        """Clear the accumulators, as the gateware's reset does."""
+        """Clear the accumulators (their power-up value in the gateware).
+
+        The gateware's accumulators have no reset of their own (a tile's ``first`` beat
+        loads them), so a beat stream must start each tile with ``first``, as
+        :meth:`schedule` does; the model and the gateware then agree whatever came before.
+        """
         cfg = self.config
         self.acc = [[0] * cfg.cols for _ in range(cfg.rows)]
 
