@@ -323,49 +323,69 @@ class LightNorm(wiring.Component):
             m.d.comb += total.eq(tp_shift.apply(m, prod, f"tp_{i}")
                                  + to_shift.apply(m, q.offset[i], f"to_{i}"))
             sums.append(total)
+        # Also in stage C, from the top exponent alone: the accumulator's LSB exponent and the
+        # limits that the output exponent's clamps put on the leading-one position, so stage
+        # D only compares a small position with registered bounds (no chained carry chains).
+        lead_bits = signed(width.bit_length() + 1)
+        shift_bits = signed((2 * width).bit_length() + 1)
+        lsb = Signal(ewide, name="acc_lsb")
+        hi_c = Signal(ewide, name="lead_hi_raw")
+        lo_c = Signal(ewide, name="lead_lo_raw")
+        m.d.comb += [lsb.eq(q.top + (1 - mw - g)), hi_c.eq(emax - lsb), lo_c.eq(emin - lsb)]
+
+        def bounded(value, lo, hi):
+            return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
         a_layout = data.StructLayout({
-            "s": data.ArrayLayout(signed(width), cfg.block), "top": ewide})
+            "s": data.ArrayLayout(signed(width), cfg.block), "lsb": ewide,
+            # Position bounds, clamped to [-1, width]: comparisons with a position in
+            # [0, width - 1] come out the same.
+            "hi": lead_bits, "lo": lead_bits,
+            # The output shifts when the exponent clamps high / low.
+            "ry_hi": shift_bits, "ry_lo": shift_bits})
         ctl3 = stage(ctl2, "s3")
         s3 = Signal(data.UnionLayout({"x": x_layout, "a": a_layout}), name="s3")
         with m.If(advance):
             with m.If(ctl2.op == Op.STAT):
                 m.d.sync += s3.x.eq(s2.x)
             with m.Else():
-                m.d.sync += s3.a.top.eq(q.top)
+                m.d.sync += [
+                    s3.a.lsb.eq(lsb),
+                    s3.a.hi.eq(bounded(hi_c, -1, width)),
+                    s3.a.lo.eq(bounded(lo_c, -1, width)),
+                    s3.a.ry_hi.eq(bounded(hi_c - (mw - 2), -mw, width)),
+                    s3.a.ry_lo.eq(bounded(lo_c - (mw - 2), -mw, width)),
+                ]
                 m.d.sync += [s3.a.s[i].eq(sums[i]) for i in range(cfg.block)]
 
-        # Stage D: the output block's exponent (leading one of OR_i |S_i|) and shift.
-        lsb = Signal(ewide, name="acc_lsb")
-        m.d.comb += lsb.eq(s3.a.top + (1 - mw - g))
-        smags = [_abs(m, s3.a.s[i], f"smag_{i}") for i in range(cfg.block)]
+        # Stage D: the output block's exponent (leading one of OR_i |S_i|, clamped) and the
+        # rounding shift ``Ey - L - (m - 2)``, bounded where larger shifts give the same
+        # result (right shifts of A or more round like infinite ones, left shifts of m or
+        # more always clip).
+        a = s3.a
+        smags = [_abs(m, a.s[i], f"smag_{i}") for i in range(cfg.block)]
         s_or = Signal(width, name="s_or")
         m.d.comb += s_or.eq(_or_all(smags))
         s_lead = _leading_one(m, s_or, "s_lead")
-        ey_raw = Signal(ewide, name="y_exp_raw")
+        high = Signal(name="y_exp_high")
+        low = Signal(name="y_exp_low")
+        m.d.comb += [high.eq(s_lead > a.hi), low.eq(s_lead < a.lo)]
         ey = Signal(signed(cfg.exponent), name="y_exp")
+        ry = Signal(shift_bits, name="y_shift")
         m.d.comb += [
-            ey_raw.eq(s_lead + lsb),
-            ey.eq(Mux(s_or == 0, emin, Mux(ey_raw > emax, emax,
-                                           Mux(ey_raw < emin, emin, ey_raw)))),
-        ]
-        # Right shifts of A or more, and left shifts of m or more, round or clip exactly as
-        # larger ones would: bound the shifter there.
-        ry = Signal(ewide, name="y_shift")
-        ry_raw = Signal(ewide, name="y_shift_raw")
-        m.d.comb += [
-            ry_raw.eq(ey - lsb - (mw - 2)),
-            ry.eq(Mux(ry_raw > width, width, Mux(ry_raw < -mw, -mw, ry_raw))),
+            ey.eq(Mux(s_or == 0, emin, Mux(high, emax, Mux(low, emin, s_lead + a.lsb)))),
+            ry.eq(Mux(high, a.ry_hi, Mux(low, a.ry_lo, s_lead - (mw - 2)))),
         ]
         n_layout = data.StructLayout({
             "s": data.ArrayLayout(signed(width), cfg.block), "exp": signed(cfg.exponent),
-            "shift": signed((2 * width).bit_length() + 1)})
+            "shift": shift_bits})
         ctl4 = stage(ctl3, "s4")
         s4 = Signal(data.UnionLayout({"x": x_layout, "n": n_layout}), name="s4")
         with m.If(advance):
             with m.If(ctl3.op == Op.STAT):
                 m.d.sync += s4.x.eq(s3.x)
             with m.Else():
-                m.d.sync += [s4.n.s.eq(s3.a.s), s4.n.exp.eq(ey), s4.n.shift.eq(ry)]
+                m.d.sync += [s4.n.s.eq(a.s), s4.n.exp.eq(ey), s4.n.shift.eq(ry)]
 
         # Stage E: round the sums to the output block's mantissas.
         result = Signal(cfg.output_layout, name="y")
