@@ -124,22 +124,37 @@ def area_configs(lanes):
 def area_table(targets=("ice40", "ecp5"), lanes=None):
     """Synthesis figures of the compared units on each target: a list of result dicts (a
     design that does not fit gets ``fits: False`` and the cells it needed, if reported)."""
+    import hashlib
+    import json
     import re
 
+    from .. import toolenv
     from ..synth import SynthesisError, synthesize
     from ..units import get_unit
+    from ..verilog import generate
 
     rows = []
     for target in targets:
         count = AREA_LANES[target] if lanes is None else lanes
         for name, label, config in area_configs(count):
-            try:
-                result = synthesize(get_unit(name), config, target)
-                result["fits"] = True
-            except SynthesisError as error:
-                needed = re.search(r"of (\d+) ICESTORM_LCs", str(error))
-                result = {"unit": name, "target": target, "fits": False,
-                          "lc": int(needed.group(1)) if needed else None}
+            unit = get_unit(name)
+            # synthesize() caches results, not failures; a design that does not fit takes as
+            # long to fail as to succeed, so remember the failure by its Verilog.
+            verilog = generate(unit.make_component(config), unit.toplevel)
+            key = hashlib.sha256(f"{verilog}\n{target}".encode()).hexdigest()[:16]
+            failed = toolenv.cache_dir("synth-failed") / f"{name}-{target}-{key}.json"
+            if failed.exists():
+                result = json.loads(failed.read_text())
+            else:
+                try:
+                    result = synthesize(unit, config, target)
+                    result["fits"] = True
+                except SynthesisError as error:
+                    needed = re.search(r"of (\d+) ICESTORM_LCs", str(error))
+                    result = {"unit": name, "target": target, "fits": False,
+                              "lc": int(needed.group(1)) if needed else None,
+                              "error": str(error)[-500:]}
+                    failed.write_text(json.dumps(result))
             result.update({"label": label, "lanes": count})
             rows.append(result)
     return rows
