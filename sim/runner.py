@@ -102,7 +102,8 @@ def run_cocotb(unit, config, *, simulator="verilator", waves=False, extra_env=No
     test fails (under pytest, cocotb's runner exits the test itself first).
     """
     build_dir = build(unit, config, simulator=simulator, waves=waves)
-    test_dir = Path(test_dir) if test_dir else Path(tempfile.mkdtemp(prefix="lowbit-sim-"))
+    test_dir = (Path(test_dir) if test_dir else Path(tempfile.mkdtemp(prefix="lowbit-sim-")))
+    test_dir = test_dir.resolve()  # cocotb reads a relative results path from elsewhere
     test_dir.mkdir(parents=True, exist_ok=True)
     env = {"LOWBIT_CONFIG": json.dumps(config.to_dict())}
     env.update(extra_env or {})

@@ -59,6 +59,14 @@ def test_bad_arguments_exit_with_a_clear_message(args, message, capsys):
 
 
 @pytest.mark.cocotb
+def test_sim_with_relative_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "xnor-array", *SMALL, "--dir", "run"]) == 0
+    assert "3 cocotb tests passed" in capsys.readouterr().out
+    assert (tmp_path / "run" / "results.xml").exists()
+
+
+@pytest.mark.cocotb
 def test_sim_with_waves(tmp_path, capsys):
     assert main(["sim", "xnor-array", *SMALL, "--waves", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
