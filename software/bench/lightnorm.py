@@ -166,8 +166,10 @@ def area_markdown(rows):
              "| harness bits | Fmax (MHz) |", "|---" * 12 + "|"]
     for r in rows:
         if not r.get("fits", True):
+            why = (f"does not fit ({r['lc']} cells needed)" if r.get("lc")
+                   else "synthesis failed: " + (r.get("error") or "?").splitlines()[0])
             lines.append(f"| {r['target']} | {r['lanes']} | {r['unit']} | {r['label']} | "
-                         f"does not fit ({r['lc']} needed) | | | | | | | |")
+                         f"{why} | | | | | | | |")
             continue
         lines.append(f"| {r['target']} | {r['lanes']} | {r['unit']} | {r['label']} | "
                      f"{r['lc']} | {r['lut4']} | {r['ff']} | {r['carry']} | {r['dsp']} | "
