@@ -166,8 +166,13 @@ def area_markdown(rows):
              "| harness bits | Fmax (MHz) |", "|---" * 12 + "|"]
     for r in rows:
         if not r.get("fits", True):
-            why = (f"does not fit ({r['lc']} cells needed)" if r.get("lc")
-                   else "synthesis failed: " + (r.get("error") or "?").splitlines()[0])
+            error = r.get("error") or "?"
+            if r.get("lc"):
+                why = f"does not fit ({r['lc']} cells needed)"
+            elif "call stack exhausted" in error:
+                why = "Yosys's ABC crashed (WebAssembly call stack exhausted)"
+            else:
+                why = "Yosys failed: " + error.splitlines()[0]
             lines.append(f"| {r['target']} | {r['lanes']} | {r['unit']} | {r['label']} | "
                          f"{why} | | | | | | | |")
             continue
