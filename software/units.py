@@ -35,6 +35,9 @@ class Unit:
     ops_per_cycle : str or None
         ``module:function`` mapping a configuration to the operations it performs per cycle
         (binary MACs for the array), used for per-operation synthesis figures.
+    synth_commands : tuple of (target, command) pairs
+        Yosys synthesis commands that replace the target's default for this unit (where a
+        default option crashes Yosys/ABC on the unit's netlist).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Unit:
     testbench: str
     toplevel: str
     ops_per_cycle: str | None = None
+    synth_commands: tuple = ()
 
     @property
     def config_class(self):
@@ -71,11 +75,14 @@ UNITS = {unit.name: unit for unit in [
     Unit("xnor-array", "lowbit.config.xnor_array:XNORArrayConfig",
          "lowbit.hw.xnor_array:XNORArray", "lowbit.sim.xnor_array_tb", "xnor_array",
          "lowbit.units:_array_macs"),
+    # ABC9 exits with no message on LightNorm's sign-mode netlist for ECP5.
     Unit("lightnorm", "lowbit.config.lightnorm:LightNormConfig",
-         "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm"),
+         "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm",
+         synth_commands=(("ecp5", "synth_ecp5 -noabc9"),)),
+    # ABC's -dff pass runs out of WebAssembly stack on the square-root datapath.
     Unit("bn-conventional", "lowbit.config.bn_conventional:BNConventionalConfig",
          "lowbit.hw.bn_conventional:BNConventional", "lowbit.sim.bn_conventional_tb",
-         "bn_conventional"),
+         "bn_conventional", synth_commands=(("ice40", "synth_ice40"),)),
     Unit("lns-mac", "lowbit.config.lns:LNSMacConfig", "lowbit.hw.lns_mac:LNSMac",
          "lowbit.sim.lns_mac_tb", "lns_mac", "lowbit.units:_lanes"),
     Unit("int8-mac", "lowbit.config.int8_mac:Int8MacConfig", "lowbit.hw.int8_mac:Int8Mac",
