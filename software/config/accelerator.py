@@ -1,0 +1,132 @@
+"""Configuration of the whole programmable accelerator: which units it has, their
+configurations, its on-chip buffers and its host link (issue 5).
+
+The instruction set (:mod:`lowbit.isa`), the program format (:mod:`lowbit.program`), the
+instruction-set simulator (:mod:`lowbit.iss`) and, later, the gateware controller all read
+this one object. Its :meth:`~AcceleratorConfig.fingerprint` stamps every program, so a
+program built for one configuration is refused by another.
+
+Buffers hold ``word``-bit words:
+
+* the **activation** buffer holds packed operand rows (``A`` of a GEMM, the outputs of the
+  norm unit);
+* the **weight** buffer holds packed weight rows (``B`` of a GEMM) and norm-unit
+  parameters;
+* the **output** buffer holds one signed accumulator value per word (``C`` of a GEMM).
+
+The defaults fit an iCE40UP5K: the activation and weight buffers take two 16-bit wide
+SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 words of
+32 bits); the units keep their own defaults.
+"""
+
+import dataclasses
+
+from .base import ConfigMixin, check_bool, check_int
+from .lightnorm import LightNormConfig
+from .lns import LNSMacConfig
+from .xnor_array import XNORArrayConfig
+
+__all__ = ["AcceleratorConfig"]
+
+#: Largest buffer (words) a configuration may ask for: 2^20 words is far beyond any target
+#: lowbit supports and keeps address fields at most 20 bits wide.
+MAX_BUFFER_WORDS = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorConfig(ConfigMixin):
+    """Parameters of the accelerator, its instruction set and its simulator.
+
+    Parameters
+    ----------
+    xnor_array : XNORArrayConfig
+        Configuration of the XNOR-popcount array (``GEMM_XNOR``).
+    lightnorm : LightNormConfig
+        Configuration of the norm unit (``NORM``). The default thresholds to +-1 (``sign``
+        output, what a binary network needs between layers) for up to 256 channels.
+    lns_mac : LNSMacConfig
+        Configuration of the LNS multiply-add unit (``GEMM_LNS``).
+    has_xnor_array, has_lightnorm, has_lns_mac : bool
+        Whether the unit is built. An absent unit's instructions are illegal, and its
+        configuration does not enter the fingerprint (it builds nothing). At least one unit
+        must be present.
+    word : int
+        Width in bits of a buffer word: 8, 16, 32 or 64.
+    act_words, weight_words, out_words : int
+        Sizes of the activation, weight and output buffers in words (1..2^20).
+    host_link_bits : int
+        Width of the host link's streams in bits: 8 (a UART), 16, 32 or 64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With an exact message naming the parameter, for any invalid value.
+    """
+
+    xnor_array: XNORArrayConfig = dataclasses.field(default_factory=XNORArrayConfig)
+    lightnorm: LightNormConfig = dataclasses.field(
+        default_factory=lambda: LightNormConfig(channels=256, output="sign"))
+    lns_mac: LNSMacConfig = dataclasses.field(default_factory=LNSMacConfig)
+    has_xnor_array: bool = True
+    has_lightnorm: bool = True
+    has_lns_mac: bool = True
+    word: int = 32
+    act_words: int = 16384
+    weight_words: int = 16384
+    out_words: int = 1024
+    host_link_bits: int = 8
+
+    def __post_init__(self):
+        owner = "AcceleratorConfig"
+        for name, cls in (("xnor_array", XNORArrayConfig), ("lightnorm", LightNormConfig),
+                          ("lns_mac", LNSMacConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise TypeError(f"{owner} {name} must be a {cls.__name__}, not {value!r}")
+        for name in ("has_xnor_array", "has_lightnorm", "has_lns_mac"):
+            check_bool(owner, name, getattr(self, name))
+        if not (self.has_xnor_array or self.has_lightnorm or self.has_lns_mac):
+            raise ValueError(f"{owner} needs at least one unit: has_xnor_array, has_lightnorm "
+                             f"and has_lns_mac are all False")
+        check_int(owner, "word", self.word)
+        if self.word not in (8, 16, 32, 64):
+            raise ValueError(f"{owner} word must be 8, 16, 32 or 64, not {self.word}")
+        for name in ("act_words", "weight_words", "out_words"):
+            check_int(owner, name, getattr(self, name), minimum=1, maximum=MAX_BUFFER_WORDS)
+        check_int(owner, "host_link_bits", self.host_link_bits)
+        if self.host_link_bits not in (8, 16, 32, 64):
+            raise ValueError(f"{owner} host_link_bits must be 8, 16, 32 or 64, not "
+                             f"{self.host_link_bits}")
+        # The output buffer keeps one accumulator value per word: a narrower word would
+        # silently drop the top bits of a dot product.
+        if self.has_xnor_array and self.xnor_array.accumulator_width > self.word:
+            raise ValueError(
+                f"{owner} word {self.word} cannot hold the XNOR array's "
+                f"{self.xnor_array.accumulator_width}-bit accumulators")
+        if self.has_lns_mac and self.lns_mac.bits > self.word:
+            raise ValueError(f"{owner} word {self.word} cannot hold the LNS MAC's "
+                             f"{self.lns_mac.bits}-bit operands")
+        if self.has_lns_mac and self.lns_mac.out_width > self.word:
+            raise ValueError(
+                f"{owner} word {self.word} cannot hold the LNS MAC's "
+                f"{self.lns_mac.out_width}-bit dot products")
+
+    @property
+    def buffer_words(self):
+        """Sizes of the buffers in words, by name (``act``, ``weight``, ``out``)."""
+        return {"act": self.act_words, "weight": self.weight_words, "out": self.out_words}
+
+    def to_dict(self):
+        """The fields as plain JSON-compatible values, nested configurations as dicts.
+
+        An absent unit's configuration is ``None``: it builds nothing, so two accelerators
+        that differ only there are the same accelerator (and share a fingerprint).
+        """
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, ConfigMixin):
+                present = getattr(self, f"has_{field.name}")
+                value = {"type": type(value).__name__, **value.to_dict()} if present else None
+            out[field.name] = value
+        return out
