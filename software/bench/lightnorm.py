@@ -154,7 +154,8 @@ def area_table(targets=("ice40", "ecp5"), lanes=None):
                     result = {"unit": name, "target": target, "fits": False,
                               "lc": int(needed.group(1)) if needed else None,
                               "error": str(error)[-500:]}
-                    failed.write_text(json.dumps(result))
+                    if needed:  # a tool crash may be fixed by the next run: don't keep it
+                        failed.write_text(json.dumps(result))
             result.update({"label": label, "lanes": count})
             rows.append(result)
     return rows
