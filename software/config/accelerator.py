@@ -16,7 +16,8 @@ Buffers hold ``word``-bit words:
 
 The defaults fit an iCE40UP5K: the activation and weight buffers take two 16-bit wide
 SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 words of
-32 bits); the units keep their own defaults.
+32 bits). The units keep their own defaults, except the norm unit, which thresholds to
++-1 (what a binary network needs between layers) for up to 256 channels.
 """
 
 import dataclasses

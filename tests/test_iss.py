@@ -1,0 +1,284 @@
+"""The instruction-set simulator: programs built with the encoder compute what numpy does,
+malformed programs give exact errors, and the provisional timing model is pinned."""
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lowbit.config.accelerator import AcceleratorConfig
+from lowbit.config.lightnorm import LightNormConfig
+from lowbit.config.xnor_array import XNORArrayConfig
+from lowbit.isa import Opcode, instruction_set
+from lowbit.iss import ISS, ISSError, from_signed, pack_rows, to_signed, unpack_rows
+from lowbit.program import Program
+
+CONFIG = AcceleratorConfig()
+# Small buffers (200 act words: 8-bit address fields can point past the end) and a norm
+# unit that requantises to 2 bits.
+SMALL = AcceleratorConfig(xnor_array=XNORArrayConfig(max_k=64), act_words=200,
+                          weight_words=300, out_words=100,
+                          lightnorm=LightNormConfig(channels=32, block=16,
+                                                    output="multithreshold", act_bits=2))
+HALT = dict(opcode="HALT", status=0)
+
+
+def gemm(m, n, k, *, a_addr=0, b_addr=0, c_addr=0, a_stride, b_stride, c_stride=None,
+         act_bits=1, act_signed=0, weight_bits=1, weight_signed=0):
+    return dict(opcode="GEMM_XNOR", a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, m=m, n=n,
+                k=k, a_stride=a_stride, b_stride=b_stride,
+                c_stride=n if c_stride is None else c_stride, act_bits=act_bits,
+                act_signed=act_signed, weight_bits=weight_bits, weight_signed=weight_signed)
+
+
+def signs(rng, shape):
+    return rng.choice(np.array([-1, 1]), size=shape)
+
+
+def test_binary_matmul_program():
+    rng = np.random.default_rng(1)
+    m, n, k = 6, 9, 70  # more rows and columns than the 4x4 array; K not a word multiple
+    a, b = signs(rng, (m, k)), signs(rng, (n, k))
+    wa, wb = pack_rows(a, 1, False, 32), pack_rows(b, 1, False, 32)
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=wa.size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=wb.size),
+        gemm(m, n, k, a_stride=3, b_stride=3),
+        dict(opcode="STORE", buffer="OUT", addr=0, count=m * n),
+        dict(HALT, status=7),
+    ], constants=wb.reshape(-1))
+    result = ISS(CONFIG).run(program, inputs=wa.reshape(-1))
+    (out,) = result.outputs
+    assert np.array_equal(to_signed(out, 32).reshape(m, n), a @ b.T)
+    assert result.status == 7 and result.instructions == 5
+    assert result.cycles == sum(step["cycles"] for step in result.trace)
+    assert [step["opcode"] for step in result.trace] == \
+        ["LOAD", "LOAD", "GEMM_XNOR", "STORE", "HALT"]
+    assert result.bytes_in == 5 * 20 + (wa.size + wb.size) * 4
+    assert result.bytes_out == m * n * 4
+    # 2 x 3 tiles of 3 beats each (one XNOR pass over 3 words).
+    assert result.unit_cycles["xnor_array"] == 2 * 3 * 3
+
+
+@pytest.mark.parametrize("act, weight", [
+    ((2, 0), (1, 0)), ((3, 1), (2, 1)), ((1, 0), (4, 1)), ((8, 1), (8, 1))])
+def test_bit_serial_matmul_with_strides(act, weight):
+    rng = np.random.default_rng(2)
+    m, n, k = 5, 6, 45
+    (ab, asg), (wbits, wsg) = act, weight
+
+    def operand(bits, signed, rows):
+        if bits == 1:
+            return signs(rng, (rows, k))
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2 ** bits)
+        return rng.integers(low, high, size=(rows, k))
+
+    a, b = operand(ab, asg, m), operand(wbits, wsg, n)
+    wa, wb = pack_rows(a, ab, asg, 32), pack_rows(b, wbits, wsg, 32)
+    # Rows one word apart more than needed, at nonzero addresses, results strided too.
+    a_stride, b_stride = wa.shape[1] + 1, wb.shape[1] + 1
+    a_words = np.zeros((m, a_stride), dtype=np.uint64)
+    a_words[:, :wa.shape[1]] = wa
+    b_words = np.zeros((n, b_stride), dtype=np.uint64)
+    b_words[:, :wb.shape[1]] = wb
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=10, count=a_words.size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=20, count=b_words.size),
+        gemm(m, n, k, a_addr=10, b_addr=20, c_addr=3, a_stride=a_stride, b_stride=b_stride,
+             c_stride=n + 2, act_bits=ab, act_signed=asg, weight_bits=wbits,
+             weight_signed=wsg),
+        dict(opcode="STORE", buffer="OUT", addr=3, count=(m - 1) * (n + 2) + n),
+        HALT,
+    ], constants=b_words.reshape(-1))
+    (out,) = ISS(CONFIG).run(program, inputs=a_words.reshape(-1)).outputs
+    out = np.concatenate([to_signed(out, 32), np.zeros(2, dtype=np.int64)])
+    assert np.array_equal(out.reshape(m, n + 2)[:, :n], a @ b.T)
+
+
+def _threshold_layer(config, x_rows, channels, t, flip):
+    """A program: LOAD x (as output-buffer values) and thresholds, NORM, STORE act rows."""
+    norm = config.lightnorm
+    mode = "THRESHOLD" if norm.output == "sign" else "REQUANTISE"
+    dst_row = norm.levels * -(-channels // config.word)
+    params = np.concatenate([from_signed(t.reshape(-1), config.word),
+                             flip.astype(np.uint64)])
+    rows = x_rows.shape[0]
+    return Program(config, [
+        dict(opcode="LOAD", buffer="OUT", source="INPUT", addr=0, count=x_rows.size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=5, count=params.size),
+        dict(opcode="NORM", mode=mode, src_addr=0, dst_addr=1, param_addr=5, rows=rows,
+             channels=channels, src_stride=channels, dst_stride=dst_row),
+        dict(opcode="STORE", buffer="ACT", addr=1, count=rows * dst_row),
+        HALT,
+    ], constants=params), from_signed(x_rows.reshape(-1), config.word), dst_row
+
+
+def test_norm_threshold_gives_sign_bits():
+    rng = np.random.default_rng(3)
+    rows, channels = 3, 40
+    x = rng.integers(-50, 50, size=(rows, channels))
+    t = rng.integers(-20, 20, size=(channels, 1))
+    flip = rng.integers(0, 2, size=channels)
+    program, inputs, dst_row = _threshold_layer(CONFIG, x, channels, t, flip)
+    (out,) = ISS(CONFIG).run(program, inputs).outputs
+    got = unpack_rows(out.reshape(rows, dst_row), channels, 1, False, 32)
+    expected = np.where(np.where(flip == 1, x <= t[:, 0], x >= t[:, 0]), 1, -1)
+    assert np.array_equal(got, expected)
+
+
+def test_norm_requantise_gives_k_bit_activations():
+    rng = np.random.default_rng(4)
+    rows, channels = 4, 20
+    x = rng.integers(-50, 50, size=(rows, channels))
+    t = np.sort(rng.integers(-30, 30, size=(channels, 3)), axis=1)
+    flip = np.zeros(channels, dtype=np.int64)
+    program, inputs, dst_row = _threshold_layer(SMALL, x, channels, t, flip)
+    (out,) = ISS(SMALL).run(program, inputs).outputs
+    got = unpack_rows(out.reshape(rows, dst_row), channels, 2, False, 32)
+    expected = (x[:, :, None] >= t[None]).sum(axis=2)
+    assert np.array_equal(got, expected)
+
+
+def test_maxpool_ors_binary_rows():
+    rng = np.random.default_rng(5)
+    rows, window, k = 3, 2, 50
+    x = signs(rng, (rows * window, k))
+    words = pack_rows(x, 1, False, 32)
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=words.size),
+        dict(opcode="MAXPOOL", src_addr=0, dst_addr=100, rows=rows, row_words=2,
+             window=window),
+        dict(opcode="STORE", buffer="ACT", addr=100, count=rows * 2),
+        HALT,
+    ])
+    (out,) = ISS(CONFIG).run(program, words.reshape(-1)).outputs
+    got = unpack_rows(out.reshape(rows, 2), k, 1, False, 32)
+    assert np.array_equal(got, x.reshape(rows, window, k).max(axis=1))
+
+
+@settings(max_examples=40)
+@given(bits=st.integers(1, 8), signed=st.booleans(), k=st.integers(1, 100),
+       word=st.sampled_from([8, 16, 32, 64]), seed=st.integers(0, 2 ** 32 - 1))
+def test_pack_unpack_round_trip(bits, signed, k, word, seed):
+    signed = signed and bits > 1
+    rng = np.random.default_rng(seed)
+    if bits == 1:
+        x = signs(rng, (3, k))
+    else:
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2 ** bits)
+        x = rng.integers(low, high, size=(3, k))
+    words = pack_rows(x, bits, signed, word)
+    assert words.shape == (3, bits * -(-k // word))
+    assert int(words.max(initial=0)) < 2 ** word
+    assert np.array_equal(unpack_rows(words, k, bits, signed, word), x)
+
+
+def test_timing_model_is_pinned():
+    # Provisional numbers: changing the model must be a deliberate test change.
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4), HALT])
+    result = ISS(CONFIG).run(program, inputs=[1, 2, 3, 4])
+    # 160-bit instructions over an 8-bit link take 20 cycles; 4 words of 32 bits, 16.
+    assert [step["cycles"] for step in result.trace] == [20 + 16, 20]
+    assert result.unit_cycles["host_link"] == 20 + 16 + 20
+
+
+def test_buffers_are_configured_sizes():
+    iss = ISS(SMALL)
+    assert {b.name: len(v) for b, v in iss.buffers.items()} == \
+        {"ACT": 200, "WEIGHT": 300, "OUT": 100}
+
+
+def test_halt_stops_before_later_words():
+    isa = instruction_set(CONFIG)
+    bad = isa.raw_layout.const({"opcode": max(op.value for op in Opcode) + 1}).as_bits()
+    result = ISS(CONFIG).run_words([isa.encode(dict(HALT, status=3)), bad])
+    assert result.status == 3 and result.instructions == 1 and result.outputs == []
+
+
+# Malformed programs -------------------------------------------------------------------------
+
+def test_illegal_opcode():
+    isa = instruction_set(CONFIG)
+    unused = max(op.value for op in Opcode) + 1
+    bad = isa.raw_layout.const({"opcode": unused}).as_bits()
+    load = isa.encode(dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=1))
+    with pytest.raises(ISSError, match=re.escape(f"instruction 1: unknown opcode {unused}")):
+        ISS(CONFIG).run_words([load, bad], inputs=[0])
+
+
+def test_address_out_of_range():
+    isa = instruction_set(SMALL)
+    fields = isa.check(gemm(2, 2, 32, a_stride=1, b_stride=1))
+    raw = {name: value for name, value in fields.items() if name != "opcode"}
+    operands = isa.raw_operands[Opcode.GEMM_XNOR].const(dict(raw, a_addr=250)).as_bits()
+    word = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value,
+                                 "operands": operands}).as_bits()
+    with pytest.raises(ISSError, match=re.escape(
+            "instruction 0: GEMM_XNOR operand a address 250 is outside the act buffer "
+            "(0..199)")):
+        ISS(SMALL).run_words([word])
+
+
+def test_missing_halt():
+    isa = instruction_set(CONFIG)
+    load = isa.encode(dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=1))
+    with pytest.raises(ISSError, match=re.escape(
+            "program ended without HALT after 2 instructions")):
+        ISS(CONFIG).run_words([load, load], inputs=[1, 2])
+
+
+def test_input_underrun():
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4), HALT])
+    with pytest.raises(ISSError, match=re.escape(
+            "instruction 0: LOAD needs 4 INPUT words, 2 remain")):
+        ISS(CONFIG).run(program, inputs=[1, 2])
+
+
+def test_constant_underrun():
+    isa = instruction_set(CONFIG)
+    load = isa.encode(dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=3))
+    with pytest.raises(ISSError, match=re.escape(
+            "instruction 0: LOAD needs 3 CONST words, 1 remain")):
+        ISS(CONFIG).run_words([load], constants=[5])
+
+
+def test_other_configuration():
+    program = Program(SMALL, [HALT])
+    with pytest.raises(ISSError, match=re.escape(
+            f"program was built for accelerator configuration {SMALL.fingerprint()}, this "
+            f"accelerator is {CONFIG.fingerprint()}")):
+        ISS(CONFIG).run(program)
+
+
+@pytest.mark.parametrize("instr, message", [
+    (dict(opcode="GEMM_LNS", a_addr=0, b_addr=0, c_addr=0, m=1, n=1, k=4, a_stride=1,
+          b_stride=1, c_stride=1), "instruction 0: GEMM_LNS is not simulated by the ISS yet"),
+    (dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0, rows=1,
+          channels=16, src_stride=16, dst_stride=1),
+     "instruction 0: NORM STATISTICS is not simulated by the ISS yet"),
+])
+def test_not_yet_simulated(instr, message):
+    with pytest.raises(ISSError, match=re.escape(message)):
+        ISS(CONFIG).run(Program(CONFIG, [instr, HALT]))
+
+
+def test_norm_input_too_wide_for_the_unit():
+    x = np.array([[2 ** 20]])
+    program, inputs, _ = _threshold_layer(CONFIG, x, 1, np.zeros((1, 1), dtype=np.int64),
+                                          np.zeros(1, dtype=np.int64))
+    with pytest.raises(ISSError, match=re.escape(
+            "instruction 2: NORM THRESHOLD: LightNorm input holds 1048576, outside the "
+            "16-bit signed range [-32768, 32767]")):
+        ISS(CONFIG).run(program, inputs)
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match=re.escape(
+            "config must be an AcceleratorConfig, not 'x'")):
+        ISS("x")
+    with pytest.raises(TypeError, match=re.escape("program must be a Program, not [0]")):
+        ISS(CONFIG).run([0])
