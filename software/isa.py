@@ -180,10 +180,10 @@ class InstructionSet:
         # Every field as a plain unsigned integer at the same offset: decode reads an
         # unknown opcode or enum value through these to report it.
         self.raw_layout = data.StructLayout({name: unsigned(field.width)
-                                       for name, field in self.layout})
+                                             for name, field in self.layout})
         self.raw_operands = {op: data.StructLayout({name: unsigned(field.width)
-                                                     for name, field in layout})
-                              for op, layout in self.operands.items()}
+                                                    for name, field in layout})
+                             for op, layout in self.operands.items()}
         for op, layout in self.operands.items():
             assert all(field.offset == self.raw_operands[op][name].offset
                        for name, field in layout)

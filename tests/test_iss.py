@@ -282,3 +282,35 @@ def test_type_errors():
         ISS("x")
     with pytest.raises(TypeError, match=re.escape("program must be a Program, not [0]")):
         ISS(CONFIG).run([0])
+
+
+def test_two_layer_binary_mlp():
+    # GEMM -> NORM THRESHOLD -> GEMM: the norm unit's output rows are the next layer's A,
+    # so two layers of a binary network are one LOAD per operand plus five instructions.
+    rng = np.random.default_rng(6)
+    batch, n_in, hidden, n_out = 5, 100, 40, 7
+    x = signs(rng, (batch, n_in))
+    w1, w2 = signs(rng, (hidden, n_in)), signs(rng, (n_out, hidden))
+    t = rng.integers(-6, 7, size=(hidden, 1))
+    flip = rng.integers(0, 2, size=hidden)
+    wx, ww1, ww2 = (pack_rows(v, 1, False, 32) for v in (x, w1, w2))
+    params = np.concatenate([from_signed(t.reshape(-1), 32), flip.astype(np.uint64)])
+    w2_addr, p_addr, h_addr = ww1.size, ww1.size + ww2.size, wx.size
+    constants = np.concatenate([ww1.reshape(-1), ww2.reshape(-1), params])
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=constants.size),
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=wx.size),
+        gemm(batch, hidden, n_in, a_stride=4, b_stride=4),
+        dict(opcode="NORM", mode="THRESHOLD", src_addr=0, dst_addr=h_addr, param_addr=p_addr,
+             rows=batch, channels=hidden, src_stride=hidden, dst_stride=2),
+        gemm(batch, n_out, hidden, a_addr=h_addr, b_addr=w2_addr, c_addr=0, a_stride=2,
+             b_stride=2),
+        dict(opcode="STORE", buffer="OUT", addr=0, count=batch * n_out),
+        HALT,
+    ], constants=constants)
+    result = ISS(CONFIG).run(program, inputs=wx.reshape(-1))
+    y1 = x @ w1.T
+    h = np.where(np.where(flip == 1, y1 <= t[:, 0], y1 >= t[:, 0]), 1, -1)
+    expected = h @ w2.T
+    assert np.array_equal(to_signed(result.outputs[0], 32).reshape(batch, n_out), expected)
+    assert result.unit_cycles["lightnorm"] == batch * 3  # 40 channels, blocks of 16
