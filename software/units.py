@@ -75,10 +75,8 @@ UNITS = {unit.name: unit for unit in [
     Unit("xnor-array", "lowbit.config.xnor_array:XNORArrayConfig",
          "lowbit.hw.xnor_array:XNORArray", "lowbit.sim.xnor_array_tb", "xnor_array",
          "lowbit.units:_array_macs"),
-    # ABC9 exits with no message on LightNorm's sign-mode netlist for ECP5.
     Unit("lightnorm", "lowbit.config.lightnorm:LightNormConfig",
-         "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm",
-         synth_commands=(("ecp5", "synth_ecp5 -noabc9"),)),
+         "lowbit.hw.lightnorm:LightNorm", "lowbit.sim.lightnorm_tb", "lightnorm"),
     # ABC's -dff pass runs out of WebAssembly stack on the square-root datapath.
     Unit("bn-conventional", "lowbit.config.bn_conventional:BNConventionalConfig",
          "lowbit.hw.bn_conventional:BNConventional", "lowbit.sim.bn_conventional_tb",
