@@ -11,8 +11,8 @@ import numpy as np
 from cocotb.clock import Clock
 
 from ..config.int8_mac import Int8MacConfig
-from .lns_mac_vectors import (collect, drive, edge_int8_jobs, int8_beats_for,
-                              random_int8_jobs, reset)
+from .cocotb_streams import collect, drive, reset
+from .lns_mac_vectors import edge_int8_jobs, int8_beats_for, random_int8_jobs
 from .runner import config_from_env
 
 __all__ = []

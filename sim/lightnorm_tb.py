@@ -12,12 +12,13 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from ..config.lightnorm import LightNormConfig
 from ..golden.lightnorm import LightNorm, fold_thresholds, range_scale
 from ..hw.lightnorm import LightNorm as LightNormUnit
 from .lightnorm_vectors import random_beats
+from .cocotb_streams import collect, drive, reset
 from .runner import config_from_env
 
 __all__ = []
@@ -25,51 +26,15 @@ __all__ = []
 
 async def _start(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.i_stream__valid.value = 0
-    dut.o_stream__ready.value = 0
-    dut.rst.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-
-
-async def _drive(dut, payloads, rng, idle):
-    for bits in payloads:
-        while rng.random() < idle:
-            dut.i_stream__valid.value = 0
-            await RisingEdge(dut.clk)
-        dut.i_stream__payload.value = bits
-        dut.i_stream__valid.value = 1
-        while True:
-            await ReadOnly()
-            taken = dut.i_stream__ready.value == 1
-            await RisingEdge(dut.clk)
-            if taken:
-                break
-    dut.i_stream__valid.value = 0
-
-
-async def _collect(dut, count, rng, stall, timeout):
-    out, cycles = [], 0
-    while len(out) < count:
-        ready = rng.random() >= stall
-        dut.o_stream__ready.value = int(ready)
-        await ReadOnly()
-        if ready and dut.o_stream__valid.value == 1:
-            out.append(dut.o_stream__payload.value.to_unsigned())
-        await RisingEdge(dut.clk)
-        cycles += 1
-        assert cycles <= timeout, f"hang: {len(out)} of {count} results after {cycles} cycles"
-    dut.o_stream__ready.value = 0
-    return out, cycles
+    await reset(dut)
 
 
 async def _transact(dut, model, beats, rng, *, idle, stall):
     """Send ``beats``, check every result against ``model`` (which consumes them too);
     return ``(results, cycles)``."""
     expected = model.run(beats)
-    cocotb.start_soon(_drive(dut, [model.encode(b) for b in beats], rng, idle))
-    raw, cycles = await _collect(dut, len(expected), rng, stall, 20 * len(beats) + 100)
+    cocotb.start_soon(drive(dut, [model.encode(b) for b in beats], rng, idle))
+    raw, cycles = await collect(dut, len(expected), rng, stall, 20 * len(beats) + 100)
     got = [model.decode(bits) for bits in raw]
     for n, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"result {n}: got {g}, expected {e}"

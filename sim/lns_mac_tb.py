@@ -14,7 +14,8 @@ import numpy as np
 from cocotb.clock import Clock
 
 from ..config.lns import LNSMacConfig
-from .lns_mac_vectors import beats_for, collect, drive, edge_jobs, random_jobs, reset
+from .cocotb_streams import collect, drive, reset
+from .lns_mac_vectors import beats_for, edge_jobs, random_jobs
 from .runner import config_from_env
 
 __all__ = []

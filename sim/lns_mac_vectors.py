@@ -11,7 +11,7 @@ from ..golden.int8_mac import Int8Mac
 from ..golden.lns import LNSMac, LNSTensor
 
 __all__ = ["random_jobs", "edge_jobs", "beats_for", "random_int8_jobs", "edge_int8_jobs",
-           "int8_beats_for", "drive", "collect", "reset"]
+           "int8_beats_for"]
 
 
 def _tensor(config, code, sign):
@@ -106,56 +106,3 @@ def int8_beats_for(config, jobs):
     for a, b in jobs:
         beats += golden.schedule(a, b)
     return beats, Int8Mac(config).run(beats)
-
-
-# cocotb stream drivers (imported inside a simulator only) ------------------------------------
-
-async def reset(dut):
-    """Hold reset for two cycles with both stream handshakes idle."""
-    from cocotb.triggers import RisingEdge
-
-    dut.i_stream__valid.value = 0
-    dut.o_stream__ready.value = 0
-    dut.rst.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-
-
-async def drive(dut, payloads, rng, idle):
-    """Offer ``payloads`` on ``i_stream`` in order, idle before a beat with probability
-    ``idle``."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-
-    for bits in payloads:
-        while rng.random() < idle:
-            dut.i_stream__valid.value = 0
-            await RisingEdge(dut.clk)
-        dut.i_stream__payload.value = bits
-        dut.i_stream__valid.value = 1
-        while True:
-            await ReadOnly()
-            taken = dut.i_stream__ready.value == 1
-            await RisingEdge(dut.clk)
-            if taken:
-                break
-    dut.i_stream__valid.value = 0
-
-
-async def collect(dut, count, rng, stall, timeout):
-    """Take ``count`` raw payloads from ``o_stream``, dropping ``ready`` with probability
-    ``stall``; return ``(payloads, cycles)``; fail after ``timeout`` cycles."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-
-    out, cycles = [], 0
-    while len(out) < count:
-        ready = rng.random() >= stall
-        dut.o_stream__ready.value = int(ready)
-        await ReadOnly()
-        if ready and dut.o_stream__valid.value == 1:
-            out.append(dut.o_stream__payload.value.to_unsigned())
-        await RisingEdge(dut.clk)
-        cycles += 1
-        assert cycles <= timeout, f"hang: {len(out)} of {count} results after {cycles} cycles"
-    dut.o_stream__ready.value = 0
-    return out, cycles

@@ -11,53 +11,13 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..config.xnor_array import XNORArrayConfig
+from .cocotb_streams import collect, drive, reset
 from .runner import config_from_env
 from .xnor_array_vectors import beats_for, edge_jobs, random_jobs
 
 __all__ = []
-
-
-async def _reset(dut):
-    dut.i_stream__valid.value = 0
-    dut.o_stream__ready.value = 0
-    dut.rst.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-
-
-async def _drive(dut, payloads, rng, idle):
-    for bits in payloads:
-        while rng.random() < idle:
-            dut.i_stream__valid.value = 0
-            await RisingEdge(dut.clk)
-        dut.i_stream__payload.value = bits
-        dut.i_stream__valid.value = 1
-        while True:
-            await ReadOnly()
-            taken = dut.i_stream__ready.value == 1
-            await RisingEdge(dut.clk)
-            if taken:
-                break
-    dut.i_stream__valid.value = 0
-
-
-async def _collect(dut, count, rng, stall, timeout):
-    out, cycles = [], 0
-    while len(out) < count:
-        ready = rng.random() >= stall
-        dut.o_stream__ready.value = int(ready)
-        await ReadOnly()
-        if ready and dut.o_stream__valid.value == 1:
-            out.append(dut.o_stream__payload.value.to_unsigned())
-        await RisingEdge(dut.clk)
-        cycles += 1
-        assert cycles <= timeout, f"hang: {len(out)} of {count} tiles after {cycles} cycles"
-    dut.o_stream__ready.value = 0
-    return out, cycles
 
 
 async def _check(dut, jobs, *, idle, stall, seed):
@@ -65,11 +25,11 @@ async def _check(dut, jobs, *, idle, stall, seed):
     beats, expected = beats_for(config, jobs)
     payloads = [config.beat_layout.const(b).as_bits() for b in beats]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await _reset(dut)
+    await reset(dut)
     rng = random.Random(seed)
-    cocotb.start_soon(_drive(dut, payloads, rng, idle))
+    cocotb.start_soon(drive(dut, payloads, rng, idle))
     start = time.perf_counter()
-    raw, cycles = await _collect(dut, len(expected), rng, stall, 20 * len(beats) + 100)
+    raw, cycles = await collect(dut, len(expected), rng, stall, 20 * len(beats) + 100)
     elapsed = time.perf_counter() - start
     layout = config.result_layout
     got = [[[layout.from_bits(bits)[i][j] for j in range(config.cols)]
