@@ -3,16 +3,16 @@ baseline LightNorm is measured against (same stream interface, channels per beat
 throughput); its golden model is :class:`lowbit.golden.bn_conventional.BNConventional`."""
 
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from ..config.bn_conventional import BNConventionalConfig, Op
+from .stream_unit import StreamUnit
 
 __all__ = ["BNConventional"]
 
 
-class BNConventional(wiring.Component):
+class BNConventional(StreamUnit):
     """Fixed-point batch norm with sum / sum-of-squares statistics and a square root.
 
     Parameters
@@ -36,16 +36,8 @@ class BNConventional(wiring.Component):
     ``advance = (~o_stream.valid | o_stream.ready) & ~busy``.
     """
 
-    def __init__(self, config=None):
-        config = BNConventionalConfig() if config is None else config
-        if not isinstance(config, BNConventionalConfig):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be a BNConventionalConfig, not {config!r}")
-        self.config = config
-        super().__init__({
-            "i_stream": In(stream.Signature(config.beat_layout)),
-            "o_stream": Out(stream.Signature(config.result_layout)),
-        })
+    config_class = BNConventionalConfig
+    config_article = "a"
 
     def elaborate(self, platform):
         cfg = self.config

@@ -3,16 +3,15 @@ lanes, throughput and stream interface (one beat of ``lanes`` pairs per cycle, `
 ``last`` flags, one output beat per dot product)."""
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from ..config.int8_mac import Int8MacConfig
+from .stream_unit import StreamUnit
 from .lns_mac import tree_sum
 
 __all__ = ["Int8Mac"]
 
 
-class Int8Mac(wiring.Component):
+class Int8Mac(StreamUnit):
     """Vector int8 multiply-accumulate unit (golden model:
     :class:`lowbit.golden.int8_mac.Int8Mac`).
 
@@ -32,16 +31,8 @@ class Int8Mac(wiring.Component):
     while the output is empty or being taken, so back-pressure holds every beat in place.
     """
 
-    def __init__(self, config=None):
-        config = Int8MacConfig() if config is None else config
-        if not isinstance(config, Int8MacConfig):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be an Int8MacConfig, not {config!r}")
-        self.config = config
-        super().__init__({
-            "i_stream": In(stream.Signature(config.beat_layout)),
-            "o_stream": Out(stream.Signature(config.result_layout)),
-        })
+    config_class = Int8MacConfig
+    config_article = "an"
 
     @property
     def latency(self):

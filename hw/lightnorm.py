@@ -7,11 +7,11 @@ BFP arithmetic is :func:`lowbit.golden.bfp.affine`.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from ..config.lightnorm import LightNormConfig, Op
+from .stream_unit import StreamUnit
 
 __all__ = ["LightNorm"]
 
@@ -110,7 +110,7 @@ def _clip(m, value, lo, hi, width, name):
     return out
 
 
-class LightNorm(wiring.Component):
+class LightNorm(StreamUnit):
     """LightNorm-style batch-norm unit with stream ports.
 
     Parameters
@@ -144,16 +144,8 @@ class LightNorm(wiring.Component):
     side never lose or duplicate a beat.
     """
 
-    def __init__(self, config=None):
-        config = LightNormConfig() if config is None else config
-        if not isinstance(config, LightNormConfig):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be a LightNormConfig, not {config!r}")
-        self.config = config
-        super().__init__({
-            "i_stream": In(stream.Signature(config.beat_layout)),
-            "o_stream": Out(stream.Signature(config.result_layout)),
-        })
+    config_class = LightNormConfig
+    config_article = "a"
 
     @staticmethod
     def latency_for(config):

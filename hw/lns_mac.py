@@ -12,10 +12,9 @@ import functools
 import operator
 
 from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from ..config.lns import LNSMacConfig
+from .stream_unit import StreamUnit
 
 __all__ = ["LNSMac", "tree_sum"]
 
@@ -36,7 +35,7 @@ def tree_sum(m, values, name):
     return values[0]
 
 
-class LNSMac(wiring.Component):
+class LNSMac(StreamUnit):
     """Vector LNS multiply-add unit with stream ports (golden model:
     :class:`lowbit.golden.lns.LNSMac`).
 
@@ -68,16 +67,8 @@ class LNSMac(wiring.Component):
     ``o_stream`` holds everything in place: nothing is lost or duplicated.
     """
 
-    def __init__(self, config=None):
-        config = LNSMacConfig() if config is None else config
-        if not isinstance(config, LNSMacConfig):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be an LNSMacConfig, not {config!r}")
-        self.config = config
-        super().__init__({
-            "i_stream": In(stream.Signature(config.beat_layout)),
-            "o_stream": Out(stream.Signature(config.result_layout)),
-        })
+    config_class = LNSMacConfig
+    config_article = "an"
 
     @property
     def latency(self):

@@ -6,16 +6,15 @@ same name is :class:`lowbit.golden.xnor_array.XNORArray`.
 """
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from ..config.xnor_array import Op, XNORArrayConfig
+from .stream_unit import StreamUnit
 from .popcount import popcount_tree
 
 __all__ = ["XNORArray"]
 
 
-class XNORArray(wiring.Component):
+class XNORArray(StreamUnit):
     """Output-stationary XNOR/AND-popcount array with stream ports.
 
     Parameters
@@ -36,16 +35,8 @@ class XNORArray(wiring.Component):
     accumulating, so back-to-back tiles keep every PE busy.
     """
 
-    def __init__(self, config=None):
-        config = XNORArrayConfig() if config is None else config
-        if not isinstance(config, XNORArrayConfig):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be an XNORArrayConfig, not {config!r}")
-        self.config = config
-        super().__init__({
-            "i_stream": In(stream.Signature(config.beat_layout)),
-            "o_stream": Out(stream.Signature(config.result_layout)),
-        })
+    config_class = XNORArrayConfig
+    config_article = "an"
 
     @property
     def latency(self):
