@@ -34,8 +34,16 @@ class SynthesisError(RuntimeError):
     """Yosys or nextpnr failed; the message holds the tail of its log."""
 
 
+TOOL_TIMEOUT_S = 1800  # nextpnr's router has been seen to hang on some netlists
+
+
 def _run(cmd, cwd, log):
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                              timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SynthesisError(f"{Path(cmd[0]).name} did not finish in {TOOL_TIMEOUT_S} s "
+                             f"(work folder: {cwd})") from None
     Path(log).write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
