@@ -47,3 +47,11 @@ def test_missing_icarus_is_reported(monkeypatch):
     with pytest.raises(FileNotFoundError, match=re.escape(
             "Icarus Verilog is not installed (Debian: apt-get install iverilog)")):
         build(unit, unit.make_config(), simulator="icarus")
+
+
+def test_a_hanging_synthesis_tool_is_stopped(tmp_path, monkeypatch):
+    from lowbit import synth
+
+    monkeypatch.setattr(synth, "TOOL_TIMEOUT_S", 0.2)
+    with pytest.raises(synth.SynthesisError, match=re.escape("sleep did not finish in 0.2 s")):
+        synth._run([shutil.which("sleep"), "5"], tmp_path, tmp_path / "log")
