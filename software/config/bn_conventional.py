@@ -22,7 +22,7 @@ from amaranth import signed, unsigned
 from amaranth.lib import data
 
 from .base import ConfigMixin, check_int
-from .lightnorm import Op
+from .lightnorm import Op, norm_beat_layout
 
 __all__ = ["BNConventionalConfig", "Op"]
 
@@ -119,17 +119,7 @@ class BNConventionalConfig(ConfigMixin):
     @property
     def beat_layout(self):
         """Same fields as LightNorm's beats (``chunk`` is ignored)."""
-        return data.StructLayout({
-            "op": Op,
-            "group": range(self.groups),
-            "first": 1,
-            "chunk": 1,
-            "last": 1,
-            "data": data.UnionLayout({
-                "x": data.ArrayLayout(signed(self.input_width), self.block),
-                "params": self.param_layout,
-            }),
-        })
+        return norm_beat_layout(self.groups, self.block, self.input_width, self.param_layout)
 
     @property
     def stats_layout(self):

@@ -28,7 +28,7 @@ from amaranth.lib import enum as hdl_enum
 
 from .base import ConfigMixin, check_enum, check_int
 
-__all__ = ["Rounding", "OutputMode", "Op", "LightNormConfig"]
+__all__ = ["Rounding", "OutputMode", "Op", "LightNormConfig", "norm_beat_layout"]
 
 
 class Rounding(enum.Enum):
@@ -52,6 +52,23 @@ class Op(hdl_enum.Enum, shape=2):
     APPLY = 0
     STAT = 1
     LOAD = 2
+
+
+def norm_beat_layout(groups, block, input_width, param_layout):
+    """The beat of a norm unit (LightNorm and its conventional baseline): operation,
+    channel group, flags and either the ``x`` block (``APPLY``, ``STAT``) or the group's
+    ``params`` (``LOAD``)."""
+    return data.StructLayout({
+        "op": Op,
+        "group": range(groups),
+        "first": 1,
+        "chunk": 1,
+        "last": 1,
+        "data": data.UnionLayout({
+            "x": data.ArrayLayout(signed(input_width), block),
+            "params": param_layout,
+        }),
+    })
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,17 +231,7 @@ class LightNormConfig(ConfigMixin):
     def beat_layout(self):
         """Payload of one input beat: operation, channel group, flags and either the
         ``x`` block (``APPLY``, ``STAT``) or the group's ``params`` (``LOAD``)."""
-        return data.StructLayout({
-            "op": Op,
-            "group": range(self.groups),
-            "first": 1,
-            "chunk": 1,
-            "last": 1,
-            "data": data.UnionLayout({
-                "x": data.ArrayLayout(signed(self.input_width), self.block),
-                "params": self.param_layout,
-            }),
-        })
+        return norm_beat_layout(self.groups, self.block, self.input_width, self.param_layout)
 
     @property
     def output_layout(self):
