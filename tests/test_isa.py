@@ -80,6 +80,10 @@ def test_config_defaults_fit_an_ice40up5k():
      "AcceleratorConfig weight_words must be an integer, not 1.5"),
     (dict(host_link_bits=12), ValueError,
      "AcceleratorConfig host_link_bits must be 8, 16, 32 or 64, not 12"),
+    (dict(word=16, host_link_bits=32), ValueError,
+     "AcceleratorConfig host_link_bits 32 must not exceed word 16"),
+    (dict(timeout_cycles=8), ValueError,
+     "AcceleratorConfig timeout_cycles must be at least 16, not 8"),
 ])
 def test_config_errors(changes, error, message):
     with pytest.raises(error, match=re.escape(message)):
@@ -126,7 +130,7 @@ def test_address_fields_follow_the_buffer_sizes():
 
 
 def test_instruction_width_follows_the_host_link():
-    assert instruction_set(DEFAULT.replace(host_link_bits=64)).width % 64 == 0
+    assert instruction_set(DEFAULT.replace(word=64, host_link_bits=64)).width % 64 == 0
 
 
 def test_instruction_set_needs_a_config():

@@ -56,7 +56,11 @@ class AcceleratorConfig(ConfigMixin):
     act_words, weight_words, out_words : int
         Sizes of the activation, weight and output buffers in words (1..2^20).
     host_link_bits : int
-        Width of the host link's streams in bits: 8 (a UART), 16, 32 or 64.
+        Width of the host link's streams in bits: 8 (a UART), 16, 32 or 64, at most
+        ``word`` (a data word is whole link beats).
+    timeout_cycles : int
+        Cycles without host-link input after which an incomplete program is abandoned with
+        the ``TRUNCATED`` status (16..2^32-1; see ``docs/host_link.md``).
 
     Raises
     ------
@@ -76,6 +80,7 @@ class AcceleratorConfig(ConfigMixin):
     weight_words: int = 16384
     out_words: int = 1024
     host_link_bits: int = 8
+    timeout_cycles: int = 1 << 20
 
     def __post_init__(self):
         owner = "AcceleratorConfig"
@@ -98,6 +103,11 @@ class AcceleratorConfig(ConfigMixin):
         if self.host_link_bits not in (8, 16, 32, 64):
             raise ValueError(f"{owner} host_link_bits must be 8, 16, 32 or 64, not "
                              f"{self.host_link_bits}")
+        if self.host_link_bits > self.word:
+            raise ValueError(f"{owner} host_link_bits {self.host_link_bits} must not exceed "
+                             f"word {self.word}")
+        check_int(owner, "timeout_cycles", self.timeout_cycles, minimum=16,
+                  maximum=(1 << 32) - 1)
         # The output buffer keeps one accumulator value per word: a narrower word would
         # silently drop the top bits of a dot product.
         if self.has_xnor_array and self.xnor_array.accumulator_width > self.word:
