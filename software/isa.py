@@ -23,7 +23,9 @@ Both :func:`encode` and :func:`decode` run the same checks and raise
 :class:`InstructionError` (a ``ValueError``) with an exact message: unknown opcode, an
 instruction for a unit the accelerator lacks, missing or unknown fields, values outside a
 field, addresses or regions outside their buffer, zero counts, unsupported precisions, and
-(decode only) nonzero unused bits.
+(decode only) nonzero unused bits. Its ``code`` is the :class:`Status` the accelerator
+reports for the word over the host link (``docs/host_link.md``): ``ADDRESS`` for a region
+that leaves its buffer or a stride shorter than a row, ``ILLEGAL`` for everything else.
 """
 
 import functools
@@ -34,8 +36,8 @@ from amaranth.lib import data, enum
 
 from .config.accelerator import AcceleratorConfig
 
-__all__ = ["Opcode", "Buffer", "Source", "NormMode", "InstructionError", "InstructionSet",
-           "instruction_set", "encode", "decode", "row_words"]
+__all__ = ["Opcode", "Buffer", "Source", "NormMode", "Status", "InstructionError",
+           "InstructionSet", "instruction_set", "encode", "decode", "row_words"]
 
 #: Instructions are padded to a multiple of this many bits (and of the host link's width),
 #: so that they are whole bytes, whole buffer words and whole host-link beats.
@@ -80,6 +82,21 @@ class NormMode(enum.Enum, shape=2):
     REQUANTISE = 3
 
 
+class Status(enum.IntEnum, shape=8):
+    """The ``code`` of a ``STATUS`` record on the host link (``docs/host_link.md``): how a
+    program ended. One byte on the link, hence the 8-bit shape."""
+
+    #: ``HALT`` executed.
+    OK = 0
+    #: The word is not a legal instruction (any decode error but the three below).
+    ILLEGAL = 1
+    #: A legal instruction whose region leaves its buffer, or whose stride is shorter than a
+    #: row.
+    ADDRESS = 2
+    #: The host stopped sending in the middle of a program.
+    TRUNCATED = 3
+
+
 # The norm unit's build-time output mode each NORM mode needs (None: any).
 _NORM_OUTPUT = {NormMode.STATISTICS: None, NormMode.NORMALISE: "bfp",
                 NormMode.THRESHOLD: "sign", NormMode.REQUANTISE: "multithreshold"}
@@ -92,7 +109,18 @@ _BUFFER_NAMES = {Buffer.ACT: "act", Buffer.WEIGHT: "weight", Buffer.OUT: "out"}
 
 
 class InstructionError(ValueError):
-    """An instruction that cannot be encoded, or a word that is not a legal instruction."""
+    """An instruction that cannot be encoded, or a word that is not a legal instruction.
+
+    Attributes
+    ----------
+    code : Status
+        What the accelerator reports for it: ``Status.ADDRESS`` for a region outside its
+        buffer or a stride shorter than a row, ``Status.ILLEGAL`` otherwise.
+    """
+
+    def __init__(self, message, code=Status.ILLEGAL):
+        super().__init__(message)
+        self.code = Status(code)
 
 
 def row_words(elements, bits_per_element, word):
@@ -268,15 +296,15 @@ class InstructionSet:
         name = f"{op.name} {what}" if what else op.name
         if not 0 <= addr < size:
             raise InstructionError(f"{name} address {addr} is outside the {buffer} buffer "
-                                   f"(0..{size - 1})")
+                                   f"(0..{size - 1})", Status.ADDRESS)
         if rows > 1 and stride < row:
             raise InstructionError(f"{name} stride {stride} is shorter than a row ({row} "
-                                   f"words)")
+                                   f"words)", Status.ADDRESS)
         if addr + (rows - 1) * stride + row > size:
             shape = f"of {rows} rows of {row} words (stride {stride})" if rows > 1 else \
                 f"of {row} words"
             raise InstructionError(f"{name} {shape} at {addr} runs past the end of the "
-                                   f"{buffer} buffer ({size} words)")
+                                   f"{buffer} buffer ({size} words)", Status.ADDRESS)
 
     def _check_load(self, instr):
         buffer = _BUFFER_NAMES[instr["buffer"]]
@@ -364,13 +392,23 @@ class InstructionSet:
         op = Opcode(raw.opcode)
         # The union member of this opcode (a view of its own bits), read with raw fields.
         member = getattr(self.layout.from_bits(bits).operands, op.name.lower())
-        fields = self.raw_operands[op].from_bits(member.as_bits())
-        instr = self._check({"opcode": op, **{name: fields[name]
-                                              for name, _ in self.operands[op]}}, raw=True)
+        view = self.raw_operands[op].from_bits(member.as_bits())
+        fields = {name: view[name] for name, _ in self.operands[op]}
         # Anything outside the opcode's own fields (union padding, reserved) must be zero:
-        # re-encoding must give the same word.
-        if self.encode(instr) != bits:
-            raise InstructionError(f"unused bits of a {op.name} instruction are not zero")
+        # the word rebuilt from the fields alone must be the same word.
+        operands = self.raw_operands[op].const(fields).as_bits()
+        clean = self.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()
+        unused = InstructionError(f"unused bits of a {op.name} instruction are not zero")
+        try:
+            instr = self._check({"opcode": op, **fields}, raw=True)
+        except InstructionError as error:
+            # A word with both kinds of fault is ILLEGAL (docs/host_link.md), so nonzero
+            # unused bits win over an address fault (the field checks come first anyway).
+            if error.code == Status.ADDRESS and clean != bits:
+                raise unused from None
+            raise
+        if clean != bits:
+            raise unused
         return instr
 
 

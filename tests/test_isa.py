@@ -19,7 +19,7 @@ from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.lns import LNSMacConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.isa import (Buffer, InstructionError, InstructionSet, NormMode, Opcode, Source,
-                        decode, encode, instruction_set, row_words)
+                        Status, decode, encode, instruction_set, row_words)
 
 DEFAULT = AcceleratorConfig()
 # Small buffers (not powers of two, so address fields can hold out-of-range values).
@@ -329,22 +329,55 @@ def test_zero_word_is_halt():
      "buffer (16384 words)"),
 ])
 def test_encode_errors(cfg, instr, message):
-    with pytest.raises(InstructionError, match=re.escape(message)):
+    with pytest.raises(InstructionError, match=re.escape(message)) as info:
         encode(instr, cfg)
+    # Region faults are ADDRESS, everything else ILLEGAL (docs/host_link.md).
+    assert info.value.code is _expected_code(message)
+
+
+# The three messages of InstructionSet._region: the only ADDRESS faults.
+_ADDRESS_MESSAGES = re.compile(r"address -?\d+ is outside the \w+ buffer|stride \d+ is "
+                               r"shorter than a row|runs past the end of the \w+ buffer")
+
+
+def _expected_code(message):
+    return Status.ADDRESS if _ADDRESS_MESSAGES.search(message) else Status.ILLEGAL
+
+
+def test_status_codes_are_the_host_link_bytes():
+    assert [(s.name, int(s)) for s in Status] == \
+        [("OK", 0), ("ILLEGAL", 1), ("ADDRESS", 2), ("TRUNCATED", 3)]
+    assert isinstance(Status.OK, int)
+    assert InstructionError("x").code is Status.ILLEGAL
+    assert isinstance(InstructionError("x"), ValueError)
+
+
+@pytest.mark.parametrize("instr, message", [
+    (load(addr=16384), "LOAD address 16384 is outside the act buffer (0..16383)"),
+    (gemm(a_stride=1), "GEMM_XNOR operand a stride 1 is shorter than a row (2 words)"),
+    (load(buffer="OUT", addr=1020, count=5),
+     "LOAD of 5 words at 1020 runs past the end of the out buffer (1024 words)"),
+])
+def test_region_faults_are_address(instr, message):
+    with pytest.raises(InstructionError, match=re.escape(message)) as info:
+        encode(instr, DEFAULT)
+    assert info.value.code is Status.ADDRESS
 
 
 def test_encode_needs_a_dict():
     with pytest.raises(InstructionError, match=re.escape(
-            "an instruction must be a dict, not 'HALT'")):
+            "an instruction must be a dict, not 'HALT'")) as info:
         encode("HALT", DEFAULT)
+    assert info.value.code is Status.ILLEGAL
 
 
 def test_decode_unknown_opcode():
     isa = instruction_set(DEFAULT)
     unused = max(op.value for op in Opcode) + 1
     word = isa.raw_layout.const({"opcode": unused}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(f"unknown opcode {unused}")):
+    with pytest.raises(InstructionError, match=re.escape(f"unknown opcode {unused}")) as info:
         decode(word, DEFAULT)
+    assert info.value.code is Status.ILLEGAL
 
 
 def test_decode_bad_enum_value():
@@ -353,8 +386,9 @@ def test_decode_bad_enum_value():
         {"buffer": len(Buffer), "addr": 0, "count": 1}).as_bits()
     word = isa.raw_layout.const({"opcode": Opcode.LOAD.value, "operands": operands}).as_bits()
     with pytest.raises(InstructionError, match=re.escape(
-            "LOAD buffer must be one of ACT, WEIGHT, OUT, not 3")):
+            "LOAD buffer must be one of ACT, WEIGHT, OUT, not 3")) as info:
         decode(word, DEFAULT)
+    assert info.value.code is Status.ILLEGAL
 
 
 def test_decode_address_out_of_range():
@@ -367,8 +401,16 @@ def test_decode_address_out_of_range():
     word = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value,
                                  "operands": operands}).as_bits()
     with pytest.raises(InstructionError, match=re.escape(
-            "GEMM_XNOR operand a address 255 is outside the act buffer (0..199)")):
+            "GEMM_XNOR operand a address 255 is outside the act buffer (0..199)")) as info:
         decode(word, SMALL)
+    assert info.value.code is Status.ADDRESS
+    # With nonzero reserved bits as well, the word is ILLEGAL (both faults: ILLEGAL wins).
+    word = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value, "operands": operands,
+                                 "reserved": 1}).as_bits()
+    with pytest.raises(InstructionError, match=re.escape(
+            "unused bits of a GEMM_XNOR instruction are not zero")) as info:
+        decode(word, SMALL)
+    assert info.value.code is Status.ILLEGAL
 
 
 def test_decode_count_zero():
@@ -376,8 +418,9 @@ def test_decode_count_zero():
     operands = isa.raw_operands[Opcode.STORE].const({"addr": 0, "count": 0}).as_bits()
     word = isa.raw_layout.const({"opcode": Opcode.STORE.value, "operands": operands}).as_bits()
     with pytest.raises(InstructionError, match=re.escape(
-            "STORE count must be at least 1, not 0")):
+            "STORE count must be at least 1, not 0")) as info:
         decode(word, DEFAULT)
+    assert info.value.code is Status.ILLEGAL
 
 
 def test_decode_unused_bits():
@@ -390,12 +433,14 @@ def test_decode_unused_bits():
         decode(word, DEFAULT)
     word = isa.raw_layout.const({"opcode": Opcode.HALT.value, "reserved": 1}).as_bits()
     with pytest.raises(InstructionError, match=re.escape(
-            "unused bits of a HALT instruction are not zero")):
+            "unused bits of a HALT instruction are not zero")) as info:
         decode(word, DEFAULT)
+    assert info.value.code is Status.ILLEGAL
 
 
 @pytest.mark.parametrize("word", [-1, 2 ** 160, "0", True])
 def test_decode_word_range(word):
     with pytest.raises(InstructionError, match=re.escape(
-            f"an instruction word must be a 160-bit unsigned integer, not {word!r}")):
+            f"an instruction word must be a 160-bit unsigned integer, not {word!r}")) as info:
         decode(word, DEFAULT)
+    assert info.value.code is Status.ILLEGAL
