@@ -36,7 +36,7 @@ from amaranth.lib import data, enum
 
 from .config.accelerator import AcceleratorConfig
 
-__all__ = ["Opcode", "Buffer", "Source", "NormMode", "Status", "InstructionError",
+__all__ = ["Opcode", "Buffer", "Source", "NormMode", "Status", "Record", "InstructionError",
            "InstructionSet", "instruction_set", "encode", "decode", "row_words"]
 
 #: Instructions are padded to a multiple of this many bits (and of the host link's width),
@@ -95,6 +95,17 @@ class Status(enum.IntEnum, shape=8):
     ADDRESS = 2
     #: The host stopped sending in the middle of a program.
     TRUNCATED = 3
+
+
+class Record(enum.IntEnum, shape=8):
+    """The kind of a record the accelerator sends to the host (byte 0 of its 8-byte header,
+    ``docs/host_link.md``)."""
+
+    #: The words of one ``STORE``.
+    DATA = 0x01
+    #: The end of a program: a :class:`Status` code, the ``HALT`` status, an instruction
+    #: index and four counters.
+    STATUS = 0x02
 
 
 # The norm unit's build-time output mode each NORM mode needs (None: any).

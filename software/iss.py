@@ -1,5 +1,12 @@
 """Instruction-set simulator (ISS) of the accelerator: executes programs with the golden
-models and estimates cycles (issue 5, first slice).
+models and estimates cycles (issue 5).
+
+Two ways in, one execution path:
+
+* :meth:`ISS.run` / :meth:`ISS.run_words`: a program (or raw instruction words) with its
+  constant and input words; returns an :class:`ISSResult`, raises :class:`ISSError`.
+* :meth:`ISS.run_stream`: the accelerator's side of the host link (``docs/host_link.md``),
+  bytes in, records out, with the status codes of :class:`lowbit.isa.Status`.
 
 Implemented: ``LOAD``, ``STORE``, ``GEMM_XNOR`` (binary and bit-serial, through
 :class:`lowbit.golden.xnor_array.XNORArray`'s ``tiles``/``schedule``/``run``), ``NORM`` in
@@ -14,28 +21,21 @@ significant first) in words ``j * ceil(K / word)`` onwards, element ``t`` of a p
 Signed operands are two's complement (the top plane weighs ``-2^(b-1)``). The output buffer
 holds one two's complement value per word.
 
-Timing model (**provisional**: invented from the intended controller, to be calibrated
-against the RTL's measured cycle counts once the controller exists):
-
-* every instruction first crosses the host link: ``width / host_link_bits`` cycles;
-* ``LOAD`` / ``STORE``: ``count * word / host_link_bits`` cycles (one link beat a cycle);
-* ``GEMM_XNOR``: per array tile, its beats (one per word per bit-plane pass), plus the
-  popcount pipeline and one cycle of latency, plus ``rows * cols`` cycles to write the tile
-  to the output buffer (not overlapped yet);
-* ``NORM``: ``rows * ceil(channels / block)`` beats plus 3 cycles of latency;
-* ``MAXPOOL``: one cycle per word read;
-* ``HALT``: the fetch only.
+The timing model is **provisional** (invented from the intended controller, to be
+calibrated against the RTL's measured cycle counts once the controller exists); all of it
+is in the ``cycles_*`` functions below.
 """
 
 import dataclasses
+import struct
 
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
 from .golden.lightnorm import LightNorm
 from .golden.xnor_array import XNORArray
-from .isa import Buffer, InstructionError, NormMode, Opcode, Source, instruction_set
-from .isa import row_words
+from .isa import (Buffer, InstructionError, NormMode, Opcode, Record, Source, Status,
+                  instruction_set, row_words)
 from .program import Program
 
 __all__ = ["ISSError", "ISSResult", "ISS", "pack_rows", "unpack_rows", "to_signed",
@@ -113,6 +113,52 @@ def from_signed(values, word):
                     dtype=np.uint64).reshape(np.shape(values))
 
 
+# Timing model (provisional) -------------------------------------------------------------
+#
+# Every figure of the model is one of these functions, so that calibrating it against the
+# RTL's cycle counts (issue 5 asks for agreement within 5%) changes this block only. They
+# describe how the controller is meant to work; none is a measurement yet.
+
+def cycles_fetch(config):
+    """An instruction word crossing the host link: one link beat a cycle."""
+    return instruction_set(config).width // config.host_link_bits
+
+
+def cycles_link(config, words):
+    """``words`` buffer words crossing the host link (``LOAD`` data, ``STORE`` data)."""
+    return words * config.word // config.host_link_bits
+
+
+def cycles_partial(config, received):
+    """The whole link beats of ``received`` bytes of an instruction the host never
+    finished sending (``TRUNCATED``)."""
+    return received * 8 // config.host_link_bits
+
+
+def cycles_xnor_tile(array, beats):
+    """One XNOR array tile of ``beats`` beats: the beats, the popcount pipeline plus one
+    cycle of latency, and ``rows * cols`` cycles writing the tile back (not overlapped
+    yet)."""
+    return beats + array.pipeline + 1 + array.rows * array.cols
+
+
+def cycles_norm(beats):
+    """``beats`` norm-unit beats (one block of a row each) plus 3 cycles of latency.
+    Parameter loads are not counted yet."""
+    return beats + 3
+
+
+def cycles_maxpool(words):
+    """``MAXPOOL`` reading ``words`` words: one a cycle."""
+    return words
+
+
+#: Header of every host-link record (docs/host_link.md): kind, three bytes, a u32.
+_RECORD_HEADER = struct.Struct("<BBBBI")
+#: The counters of a STATUS record: cycles, xnor_busy, norm_busy, lns_busy.
+_COUNTERS = struct.Struct("<IIII")
+
+
 @dataclasses.dataclass
 class ISSResult:
     """What a run produced.
@@ -128,11 +174,16 @@ class ISSResult:
     instructions : int
         Instructions executed, ``HALT`` included.
     unit_cycles : dict
-        Busy cycles per unit (``host_link``, ``xnor_array``, ``lightnorm``, ``maxpool``).
+        Busy cycles per unit (``host_link``, ``xnor_array``, ``lightnorm``, ``lns_mac``,
+        ``maxpool``); for the three compute units, the beats they accepted.
     bytes_in, bytes_out : int
         Bytes moved over the host link (instructions and data in; stored data out).
     trace : list of dict
         Per instruction: ``index``, ``opcode`` and estimated ``cycles``.
+    code : Status
+        How the program ended (``OK`` unless it came from :meth:`ISS.run_stream`).
+    index : int
+        The instruction the status is about (the ``HALT``, or the failing instruction).
     """
 
     outputs: list
@@ -143,6 +194,8 @@ class ISSResult:
     bytes_in: int
     bytes_out: int
     trace: list
+    code: Status = Status.OK
+    index: int = 0
 
 
 class ISS:
@@ -167,6 +220,8 @@ class ISS:
         self.isa = instruction_set(config)
         self.xnor = XNORArray(config.xnor_array) if config.has_xnor_array else None
         self.norm = LightNorm(config.lightnorm) if config.has_lightnorm else None
+        #: One ISSResult per program of the last run_stream call.
+        self.results = []
         self.reset()
 
     def reset(self):
@@ -197,69 +252,197 @@ class ISS:
         Raises :class:`ISSError` naming the instruction for an illegal word, missing data,
         or a program that ends without ``HALT``.
         """
-        cfg = self.config
         streams = {Source.CONST: np.asarray(constants, dtype=np.uint64).reshape(-1),
                    Source.INPUT: np.asarray(inputs, dtype=np.uint64).reshape(-1)}
-        self._pos = {Source.CONST: 0, Source.INPUT: 0}
-        self._streams = streams
-        self._units = {"host_link": 0, "xnor_array": 0, "lightnorm": 0, "maxpool": 0}
-        self._bytes = {"in": 0, "out": 0}
-        outputs, trace, cycles = [], [], 0
-        fetch = self.isa.width // cfg.host_link_bits
+        pos = {Source.CONST: 0, Source.INPUT: 0}
+        self._begin()
         for index, word in enumerate(words):
             try:
                 instr = self.isa.decode(word)
             except InstructionError as error:
                 raise ISSError(f"instruction {index}: {error}") from None
-            self._units["host_link"] += fetch
-            self._bytes["in"] += self.isa.bytes
-            op = instr["opcode"]
+            data = None
+            if instr["opcode"] == Opcode.LOAD:
+                source, count = instr["source"], instr["count"]
+                stream, start = streams[source], pos[source]
+                if start + count > len(stream):
+                    raise ISSError(f"instruction {index}: LOAD needs {count} {source.name} "
+                                   f"words, {len(stream) - start} remain")
+                data = stream[start:start + count]
+                pos[source] = start + count
+            self._execute(index, instr, data)
+            if instr["opcode"] == Opcode.HALT:
+                return self._result(Status.OK, instr["status"])
+        raise ISSError(f"program ended without HALT after {len(self._trace)} instructions")
+
+    def run_stream(self, data):
+        """The accelerator's side of the host link (``docs/host_link.md``): consume the
+        bytes the host sends, return the bytes the accelerator answers.
+
+        ``data`` holds instruction words (``isa.bytes`` each, little-endian), every ``LOAD``
+        followed by its ``count`` data words (``word / 8`` bytes each, little-endian; its
+        ``source`` field is not looked at). Each ``STORE`` answers a ``DATA`` record, and
+        each program ends with one ``STATUS`` record: ``OK`` at ``HALT``; ``ILLEGAL`` or
+        ``ADDRESS`` (:attr:`InstructionError.code`) for a word that does not decode, which
+        then has no effect; ``TRUNCATED`` when the bytes end inside an instruction or its
+        data, or between instructions before a ``HALT`` (the index is then that of the
+        missing instruction). A truncated ``LOAD`` has written the whole words that
+        arrived, as the controller writes each word when it arrives.
+
+        Bytes after a ``HALT`` are the next program: programs run one after the other
+        until the bytes are exhausted (no bytes at all is no program, and no record). After
+        a non-``OK`` status the rest of ``data`` is discarded, as the accelerator discards
+        input until the link falls idle. Buffers keep their contents between programs and
+        between calls (until :meth:`reset`). :attr:`results` holds an :class:`ISSResult`
+        per program of the last call.
+
+        Raises :class:`ISSError` only for data the hardware would mishandle silently, such
+        as a ``NORM`` input wider than the norm unit's ``input_width``.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {data!r}")
+        data = bytes(data)
+        out = bytearray()
+        self.results = []
+        pos = 0
+        while pos < len(data):
+            pos, records, result = self._stream_program(data, pos)
+            out += records
+            self.results.append(result)
+            if result.code != Status.OK:
+                break
+        return bytes(out)
+
+    def _stream_program(self, data, pos):
+        # One program of run_stream from data[pos:]: (next position, records, result).
+        word_bytes = self.config.word // 8
+        self._begin()
+        records = bytearray()
+        index = 0
+        while True:
+            start = pos
+            if len(data) - pos < self.isa.bytes:
+                result = self._truncated(index, len(data) - start)
+                return len(data), records + self._status_record(result), result
+            word = int.from_bytes(data[pos:pos + self.isa.bytes], "little")
+            pos += self.isa.bytes
             try:
-                spent = fetch + getattr(self, f"_{op.name.lower()}")(instr, outputs)
-            except ISSError as error:
-                raise ISSError(f"instruction {index}: {error}") from None
-            cycles += spent
-            trace.append({"index": index, "opcode": op.name, "cycles": spent})
-            if op == Opcode.HALT:
-                return ISSResult(outputs=outputs, status=instr["status"], cycles=cycles,
-                                 instructions=index + 1, unit_cycles=dict(self._units),
-                                 bytes_in=self._bytes["in"], bytes_out=self._bytes["out"],
-                                 trace=trace)
-        raise ISSError(f"program ended without HALT after {len(trace)} instructions")
+                instr = self.isa.decode(word)
+            except InstructionError as error:
+                # The word arrived (its fetch counts); the instruction has no effect.
+                fetch = cycles_fetch(self.config)
+                self._cycles += fetch
+                self._units["host_link"] += fetch
+                self._bytes["in"] += self.isa.bytes
+                result = self._result(error.code, 0, index)
+                return len(data), records + self._status_record(result), result
+            words = None
+            if instr["opcode"] == Opcode.LOAD:
+                count = instr["count"]
+                arrived = min(count, (len(data) - pos) // word_bytes)
+                words = np.frombuffer(data[pos:pos + arrived * word_bytes],
+                                      dtype=f"<u{word_bytes}").astype(np.uint64)
+                if arrived < count:
+                    # The controller writes each word as it arrives; the LOAD never ends.
+                    addr = instr["addr"]
+                    self.buffers[instr["buffer"]][addr:addr + arrived] = words
+                    result = self._truncated(index, len(data) - start)
+                    return len(data), records + self._status_record(result), result
+                pos += count * word_bytes
+            self._execute(index, instr, words)
+            if instr["opcode"] == Opcode.STORE:
+                records += self._data_record(self._outputs[-1])
+            if instr["opcode"] == Opcode.HALT:
+                result = self._result(Status.OK, instr["status"])
+                return pos, records + self._status_record(result), result
+            index += 1
 
-    # Instructions: each returns its cycles after the fetch --------------------------------
+    # Per-program state, results and host-link records -------------------------------------
 
-    def _link_cycles(self, count):
-        cycles = count * self.config.word // self.config.host_link_bits
-        self._units["host_link"] += cycles
-        return cycles
+    def _begin(self):
+        self._units = {"host_link": 0, "xnor_array": 0, "lightnorm": 0, "lns_mac": 0,
+                       "maxpool": 0}
+        self._bytes = {"in": 0, "out": 0}
+        self._outputs, self._trace, self._cycles = [], [], 0
 
-    def _halt(self, instr, outputs):
-        return 0
+    def _result(self, code, status, index=None):
+        # The ISSResult of the program so far; `index` defaults to the last instruction.
+        instructions = len(self._trace)
+        return ISSResult(
+            outputs=self._outputs, status=status, cycles=self._cycles,
+            instructions=instructions, unit_cycles=dict(self._units),
+            bytes_in=self._bytes["in"], bytes_out=self._bytes["out"], trace=self._trace,
+            code=Status(code), index=instructions - 1 if index is None else index)
 
-    def _load(self, instr, outputs):
-        source, count = instr["source"], instr["count"]
-        stream, pos = self._streams[source], self._pos[source]
-        if pos + count > len(stream):
-            raise ISSError(f"LOAD needs {count} {source.name} words, {len(stream) - pos} "
-                           f"remain")
-        addr = instr["addr"]
-        self.buffers[instr["buffer"]][addr:addr + count] = stream[pos:pos + count]
-        self._pos[source] = pos + count
-        self._bytes["in"] += count * self.config.word // 8
-        return self._link_cycles(count)
+    def _truncated(self, index, received):
+        # The bytes ended `received` bytes into instruction `index` (or before it).
+        beats = cycles_partial(self.config, received)
+        self._cycles += beats
+        self._units["host_link"] += beats
+        self._bytes["in"] += received
+        return self._result(Status.TRUNCATED, 0, index)
 
-    def _store(self, instr, outputs):
+    def _data_record(self, words):
+        word_bytes = self.config.word // 8
+        body = np.asarray(words, dtype=np.uint64).astype(f"<u{word_bytes}").tobytes()
+        return _RECORD_HEADER.pack(Record.DATA, 0, 0, 0, len(words)) + body
+
+    @staticmethod
+    def _status_record(result):
+        units = result.unit_cycles
+        counters = [result.cycles, units["xnor_array"], units["lightnorm"],
+                    units["lns_mac"]]
+        return (_RECORD_HEADER.pack(Record.STATUS, result.code, result.status, 0,
+                                    result.index)
+                + _COUNTERS.pack(*(value % 2 ** 32 for value in counters)))
+
+    def _execute(self, index, instr, data):
+        """Execute one decoded instruction (``data``: a ``LOAD``'s words), fetch included:
+        the one execution path of :meth:`run_words` and :meth:`run_stream`."""
+        op = instr["opcode"]
+        self._bytes["in"] += self.isa.bytes
+        fetch = cycles_fetch(self.config)
+        try:
+            cycles, busy = getattr(self, f"_{op.name.lower()}")(instr, data)
+        except ISSError as error:
+            raise ISSError(f"instruction {index}: {error}") from None
+        self._units["host_link"] += fetch
+        for unit, beats in busy.items():
+            self._units[unit] += beats
+        self._cycles += fetch + cycles
+        self._trace.append({"index": index, "opcode": op.name, "cycles": fetch + cycles})
+
+    # Instructions: each returns (cycles after the fetch, busy cycles per unit) ------------
+
+    def _halt(self, instr, data):
+        return 0, {}
+
+    def _load(self, instr, data):
         addr, count = instr["addr"], instr["count"]
-        outputs.append(self.buffers[instr["buffer"]][addr:addr + count].copy())
+        self.buffers[instr["buffer"]][addr:addr + count] = data
+        self._bytes["in"] += count * self.config.word // 8
+        cycles = cycles_link(self.config, count)
+        return cycles, {"host_link": cycles}
+
+    def _store(self, instr, data):
+        addr, count = instr["addr"], instr["count"]
+        self._outputs.append(self.buffers[instr["buffer"]][addr:addr + count].copy())
         self._bytes["out"] += count * self.config.word // 8
-        return self._link_cycles(count)
+        cycles = cycles_link(self.config, count)
+        return cycles, {"host_link": cycles}
 
     def _rows(self, buffer, addr, rows, row, stride):
+        # `rows` rows of `row` words, row i at addr + i * stride: (rows, row) words.
         index = addr + stride * np.arange(rows)[:, None] + np.arange(row)[None, :]
         return self.buffers[buffer][index]
 
-    def _gemm_xnor(self, instr, outputs):
+    def _write_rows(self, buffer, addr, stride, words):
+        # The inverse of _rows: (rows, row) words to row i at addr + i * stride.
+        rows, row = words.shape
+        index = addr + stride * np.arange(rows)[:, None] + np.arange(row)[None, :]
+        self.buffers[buffer][index] = words
+
+    def _gemm_xnor(self, instr, data):
         cfg, array = self.config, self.config.xnor_array
         m, n, k = instr["m"], instr["n"], instr["k"]
         precision = {}
@@ -273,22 +456,21 @@ class ISS:
             precision[name] = "binary" if bits == 1 else f"{'' if signed else 'u'}int{bits}"
         a, b = operands["act"], operands["weight"]
         result = np.zeros((m, n), dtype=np.int64)
-        cycles = 0
+        cycles = busy = 0
         for r0, c0, beats in self.xnor.tiles(a, b, precision["act"], precision["weight"]):
             (tile,) = self.xnor.run(beats)
             rows, cols = min(array.rows, m - r0), min(array.cols, n - c0)
             result[r0:r0 + rows, c0:c0 + cols] = np.array(tile)[:rows, :cols]
-            self._units["xnor_array"] += len(beats)
-            cycles += len(beats) + array.pipeline + 1 + array.rows * array.cols
-        index = (instr["c_addr"] + instr["c_stride"] * np.arange(m)[:, None]
-                 + np.arange(n)[None, :])
-        self.buffers[Buffer.OUT][index] = from_signed(result, cfg.word)
-        return cycles
+            busy += len(beats)
+            cycles += cycles_xnor_tile(array, len(beats))
+        self._write_rows(Buffer.OUT, instr["c_addr"], instr["c_stride"],
+                         from_signed(result, cfg.word))
+        return cycles, {"xnor_array": busy}
 
-    def _gemm_lns(self, instr, outputs):
+    def _gemm_lns(self, instr, data):
         raise ISSError("GEMM_LNS is not simulated by the ISS yet")
 
-    def _norm(self, instr, outputs):
+    def _norm(self, instr, data):
         cfg, norm = self.config, self.config.lightnorm
         mode = instr["mode"]
         if mode not in (NormMode.THRESHOLD, NormMode.REQUANTISE):
@@ -317,19 +499,16 @@ class ISS:
         # Sign outputs are bits with 1 meaning +1: the binary row format of a next GEMM.
         raw = np.where(out > 0, 1, -1) if levels == 1 else out
         words = pack_rows(raw, levels, False, cfg.word)
-        index = (instr["dst_addr"] + instr["dst_stride"] * np.arange(rows)[:, None]
-                 + np.arange(words.shape[1])[None, :])
-        self.buffers[Buffer.ACT][index] = words
+        self._write_rows(Buffer.ACT, instr["dst_addr"], instr["dst_stride"], words)
         beats = rows * -(-channels // norm.block)
-        self._units["lightnorm"] += beats
-        return beats + 3
+        return cycles_norm(beats), {"lightnorm": beats}
 
-    def _maxpool(self, instr, outputs):
+    def _maxpool(self, instr, data):
         rows, row, window = instr["rows"], instr["row_words"], instr["window"]
         src = self._rows(Buffer.ACT, instr["src_addr"], rows * window, row, row)
         # +-1 data: the maximum of a window is +1 iff any element is, an OR of the bits.
         pooled = np.bitwise_or.reduce(src.reshape(rows, window, row), axis=1)
         dst = instr["dst_addr"]
         self.buffers[Buffer.ACT][dst:dst + rows * row] = pooled.reshape(-1)
-        self._units["maxpool"] += rows * window * row
-        return rows * window * row
+        words = rows * window * row
+        return cycles_maxpool(words), {"maxpool": words}

@@ -2,6 +2,7 @@
 malformed programs give exact errors, and the provisional timing model is pinned."""
 
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.xnor_array import XNORArrayConfig
-from lowbit.isa import Opcode, instruction_set
+from lowbit.isa import Buffer, NormMode, Opcode, Record, Source, Status, instruction_set
 from lowbit.iss import ISS, ISSError, from_signed, pack_rows, to_signed, unpack_rows
 from lowbit.program import Program
 
@@ -314,3 +315,208 @@ def test_two_layer_binary_mlp():
     expected = h @ w2.T
     assert np.array_equal(to_signed(result.outputs[0], 32).reshape(batch, n_out), expected)
     assert result.unit_cycles["lightnorm"] == batch * 3  # 40 channels, blocks of 16
+
+
+# The host link (run_stream) -----------------------------------------------------------------
+
+def parse_records(blob, config):
+    """A minimal host-side parser of docs/host_link.md (the real one is lowbit.runtime's):
+    a list of ("DATA", words) and ("STATUS", code, halt status, index, counters)."""
+    word_bytes = config.word // 8
+    records, pos = [], 0
+    while pos < len(blob):
+        kind, b1, b2, b3, value = struct.unpack_from("<BBBBI", blob, pos)
+        pos += 8
+        if kind == Record.DATA:
+            assert (b1, b2, b3) == (0, 0, 0)
+            words = [int.from_bytes(blob[pos + i * word_bytes:pos + (i + 1) * word_bytes],
+                                    "little") for i in range(value)]
+            assert len(blob) >= pos + value * word_bytes
+            pos += value * word_bytes
+            records.append(("DATA", np.array(words, dtype=np.uint64)))
+        else:
+            assert kind == Record.STATUS and b3 == 0
+            counters = dict(zip(("cycles", "xnor_busy", "norm_busy", "lns_busy"),
+                                struct.unpack_from("<IIII", blob, pos)))
+            pos += 16
+            records.append(("STATUS", Status(b1), b2, value, counters))
+    return records
+
+
+def host_bytes(program, inputs=()):
+    """What the host sends for `program`: each instruction word, every LOAD followed by its
+    words from the constants or the inputs (docs/host_link.md)."""
+    isa = instruction_set(program.config)
+    word_bytes = program.config.word // 8
+    sources = {Source.CONST: list(program.constants), Source.INPUT: list(inputs)}
+    out = bytearray()
+    for instr, word in zip(program.instructions, program.words()):
+        out += word.to_bytes(isa.bytes, "little")
+        if instr["opcode"] == Opcode.LOAD:
+            source = sources[instr["source"]]
+            for value in source[:instr["count"]]:
+                out += int(value).to_bytes(word_bytes, "little")
+            del source[:instr["count"]]
+    return bytes(out)
+
+
+def _matmul_program(status=7):
+    rng = np.random.default_rng(1)
+    m, n, k = 6, 9, 70
+    a, b = signs(rng, (m, k)), signs(rng, (n, k))
+    wa, wb = pack_rows(a, 1, False, 32), pack_rows(b, 1, False, 32)
+    program = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=wa.size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=wb.size),
+        gemm(m, n, k, a_stride=3, b_stride=3),
+        dict(opcode="STORE", buffer="OUT", addr=0, count=m * n),
+        dict(HALT, status=status),
+    ], constants=wb.reshape(-1))
+    return program, wa.reshape(-1), a @ b.T
+
+
+def test_stream_runs_a_program_like_run():
+    program, inputs, expected = _matmul_program()
+    result = ISS(CONFIG).run(program, inputs)
+    iss = ISS(CONFIG)
+    records = parse_records(iss.run_stream(host_bytes(program, inputs)), CONFIG)
+    assert [r[0] for r in records] == ["DATA", "STATUS"]
+    assert np.array_equal(to_signed(records[0][1], 32).reshape(expected.shape), expected)
+    _, code, status, index, counters = records[1]
+    assert (code, status, index) == (Status.OK, 7, 4)
+    # The counters are the ISS's estimates, the same as run's.
+    assert counters == {"cycles": result.cycles,
+                        "xnor_busy": result.unit_cycles["xnor_array"],
+                        "norm_busy": 0, "lns_busy": 0}
+    assert counters["xnor_busy"] == 2 * 3 * 3
+    (streamed,) = iss.results
+    assert streamed.cycles == result.cycles and streamed.trace == result.trace
+    assert streamed.bytes_in == result.bytes_in and streamed.bytes_out == result.bytes_out
+
+
+def test_stream_counters_count_norm_beats():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-50, 50, size=(3, 40))
+    program, inputs, _ = _threshold_layer(CONFIG, x, 40, np.zeros((40, 1), dtype=np.int64),
+                                          np.zeros(40, dtype=np.int64))
+    (_, (_, code, _, _, counters)) = parse_records(
+        ISS(CONFIG).run_stream(host_bytes(program, inputs)), CONFIG)
+    assert code is Status.OK
+    assert counters["norm_busy"] == 3 * 3 and counters["xnor_busy"] == 0
+    assert counters["cycles"] == ISS(CONFIG).run(program, inputs).cycles
+
+
+def _word(config, instr):
+    return instruction_set(config).encode(instr).to_bytes(instruction_set(config).bytes,
+                                                          "little")
+
+
+def test_stream_illegal_instruction_stops_the_program():
+    isa = instruction_set(CONFIG)
+    unused = max(op.value for op in Opcode) + 1
+    bad = isa.raw_layout.const({"opcode": unused}).as_bits().to_bytes(isa.bytes, "little")
+    load = dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=1)
+    store = dict(opcode="STORE", buffer="ACT", addr=0, count=1)
+    data = (_word(CONFIG, load) + (5).to_bytes(4, "little") + _word(CONFIG, store) + bad
+            + _word(CONFIG, store) + _word(CONFIG, HALT)
+            # The next program is discarded with the rest of the input.
+            + _word(CONFIG, HALT))
+    records = parse_records(ISS(CONFIG).run_stream(data), CONFIG)
+    assert [r[0] for r in records] == ["DATA", "STATUS"]
+    assert records[0][1].tolist() == [5]
+    _, code, status, index, counters = records[1]
+    assert (code, status, index) == (Status.ILLEGAL, 0, 2)
+    # Three instruction fetches of 20 cycles and one 4-cycle data word, nothing more.
+    assert counters["cycles"] == 3 * 20 + 2 * 4
+
+
+def test_stream_illegal_norm_mode():
+    # A well-formed NORM REQUANTISE word is ILLEGAL on a unit built for sign outputs.
+    isa = instruction_set(CONFIG)
+    norm = dict(mode=NormMode.REQUANTISE.value, src_addr=0, dst_addr=0, param_addr=0, rows=1,
+                channels=16, src_stride=16, dst_stride=1)
+    operands = isa.raw_operands[Opcode.NORM].const(norm).as_bits()
+    word = isa.raw_layout.const({"opcode": Opcode.NORM.value, "operands": operands}).as_bits()
+    records = parse_records(ISS(CONFIG).run_stream(word.to_bytes(isa.bytes, "little")), CONFIG)
+    assert records[0][1:4] == (Status.ILLEGAL, 0, 0)
+
+
+def test_stream_address_fault_has_no_effect():
+    isa = instruction_set(SMALL)
+    fields = isa.check(gemm(2, 2, 32, a_stride=1, b_stride=1))
+    raw = {name: value for name, value in fields.items() if name != "opcode"}
+    operands = isa.raw_operands[Opcode.GEMM_XNOR].const(dict(raw, a_addr=250)).as_bits()
+    bad = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value,
+                                "operands": operands}).as_bits().to_bytes(isa.bytes, "little")
+    iss = ISS(SMALL)
+    iss.buffers[Buffer.OUT][:] = 9
+    records = parse_records(iss.run_stream(_word(SMALL, HALT) + bad), SMALL)
+    assert [r[1:4] for r in records] == [(Status.OK, 0, 0), (Status.ADDRESS, 0, 0)]
+    assert np.all(iss.buffers[Buffer.OUT] == 9)
+    assert [r.code for r in iss.results] == [Status.OK, Status.ADDRESS]
+
+
+def _load_store_program():
+    return Program(CONFIG, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=3),
+        dict(opcode="STORE", buffer="ACT", addr=0, count=3),
+        dict(HALT, status=1),
+    ])
+
+
+@pytest.mark.parametrize("cut, index, written", [
+    (0, None, 0),        # nothing sent: no program, no record
+    (1, 0, 0),           # inside the first instruction word
+    (20, 0, 0),          # the LOAD word, none of its data
+    (26, 0, 1),          # inside its second data word: the first was written
+    (32, 1, 3),          # between instructions, before the STORE
+    (45, 1, 3),          # inside the STORE
+    (52, 2, 3),          # between instructions, after the STORE's DATA record
+    (60, 2, 3),          # inside the HALT
+])
+def test_stream_truncated(cut, index, written):
+    data = host_bytes(_load_store_program(), [11, 12, 13])
+    assert len(data) == 20 + 12 + 20 + 20
+    iss = ISS(CONFIG)
+    records = parse_records(iss.run_stream(data[:cut]), CONFIG)
+    if index is None:
+        assert records == [] and iss.results == []
+        return
+    *rest, (_, code, status, got, counters) = records
+    assert (code, status, got) == (Status.TRUNCATED, 0, index)
+    assert [r[0] for r in rest] == (["DATA"] if index == 2 else [])
+    # Link beats received count (one byte a cycle on the 8-bit link), plus the 12 cycles of
+    # the STORE's data going out.
+    assert counters["cycles"] == cut + (12 if index == 2 else 0)
+    assert iss.buffers[Buffer.ACT][:3].tolist() == [11, 12, 13][:written] + [0] * (3 - written)
+
+
+def test_stream_runs_programs_in_sequence_with_resident_buffers():
+    program, inputs, expected = _matmul_program(status=2)
+    weights = program.constants
+    # Program 1 loads the weights; programs 2 and 3 reuse them (buffers stay between
+    # programs and between calls).
+    load_weights = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=weights.size),
+        dict(HALT, status=1)], constants=weights)
+    compute = Program(CONFIG, [program.instructions[0], *program.instructions[2:]])
+    iss = ISS(CONFIG)
+    first = iss.run_stream(host_bytes(load_weights) + host_bytes(compute, inputs))
+    records = parse_records(first, CONFIG)
+    assert [(r[0], r[1:4] if r[0] == "STATUS" else None) for r in records] == [
+        ("STATUS", (Status.OK, 1, 1)), ("DATA", None), ("STATUS", (Status.OK, 2, 3))]
+    assert np.array_equal(to_signed(records[1][1], 32).reshape(expected.shape), expected)
+    assert len(iss.results) == 2
+    # Counters restart with each program.
+    assert records[0][4]["xnor_busy"] == 0 and records[2][4]["xnor_busy"] == 18
+    again = parse_records(iss.run_stream(host_bytes(compute, inputs)), CONFIG)
+    assert np.array_equal(again[0][1], records[1][1])
+    iss.reset()
+    cleared = parse_records(iss.run_stream(host_bytes(compute, inputs)), CONFIG)
+    assert not np.array_equal(cleared[0][1], records[1][1])
+
+
+def test_stream_needs_bytes():
+    with pytest.raises(TypeError, match=re.escape("data must be bytes, not [0]")):
+        ISS(CONFIG).run_stream([0])
+    assert ISS(CONFIG).run_stream(b"") == b""
