@@ -37,7 +37,8 @@ from amaranth.lib import data, enum
 from .config.accelerator import AcceleratorConfig
 
 __all__ = ["Opcode", "Buffer", "Source", "NormMode", "Status", "Record", "InstructionError",
-           "InstructionSet", "instruction_set", "encode", "decode", "row_words"]
+           "InstructionSet", "instruction_set", "encode", "decode", "row_words",
+           "lns_row_words"]
 
 #: Instructions are padded to a multiple of this many bits (and of the host link's width),
 #: so that they are whole bytes, whole buffer words and whole host-link beats.
@@ -137,6 +138,11 @@ class InstructionError(ValueError):
 def row_words(elements, bits_per_element, word):
     """Words of one packed operand row: ``ceil(elements / word)`` words per bit plane."""
     return bits_per_element * -(-elements // word)
+
+
+def lns_row_words(elements, bits, word):
+    """Words of one packed LNS operand row: ``word // bits`` LNS words per buffer word."""
+    return -(-elements // (word // bits))
 
 
 def _bounds(shape):
@@ -347,8 +353,7 @@ class InstructionSet:
                          row_words(instr["k"], instr["weight_bits"], word))
 
     def _check_gemm_lns(self, instr):
-        per_word = self.config.word // self.config.lns_mac.bits
-        row = -(-instr["k"] // per_word)
+        row = lns_row_words(instr["k"], self.config.lns_mac.bits, self.config.word)
         self._check_gemm(instr, row, row)
 
     def _check_norm(self, instr):

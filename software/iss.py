@@ -11,14 +11,16 @@ Two ways in, one execution path:
 Implemented: ``LOAD``, ``STORE``, ``GEMM_XNOR`` (binary and bit-serial, through
 :class:`lowbit.golden.xnor_array.XNORArray`'s ``tiles``/``schedule``/``run``), ``NORM`` in
 ``THRESHOLD`` and ``REQUANTISE`` modes (through :class:`lowbit.golden.lightnorm.LightNorm`),
-``MAXPOOL`` and ``HALT``. ``GEMM_LNS`` and ``NORM`` ``STATISTICS``/``NORMALISE`` raise
-:class:`ISSError` (not simulated yet).
+``GEMM_LNS`` (through :meth:`lowbit.golden.lns.LNSMac.dots`), ``MAXPOOL`` and ``HALT``.
+``NORM`` ``STATISTICS``/``NORMALISE`` raise :class:`ISSError` (not simulated yet).
 
 Operand data layout in the buffers (also in ``docs/program_format.md``): a row of ``K``
 elements of ``b`` bits takes ``b * ceil(K / word)`` words, bit plane ``j`` (least
 significant first) in words ``j * ceil(K / word)`` onwards, element ``t`` of a plane in bit
 ``t % word`` of word ``t // word``. A binary (+-1) element is one plane, bit 1 meaning +1.
-Signed operands are two's complement (the top plane weighs ``-2^(b-1)``). The output buffer
+Signed operands are two's complement (the top plane weighs ``-2^(b-1)``). An LNS row packs
+``word // bits`` LNS words (``LNSMacConfig.word_layout``) per buffer word, element ``t`` in
+slot ``t % per_word`` of word ``t // per_word`` (:func:`pack_lns_rows`). The output buffer
 holds one two's complement value per word.
 
 The timing model is **provisional** (invented from the intended controller, to be
@@ -33,13 +35,16 @@ import numpy as np
 
 from .config.accelerator import AcceleratorConfig
 from .golden.lightnorm import LightNorm
+from .golden.lns import LNSMac, LNSTensor
 from .golden.xnor_array import XNORArray
 from .isa import (Buffer, InstructionError, NormMode, Opcode, Record, Source, Status,
-                  instruction_set, row_words)
+                  instruction_set, lns_row_words, row_words)
 from .program import Program
 
-__all__ = ["ISSError", "ISSResult", "ISS", "pack_rows", "unpack_rows", "to_signed",
-           "from_signed"]
+__all__ = ["ISSError", "ISSResult", "ISS", "pack_rows", "unpack_rows", "pack_lns_rows",
+           "unpack_lns_rows", "to_signed", "from_signed", "cycles_fetch", "cycles_link",
+           "cycles_partial", "cycles_xnor_tile", "cycles_lns", "cycles_norm",
+           "cycles_maxpool"]
 
 
 class ISSError(Exception):
@@ -99,6 +104,62 @@ def unpack_rows(words, k, bits, signed, word):
     return out
 
 
+def _lns_slots(config, word):
+    # (LNS words per buffer word, their place values, the code's and the sign's place
+    # values within an LNS word): element t of a row sits in slot t % per_word of word
+    # t // per_word, slot j at bits j * bits (ArrayLayout(word_layout, per_word) order).
+    layout = config.word_layout
+    per_word = word // layout.size
+    slots = np.array([2 ** (j * layout.size) for j in range(per_word)], dtype=np.uint64)
+    return per_word, slots, 2 ** layout["code"].offset, 2 ** layout["sign"].offset
+
+
+def pack_lns_rows(tensor, config, word):
+    """Buffer words of LNS rows: an :class:`~lowbit.golden.lns.LNSTensor` of shape
+    ``(n, K)`` -> ``(n, ceil(K / (word // bits)))`` words.
+
+    Element ``t`` of a row is the LNS word (``config.word_layout``: code in the low
+    ``bits - 1`` bits, sign on top) in bits ``(t % per_word) * bits`` onwards of word
+    ``t // per_word``, ``per_word = word // bits``; unused slots and bits are zero.
+    ``config`` is the :class:`~lowbit.config.lns.LNSMacConfig`. Raises ``ValueError`` for
+    a tensor of another format or shape, or codes and signs out of range.
+    """
+    if not isinstance(tensor, LNSTensor):
+        raise TypeError(f"rows must be an LNSTensor, not {tensor!r}")
+    if (tensor.bits, tensor.gamma) != (config.bits, config.gamma):
+        raise ValueError(f"rows are {tensor.bits}-bit gamma={tensor.gamma}, the unit "
+                         f"{config.bits}-bit gamma={config.gamma}")
+    code = np.asarray(tensor.code, dtype=np.int64)
+    sign = np.asarray(tensor.sign, dtype=np.int64)
+    if code.ndim != 2 or sign.shape != code.shape:
+        raise ValueError(f"LNS rows must be 2-D, not of shape {code.shape}")
+    if np.any((code < 0) | (code > config.c_max)) or np.any((sign != 0) & (sign != 1)):
+        raise ValueError(f"LNS rows hold codes outside 0..{config.c_max} or signs other "
+                         f"than 0 and 1")
+    per_word, slots, code_place, sign_place = _lns_slots(config, word)
+    n, k = code.shape
+    nwords = lns_row_words(k, config.bits, word)
+    values = np.zeros((n, nwords * per_word), dtype=np.uint64)
+    values[:, :k] = code * code_place + sign * sign_place
+    # Disjoint bit fields: the sum is their OR and stays below 2^word.
+    return (values.reshape(n, nwords, per_word) * slots).sum(axis=2, dtype=np.uint64)
+
+
+def unpack_lns_rows(words, k, config, word):
+    """The :class:`~lowbit.golden.lns.LNSTensor` (scale exponent 0) of ``(n, words)``
+    buffer words holding rows of ``k`` LNS words; the inverse of :func:`pack_lns_rows`.
+    Slots past ``k`` and bits past the last slot are ignored."""
+    per_word, slots, code_place, sign_place = _lns_slots(config, word)
+    words = np.asarray(words, dtype=np.uint64)
+    n = words.shape[0]
+    values = (words[:, :, None] // slots) % np.uint64(2 ** config.bits)
+    values = values.reshape(n, -1)[:, :k]
+    code = (values // np.uint64(code_place)) % np.uint64(2 ** config.code_bits)
+    sign = (values // np.uint64(sign_place)) % np.uint64(2)
+    return LNSTensor(sign.astype(np.int64), code.astype(np.int64), 0, config.bits,
+                     config.gamma)
+
+
 def to_signed(words, word):
     """Two's complement values of raw ``word``-bit buffer words (the output buffer)."""
     values = np.asarray(words, dtype=np.uint64).astype(object)
@@ -140,6 +201,15 @@ def cycles_xnor_tile(array, beats):
     cycle of latency, and ``rows * cols`` cycles writing the tile back (not overlapped
     yet)."""
     return beats + array.pipeline + 1 + array.rows * array.cols
+
+
+def cycles_lns(lns, dots, beats):
+    """``dots`` back-to-back LNS dot products of ``beats`` beats each: a new dot product
+    starts every ``max(beats, gamma + 2)`` cycles (the finaliser's ``gamma + 2`` cycles
+    stall a shorter one, ``hw/lns_mac.py``), and the last one's result comes out
+    ``gamma + 4`` cycles after its last beat. Results are written to the output buffer as
+    they come (overlapped)."""
+    return (dots - 1) * max(beats, lns.gamma + 2) + beats + lns.gamma + 4
 
 
 def cycles_norm(beats):
@@ -220,6 +290,7 @@ class ISS:
         self.isa = instruction_set(config)
         self.xnor = XNORArray(config.xnor_array) if config.has_xnor_array else None
         self.norm = LightNorm(config.lightnorm) if config.has_lightnorm else None
+        self.lns = LNSMac(config.lns_mac) if config.has_lns_mac else None
         #: One ISSResult per program of the last run_stream call.
         self.results = []
         self.reset()
@@ -468,7 +539,21 @@ class ISS:
         return cycles, {"xnor_array": busy}
 
     def _gemm_lns(self, instr, data):
-        raise ISSError("GEMM_LNS is not simulated by the ISS yet")
+        cfg, lns = self.config, self.config.lns_mac
+        m, n, k = instr["m"], instr["n"], instr["k"]
+        row = lns_row_words(k, lns.bits, cfg.word)
+        a = unpack_lns_rows(self._rows(Buffer.ACT, instr["a_addr"], m, row,
+                                       instr["a_stride"]), k, lns, cfg.word)
+        b = unpack_lns_rows(self._rows(Buffer.WEIGHT, instr["b_addr"], n, row,
+                                       instr["b_stride"]), k, lns, cfg.word)
+        # C[i][j] = dot(A row i, B row j), vectorised (LNSMac.dots equals the beat-level
+        # model for k <= max_k, which the instruction set guarantees).
+        result = self.lns.dots(a[:, None], b[None, :])
+        self._write_rows(Buffer.OUT, instr["c_addr"], instr["c_stride"],
+                         from_signed(result, cfg.word))
+        # Every dot product has the beats of the unit's own schedule.
+        beats = len(self.lns.schedule(a[0], b[0]))
+        return cycles_lns(lns, m * n, beats), {"lns_mac": m * n * beats}
 
     def _norm(self, instr, data):
         cfg, norm = self.config, self.config.lightnorm

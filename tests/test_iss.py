@@ -11,9 +11,13 @@ from hypothesis import strategies as st
 
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.lightnorm import LightNormConfig
+from lowbit.config.lns import LNSMacConfig
 from lowbit.config.xnor_array import XNORArrayConfig
-from lowbit.isa import Buffer, NormMode, Opcode, Record, Source, Status, instruction_set
-from lowbit.iss import ISS, ISSError, from_signed, pack_rows, to_signed, unpack_rows
+from lowbit.golden.lns import LNSMac, LNSTensor, quantize
+from lowbit.isa import (Buffer, NormMode, Opcode, Record, Source, Status, instruction_set,
+                        lns_row_words)
+from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_lns, from_signed, pack_lns_rows,
+                        pack_rows, to_signed, unpack_lns_rows, unpack_rows)
 from lowbit.program import Program
 
 CONFIG = AcceleratorConfig()
@@ -256,8 +260,6 @@ def test_other_configuration():
 
 
 @pytest.mark.parametrize("instr, message", [
-    (dict(opcode="GEMM_LNS", a_addr=0, b_addr=0, c_addr=0, m=1, n=1, k=4, a_stride=1,
-          b_stride=1, c_stride=1), "instruction 0: GEMM_LNS is not simulated by the ISS yet"),
     (dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0, rows=1,
           channels=16, src_stride=16, dst_stride=1),
      "instruction 0: NORM STATISTICS is not simulated by the ISS yet"),
@@ -520,3 +522,168 @@ def test_stream_needs_bytes():
     with pytest.raises(TypeError, match=re.escape("data must be bytes, not [0]")):
         ISS(CONFIG).run_stream([0])
     assert ISS(CONFIG).run_stream(b"") == b""
+
+
+# GEMM_LNS ----------------------------------------------------------------------------------
+
+# A second LNS format: 5-bit words (6 per 32-bit buffer word, 2 bits left over), 3 lanes.
+LNS_SMALL = AcceleratorConfig(lns_mac=LNSMacConfig(lanes=3, bits=5, gamma=4, max_k=40),
+                              has_xnor_array=False)
+
+
+def lns_rows(rng, shape, lns):
+    """Random LNS rows of every kind: real data, zeros with either sign, the largest code."""
+    t = quantize(rng.standard_normal(shape) * rng.choice([0.0, 1.0], p=[0.1, 0.9],
+                                                         size=shape),
+                 bits=lns.bits, gamma=lns.gamma)
+    code = np.where(rng.random(shape) < 0.1, lns.c_max, t.code)
+    sign = np.where(code == 0, rng.integers(0, 2, size=shape), t.sign)  # zero is zero
+    return LNSTensor(sign, code, 0, lns.bits, lns.gamma)
+
+
+def _lns_program(config, a, b, *, a_addr=0, b_addr=0, c_addr=0, pad=0):
+    """LOAD A (input) and B (constants) with `pad` spare words per row, GEMM_LNS, STORE C.
+    Returns (program, inputs, c_stride)."""
+    lns, word = config.lns_mac, config.word
+    (m, k), n = a.shape, b.shape[0]
+    row = lns_row_words(k, lns.bits, word)
+    stride = row + pad
+    words = {}
+    for name, t in (("a", a), ("b", b)):
+        packed = np.zeros((t.shape[0], stride), dtype=np.uint64)
+        packed[:, :row] = pack_lns_rows(t, lns, word)
+        words[name] = packed.reshape(-1)
+    c_stride = n + pad
+    program = Program(config, [
+        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=a_addr, count=words["a"].size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=b_addr,
+             count=words["b"].size),
+        dict(opcode="GEMM_LNS", a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, m=m, n=n, k=k,
+             a_stride=stride, b_stride=stride, c_stride=c_stride),
+        dict(opcode="STORE", buffer="OUT", addr=c_addr, count=(m - 1) * c_stride + n),
+        HALT,
+    ], constants=words["b"])
+    return program, words["a"], c_stride
+
+
+def _golden_dots(lns, a, b):
+    # The unit's beat-level golden model, one dot product at a time.
+    unit = LNSMac(lns)
+    return np.array([[unit.dot(a[i], b[j]) for j in range(b.shape[0])]
+                     for i in range(a.shape[0])], dtype=np.int64)
+
+
+@pytest.mark.parametrize("config, m, n, k, pad", [
+    (CONFIG, 5, 6, 37, 0),         # K not a multiple of 4 LNS words per buffer word
+    (CONFIG, 3, 2, 1, 2),          # one product, strided rows
+    (CONFIG, 2, 3, 256, 1),        # K = max_k
+    (LNS_SMALL, 4, 5, 40, 3),      # 6 LNS words per buffer word, 2 spare bits
+    (LNS_SMALL, 1, 1, 7, 0),
+])
+def test_gemm_lns_matches_the_golden_unit(config, m, n, k, pad):
+    rng = np.random.default_rng(m * 100 + k)
+    lns = config.lns_mac
+    a, b = lns_rows(rng, (m, k), lns), lns_rows(rng, (n, k), lns)
+    program, inputs, c_stride = _lns_program(config, a, b, a_addr=7, b_addr=3, c_addr=2,
+                                             pad=pad)
+    result = ISS(config).run(program, inputs)
+    (out,) = result.outputs
+    out = np.concatenate([to_signed(out, config.word), np.zeros(pad, dtype=np.int64)])
+    assert np.array_equal(out.reshape(m, c_stride)[:, :n], _golden_dots(lns, a, b))
+    beats = -(-k // lns.lanes)
+    assert result.unit_cycles["lns_mac"] == m * n * beats
+    assert result.trace[2]["cycles"] == cycles_fetch(config) + cycles_lns(lns, m * n, beats)
+
+
+def test_gemm_lns_extremes():
+    # The largest dot products either way (every product +-1 at full scale, K = max_k), and
+    # all-zero rows (zero codes of either sign).
+    lns = CONFIG.lns_mac
+    k = lns.max_k
+    full = np.full((1, k), lns.c_max)
+    a = LNSTensor(np.array([[0] * k, [1] * k, [1] * k]), np.concatenate(
+        [full, full, np.zeros((1, k), dtype=np.int64)]), 0, lns.bits, lns.gamma)
+    b = LNSTensor(np.zeros((2, k), dtype=np.int64), np.concatenate([full, full]), 0,
+                  lns.bits, lns.gamma)
+    program, inputs, _ = _lns_program(CONFIG, a, b)
+    (out,) = ISS(CONFIG).run(program, inputs).outputs
+    expected = _golden_dots(lns, a, b)
+    assert np.array_equal(to_signed(out, 32).reshape(3, 2), expected)
+    assert expected[0, 0] == -expected[1, 0] > 0 and np.all(expected[2] == 0)
+    assert abs(int(expected[0, 0])) < 2 ** (lns.out_width - 1)
+
+
+def test_gemm_lns_ignores_spare_slots_and_bits():
+    # Slots past K in a row's last word, and the bits past the last slot, are not read.
+    rng = np.random.default_rng(8)
+    lns = LNS_SMALL.lns_mac
+    k = 8  # two words of 6 slots: 4 spare slots and 2 spare bits in the second
+    a, b = lns_rows(rng, (2, k), lns), lns_rows(rng, (2, k), lns)
+    program, inputs, _ = _lns_program(LNS_SMALL, a, b)
+    clean = ISS(LNS_SMALL).run(program, inputs).outputs[0]
+    dirty = inputs.copy()
+    dirty[1::2] |= np.uint64(2 ** 32 - 2 ** 10)  # slots 2..5 and the spare bits
+    assert np.array_equal(ISS(LNS_SMALL).run(program, dirty).outputs[0], clean)
+
+
+def test_lns_rows_layout():
+    # Element t in bits (t % per_word) * bits of word t // per_word, each LNS word as the
+    # unit's word_layout (code low, sign on top): Amaranth's ArrayLayout of word_layout.
+    from amaranth.lib import data
+    lns = CONFIG.lns_mac
+    rng = np.random.default_rng(9)
+    t = lns_rows(rng, (3, 10), lns)
+    words = pack_lns_rows(t, lns, 32)
+    assert words.shape == (3, 3)
+    layout = data.ArrayLayout(lns.word_layout, 4)
+    for r in range(3):
+        elements = t[r].words(lns) + [{"code": 0, "sign": 0}] * 2
+        for w in range(3):
+            assert int(words[r, w]) == layout.const(elements[4 * w:4 * w + 4]).as_bits()
+    back = unpack_lns_rows(words, 10, lns, 32)
+    assert np.array_equal(back.code, t.code) and np.array_equal(back.sign, t.sign)
+
+
+@settings(max_examples=30)
+@given(bits=st.integers(3, 12), k=st.integers(1, 50), word=st.sampled_from([16, 32, 64]),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_lns_pack_unpack_round_trip(bits, k, word, seed):
+    lns = LNSMacConfig(bits=bits, gamma=2)
+    if bits > word:
+        return
+    rng = np.random.default_rng(seed)
+    t = LNSTensor(rng.integers(0, 2, size=(2, k)), rng.integers(0, lns.c_max + 1,
+                                                                 size=(2, k)), 0, bits, 2)
+    words = pack_lns_rows(t, lns, word)
+    assert words.shape == (2, -(-k // (word // bits)))
+    assert int(words.max(initial=0)) < 2 ** (word // bits * bits)
+    back = unpack_lns_rows(words, k, lns, word)
+    assert np.array_equal(back.code, t.code) and np.array_equal(back.sign, t.sign)
+
+
+def test_pack_lns_rows_errors():
+    lns = CONFIG.lns_mac
+    with pytest.raises(TypeError, match=re.escape("rows must be an LNSTensor, not [1]")):
+        pack_lns_rows([1], lns, 32)
+    other = LNSTensor(np.zeros((1, 2), dtype=np.int64), np.ones((1, 2), dtype=np.int64), 0,
+                      6, 8)
+    with pytest.raises(ValueError, match=re.escape(
+            "rows are 6-bit gamma=8, the unit 8-bit gamma=8")):
+        pack_lns_rows(other, lns, 32)
+    flat = LNSTensor(np.zeros(2, dtype=np.int64), np.ones(2, dtype=np.int64), 0, 8, 8)
+    with pytest.raises(ValueError, match=re.escape("LNS rows must be 2-D, not of shape (2,)")):
+        pack_lns_rows(flat, lns, 32)
+    big = LNSTensor(np.zeros((1, 1), dtype=np.int64), np.full((1, 1), 128), 0, 8, 8)
+    with pytest.raises(ValueError, match=re.escape(
+            "LNS rows hold codes outside 0..127 or signs other than 0 and 1")):
+        pack_lns_rows(big, lns, 32)
+
+
+def test_gemm_lns_over_the_host_link():
+    rng = np.random.default_rng(10)
+    lns = CONFIG.lns_mac
+    a, b = lns_rows(rng, (2, 9), lns), lns_rows(rng, (3, 9), lns)
+    program, inputs, _ = _lns_program(CONFIG, a, b)
+    records = parse_records(ISS(CONFIG).run_stream(host_bytes(program, inputs)), CONFIG)
+    assert np.array_equal(to_signed(records[0][1], 32).reshape(2, 3), _golden_dots(lns, a, b))
+    assert records[1][4]["lns_busy"] == 2 * 3 * 3
