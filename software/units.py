@@ -67,6 +67,10 @@ def _array_macs(config):
     return config.macs
 
 
+def _accelerator_macs(config):
+    return config.xnor_array.macs if config.has_xnor_array else 0
+
+
 def _lanes(config):
     return config.lanes
 
@@ -83,6 +87,9 @@ UNITS = {unit.name: unit for unit in [
          "bn_conventional", synth_commands=(("ice40", "synth_ice40"),)),
     Unit("lns-mac", "lowbit.config.lns:LNSMacConfig", "lowbit.hw.lns_mac:LNSMac",
          "lowbit.sim.lns_mac_tb", "lns_mac", "lowbit.units:_lanes"),
+    Unit("accelerator", "lowbit.config.accelerator:AcceleratorConfig",
+         "lowbit.hw.accelerator:Accelerator", "lowbit.sim.accelerator_tb", "accelerator",
+         "lowbit.units:_accelerator_macs", synth_commands=(("ice40", "synth_ice40 -dsp"),)),
     Unit("int8-mac", "lowbit.config.int8_mac:Int8MacConfig", "lowbit.hw.int8_mac:Int8Mac",
          "lowbit.sim.int8_mac_tb", "int8_mac", "lowbit.units:_lanes"),
 ]}

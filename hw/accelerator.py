@@ -1,0 +1,495 @@
+"""The programmable accelerator: host link, instruction fetch and checks, three buffers and
+the compute engines, from one :class:`~lowbit.config.accelerator.AcceleratorConfig`.
+
+The front end reads instructions (and each ``LOAD``'s data) from ``i_stream`` and writes
+records to ``o_stream`` as ``docs/host_link.md`` specifies. Every instruction is checked
+before it runs, the same checks as :meth:`lowbit.isa.InstructionSet.decode` (field ranges
+derived from the instruction set's layouts, then the opcode's own rules, then buffer
+regions), so a bad instruction has no effect and ends the program with an error status.
+
+Compute instructions (``GEMM_XNOR``, ``NORM``, ``MAXPOOL``) run in their engine while the
+front end goes on with the next instructions: a ``LOAD`` or ``STORE`` whose region does
+not overlap the running instruction's regions proceeds at once (decoupled load and
+compute, as in VTA); one that overlaps, the next compute instruction and ``HALT`` wait.
+Buffers are single-ported; the front end has priority on them and an engine waits a cycle
+when it collides.
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..config.accelerator import AcceleratorConfig
+from ..isa import Buffer, NormMode, Opcode, Status, instruction_set
+from ..isa import _NORM_OUTPUT as NORM_OUTPUT
+from .gemm_xnor_engine import GemmXnorEngine
+from .maxpool_engine import MaxPoolEngine
+from .norm_engine import NormEngine
+
+__all__ = ["Accelerator", "RECORD_DATA", "RECORD_STATUS"]
+
+RECORD_DATA = 0x01
+RECORD_STATUS = 0x02
+COUNTER_BITS = 32
+
+#: NORM modes the gateware runs (the others are refused as ILLEGAL for now).
+HW_NORM_MODES = (NormMode.THRESHOLD, NormMode.REQUANTISE)
+
+
+class Accelerator(wiring.Component):
+    """The accelerator, with a host link of ``config.host_link_bits``.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(host_link_bits))
+        Instructions and ``LOAD`` data from the host, bytes little-endian within a beat.
+    o_stream : Out(stream.Signature(host_link_bits))
+        ``DATA`` and ``STATUS`` records to the host.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not an :class:`AcceleratorConfig`.
+    ValueError
+        If the configuration has a unit the gateware cannot build yet.
+    """
+
+    def __init__(self, config=None):
+        config = AcceleratorConfig() if config is None else config
+        if not isinstance(config, AcceleratorConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if config.has_xnor_array and config.xnor_array.word != config.word:
+            self._MustUse__silence = True
+            raise ValueError(f"the XNOR array's word ({config.xnor_array.word}) must equal "
+                             f"the buffer word ({config.word})")
+        if config.has_lightnorm and config.word % config.lightnorm.block:
+            self._MustUse__silence = True
+            raise ValueError(f"the norm unit's block ({config.lightnorm.block}) must divide "
+                             f"the buffer word ({config.word})")
+        self.config = config
+        self.isa = instruction_set(config)
+        super().__init__({
+            "i_stream": In(stream.Signature(config.host_link_bits)),
+            "o_stream": Out(stream.Signature(config.host_link_bits)),
+        })
+
+    # Instruction checks, derived from the instruction set --------------------------------
+
+    def _field_checks(self, m, raw_ops, op):
+        """ILLEGAL conditions of ``op``'s fields: ranges and enum values from the layout."""
+        bad = []
+        for name, field in self.isa.operands[op]:
+            value = raw_ops[op][name]
+            shape = field.shape
+            if isinstance(shape, type) and issubclass(shape, enum.Enum):
+                ok = Const(0)
+                for member in shape:
+                    ok = ok | (value == member.value)
+                bad.append(~ok)
+            elif isinstance(shape, range) and not name.endswith("addr"):
+                bad.append((value < shape.start) | (value > shape.stop - 1))
+        return bad
+
+    def _unused_mask(self, op):
+        """Bits of the instruction word that ``op`` does not use (must be zero)."""
+        used = 0
+        opfield = self.isa.layout["opcode"]
+        used |= ((1 << opfield.width) - 1) << opfield.offset
+        base = self.isa.layout["operands"].offset
+        for _, field in self.isa.operands[op]:
+            used |= ((1 << field.width) - 1) << (base + field.offset)
+        return ((1 << self.isa.width) - 1) & ~used
+
+    def elaborate(self, platform):
+        cfg, isa = self.config, self.isa
+        W, LB = cfg.word, cfg.host_link_bits
+        m = Module()
+
+        # Buffers: single-ported memories, the front end first, then whichever engine asks.
+        sizes = {Buffer.ACT: cfg.act_words, Buffer.WEIGHT: cfg.weight_words,
+                 Buffer.OUT: cfg.out_words}
+        mems, fe = {}, {}
+        for buf, depth in sizes.items():
+            name = buf.name.lower()
+            mem = Memory(shape=unsigned(W), depth=depth, init=[])
+            m.submodules[f"{name}_buffer"] = mem
+            rport, wport = mem.read_port(), mem.write_port()
+            mems[buf] = {"addr": Signal(range(depth), name=f"{name}_addr"),
+                         "re": rport.en, "we": wport.en, "wdata": wport.data,
+                         "rdata": rport.data}
+            m.d.comb += [rport.addr.eq(mems[buf]["addr"]), wport.addr.eq(mems[buf]["addr"])]
+            fe[buf] = {"addr": Signal(range(depth), name=f"fe_{name}_addr"),
+                       "re": Signal(name=f"fe_{name}_re"), "we": Signal(name=f"fe_{name}_we"),
+                       "wdata": Signal(W, name=f"fe_{name}_wdata")}
+
+        engines = {}
+        if cfg.has_xnor_array:
+            m.submodules.gemm_xnor = engines[Opcode.GEMM_XNOR] = GemmXnorEngine(cfg)
+        if cfg.has_lightnorm:
+            m.submodules.norm = engines[Opcode.NORM] = NormEngine(cfg)
+        m.submodules.maxpool = engines[Opcode.MAXPOOL] = MaxPoolEngine(cfg)
+
+        for buf, port in mems.items():
+            name = buf.name.lower()
+            users = [e for e in engines.values() if hasattr(e, name)]
+            fe_req = fe[buf]["re"] | fe[buf]["we"]
+            # Defaults: the front end's request.
+            m.d.comb += [port["addr"].eq(fe[buf]["addr"]), port["wdata"].eq(fe[buf]["wdata"]),
+                         port["re"].eq(fe[buf]["re"]), port["we"].eq(fe[buf]["we"])]
+            for engine in users:
+                eport = getattr(engine, name)
+                m.d.comb += [eport.grant.eq(~fe_req), eport.rdata.eq(port["rdata"])]
+                with m.If(~fe_req & (eport.re | eport.we)):
+                    m.d.comb += [port["addr"].eq(eport.addr), port["wdata"].eq(eport.wdata),
+                                 port["re"].eq(eport.re), port["we"].eq(eport.we)]
+
+        self._engines = engines
+        busy = Signal()
+        m.d.comb += busy.eq(Cat(e.busy for e in engines.values()).any())
+
+        # Host link receive: beats shift in from the top, little-endian.
+        rx_width = max(isa.width, W)
+        rx = Signal(rx_width)
+        rx_count = Signal(range(rx_width // LB + 1))
+        take = Signal()  # accept a beat this cycle
+        got = Signal()
+        m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
+        with m.If(got):
+            m.d.sync += [rx.eq(Cat(rx[LB:], self.i_stream.payload)), rx_count.eq(rx_count + 1)]
+        instr_beats = isa.width // LB
+        word_beats = W // LB
+        ir = Signal(isa.layout)
+        raw = data.View(isa.raw_layout, ir.as_value())
+        raw_ops = {op: data.View(isa.raw_operands[op],
+                                 ir.operands.as_value()[:isa.raw_operands[op].size])
+                   for op in Opcode}
+        ops = {op: getattr(ir.operands, op.name.lower()) for op in Opcode}
+
+        # Host link transmit: a record is chosen by kind and sent beat by beat.
+        index = Signal(COUNTER_BITS)
+        code = Signal(8)
+        halt_status = Signal(8)
+        cycles = Signal(COUNTER_BITS)
+        counters = {name: Signal(COUNTER_BITS, name=f"{name}_busy")
+                    for name in ("xnor", "norm", "lns")}
+        store_count = Signal(COUNTER_BITS)
+        store_word = Signal(W)
+        store_next = Signal(W)
+        records = {
+            1: Cat(Const(RECORD_DATA, 8), Const(0, 24), store_count),
+            2: store_word,
+            3: Cat(Const(RECORD_STATUS, 8), code, halt_status, Const(0, 8), index, cycles,
+                   counters["xnor"], counters["norm"], counters["lns"]),
+        }
+        tx_kind = Signal(2)
+        tx_beat = Signal(range(192 // LB + 1))
+        tx_last = Signal()
+        beats_of = {kind: len(value) // LB for kind, value in records.items()}
+        m.d.comb += self.o_stream.valid.eq(tx_kind != 0)
+        with m.Switch(tx_kind):
+            for kind, value in records.items():
+                with m.Case(kind):
+                    chunks = Array(value[i * LB:(i + 1) * LB] for i in range(beats_of[kind]))
+                    m.d.comb += [self.o_stream.payload.eq(chunks[tx_beat]),
+                                 tx_last.eq(tx_beat == beats_of[kind] - 1)]
+        with m.If(self.o_stream.valid & self.o_stream.ready):
+            m.d.sync += tx_beat.eq(tx_beat + 1)
+            with m.If(tx_last):
+                m.d.sync += [tx_beat.eq(0), tx_kind.eq(0)]
+        # Free now, or after the beat leaving this cycle (no bubble between records).
+        tx_free = (tx_kind == 0) | (self.o_stream.valid & self.o_stream.ready & tx_last)
+
+        # Checks ---------------------------------------------------------------------------
+        opcode = raw.opcode
+        known = Cat(opcode == op.value for op in Opcode).any()
+        illegal = Signal()      # ILLEGAL from the opcode and fields
+        unused_bad = Signal()   # ILLEGAL from nonzero unused bits
+        illegal_c, unused_c = Const(0), Const(0)
+        for op in Opcode:
+            conds = self._field_checks(m, raw_ops, op)
+            unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
+                    Opcode.GEMM_LNS: False}.get(op, True)
+            if not unit:
+                conds.append(Const(1))
+            if op == Opcode.GEMM_XNOR:
+                x, a = raw_ops[op], cfg.xnor_array
+                conds += [x.act_bits > a.max_act_bits, x.weight_bits > a.max_weight_bits,
+                          x.act_signed & (x.act_bits < 2),
+                          x.weight_signed & (x.weight_bits < 2)]
+            if op == Opcode.NORM:
+                mode = raw_ops[op].mode
+                for nm in NormMode:
+                    needs = NORM_OUTPUT[nm]
+                    if (needs is not None and cfg.lightnorm.output != needs) or \
+                            nm not in HW_NORM_MODES:
+                        conds.append(mode == nm.value)
+            bad = Const(0)
+            for c in conds:
+                bad = bad | c
+            is_op = opcode == op.value
+            illegal_c = illegal_c | (is_op & bad)
+            unused = self._unused_mask(op)
+            unused_c = unused_c | (is_op & ((ir.as_value() & unused) != 0))
+        m.d.comb += [illegal.eq(~known | illegal_c), unused_bad.eq(unused_c)]
+
+        # Regions, one per check cycle through one multiplier: (buffer, addr, rows, row,
+        # stride). Row lengths are registered the cycle before (PRECHECK).
+        nw_a = Signal(range(8 * cfg.xnor_array.max_words + 1))
+        nw_b = Signal.like(nw_a)
+        norm_row = Signal(range(8 * (cfg.lightnorm.channels // W + 2) + 1))
+        norm_params = Signal(range((cfg.lightnorm.thresholds + 1) * cfg.lightnorm.channels + 1))
+        pool_rows = Signal(range(16 * cfg.act_words + 1))
+        widest = max(sizes.values())
+        load_region = (ops[Opcode.LOAD].buffer, ops[Opcode.LOAD].addr, 1,
+                       ops[Opcode.LOAD].count, 1)
+        store_region = (ops[Opcode.STORE].buffer, ops[Opcode.STORE].addr, 1,
+                        ops[Opcode.STORE].count, 1)
+        g, n_, p = ops[Opcode.GEMM_XNOR], ops[Opcode.NORM], ops[Opcode.MAXPOOL]
+        regions = {
+            Opcode.LOAD: [load_region],
+            Opcode.STORE: [store_region],
+            Opcode.GEMM_XNOR: [(Buffer.ACT, g.a_addr, g.m, nw_a, g.a_stride),
+                               (Buffer.WEIGHT, g.b_addr, g.n, nw_b, g.b_stride),
+                               (Buffer.OUT, g.c_addr, g.m, g.n, g.c_stride)],
+            Opcode.NORM: [(Buffer.OUT, n_.src_addr, n_.rows, n_.channels, n_.src_stride),
+                          (Buffer.ACT, n_.dst_addr, n_.rows, norm_row, n_.dst_stride),
+                          (Buffer.WEIGHT, n_.param_addr, 1, norm_params, 1)],
+            Opcode.MAXPOOL: [(Buffer.ACT, p.src_addr, pool_rows, p.row_words, p.row_words),
+                             (Buffer.ACT, p.dst_addr, p.rows, p.row_words, p.row_words)],
+        }
+        rix = Signal(range(4))
+        r_used = Signal()
+        r_buf = Signal(Buffer)
+        r_addr = Signal(range(widest))
+        r_rows = Signal(range(16 * widest + 1))
+        r_row = Signal(range(16 * widest + 1))
+        r_stride = Signal(range(widest + 1))
+        with m.Switch(opcode):
+            for op, regs in regions.items():
+                with m.Case(op.value):
+                    for i, (buf, addr, rows, row, stride) in enumerate(regs):
+                        with m.If(rix == i):
+                            m.d.comb += [r_used.eq(1), r_buf.eq(buf), r_addr.eq(addr),
+                                         r_rows.eq(rows), r_row.eq(row), r_stride.eq(stride)]
+        size = Signal(range(widest + 1))
+        with m.Switch(r_buf):
+            for buf, depth in sizes.items():
+                with m.Case(buf):
+                    m.d.comb += size.eq(depth)
+        r_end = Signal(range(32 * widest * widest + 1))
+        m.d.comb += r_end.eq(r_addr + (r_rows - 1) * r_stride + r_row)
+        r_bad = r_used & ((r_addr >= size) | ((r_rows > 1) & (r_stride < r_row))
+                          | (r_end > size))
+        address_bad = Signal()
+        # Regions of the running compute instruction, per buffer (for LOAD/STORE hazards).
+        hull = {buf: (Signal(range(widest + 1), name=f"{buf.name.lower()}_lo"),
+                      Signal(range(widest + 1), name=f"{buf.name.lower()}_hi"))
+                for buf in sizes}
+        new_hull = {buf: (Signal(range(widest + 1), name=f"new_{buf.name.lower()}_lo"),
+                          Signal(range(widest + 1), name=f"new_{buf.name.lower()}_hi"))
+                    for buf in sizes}
+
+        # The front end ----------------------------------------------------------------------
+        in_program = Signal()
+        idle_count = Signal(range(cfg.timeout_cycles + 1))
+        waiting_input = Signal()
+        count = Signal(range(widest + 1))  # words moved by LOAD/STORE
+        ptr = Signal(range(widest + 1))
+        word_ready = Signal()
+        reading = Signal()
+        started = Signal()  # an engine was started last cycle (its busy is not up yet)
+        m.d.sync += started.eq(0)
+        running = busy | started
+        op_buf = Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].buffer.as_value(),
+                     ops[Opcode.STORE].buffer.as_value())
+        lo = Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].addr, ops[Opcode.STORE].addr)
+        hi = lo + Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].count,
+                      ops[Opcode.STORE].count)
+        hazard = Signal()
+        with m.Switch(op_buf):
+            for buf in sizes:
+                with m.Case(buf.value):
+                    m.d.comb += hazard.eq(running & (lo < hull[buf][1]) & (hull[buf][0] < hi))
+
+        with m.If(got):
+            m.d.sync += idle_count.eq(0)
+        with m.Elif(waiting_input & (idle_count != cfg.timeout_cycles)):
+            m.d.sync += idle_count.eq(idle_count + 1)
+        timed_out = idle_count == cfg.timeout_cycles
+
+        # Counters: stop at the status record; idle link cycles with no work do not count.
+        counting = Signal()
+        link_stall = (waiting_input & ~self.i_stream.valid) | \
+            (self.o_stream.valid & ~self.o_stream.ready)
+        with m.If(counting & ~(link_stall & ~running)):
+            m.d.sync += cycles.eq(cycles + 1)
+        beat_of = {"xnor": Opcode.GEMM_XNOR, "norm": Opcode.NORM}
+        for name, op in beat_of.items():
+            if op in engines:
+                with m.If(counting & engines[op].beat):
+                    m.d.sync += counters[name].eq(counters[name] + 1)
+
+        def start_engine(op):
+            engine = engines[op]
+            m.d.comb += [engine.start.eq(1), engine.instr.eq(ops[op])]
+            m.d.sync += started.eq(1)
+            for buf in sizes:
+                m.d.sync += [hull[buf][0].eq(new_hull[buf][0]), hull[buf][1].eq(new_hull[buf][1])]
+
+        def finish(status):
+            m.d.sync += [code.eq(status), counting.eq(0)]
+
+        with m.FSM():
+            with m.State("FETCH"):
+                m.d.comb += [take.eq(1), waiting_input.eq(in_program)]
+                with m.If(got & ~in_program):
+                    m.d.sync += [in_program.eq(1), counting.eq(1), index.eq(0), cycles.eq(0),
+                                 halt_status.eq(0)]
+                    m.d.sync += [c.eq(0) for c in counters.values()]
+                with m.If(got & (rx_count == instr_beats - 1)):
+                    m.d.sync += [ir.eq(Cat(rx[LB:], self.i_stream.payload)[-isa.width:]),
+                                 rx_count.eq(0)]
+                    m.next = "PRECHECK"
+                with m.Elif(in_program & timed_out):
+                    m.d.sync += rx_count.eq(0)
+                    finish(Status.TRUNCATED)
+                    m.next = "DRAIN_ENGINES"
+            with m.State("PRECHECK"):
+                x = ops[Opcode.GEMM_XNOR]
+                log_w = W.bit_length() - 1
+                nw = (x.k + W - 1) >> log_w
+                norm = cfg.lightnorm
+                m.d.sync += [
+                    nw_a.eq(x.act_bits * nw), nw_b.eq(x.weight_bits * nw),
+                    norm_row.eq(norm.levels * ((n_.channels + W - 1) >> log_w)),
+                    norm_params.eq(n_.channels * (norm.thresholds + 1)),
+                    pool_rows.eq(p.rows * p.window),
+                    rix.eq(0), address_bad.eq(0),
+                ]
+                for buf in sizes:
+                    m.d.sync += [new_hull[buf][0].eq(widest), new_hull[buf][1].eq(0)]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += rix.eq(rix + 1)
+                with m.If(r_bad):
+                    m.d.sync += address_bad.eq(1)
+                with m.Switch(r_buf):
+                    for buf in sizes:
+                        with m.Case(buf):
+                            with m.If(r_used & (r_addr < new_hull[buf][0])):
+                                m.d.sync += new_hull[buf][0].eq(r_addr)
+                            with m.If(r_used & (r_end > new_hull[buf][1])):
+                                m.d.sync += new_hull[buf][1].eq(r_end)
+                with m.If(rix == 2):
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                # As the instruction set's decode: any ILLEGAL fault wins over ADDRESS.
+                with m.If(illegal | unused_bad):
+                    finish(Status.ILLEGAL)
+                    m.next = "DRAIN_ENGINES"
+                with m.Elif(address_bad):
+                    finish(Status.ADDRESS)
+                    m.next = "DRAIN_ENGINES"
+                with m.Else():
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.LOAD.value):
+                            m.d.sync += [ptr.eq(ops[Opcode.LOAD].addr), count.eq(0)]
+                            m.next = "LOAD_WAIT"
+                        with m.Case(Opcode.STORE.value):
+                            m.d.sync += [ptr.eq(ops[Opcode.STORE].addr), count.eq(0),
+                                         store_count.eq(ops[Opcode.STORE].count)]
+                            m.next = "STORE_WAIT"
+                        with m.Case(Opcode.HALT.value):
+                            m.d.sync += halt_status.eq(ops[Opcode.HALT].status)
+                            m.next = "HALT"
+                        with m.Default():
+                            m.next = "COMPUTE_WAIT"
+            with m.State("COMPUTE_WAIT"):
+                with m.If(~running):
+                    with m.Switch(opcode):
+                        for op in engines:
+                            with m.Case(op.value):
+                                start_engine(op)
+                    m.d.sync += index.eq(index + 1)
+                    m.next = "FETCH"
+            with m.State("LOAD_WAIT"):
+                with m.If(~hazard):
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                buf_sel = ops[Opcode.LOAD].buffer
+                # Take beats until every word of this LOAD has arrived.
+                m.d.comb += [take.eq(count + word_ready < ops[Opcode.LOAD].count),
+                             waiting_input.eq(take)]
+                with m.If(got & (rx_count == word_beats - 1)):
+                    m.d.sync += [word_ready.eq(1), rx_count.eq(0)]
+                with m.If(word_ready):
+                    with m.Switch(buf_sel):
+                        for buf in sizes:
+                            with m.Case(buf):
+                                m.d.comb += [fe[buf]["addr"].eq(ptr), fe[buf]["we"].eq(1),
+                                             fe[buf]["wdata"].eq(rx[-W:])]
+                    m.d.sync += [word_ready.eq(got & (rx_count == word_beats - 1)),
+                                 ptr.eq(ptr + 1), count.eq(count + 1)]
+                    with m.If(count == ops[Opcode.LOAD].count - 1):
+                        m.d.sync += index.eq(index + 1)
+                        m.next = "FETCH"
+                with m.Elif(timed_out):
+                    m.d.sync += rx_count.eq(0)
+                    finish(Status.TRUNCATED)
+                    m.next = "DRAIN_ENGINES"
+            with m.State("STORE_WAIT"):
+                with m.If(~hazard & tx_free):
+                    m.d.sync += tx_kind.eq(1)
+                    m.next = "STORE_READ"
+            with m.State("STORE_READ"):
+                with m.Switch(ops[Opcode.STORE].buffer):
+                    for buf in sizes:
+                        with m.Case(buf):
+                            m.d.comb += [fe[buf]["addr"].eq(ptr), fe[buf]["re"].eq(1)]
+                m.d.sync += [reading.eq(1), ptr.eq(ptr + 1)]
+                m.next = "STORE_SEND"
+            with m.State("STORE_SEND"):
+                with m.If(reading):
+                    with m.Switch(ops[Opcode.STORE].buffer):
+                        for buf in sizes:
+                            with m.Case(buf):
+                                m.d.sync += store_next.eq(mems[buf]["rdata"])
+                    m.d.sync += reading.eq(0)
+                with m.Elif(tx_free):
+                    # store_word is on the link until tx_free: the next word waits aside.
+                    m.d.sync += [tx_kind.eq(2), store_word.eq(store_next), count.eq(count + 1)]
+                    m.next = "STORE_READ"
+                    with m.If(count == store_count - 1):
+                        m.d.sync += index.eq(index + 1)
+                        m.next = "FETCH"
+            with m.State("HALT"):
+                with m.If(~running):
+                    finish(Status.OK)
+                    m.next = "STATUS"
+            with m.State("DRAIN_ENGINES"):
+                with m.If(~running):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                with m.If(tx_free):
+                    m.d.sync += tx_kind.eq(3)
+                    m.next = "STATUS_SENT"
+            with m.State("STATUS_SENT"):
+                with m.If(tx_free):
+                    m.d.sync += [in_program.eq(0), idle_count.eq(0)]
+                    with m.If(code == Status.OK):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.next = "DISCARD"
+            with m.State("DISCARD"):
+                # After an error, drop input until the host has been quiet for a timeout.
+                m.d.comb += [take.eq(1), waiting_input.eq(1)]
+                m.d.sync += rx_count.eq(0)
+                with m.If(timed_out):
+                    m.next = "FETCH"
+        return m
