@@ -94,8 +94,11 @@ def build(unit, config, *, simulator="verilator", waves=False):
 
 
 def run_cocotb(unit, config, *, simulator="verilator", waves=False, extra_env=None,
-               testcase=None, seed=1, test_dir=None):
+               testcase=None, seed=1, test_dir=None, test_module=None):
     """Run ``unit``'s cocotb testbench on its generated Verilog; return a result dict.
+
+    ``test_module`` names another cocotb module to run on the same build instead of
+    ``unit.testbench`` (the runtime's host-link bridge, :mod:`lowbit.sim.accelerator_bridge`).
 
     The result holds ``tests``, ``failed``, ``results_xml``, ``build_dir`` and, with
     ``waves``, the path of the waveform file. Raises :class:`SimulationFailed` when any
@@ -109,8 +112,8 @@ def run_cocotb(unit, config, *, simulator="verilator", waves=False, extra_env=No
     env.update(extra_env or {})
     results_xml = test_dir / "results.xml"
     runner = get_runner(simulator)
-    runner.test(test_module=unit.testbench, hdl_toplevel=unit.toplevel, build_dir=build_dir,
-                hdl_toplevel_lang="verilog",
+    runner.test(test_module=test_module or unit.testbench, hdl_toplevel=unit.toplevel,
+                build_dir=build_dir, hdl_toplevel_lang="verilog",
                 test_dir=test_dir, extra_env=env, waves=waves, testcase=testcase, seed=seed,
                 results_xml=str(results_xml), timescale=("1ns", "1ps"),
                 log_file=test_dir / "sim.log")

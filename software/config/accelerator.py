@@ -21,6 +21,7 @@ SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 
 """
 
 import dataclasses
+import json
 
 from .base import ConfigMixin, check_bool, check_int
 from .lightnorm import LightNormConfig
@@ -141,3 +142,84 @@ class AcceleratorConfig(ConfigMixin):
                 value = {"type": type(value).__name__, **value.to_dict()} if present else None
             out[field.name] = value
         return out
+
+    @classmethod
+    def from_dict(cls, d):
+        """The configuration described by ``d``, the inverse of :meth:`to_dict`.
+
+        Fields left out keep their defaults. A unit configuration is a dict with a ``type``
+        key naming its class (``"XNORArrayConfig"``) and that class's fields, or ``None``
+        for an absent unit (which then keeps its default configuration: it builds nothing).
+
+        Raises
+        ------
+        TypeError
+            If ``d`` or a unit configuration is not a dict (or ``None``).
+        ValueError
+            For an unknown key, a unit configuration without ``type`` or of the wrong type,
+            a ``None`` unit that the configuration says is present, and any field the
+            configurations themselves reject (with their own messages).
+        """
+        owner = cls.__name__
+        if not isinstance(d, dict):
+            raise TypeError(f"{owner}.from_dict needs a dict, not {d!r}")
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"{owner} has no parameter(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(fields))})")
+        values = dict(d)
+        for name in ("xnor_array", "lightnorm", "lns_mac"):
+            if name not in values:
+                continue
+            value = values[name]
+            unit_cls = type(fields[name].default_factory())
+            expected = unit_cls.__name__
+            if value is None:
+                # to_dict writes None for an absent unit; its configuration is unused.
+                if values.get(f"has_{name}", fields[f"has_{name}"].default) is not False:
+                    raise ValueError(f"{owner} {name} is None but has_{name} is not false")
+                del values[name]
+                continue
+            if not isinstance(value, dict):
+                raise TypeError(f"{owner} {name} must be a dict with a 'type' key or None, "
+                                f"not {value!r}")
+            if "type" not in value:
+                raise ValueError(f"{owner} {name} has no 'type' key (expected "
+                                 f"{expected!r})")
+            kind = value["type"]
+            if kind != expected:
+                raise ValueError(f"{owner} {name} type must be {expected!r}, not {kind!r}")
+            unit_fields = {field.name for field in dataclasses.fields(unit_cls)}
+            params = {k: v for k, v in value.items() if k != "type"}
+            unknown = sorted(set(params) - unit_fields)
+            if unknown:
+                raise ValueError(f"{kind} has no parameter(s) "
+                                 f"{', '.join(map(repr, unknown))} (known: "
+                                 f"{', '.join(sorted(unit_fields))})")
+            values[name] = unit_cls(**params)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path):
+        """Read a configuration from the JSON file ``path`` (as written by :meth:`save`).
+
+        Raises ``ValueError`` (text that is not JSON) and the errors of :meth:`from_dict`,
+        their messages prefixed with ``path``; ``OSError`` if the file cannot be read.
+        """
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a JSON accelerator configuration: {error}") \
+                from None
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{path}: {error}") from None
+
+    def save(self, path):
+        """Write the configuration to ``path`` as JSON (:meth:`to_dict`), for :meth:`load`
+        and ``lowbit run --config``."""
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(self.to_dict(), file, indent=2)
+            file.write("\n")
