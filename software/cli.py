@@ -96,6 +96,83 @@ def cmd_demo(parser, args):
     return run_demo(out_dir=Path(args.output))
 
 
+def cmd_run(parser, args):
+    """``lowbit run``: run a program file on the ISS or the RTL through the runtime.
+
+    The output file is one 1-D ``uint64`` array: the words of every ``STORE``, concatenated
+    in order (the stats JSON lists each ``STORE``'s length under ``stores``).
+    """
+    import numpy as np
+
+    from .config.accelerator import AcceleratorConfig
+    from .iss import ISSError
+    from .program import Program
+    from .runtime import (AcceleratorError, ISSTransport, ProtocolError, RTLTransport,
+                          Runtime, TransportError)
+
+    def fail(message):
+        # A clear line and status 2, as argparse gives for bad arguments; no traceback.
+        print(f"lowbit run: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def read(path, load):
+        try:
+            return load(path)
+        except OSError as error:
+            fail(f"cannot read {path}: {error.strerror or error}")
+
+    config = AcceleratorConfig()
+    if args.config:
+        try:
+            config = read(args.config, AcceleratorConfig.load)
+        except (TypeError, ValueError) as error:
+            fail(str(error))
+    try:
+        program = read(args.program, lambda path: Program.load(path, config))
+    except ValueError as error:  # ProgramError
+        fail(f"{args.program}: {error}")
+    inputs = ()
+    if args.input:
+        try:
+            inputs = read(args.input, lambda path: np.load(path, allow_pickle=False))
+        except (ValueError, EOFError) as error:
+            fail(f"{args.input} is not a .npy array: {error}")
+    if args.backend == "rtl" and args.simulator == "icarus" and \
+            not toolenv.icarus_available():
+        fail("Icarus Verilog is not installed (Debian: apt-get install iverilog)")
+    try:
+        transport = (ISSTransport(config) if args.backend == "iss"
+                     else RTLTransport(config, args.simulator))
+        with transport:
+            result = Runtime(config, transport).run(program, inputs)
+    except (TypeError, ValueError, AcceleratorError, ProtocolError, TransportError,
+            ISSError) as error:
+        fail(str(error))
+    words = (np.concatenate(result.outputs) if result.outputs
+             else np.zeros(0, dtype=np.uint64))
+    stats = {"backend": args.backend, "status": result.status,
+             "stores": [int(o.size) for o in result.outputs], **result.stats}
+    if args.backend == "rtl":
+        stats["simulator"] = args.simulator
+    for path, write in ((args.output, lambda path: np.save(path, words)),
+                        (args.stats, lambda path: Path(path).write_text(
+                            json.dumps(stats, indent=2) + "\n"))):
+        if path:
+            try:
+                write(path)
+            except OSError as error:
+                fail(f"cannot write {path}: {error.strerror or error}")
+    count = result.stats["instructions"]
+    line = (f"{Path(args.program).name} on {args.backend}: HALT status {result.status}, "
+            f"{count} instruction{'s' if count != 1 else ''}, {result.stats['cycles']} cycles")
+    if args.output:
+        stores = len(result.outputs)
+        line += (f"; wrote {args.output} ({words.size} words from {stores} "
+                 f"STORE{'s' if stores != 1 else ''})")
+    print(line)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="lowbit", description="Generator of exact accelerators for binarized and "
@@ -125,6 +202,21 @@ def build_parser():
     p.add_argument("--freq", type=float, help="target clock in MHz")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("run", help="run an accelerator program on the ISS or the RTL")
+    p.add_argument("program", help="program file (lowbit.program format)")
+    p.add_argument("--input", metavar="X.npy",
+                   help="input words for the program's INPUT loads, in order (flattened)")
+    p.add_argument("--backend", choices=["iss", "rtl"], default="iss",
+                   help="the instruction-set simulator or the generated Verilog under cocotb")
+    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                   help="simulator of the rtl backend")
+    p.add_argument("--config", metavar="FILE",
+                   help="accelerator configuration JSON (default: AcceleratorConfig())")
+    p.add_argument("-o", "--output", metavar="Y.npy",
+                   help="write the STORE words, concatenated, as one uint64 array")
+    p.add_argument("--stats", metavar="FILE", help="write the run's statistics as JSON")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job: Verilog, simulation and synthesis figures")
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
