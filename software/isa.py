@@ -207,10 +207,12 @@ class InstructionSet:
             Opcode.GEMM_LNS: data.StructLayout({
                 **gemm, "k": range(1, config.lns_mac.max_k + 1)}),
             Opcode.NORM: data.StructLayout({
-                "mode": NormMode, "src_addr": range(out), "dst_addr": range(act),
+                # The destination is the activation buffer, or the output buffer for
+                # STATISTICS: its fields reach the larger of the two.
+                "mode": NormMode, "src_addr": range(out), "dst_addr": range(max(act, out)),
                 "param_addr": range(weight), "rows": range(1, out + 1),
                 "channels": range(1, config.lightnorm.channels + 1),
-                "src_stride": range(1, out + 1), "dst_stride": range(1, act + 1)}),
+                "src_stride": range(1, out + 1), "dst_stride": range(1, max(act, out) + 1)}),
             Opcode.MAXPOOL: data.StructLayout({
                 "src_addr": range(act), "dst_addr": range(act), "rows": range(1, act + 1),
                 "row_words": range(1, act + 1), "window": range(1, 17)}),
@@ -356,20 +358,70 @@ class InstructionSet:
         row = lns_row_words(instr["k"], self.config.lns_mac.bits, self.config.word)
         self._check_gemm(instr, row, row)
 
+    # NORM regions, shared with the ISS (docs/program_format.md, "NORM data") ------------
+
+    def norm_block_words(self):
+        """Buffer words of one ``NORMALISE`` output block: the norm unit's
+        ``output_layout`` (shared exponent and ``block`` mantissas) in whole words."""
+        return -(-self.config.lightnorm.output_layout.size // self.config.word)
+
+    def norm_dst_words(self, mode, channels):
+        """Words of one ``NORM`` destination row of ``channels`` channels: packed
+        activations (``THRESHOLD``, ``REQUANTISE``), whole BFP blocks (``NORMALISE``), or
+        one value per channel (``STATISTICS``: a row of sums, then one of spreads)."""
+        norm, mode = self.config.lightnorm, NormMode(mode)
+        if mode == NormMode.STATISTICS:
+            return channels
+        if mode == NormMode.NORMALISE:
+            return -(-channels // norm.block) * self.norm_block_words()
+        return row_words(channels, norm.levels, self.config.word)
+
+    def norm_param_words(self, mode, channels):
+        """Weight-buffer words of the parameters of a ``NORM`` over ``channels`` channels:
+        ``T + 1`` per channel (thresholds, flip) in threshold modes; two mantissas per
+        channel and two exponents per block of channels in ``NORMALISE``; none for
+        ``STATISTICS``."""
+        norm, mode = self.config.lightnorm, NormMode(mode)
+        if mode == NormMode.STATISTICS:
+            return 0
+        if mode == NormMode.NORMALISE:
+            return 2 * channels + 2 * -(-channels // norm.block)
+        return channels * (norm.thresholds + 1)
+
     def _check_norm(self, instr):
-        op, norm = instr["opcode"], self.config.lightnorm
-        needs = _NORM_OUTPUT[instr["mode"]]
+        op, norm, mode = instr["opcode"], self.config.lightnorm, instr["mode"]
+        needs = _NORM_OUTPUT[mode]
         if needs is not None and norm.output != needs:
-            raise InstructionError(f"{op.name} mode {instr['mode'].name} needs the norm unit "
+            raise InstructionError(f"{op.name} mode {mode.name} needs the norm unit "
                                    f"in {needs!r} output mode, it is built for "
                                    f"{norm.output!r}")
-        channels, word = instr["channels"], self.config.word
-        self._region(op, "source", "out", instr["src_addr"], instr["rows"], channels,
+        channels, rows = instr["channels"], instr["rows"]
+        self._region(op, "source", "out", instr["src_addr"], rows, channels,
                      instr["src_stride"])
-        self._region(op, "destination", "act", instr["dst_addr"], instr["rows"],
-                     row_words(channels, norm.levels, word), instr["dst_stride"])
+        row = self.norm_dst_words(mode, channels)
+        if mode == NormMode.STATISTICS:
+            self._check_statistics(instr)
+            # Two rows of signed words in the output buffer: sums, then spreads.
+            self._region(op, "destination", "out", instr["dst_addr"], 2, row,
+                         instr["dst_stride"])
+            return
+        self._region(op, "destination", "act", instr["dst_addr"], rows, row,
+                     instr["dst_stride"])
         self._region(op, "parameters", "weight", instr["param_addr"], 1,
-                     channels * (norm.thresholds + 1), 1)
+                     self.norm_param_words(mode, channels), 1)
+
+    def _check_statistics(self, instr):
+        op, norm, word = instr["opcode"], self.config.lightnorm, self.config.word
+        if instr["param_addr"] != 0:
+            raise InstructionError(f"{op.name} mode STATISTICS takes no parameters: "
+                                   f"param_addr must be 0, not {instr['param_addr']}")
+        if instr["rows"] > norm.max_batch:
+            raise InstructionError(f"{op.name} mode STATISTICS rows {instr['rows']} exceed "
+                                   f"the norm unit's max_batch {norm.max_batch}")
+        need = max(norm.sum_bits, norm.spread_bits)
+        if need > word:
+            raise InstructionError(f"{op.name} mode STATISTICS needs {need}-bit buffer words "
+                                   f"for its sums, this accelerator's are {word} bits")
 
     def _check_maxpool(self, instr):
         op = instr["opcode"]

@@ -8,11 +8,11 @@ Two ways in, one execution path:
 * :meth:`ISS.run_stream`: the accelerator's side of the host link (``docs/host_link.md``),
   bytes in, records out, with the status codes of :class:`lowbit.isa.Status`.
 
-Implemented: ``LOAD``, ``STORE``, ``GEMM_XNOR`` (binary and bit-serial, through
-:class:`lowbit.golden.xnor_array.XNORArray`'s ``tiles``/``schedule``/``run``), ``NORM`` in
-``THRESHOLD`` and ``REQUANTISE`` modes (through :class:`lowbit.golden.lightnorm.LightNorm`),
-``GEMM_LNS`` (through :meth:`lowbit.golden.lns.LNSMac.dots`), ``MAXPOOL`` and ``HALT``.
-``NORM`` ``STATISTICS``/``NORMALISE`` raise :class:`ISSError` (not simulated yet).
+Every instruction is simulated: ``LOAD``, ``STORE``, ``GEMM_XNOR`` (binary and bit-serial,
+through :class:`lowbit.golden.xnor_array.XNORArray`'s ``tiles``/``schedule``/``run``),
+``GEMM_LNS`` (through :meth:`lowbit.golden.lns.LNSMac.dots`), ``NORM`` in all four modes
+(through :class:`lowbit.golden.lightnorm.LightNorm`'s ``statistics`` and ``apply``),
+``MAXPOOL`` and ``HALT``, each bit-exact with its unit's golden model.
 
 Operand data layout in the buffers (also in ``docs/program_format.md``): a row of ``K``
 elements of ``b`` bits takes ``b * ceil(K / word)`` words, bit plane ``j`` (least
@@ -21,7 +21,10 @@ significant first) in words ``j * ceil(K / word)`` onwards, element ``t`` of a p
 Signed operands are two's complement (the top plane weighs ``-2^(b-1)``). An LNS row packs
 ``word // bits`` LNS words (``LNSMacConfig.word_layout``) per buffer word, element ``t`` in
 slot ``t % per_word`` of word ``t // per_word`` (:func:`pack_lns_rows`). The output buffer
-holds one two's complement value per word.
+holds one two's complement value per word. ``NORM STATISTICS`` writes a row of sums and a
+row of spreads there; ``NORMALISE`` reads its BFP parameters one value per weight-buffer word
+(:func:`pack_bfp_params`) and writes whole BFP blocks, each the norm unit's
+``output_layout`` in whole words (:func:`pack_bfp_rows`).
 
 The timing model is **provisional** (invented from the intended controller, to be
 calibrated against the RTL's measured cycle counts once the controller exists); all of it
@@ -34,6 +37,7 @@ import struct
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
+from .golden.bfp import BFP
 from .golden.lightnorm import LightNorm
 from .golden.lns import LNSMac, LNSTensor
 from .golden.xnor_array import XNORArray
@@ -42,7 +46,8 @@ from .isa import (Buffer, InstructionError, NormMode, Opcode, Record, Source, St
 from .program import Program
 
 __all__ = ["ISSError", "ISSResult", "ISS", "pack_rows", "unpack_rows", "pack_lns_rows",
-           "unpack_lns_rows", "to_signed", "from_signed", "cycles_fetch", "cycles_link",
+           "unpack_lns_rows", "pack_bfp_rows", "unpack_bfp_rows", "pack_bfp_params",
+           "unpack_bfp_params", "to_signed", "from_signed", "cycles_fetch", "cycles_link",
            "cycles_partial", "cycles_xnor_tile", "cycles_lns", "cycles_norm",
            "cycles_maxpool"]
 
@@ -158,6 +163,79 @@ def unpack_lns_rows(words, k, config, word):
     sign = (values // np.uint64(sign_place)) % np.uint64(2)
     return LNSTensor(sign.astype(np.int64), code.astype(np.int64), 0, config.bits,
                      config.gamma)
+
+
+def pack_bfp_rows(blocks, config, word):
+    """Activation-buffer words of ``NORMALISE`` output rows: :class:`~lowbit.golden.bfp.BFP`
+    blocks ``exp (n, G)``, ``man (n, G, block)`` -> ``(n, G * block_words)`` words.
+
+    Block ``g`` of a row takes words ``g * block_words`` onwards, ``block_words =
+    ceil(output_layout.size / word)``; their bits, least significant first (word 0 first),
+    are the norm unit's ``output_layout`` (``config``: the
+    :class:`~lowbit.config.lightnorm.LightNormConfig`): the shared exponent, then mantissa
+    ``i`` (two's complement each); the bits past the layout are zero.
+    """
+    layout, word_bytes = config.output_layout, word // 8
+    block_words = -(-layout.size // word)
+    exp = np.asarray(blocks.exp, dtype=np.int64)
+    man = np.asarray(blocks.man, dtype=np.int64)
+    n, groups = exp.shape
+    raw = b"".join(
+        layout.const({"exp": int(exp[r, g]), "man": [int(v) for v in man[r, g]]})
+        .as_bits().to_bytes(block_words * word_bytes, "little")
+        for r in range(n) for g in range(groups))
+    words = np.frombuffer(raw, dtype=f"<u{word_bytes}").astype(np.uint64)
+    return words.reshape(n, groups * block_words)
+
+
+def unpack_bfp_rows(words, channels, config, word):
+    """The :class:`~lowbit.golden.bfp.BFP` blocks of ``(n, G * block_words)`` words holding
+    rows of ``channels`` channels (``G = ceil(channels / block)``); the inverse of
+    :func:`pack_bfp_rows`."""
+    layout, word_bytes = config.output_layout, word // 8
+    block_words = -(-layout.size // word)
+    words = np.asarray(words, dtype=np.uint64)
+    n, groups = words.shape[0], -(-channels // config.block)
+    raw = words[:, :groups * block_words].astype(f"<u{word_bytes}").tobytes()
+    size = block_words * word_bytes
+    views = [layout.from_bits(int.from_bytes(raw[i:i + size], "little"))
+             for i in range(0, len(raw), size)]
+    exp = np.array([v.exp for v in views], dtype=np.int64).reshape(n, groups)
+    man = np.array([list(v.man) for v in views], dtype=np.int64).reshape(n, groups,
+                                                                          config.block)
+    return BFP(exp, man)
+
+
+def pack_bfp_params(params, channels, word):
+    """Weight-buffer words of ``NORMALISE`` parameters: per-group ``LOAD`` parameter dicts
+    (``scale``, ``scale_exp``, ``offset``, ``offset_exp``, as
+    :meth:`~lowbit.golden.lightnorm.LightNorm.affine_params` returns) of the first
+    ``channels`` channels -> ``2 * channels + 2 * G`` words, one two's complement value
+    each: the ``channels`` scale mantissas, the ``channels`` offset mantissas, the ``G``
+    scale exponents, the ``G`` offset exponents (``G = ceil(channels / block)``)."""
+    block = len(params[0]["scale"])
+    groups = -(-channels // block)
+    used = params[:groups]
+    values = [np.concatenate([p[key] for p in used])[:channels] for key in ("scale", "offset")]
+    values += [np.array([p[key] for p in used]) for key in ("scale_exp", "offset_exp")]
+    return from_signed(np.concatenate(values), word)
+
+
+def unpack_bfp_params(words, channels, config, word):
+    """Per-group ``LOAD`` parameter dicts of the ``G = ceil(channels / block)`` groups from
+    the words of :func:`pack_bfp_params`; channels past ``channels`` get zero
+    mantissas."""
+    block = config.block
+    groups = -(-channels // block)
+    values = to_signed(words, word)
+    scale, offset = (np.zeros(groups * block, dtype=np.int64) for _ in range(2))
+    scale[:channels] = values[:channels]
+    offset[:channels] = values[channels:2 * channels]
+    exps = values[2 * channels:].reshape(2, groups)
+    return [{"scale": [int(v) for v in scale[g * block:(g + 1) * block]],
+             "scale_exp": int(exps[0, g]),
+             "offset": [int(v) for v in offset[g * block:(g + 1) * block]],
+             "offset_exp": int(exps[1, g])} for g in range(groups)]
 
 
 def to_signed(words, word):
@@ -557,36 +635,58 @@ class ISS:
 
     def _norm(self, instr, data):
         cfg, norm = self.config, self.config.lightnorm
-        mode = instr["mode"]
-        if mode not in (NormMode.THRESHOLD, NormMode.REQUANTISE):
-            raise ISSError(f"NORM {mode.name} is not simulated by the ISS yet")
-        rows, channels = instr["rows"], instr["channels"]
+        mode, rows, channels = instr["mode"], instr["rows"], instr["channels"]
         x = to_signed(self._rows(Buffer.OUT, instr["src_addr"], rows, channels,
                                  instr["src_stride"]), cfg.word)
-        count = norm.thresholds
-        params = self.buffers[Buffer.WEIGHT][instr["param_addr"]:
-                                             instr["param_addr"] + channels * (count + 1)]
-        t = to_signed(params[:channels * count], cfg.word).reshape(channels, count)
-        flip = params[channels * count:].astype(np.int64)
-        # The unit always processes whole channel blocks: pad to its configured channels.
-        padded_x = np.zeros((rows, norm.channels), dtype=np.int64)
-        padded_x[:, :channels] = x
-        padded_t = np.zeros((norm.channels, count), dtype=np.int64)
-        padded_t[:channels] = t
-        padded_flip = np.zeros(norm.channels, dtype=np.int64)
-        padded_flip[:channels] = flip
+        # The unit always processes whole channel blocks: pad to its configured channels
+        # (zero inputs with zero parameters, which change no real channel's result).
+        padded = np.zeros((rows, norm.channels), dtype=np.int64)
+        padded[:, :channels] = x
+        params = self.buffers[Buffer.WEIGHT][
+            instr["param_addr"]:instr["param_addr"] + self.isa.norm_param_words(mode, channels)]
+        run = {NormMode.STATISTICS: self._norm_statistics,
+               NormMode.NORMALISE: self._norm_normalise}.get(mode, self._norm_threshold)
         try:
-            out = self.norm.apply(padded_x, self.norm.threshold_params(padded_t, padded_flip))
+            run(instr, padded, params)
         except ValueError as error:
             raise ISSError(f"NORM {mode.name}: {error}") from None
-        out = out[:, :channels]
-        levels = norm.levels
-        # Sign outputs are bits with 1 meaning +1: the binary row format of a next GEMM.
-        raw = np.where(out > 0, 1, -1) if levels == 1 else out
-        words = pack_rows(raw, levels, False, cfg.word)
-        self._write_rows(Buffer.ACT, instr["dst_addr"], instr["dst_stride"], words)
         beats = rows * -(-channels // norm.block)
         return cycles_norm(beats), {"lightnorm": beats}
+
+    def _norm_threshold(self, instr, x, params):
+        # THRESHOLD / REQUANTISE: channels * T thresholds, channels flips -> packed rows.
+        cfg, norm, channels = self.config, self.config.lightnorm, instr["channels"]
+        count = norm.thresholds
+        t = np.zeros((norm.channels, count), dtype=np.int64)
+        t[:channels] = to_signed(params[:channels * count], cfg.word).reshape(channels, count)
+        flip = np.zeros(norm.channels, dtype=np.int64)
+        flip[:channels] = params[channels * count:].astype(np.int64)
+        out = self.norm.apply(x, self.norm.threshold_params(t, flip))[:, :channels]
+        # Sign outputs are bits with 1 meaning +1: the binary row format of a next GEMM.
+        raw = np.where(out > 0, 1, -1) if norm.levels == 1 else out
+        words = pack_rows(raw, norm.levels, False, cfg.word)
+        self._write_rows(Buffer.ACT, instr["dst_addr"], instr["dst_stride"], words)
+
+    def _norm_statistics(self, instr, x, params):
+        # Per channel sum and spread (range batch norm, chunked by the numpy.array_split
+        # rule over the rows): a row of sums at dst_addr, of spreads dst_stride later.
+        channels = instr["channels"]
+        total, spread = self.norm.statistics(x)
+        words = from_signed(np.stack([total[:channels], spread[:channels]]), self.config.word)
+        self._write_rows(Buffer.OUT, instr["dst_addr"], instr["dst_stride"], words)
+
+    def _norm_normalise(self, instr, x, params):
+        # BFP scale and offset from the weight buffer; whole BFP blocks to the act buffer.
+        norm, channels = self.config.lightnorm, instr["channels"]
+        groups = -(-channels // norm.block)
+        loads = unpack_bfp_params(params, channels, norm, self.config.word)
+        zero = [0] * norm.block
+        loads += [{"scale": zero, "scale_exp": 0, "offset": zero, "offset_exp": 0}
+                  for _ in range(norm.groups - groups)]
+        out = self.norm.apply(x, loads)
+        words = pack_bfp_rows(BFP(out.exp[:, :groups], out.man[:, :groups]), norm,
+                              self.config.word)
+        self._write_rows(Buffer.ACT, instr["dst_addr"], instr["dst_stride"], words)
 
     def _maxpool(self, instr, data):
         rows, row, window = instr["rows"], instr["row_words"], instr["window"]

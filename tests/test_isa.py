@@ -29,7 +29,11 @@ SMALL = AcceleratorConfig(xnor_array=XNORArrayConfig(max_k=64), act_words=200,
                                                     output="multithreshold", act_bits=2))
 BINARY = AcceleratorConfig(xnor_array=XNORArrayConfig(max_act_bits=1, max_weight_bits=1),
                            has_lns_mac=False, has_lightnorm=False)
-CONFIGS = [DEFAULT, SMALL, BINARY]
+# A norm unit that normalises to BFP, an output buffer larger than the activation buffer.
+NORMALISING = AcceleratorConfig(lightnorm=LightNormConfig(channels=64, output="bfp"),
+                                has_lns_mac=False, act_words=300, weight_words=500,
+                                out_words=400)
+CONFIGS = [DEFAULT, SMALL, BINARY, NORMALISING]
 
 
 def gemm(**changes):
@@ -42,6 +46,13 @@ def gemm(**changes):
 
 def load(**changes):
     instr = dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4)
+    instr.update(changes)
+    return instr
+
+
+def norm(**changes):
+    instr = dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=100, param_addr=0,
+                 rows=4, channels=16, src_stride=16, dst_stride=16)
     instr.update(changes)
     return instr
 
@@ -129,6 +140,23 @@ def test_address_fields_follow_the_buffer_sizes():
     assert small.width < default.width
 
 
+def test_norm_regions():
+    isa = instruction_set(NORMALISING)
+    # A BFP block: a 6-bit exponent and 16 8-bit mantissas, 134 bits, five 32-bit words.
+    assert NORMALISING.lightnorm.output_layout.size == 134 and isa.norm_block_words() == 5
+    assert isa.norm_dst_words(NormMode.NORMALISE, 64) == 4 * 5
+    assert isa.norm_dst_words(NormMode.NORMALISE, 17) == 2 * 5
+    assert isa.norm_param_words(NormMode.NORMALISE, 17) == 2 * 17 + 2 * 2
+    assert isa.norm_dst_words(NormMode.STATISTICS, 17) == 17
+    assert isa.norm_param_words(NormMode.STATISTICS, 17) == 0
+    small = instruction_set(SMALL)  # 2-bit activations, 3 thresholds
+    assert small.norm_dst_words(NormMode.REQUANTISE, 40) == 2 * 2
+    assert small.norm_param_words(NormMode.REQUANTISE, 40) == 40 * 4
+    # NORM destinations reach the larger of the activation and output buffers.
+    assert isa.operands[Opcode.NORM]["dst_addr"].shape == range(400)
+    assert isa.operands[Opcode.NORM]["dst_stride"].shape == range(1, 401)
+
+
 def test_instruction_width_follows_the_host_link():
     assert instruction_set(DEFAULT.replace(word=64, host_link_bits=64)).width % 64 == 0
 
@@ -208,22 +236,32 @@ def instructions(draw, cfg):
                 "src_addr": draw(st.integers(0, cfg.act_words - rows * window * row)),
                 "dst_addr": draw(st.integers(0, cfg.act_words - rows * row))}
     if op == Opcode.NORM:
-        norm = cfg.lightnorm
+        norm, isa = cfg.lightnorm, instruction_set(cfg)
         own = {"sign": NormMode.THRESHOLD, "multithreshold": NormMode.REQUANTISE,
                "bfp": NormMode.NORMALISE}[norm.output]
-        per_channel = norm.thresholds + 1
-        channels = draw(st.integers(1, min(norm.channels, cfg.out_words,
-                                           cfg.weight_words // per_channel)))
-        dst_row = row_words(channels, norm.levels, cfg.word)
-        rows = draw(st.integers(1, min(_rows(cfg.out_words, channels),
-                                       _rows(cfg.act_words, dst_row), 64)))
-        src_stride, src = _region(draw, cfg.out_words, channels, rows)
-        dst_stride, dst = _region(draw, cfg.act_words, dst_row, rows)
-        return {"opcode": op, "mode": draw(st.sampled_from([NormMode.STATISTICS, own])),
-                "src_addr": src, "dst_addr": dst,
-                "param_addr": draw(st.integers(0, cfg.weight_words - channels * per_channel)),
-                "rows": rows, "channels": channels, "src_stride": src_stride,
-                "dst_stride": dst_stride}
+        mode = draw(st.sampled_from([NormMode.STATISTICS, own]))
+        if mode == NormMode.STATISTICS:
+            # Sums and spreads: two rows of `channels` words in the output buffer.
+            channels = draw(st.integers(1, min(norm.channels, cfg.out_words // 2)))
+            rows = draw(st.integers(1, min(_rows(cfg.out_words, channels), norm.max_batch,
+                                           64)))
+            src_stride, src = _region(draw, cfg.out_words, channels, rows)
+            dst_stride, dst = _region(draw, cfg.out_words, channels, 2)
+            param = 0
+        else:
+            fits = [c for c in range(1, min(norm.channels, cfg.out_words) + 1)
+                    if isa.norm_param_words(mode, c) <= cfg.weight_words]
+            channels = draw(st.sampled_from(fits))
+            dst_row = isa.norm_dst_words(mode, channels)
+            rows = draw(st.integers(1, min(_rows(cfg.out_words, channels),
+                                           _rows(cfg.act_words, dst_row), 64)))
+            src_stride, src = _region(draw, cfg.out_words, channels, rows)
+            dst_stride, dst = _region(draw, cfg.act_words, dst_row, rows)
+            param = draw(st.integers(0, cfg.weight_words - isa.norm_param_words(mode,
+                                                                               channels)))
+        return {"opcode": op, "mode": mode, "src_addr": src, "dst_addr": dst,
+                "param_addr": param, "rows": rows, "channels": channels,
+                "src_stride": src_stride, "dst_stride": dst_stride}
     if op == Opcode.GEMM_XNOR:
         array = cfg.xnor_array
         k = draw(st.integers(1, array.max_k))
@@ -248,7 +286,7 @@ def instructions(draw, cfg):
             **extra}
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "small", "binary"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "small", "binary", "bfp"])
 @settings(max_examples=150)
 @given(data=st.data())
 def test_round_trip(cfg, data):
@@ -323,6 +361,30 @@ def test_zero_word_is_halt():
     (DEFAULT, dict(opcode="NORM", mode="THRESHOLD", src_addr=0, dst_addr=0, param_addr=0,
                    rows=1, channels=257, src_stride=257, dst_stride=9),
      "NORM channels must be at most 256, not 257"),
+    (DEFAULT, norm(param_addr=5),
+     "NORM mode STATISTICS takes no parameters: param_addr must be 0, not 5"),
+    (DEFAULT.replace(lightnorm=LightNormConfig(channels=256, output="sign", max_batch=8)),
+     norm(rows=9), "NORM mode STATISTICS rows 9 exceed the norm unit's max_batch 8"),
+    (AcceleratorConfig(word=16, has_xnor_array=False, has_lns_mac=False), norm(),
+     "NORM mode STATISTICS needs 28-bit buffer words for its sums, this accelerator's are "
+     "16 bits"),
+    (DEFAULT, norm(dst_addr=1000),
+     "NORM destination of 2 rows of 16 words (stride 16) at 1000 runs past the end of the "
+     "out buffer (1024 words)"),
+    (DEFAULT, norm(dst_stride=15), "NORM destination stride 15 is shorter than a row (16 "
+     "words)"),
+    (DEFAULT, norm(dst_addr=1024), "NORM destination address 1024 is outside the out buffer "
+     "(0..1023)"),
+    (NORMALISING, norm(mode="NORMALISE", param_addr=480, dst_addr=0, dst_stride=5),
+     "NORM parameters of 34 words at 480 runs past the end of the weight buffer (500 "
+     "words)"),
+    (NORMALISING, norm(mode="NORMALISE", dst_addr=0, dst_stride=4),
+     "NORM destination stride 4 is shorter than a row (5 words)"),
+    (NORMALISING, norm(mode="NORMALISE", channels=64, src_stride=64, rows=1, dst_addr=290,
+                       dst_stride=20),
+     "NORM destination of 20 words at 290 runs past the end of the act buffer (300 words)"),
+    (NORMALISING, norm(mode="THRESHOLD"),
+     "NORM mode THRESHOLD needs the norm unit in 'sign' output mode, it is built for 'bfp'"),
     (DEFAULT, dict(opcode="MAXPOOL", src_addr=16380, dst_addr=0, rows=2, row_words=1,
                    window=4),
      "MAXPOOL source of 8 rows of 1 words (stride 1) at 16380 runs past the end of the act "

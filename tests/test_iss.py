@@ -13,11 +13,14 @@ from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.lns import LNSMacConfig
 from lowbit.config.xnor_array import XNORArrayConfig
+from lowbit.golden.bfp import BFP, BFPFormat, dequantize
+from lowbit.golden.lightnorm import LightNorm, range_batchnorm
 from lowbit.golden.lns import LNSMac, LNSTensor, quantize
 from lowbit.isa import (Buffer, NormMode, Opcode, Record, Source, Status, instruction_set,
                         lns_row_words)
-from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_lns, from_signed, pack_lns_rows,
-                        pack_rows, to_signed, unpack_lns_rows, unpack_rows)
+from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_lns, from_signed, pack_bfp_params,
+                        pack_bfp_rows, pack_lns_rows, pack_rows, to_signed, unpack_bfp_params,
+                        unpack_bfp_rows, unpack_lns_rows, unpack_rows)
 from lowbit.program import Program
 
 CONFIG = AcceleratorConfig()
@@ -257,16 +260,6 @@ def test_other_configuration():
             f"program was built for accelerator configuration {SMALL.fingerprint()}, this "
             f"accelerator is {CONFIG.fingerprint()}")):
         ISS(CONFIG).run(program)
-
-
-@pytest.mark.parametrize("instr, message", [
-    (dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0, rows=1,
-          channels=16, src_stride=16, dst_stride=1),
-     "instruction 0: NORM STATISTICS is not simulated by the ISS yet"),
-])
-def test_not_yet_simulated(instr, message):
-    with pytest.raises(ISSError, match=re.escape(message)):
-        ISS(CONFIG).run(Program(CONFIG, [instr, HALT]))
 
 
 def test_norm_input_too_wide_for_the_unit():
@@ -687,3 +680,216 @@ def test_gemm_lns_over_the_host_link():
     records = parse_records(ISS(CONFIG).run_stream(host_bytes(program, inputs)), CONFIG)
     assert np.array_equal(to_signed(records[0][1], 32).reshape(2, 3), _golden_dots(lns, a, b))
     assert records[1][4]["lns_busy"] == 2 * 3 * 3
+
+
+# NORM STATISTICS and NORMALISE --------------------------------------------------------------
+
+# A norm unit that normalises to BFP (64 channels in blocks of 16, 8-bit mantissas, 6-bit
+# exponents: 134-bit blocks, five 32-bit words), and a second BFP format (53-bit blocks in
+# two words, truncating, fewer guard bits).
+BFP_CONFIG = AcceleratorConfig(lightnorm=LightNormConfig(channels=64, output="bfp"),
+                               has_lns_mac=False)
+BFP_SMALL = AcceleratorConfig(
+    lightnorm=LightNormConfig(channels=24, block=8, mantissa=6, exponent=5,
+                              rounding="truncate", guard_bits=2, chunks=4, max_batch=64,
+                              output="bfp"),
+    has_xnor_array=False, act_words=600, weight_words=300, out_words=900)
+
+
+def _golden_stats(norm, x):
+    """(sum, spread) per channel of x (rows, channels) from the unit's beat-level model."""
+    padded = np.zeros((x.shape[0], norm.channels), dtype=np.int64)
+    padded[:, :x.shape[1]] = x
+    results = LightNorm(norm).run(LightNorm(norm).stat_beats(padded))
+    stats = [s for r in sorted(results, key=lambda r: r["group"])
+             for s in r["data"]["stats"]][:x.shape[1]]
+    return (np.array([s["sum"] for s in stats]), np.array([s["spread"] for s in stats]))
+
+
+def _golden_normalise(norm, x, params):
+    """BFP (exp (rows, G), man (rows, G, block)) of the unit's beat-level model: LOAD every
+    group's parameters, then APPLY each row."""
+    rows, channels = x.shape
+    groups = -(-channels // norm.block)
+    padded = np.zeros((rows, norm.channels), dtype=np.int64)
+    padded[:, :channels] = x
+    zero = {"scale": [0] * norm.block, "scale_exp": 0, "offset": [0] * norm.block,
+            "offset_exp": 0}
+    unit = LightNorm(norm)
+    # The parameters of channels past `channels` are not in the weight buffer: zero.
+    loads = [{key: [v if g * norm.block + i < channels else 0 for i, v in enumerate(value)]
+              if key in ("scale", "offset") else value for key, value in p.items()}
+             for g, p in enumerate(params[:groups])] + [zero] * (norm.groups - groups)
+    results = unit.run(unit.load_beats(loads) + unit.apply_beats(padded))
+    out = [r["data"]["out"] for r in results]
+    exp = np.array([o["exp"] for o in out]).reshape(rows, norm.groups)[:, :groups]
+    man = np.array([o["man"] for o in out]).reshape(rows, norm.groups, norm.block)
+    return exp, man[:, :groups]
+
+
+def _statistics_program(config, x, *, src=0, dst, pad=0, dst_stride=None):
+    rows, channels = x.shape
+    src_stride = channels + pad
+    words = np.zeros((rows, src_stride), dtype=np.uint64)
+    words[:, :channels] = from_signed(x, config.word)
+    dst_stride = channels if dst_stride is None else dst_stride
+    return Program(config, [
+        dict(opcode="LOAD", buffer="OUT", source="INPUT", addr=src, count=words.size),
+        dict(opcode="NORM", mode="STATISTICS", src_addr=src, dst_addr=dst, param_addr=0,
+             rows=rows, channels=channels, src_stride=src_stride, dst_stride=dst_stride),
+        dict(opcode="STORE", buffer="OUT", addr=dst, count=dst_stride + channels),
+        HALT,
+    ]), words.reshape(-1)
+
+
+@pytest.mark.parametrize("config, rows, channels", [
+    (CONFIG, 21, 40),        # 21 rows in 8 chunks of 3 or 2; a partial channel block
+    (CONFIG, 3, 16),         # fewer rows than chunks: 3 chunks of one row
+    (CONFIG, 1, 256),        # one row, every channel
+    (SMALL, 3, 16),
+    (BFP_CONFIG, 9, 64),
+    (BFP_SMALL, 30, 13),
+])
+def test_norm_statistics_matches_the_golden_unit(config, rows, channels):
+    rng = np.random.default_rng(rows * channels)
+    norm = config.lightnorm
+    low, high = -2 ** (norm.input_width - 1), 2 ** (norm.input_width - 1)
+    x = rng.integers(low, high, size=(rows, channels))
+    x[0, 0], x[-1, -1] = low, high - 1  # the extremes of the unit's inputs
+    dst = config.out_words - 2 * channels - 3
+    program, inputs = _statistics_program(config, x, dst=dst, pad=1, dst_stride=channels + 3)
+    result = ISS(config).run(program, inputs)
+    (out,) = result.outputs
+    values = to_signed(out, config.word)
+    total, spread = _golden_stats(norm, x)
+    assert np.array_equal(values[:channels], total)
+    assert np.array_equal(values[channels + 3:], spread)
+    # Chunks of one sample have no spread.
+    assert np.all(spread >= 0) and np.any(spread > 0) == (rows > norm.chunks)
+    assert result.unit_cycles["lightnorm"] == rows * -(-channels // norm.block)
+
+
+def _bfp_params(rng, norm, channels):
+    """Random in-range per-group BFP parameters (every group of the unit)."""
+    fmt_m, fmt_e = norm.mantissa, norm.exponent
+    man = lambda: rng.integers(-2 ** (fmt_m - 1), 2 ** (fmt_m - 1), size=norm.block)  # noqa
+    exp = lambda: int(rng.integers(-2 ** (fmt_e - 1), 2 ** (fmt_e - 1)))  # noqa
+    return [{"scale": man().tolist(), "scale_exp": exp(), "offset": man().tolist(),
+             "offset_exp": exp()} for _ in range(norm.groups)]
+
+
+def _normalise_program(config, x, params, *, dst=5, param_addr=3, pad=0):
+    isa = instruction_set(config)
+    rows, channels = x.shape
+    row = isa.norm_dst_words(NormMode.NORMALISE, channels)
+    p = pack_bfp_params(params, channels, config.word)
+    assert p.size == isa.norm_param_words(NormMode.NORMALISE, channels)
+    program = Program(config, [
+        dict(opcode="LOAD", buffer="OUT", source="INPUT", addr=0, count=x.size),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=param_addr, count=p.size),
+        dict(opcode="NORM", mode="NORMALISE", src_addr=0, dst_addr=dst,
+             param_addr=param_addr, rows=rows, channels=channels, src_stride=channels,
+             dst_stride=row + pad),
+        dict(opcode="STORE", buffer="ACT", addr=dst, count=rows * (row + pad)),
+        HALT,
+    ], constants=p)
+    return program, from_signed(x.reshape(-1), config.word), row
+
+
+@pytest.mark.parametrize("config, rows, channels, pad", [
+    (BFP_CONFIG, 6, 64, 0),
+    (BFP_CONFIG, 4, 37, 2),      # a partial last block, strided rows
+    (BFP_SMALL, 9, 24, 1),
+    (BFP_SMALL, 2, 5, 0),
+])
+def test_norm_normalise_matches_the_golden_unit(config, rows, channels, pad):
+    rng = np.random.default_rng(rows + channels)
+    norm = config.lightnorm
+    x = rng.integers(-3000, 3000, size=(rows, channels))
+    x[0] = 0  # an all-zero row
+    params = _bfp_params(rng, norm, channels)
+    program, inputs, row = _normalise_program(config, x, params, pad=pad)
+    (out,) = ISS(config).run(program, inputs).outputs
+    words = out.reshape(rows, row + pad)
+    got = unpack_bfp_rows(words[:, :row], channels, norm, config.word)
+    exp, man = _golden_normalise(norm, x, params)
+    assert np.array_equal(got.exp, exp) and np.array_equal(got.man, man)
+    # Channels past `channels` in the last block are zero mantissas.
+    assert np.all(got.man.reshape(rows, -1)[:, channels:] == 0)
+
+
+def test_bfp_row_layout():
+    # Block bits are the unit's output_layout, least significant first across the words:
+    # the 6-bit exponent, then 16 mantissas of 8 bits, two's complement.
+    norm = BFP_CONFIG.lightnorm
+    man = np.zeros((1, 1, 16), dtype=np.int64)
+    man[0, 0, :2] = [1, -1]
+    man[0, 0, 15] = -128
+    words = pack_bfp_rows(BFP(np.array([[-3]]), man), norm, 32)
+    value = (2 ** 6 - 3) + 1 * 2 ** 6 + 255 * 2 ** 14 + 128 * 2 ** (6 + 15 * 8)
+    assert words.tolist() == [[(value // 2 ** (32 * i)) % 2 ** 32 for i in range(5)]]
+    back = unpack_bfp_rows(words, 16, norm, 32)
+    assert back.exp.tolist() == [[-3]] and np.array_equal(back.man, man)
+
+
+def test_bfp_params_layout():
+    norm = BFP_SMALL.lightnorm  # blocks of 8
+    params = [{"scale": list(range(8)), "scale_exp": -1, "offset": [-v for v in range(8)],
+               "offset_exp": 2}, {"scale": [9] * 8, "scale_exp": 3, "offset": [7] * 8,
+                                  "offset_exp": -4}, {}]
+    words = pack_bfp_params(params, 10, 32)
+    assert to_signed(words, 32).tolist() == (list(range(8)) + [9, 9]
+                                             + [-v for v in range(8)] + [7, 7]
+                                             + [-1, 3] + [2, -4])
+    back = unpack_bfp_params(words, 10, norm, 32)
+    assert back[0] == params[0]
+    assert back[1]["scale"] == [9, 9] + [0] * 6 and back[1]["offset_exp"] == -4
+
+
+def test_norm_normalise_parameter_out_of_range():
+    x = np.ones((1, 16), dtype=np.int64)
+    params = _bfp_params(np.random.default_rng(0), BFP_CONFIG.lightnorm, 16)
+    program, inputs, _ = _normalise_program(BFP_CONFIG, x, params)
+    iss = ISS(BFP_CONFIG)
+    program.constants[0] = 200  # the first scale mantissa: 8-bit signed holds -128..127
+    with pytest.raises(ISSError, match=re.escape(
+            "instruction 2: NORM NORMALISE: LightNorm scale holds 200, outside the 8-bit "
+            "signed range [-128, 127]")):
+        iss.run(program, inputs)
+
+
+def test_range_batch_norm_over_the_host_link():
+    # Two programs on one accelerator: STATISTICS of a batch resident in the output buffer,
+    # the host folds them into BFP parameters, then NORMALISE of the same resident batch.
+    config, rows, channels = BFP_CONFIG, 16, 48
+    norm = config.lightnorm
+    rng = np.random.default_rng(11)
+    x = np.round(rng.normal(40, 300, size=(rows, channels))).astype(np.int64)
+    iss = ISS(config)
+    stats, inputs = _statistics_program(config, x, dst=rows * channels)
+    records = parse_records(iss.run_stream(host_bytes(stats, inputs)), config)
+    (_, words), (_, code, _, _, counters) = records
+    assert code is Status.OK and counters["norm_busy"] == rows * 3
+    total, spread = to_signed(words[:channels], 32), to_signed(words[channels:], 32)
+    gamma, beta = rng.uniform(0.5, 2, channels), rng.uniform(-1, 1, channels)
+    pad = norm.channels - channels
+    params, _, _ = LightNorm(norm).fold_affine(
+        np.concatenate([total, np.zeros(pad)]), np.concatenate([spread, np.ones(pad)]),
+        rows, np.concatenate([gamma, np.ones(pad)]), np.concatenate([beta, np.zeros(pad)]))
+    p = pack_bfp_params(params, channels, config.word)
+    row = instruction_set(config).norm_dst_words(NormMode.NORMALISE, channels)
+    apply = Program(config, [
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=p.size),
+        dict(opcode="NORM", mode="NORMALISE", src_addr=0, dst_addr=0, param_addr=0,
+             rows=rows, channels=channels, src_stride=channels, dst_stride=row),
+        dict(opcode="STORE", buffer="ACT", addr=0, count=rows * row),
+        HALT,
+    ], constants=p)
+    ((_, words), _) = parse_records(iss.run_stream(host_bytes(apply)), config)
+    got = unpack_bfp_rows(words.reshape(rows, row), channels, norm, config.word)
+    exp, man = _golden_normalise(norm, x, params)
+    assert np.array_equal(got.exp, exp) and np.array_equal(got.man, man)
+    # And it is batch norm: close to the float range batch norm.
+    y = dequantize(got, BFPFormat.of(norm)).reshape(rows, -1)[:, :channels]
+    reference = range_batchnorm(x, gamma, beta, chunks=norm.chunks)
+    assert np.max(np.abs(y - reference)) < 0.05 * np.max(np.abs(reference))
