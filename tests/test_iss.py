@@ -18,9 +18,10 @@ from lowbit.golden.lightnorm import LightNorm, range_batchnorm
 from lowbit.golden.lns import LNSMac, LNSTensor, quantize
 from lowbit.isa import (Buffer, NormMode, Opcode, Record, Source, Status, instruction_set,
                         lns_row_words)
-from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_lns, from_signed, pack_bfp_params,
-                        pack_bfp_rows, pack_lns_rows, pack_rows, to_signed, unpack_bfp_params,
-                        unpack_bfp_rows, unpack_lns_rows, unpack_rows)
+from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_link, cycles_lns, cycles_maxpool,
+                        cycles_norm, cycles_partial, cycles_xnor_tile, from_signed,
+                        pack_bfp_params, pack_bfp_rows, pack_lns_rows, pack_rows, to_signed,
+                        unpack_bfp_params, unpack_bfp_rows, unpack_lns_rows, unpack_rows)
 from lowbit.program import Program
 
 CONFIG = AcceleratorConfig()
@@ -191,6 +192,29 @@ def test_timing_model_is_pinned():
     # 160-bit instructions over an 8-bit link take 20 cycles; 4 words of 32 bits, 16.
     assert [step["cycles"] for step in result.trace] == [20 + 16, 20]
     assert result.unit_cycles["host_link"] == 20 + 16 + 20
+
+
+def test_timing_functions_are_pinned():
+    # Every provisional figure, for the default configuration (4x4 array, popcount
+    # pipeline of XNORArrayConfig, LNS gamma 8): a calibration must change these on purpose.
+    array, lns = CONFIG.xnor_array, CONFIG.lns_mac
+    assert cycles_fetch(CONFIG) == 20
+    assert cycles_link(CONFIG, 4) == 16
+    assert cycles_partial(CONFIG, 13) == 13
+    assert cycles_xnor_tile(array, 3) == 3 + array.pipeline + 1 + 16
+    assert cycles_lns(lns, 6, 9) == 5 * 10 + 9 + 12  # short dot products: one per 10 cycles
+    assert cycles_lns(lns, 2, 64) == 64 + 64 + 12
+    assert cycles_norm(9) == 12
+    assert cycles_maxpool(6) == 6
+    # The ISS takes every figure from them.
+    rng = np.random.default_rng(12)
+    program, inputs, _ = _threshold_layer(CONFIG, rng.integers(-9, 9, size=(3, 40)), 40,
+                                          np.zeros((40, 1), dtype=np.int64),
+                                          np.zeros(40, dtype=np.int64))
+    trace = ISS(CONFIG).run(program, inputs).trace
+    assert [step["cycles"] for step in trace] == [
+        20 + cycles_link(CONFIG, 120), 20 + cycles_link(CONFIG, 80), 20 + cycles_norm(9),
+        20 + cycles_link(CONFIG, 6), 20]
 
 
 def test_buffers_are_configured_sizes():
