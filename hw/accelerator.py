@@ -15,14 +15,14 @@ Buffers are single-ported; the front end has priority on them and an engine wait
 when it collides.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
 from ..isa import Buffer, NormMode, Opcode, Status, instruction_set
 from ..isa import _NORM_OUTPUT as NORM_OUTPUT
+from .buffer_memory import BufferMemory
 from .gemm_xnor_engine import GemmXnorEngine
 from .maxpool_engine import MaxPoolEngine
 from .norm_engine import NormEngine
@@ -72,6 +72,9 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the norm unit's block ({config.lightnorm.block}) must divide "
                              f"the buffer word ({config.word})")
+        if config.has_lns_mac:
+            self._MustUse__silence = True
+            raise ValueError("the GEMM_LNS engine is not built yet: use has_lns_mac=False")
         self.config = config
         self.isa = instruction_set(config)
         super().__init__({
@@ -117,13 +120,9 @@ class Accelerator(wiring.Component):
         mems, fe = {}, {}
         for buf, depth in sizes.items():
             name = buf.name.lower()
-            mem = Memory(shape=unsigned(W), depth=depth, init=[])
-            m.submodules[f"{name}_buffer"] = mem
-            rport, wport = mem.read_port(), mem.write_port()
-            mems[buf] = {"addr": Signal(range(depth), name=f"{name}_addr"),
-                         "re": rport.en, "we": wport.en, "wdata": wport.data,
-                         "rdata": rport.data}
-            m.d.comb += [rport.addr.eq(mems[buf]["addr"]), wport.addr.eq(mems[buf]["addr"])]
+            m.submodules[f"{name}_buffer"] = mem = BufferMemory(depth, W)
+            mems[buf] = {"addr": mem.addr, "re": mem.re, "we": mem.we, "wdata": mem.wdata,
+                         "rdata": mem.rdata}
             fe[buf] = {"addr": Signal(range(depth), name=f"fe_{name}_addr"),
                        "re": Signal(name=f"fe_{name}_re"), "we": Signal(name=f"fe_{name}_we"),
                        "wdata": Signal(W, name=f"fe_{name}_wdata")}
