@@ -23,6 +23,7 @@ from ..config.accelerator import AcceleratorConfig
 from ..isa import Buffer, NormMode, Opcode, Status, instruction_set
 from ..isa import _NORM_OUTPUT as NORM_OUTPUT
 from .buffer_memory import BufferMemory
+from .gemm_lns_engine import GemmLnsEngine
 from .gemm_xnor_engine import GemmXnorEngine
 from .maxpool_engine import MaxPoolEngine
 from .norm_engine import NormEngine
@@ -35,6 +36,16 @@ COUNTER_BITS = 32
 
 #: NORM modes the gateware runs (the others are refused as ILLEGAL for now).
 HW_NORM_MODES = (NormMode.THRESHOLD, NormMode.REQUANTISE)
+
+
+def ceil_div(x, d, limit):
+    """``ceil(x / d)`` for a constant ``d`` and ``0 <= x <= limit``, by a multiplication
+    with the rounded-up reciprocal (exact for every ``x`` in range, no divider)."""
+    n = (limit + d).bit_length()
+    shift = n + d.bit_length()
+    mult = -(-(1 << shift) // d)
+    assert all((v * mult) >> shift == v // d for v in (limit + d - 1, d - 1, d, 2 * d - 1))
+    return ((x + d - 1) * mult) >> shift
 
 
 class Accelerator(wiring.Component):
@@ -72,9 +83,11 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the norm unit's block ({config.lightnorm.block}) must divide "
                              f"the buffer word ({config.word})")
-        if config.has_lns_mac:
+        if config.has_lns_mac and (config.word // config.lns_mac.bits) % config.lns_mac.lanes:
             self._MustUse__silence = True
-            raise ValueError("the GEMM_LNS engine is not built yet: use has_lns_mac=False")
+            raise ValueError(f"the LNS MAC's lanes ({config.lns_mac.lanes}) must divide the "
+                             f"LNS words per buffer word ({config.word // config.lns_mac.bits} "
+                             f"= {config.word} // {config.lns_mac.bits})")
         self.config = config
         self.isa = instruction_set(config)
         super().__init__({
@@ -132,6 +145,8 @@ class Accelerator(wiring.Component):
             m.submodules.gemm_xnor = engines[Opcode.GEMM_XNOR] = GemmXnorEngine(cfg)
         if cfg.has_lightnorm:
             m.submodules.norm = engines[Opcode.NORM] = NormEngine(cfg)
+        if cfg.has_lns_mac:
+            m.submodules.gemm_lns = engines[Opcode.GEMM_LNS] = GemmLnsEngine(cfg)
         m.submodules.maxpool = engines[Opcode.MAXPOOL] = MaxPoolEngine(cfg)
 
         for buf, port in mems.items():
@@ -213,7 +228,7 @@ class Accelerator(wiring.Component):
         for op in Opcode:
             conds = self._field_checks(m, raw_ops, op)
             unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
-                    Opcode.GEMM_LNS: False}.get(op, True)
+                    Opcode.GEMM_LNS: cfg.has_lns_mac}.get(op, True)
             if not unit:
                 conds.append(Const(1))
             if op == Opcode.GEMM_XNOR:
@@ -250,6 +265,8 @@ class Accelerator(wiring.Component):
         store_region = (ops[Opcode.STORE].buffer, ops[Opcode.STORE].addr, 1,
                         ops[Opcode.STORE].count, 1)
         g, n_, p = ops[Opcode.GEMM_XNOR], ops[Opcode.NORM], ops[Opcode.MAXPOOL]
+        q = ops[Opcode.GEMM_LNS]
+        lns_row = Signal(range(cfg.lns_mac.max_k + 1))
         regions = {
             Opcode.LOAD: [load_region],
             Opcode.STORE: [store_region],
@@ -259,6 +276,9 @@ class Accelerator(wiring.Component):
             Opcode.NORM: [(Buffer.OUT, n_.src_addr, n_.rows, n_.channels, n_.src_stride),
                           (Buffer.ACT, n_.dst_addr, n_.rows, norm_row, n_.dst_stride),
                           (Buffer.WEIGHT, n_.param_addr, 1, norm_params, 1)],
+            Opcode.GEMM_LNS: [(Buffer.ACT, q.a_addr, q.m, lns_row, q.a_stride),
+                              (Buffer.WEIGHT, q.b_addr, q.n, lns_row, q.b_stride),
+                              (Buffer.OUT, q.c_addr, q.m, q.n, q.c_stride)],
             Opcode.MAXPOOL: [(Buffer.ACT, p.src_addr, pool_rows, p.row_words, p.row_words),
                              (Buffer.ACT, p.dst_addr, p.rows, p.row_words, p.row_words)],
         }
@@ -328,7 +348,7 @@ class Accelerator(wiring.Component):
             (self.o_stream.valid & ~self.o_stream.ready)
         with m.If(counting & ~(link_stall & ~running)):
             m.d.sync += cycles.eq(cycles + 1)
-        beat_of = {"xnor": Opcode.GEMM_XNOR, "norm": Opcode.NORM}
+        beat_of = {"xnor": Opcode.GEMM_XNOR, "norm": Opcode.NORM, "lns": Opcode.GEMM_LNS}
         for name, op in beat_of.items():
             if op in engines:
                 with m.If(counting & engines[op].beat):
@@ -369,6 +389,7 @@ class Accelerator(wiring.Component):
                     norm_row.eq(norm.levels * ((n_.channels + W - 1) >> log_w)),
                     norm_params.eq(n_.channels * (norm.thresholds + 1)),
                     pool_rows.eq(p.rows * p.window),
+                    lns_row.eq(ceil_div(q.k, cfg.word // cfg.lns_mac.bits, cfg.lns_mac.max_k)),
                     rix.eq(0), address_bad.eq(0),
                 ]
                 for buf in sizes:

@@ -12,10 +12,13 @@ from ..config.accelerator import AcceleratorConfig
 from ..config.lightnorm import LightNormConfig
 from ..config.xnor_array import XNORArrayConfig
 from ..isa import Opcode, instruction_set, row_words
-from ..iss import from_signed, pack_rows
+from ..golden.lns import LNSTensor
+from ..isa import lns_row_words
+from ..iss import from_signed, pack_lns_rows, pack_rows
 from ..program import Program
 
-__all__ = ["small_config", "operand", "load_store", "gemm", "norm_threshold", "maxpool",
+__all__ = ["small_config", "operand", "load_store", "gemm", "gemm_lns", "norm_threshold",
+           "maxpool",
            "binary_mlp", "random_program", "bad_opcode", "bad_address", "bad_unused_bits",
            "truncated", "precision_name"]
 
@@ -97,6 +100,31 @@ def gemm(config, rng, m, n, k, act_bits=1, act_signed=0, weight_bits=1, weight_s
         instrs.append(_store("OUT", c_addr + i * c_stride, n))
     instrs.append(_halt(1))
     return Program(config, instrs, b_img.ravel()), a_img.ravel(), a @ b.T
+
+
+def gemm_lns(config, rng, m, n, k, *, a_pad=0, c_pad=0, a_addr=0, c_addr=0):
+    """``C[i][j] = dot(A_i, B_j)`` of random LNS operands (zeros and both signs)."""
+    lns, word = config.lns_mac, config.word
+
+    def tensor(rows):
+        code = rng.integers(0, 2 ** lns.code_bits, (rows, k))
+        sign = rng.integers(0, 2, (rows, k)) * (code > 0)
+        return LNSTensor(sign, code, 0, lns.bits, lns.gamma)
+
+    aw, bw = pack_lns_rows(tensor(m), lns, word), pack_lns_rows(tensor(n), lns, word)
+    row = lns_row_words(k, lns.bits, word)
+    a_stride, c_stride = row + a_pad, n + c_pad
+    a_img = np.zeros((m, a_stride), dtype=np.uint64)
+    a_img[:, :row] = aw
+    instrs = [
+        _load("ACT", "INPUT", a_addr, a_img.size),
+        _load("WEIGHT", "CONST", 0, bw.size),
+        dict(opcode="GEMM_LNS", a_addr=a_addr, b_addr=0, c_addr=c_addr, m=m, n=n, k=k,
+             a_stride=a_stride, b_stride=row, c_stride=c_stride),
+    ]
+    instrs += [_store("OUT", c_addr + i * c_stride, n) for i in range(m)]
+    instrs.append(_halt(4))
+    return Program(config, instrs, bw.ravel()), a_img.ravel()
 
 
 def _threshold_params(config, rng, channels, low, high):
@@ -193,7 +221,7 @@ def random_program(config, rng, blocks=3):
     instrs, consts, inputs = [], [], []
     array = config.xnor_array
     for _ in range(blocks):
-        kind = rng.integers(0, 4)
+        kind = rng.integers(0, 5 if config.has_lns_mac else 4)
         if kind == 0:
             prog, inp = load_store(config, rng)
         elif kind == 1:
@@ -206,6 +234,9 @@ def random_program(config, rng, blocks=3):
         elif kind == 2 and config.has_lightnorm:
             prog, inp = norm_threshold(config, rng, int(rng.integers(1, 3)),
                                        int(rng.integers(1, config.lightnorm.channels + 1)))
+        elif kind == 4:
+            prog, inp = gemm_lns(config, rng, int(rng.integers(1, 3)), int(rng.integers(1, 4)),
+                                 int(rng.integers(1, 40)), a_pad=int(rng.integers(0, 2)))
         else:
             prog, inp = maxpool(config, rng, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
                                 int(rng.integers(1, 4)))

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.lightnorm import LightNormConfig
+from lowbit.config.lns import LNSMacConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.hw.accelerator import Accelerator
 from lowbit.isa import Status
@@ -174,7 +174,30 @@ def test_loads_overlap_compute_unless_they_conflict():
     assert free.stats["cycles"] < waits.stats["cycles"]
 
 
-def test_gemm_lns_is_refused_until_built():
-    config = CONFIG.replace(has_lns_mac=True)
-    with pytest.raises(ValueError, match="GEMM_LNS"):
-        Accelerator(config)
+LNS_CONFIG = CONFIG.replace(has_lns_mac=True)
+
+
+@pytest.mark.parametrize("m,n,k", [(2, 3, 17), (1, 1, 1), (3, 2, 64), (2, 2, 8)])
+def test_gemm_lns_matches_iss(m, n, k):
+    rng = np.random.default_rng(k)
+    run_both(LNS_CONFIG, *P.gemm_lns(LNS_CONFIG, rng, m, n, k, a_pad=1, c_pad=1, c_addr=2),
+             idle=0.2, stall=0.2, seed=m)
+
+
+def test_gemm_lns_one_lane():
+    config = LNS_CONFIG.replace(lns_mac=LNSMacConfig(lanes=1))
+    rng = np.random.default_rng(9)
+    run_both(config, *P.gemm_lns(config, rng, 2, 2, 11))
+
+
+def test_lns_lanes_must_divide_a_word():
+    with pytest.raises(ValueError, match=r"the LNS MAC's lanes \(3\) must divide the LNS "
+                                         r"words per buffer word \(4 = 32 // 8\)"):
+        Accelerator(LNS_CONFIG.replace(lns_mac=LNSMacConfig(lanes=3)))
+
+
+@settings(max_examples=4)
+@given(st.integers(0, 2 ** 32 - 1))
+def test_random_programs_with_every_unit(seed):
+    rng = np.random.default_rng(seed)
+    run_both(LNS_CONFIG, *P.random_program(LNS_CONFIG, rng, blocks=4), stall=0.1, seed=seed)
