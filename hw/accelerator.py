@@ -34,9 +34,6 @@ RECORD_DATA = 0x01
 RECORD_STATUS = 0x02
 COUNTER_BITS = 32
 
-#: NORM modes the gateware runs (the others are refused as ILLEGAL for now).
-HW_NORM_MODES = (NormMode.THRESHOLD, NormMode.REQUANTISE)
-
 
 def ceil_div(x, d, limit):
     """``ceil(x / d)`` for a constant ``d`` and ``0 <= x <= limit``, by a multiplication
@@ -237,12 +234,15 @@ class Accelerator(wiring.Component):
                           x.act_signed & (x.act_bits < 2),
                           x.weight_signed & (x.weight_bits < 2)]
             if op == Opcode.NORM:
-                mode = raw_ops[op].mode
+                x, norm = raw_ops[op], cfg.lightnorm
                 for nm in NormMode:
                     needs = NORM_OUTPUT[nm]
-                    if (needs is not None and cfg.lightnorm.output != needs) or \
-                            nm not in HW_NORM_MODES:
-                        conds.append(mode == nm.value)
+                    if needs is not None and norm.output != needs:
+                        conds.append(x.mode == nm.value)
+                stats = x.mode == NormMode.STATISTICS.value
+                conds += [stats & (x.param_addr != 0), stats & (x.rows > norm.max_batch)]
+                if max(norm.sum_bits, norm.spread_bits) > cfg.word:
+                    conds.append(stats)
             bad = Const(0)
             for c in conds:
                 bad = bad | c
@@ -256,8 +256,9 @@ class Accelerator(wiring.Component):
         # stride). Row lengths are registered the cycle before (PRECHECK).
         nw_a = Signal(range(8 * cfg.xnor_array.max_words + 1))
         nw_b = Signal.like(nw_a)
-        norm_row = Signal(range(8 * (cfg.lightnorm.channels // W + 2) + 1))
-        norm_params = Signal(range((cfg.lightnorm.thresholds + 1) * cfg.lightnorm.channels + 1))
+        nc = cfg.lightnorm.channels
+        norm_row = Signal(range(max(8 * (nc // W + 2), nc * (isa.norm_block_words() + 1)) + 1))
+        norm_params = Signal(range(max(cfg.lightnorm.thresholds + 1, 4) * nc + 1))
         pool_rows = Signal(range(16 * cfg.act_words + 1))
         widest = max(sizes.values())
         load_region = (ops[Opcode.LOAD].buffer, ops[Opcode.LOAD].addr, 1,
@@ -266,6 +267,7 @@ class Accelerator(wiring.Component):
                         ops[Opcode.STORE].count, 1)
         g, n_, p = ops[Opcode.GEMM_XNOR], ops[Opcode.NORM], ops[Opcode.MAXPOOL]
         q = ops[Opcode.GEMM_LNS]
+        is_stats = n_.mode == NormMode.STATISTICS
         lns_row = Signal(range(cfg.lns_mac.max_k + 1))
         regions = {
             Opcode.LOAD: [load_region],
@@ -273,9 +275,12 @@ class Accelerator(wiring.Component):
             Opcode.GEMM_XNOR: [(Buffer.ACT, g.a_addr, g.m, nw_a, g.a_stride),
                                (Buffer.WEIGHT, g.b_addr, g.n, nw_b, g.b_stride),
                                (Buffer.OUT, g.c_addr, g.m, g.n, g.c_stride)],
+            # STATISTICS writes a row of sums and a row of spreads to the output buffer
+            # and has no parameters; the other modes write rows to the activation buffer.
             Opcode.NORM: [(Buffer.OUT, n_.src_addr, n_.rows, n_.channels, n_.src_stride),
-                          (Buffer.ACT, n_.dst_addr, n_.rows, norm_row, n_.dst_stride),
-                          (Buffer.WEIGHT, n_.param_addr, 1, norm_params, 1)],
+                          (Mux(is_stats, Buffer.OUT.value, Buffer.ACT.value), n_.dst_addr,
+                           Mux(is_stats, 2, n_.rows), norm_row, n_.dst_stride),
+                          (Buffer.WEIGHT, n_.param_addr, 1, norm_params, 1, ~is_stats)],
             Opcode.GEMM_LNS: [(Buffer.ACT, q.a_addr, q.m, lns_row, q.a_stride),
                               (Buffer.WEIGHT, q.b_addr, q.n, lns_row, q.b_stride),
                               (Buffer.OUT, q.c_addr, q.m, q.n, q.c_stride)],
@@ -284,7 +289,7 @@ class Accelerator(wiring.Component):
         }
         rix = Signal(range(4))
         r_used = Signal()
-        r_buf = Signal(Buffer)
+        r_buf = Signal(Buffer.as_shape())
         r_addr = Signal(range(widest))
         r_rows = Signal(range(16 * widest + 1))
         r_row = Signal(range(16 * widest + 1))
@@ -292,14 +297,15 @@ class Accelerator(wiring.Component):
         with m.Switch(opcode):
             for op, regs in regions.items():
                 with m.Case(op.value):
-                    for i, (buf, addr, rows, row, stride) in enumerate(regs):
+                    for i, (buf, addr, rows, row, stride, *used) in enumerate(regs):
                         with m.If(rix == i):
-                            m.d.comb += [r_used.eq(1), r_buf.eq(buf), r_addr.eq(addr),
+                            m.d.comb += [r_used.eq(used[0] if used else 1), r_buf.eq(buf),
+                                         r_addr.eq(addr),
                                          r_rows.eq(rows), r_row.eq(row), r_stride.eq(stride)]
         size = Signal(range(widest + 1))
         with m.Switch(r_buf):
             for buf, depth in sizes.items():
-                with m.Case(buf):
+                with m.Case(buf.value):
                     m.d.comb += size.eq(depth)
         r_end = Signal(range(32 * widest * widest + 1))
         m.d.comb += r_end.eq(r_addr + (r_rows - 1) * r_stride + r_row)
@@ -381,13 +387,19 @@ class Accelerator(wiring.Component):
                     m.next = "DRAIN_ENGINES"
             with m.State("PRECHECK"):
                 x = ops[Opcode.GEMM_XNOR]
+                block = cfg.lightnorm.block
+                norm_groups = (n_.channels + block - 1) >> (block.bit_length() - 1)
                 log_w = W.bit_length() - 1
                 nw = (x.k + W - 1) >> log_w
                 norm = cfg.lightnorm
                 m.d.sync += [
                     nw_a.eq(x.act_bits * nw), nw_b.eq(x.weight_bits * nw),
-                    norm_row.eq(norm.levels * ((n_.channels + W - 1) >> log_w)),
-                    norm_params.eq(n_.channels * (norm.thresholds + 1)),
+                    norm_row.eq(Mux(is_stats, n_.channels, Mux(
+                        n_.mode == NormMode.NORMALISE, norm_groups * isa.norm_block_words(),
+                        norm.levels * ((n_.channels + W - 1) >> log_w)))),
+                    norm_params.eq(Mux(n_.mode == NormMode.NORMALISE,
+                                       2 * n_.channels + 2 * norm_groups,
+                                       n_.channels * (norm.thresholds + 1))),
                     pool_rows.eq(p.rows * p.window),
                     lns_row.eq(ceil_div(q.k, cfg.word // cfg.lns_mac.bits, cfg.lns_mac.max_k)),
                     rix.eq(0), address_bad.eq(0),
@@ -401,7 +413,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += address_bad.eq(1)
                 with m.Switch(r_buf):
                     for buf in sizes:
-                        with m.Case(buf):
+                        with m.Case(buf.value):
                             with m.If(r_used & (r_addr < new_hull[buf][0])):
                                 m.d.sync += new_hull[buf][0].eq(r_addr)
                             with m.If(r_used & (r_end > new_hull[buf][1])):

@@ -14,11 +14,12 @@ from ..config.xnor_array import XNORArrayConfig
 from ..isa import Opcode, instruction_set, row_words
 from ..golden.lns import LNSTensor
 from ..isa import lns_row_words
-from ..iss import from_signed, pack_lns_rows, pack_rows
+from ..isa import NormMode
+from ..iss import from_signed, pack_bfp_params, pack_lns_rows, pack_rows
 from ..program import Program
 
 __all__ = ["small_config", "operand", "load_store", "gemm", "gemm_lns", "norm_threshold",
-           "maxpool",
+           "norm_statistics", "norm_normalise", "maxpool",
            "binary_mlp", "random_program", "bad_opcode", "bad_address", "bad_unused_bits",
            "truncated", "precision_name"]
 
@@ -155,6 +156,48 @@ def norm_threshold(config, rng, rows, channels, *, src_pad=0, dst_pad=0):
         _halt(2),
     ]
     return Program(config, instrs, params), x_img.ravel()
+
+
+def norm_statistics(config, rng, rows, channels, *, src_pad=0, dst_pad=0, scale=200):
+    """``NORM STATISTICS`` of a random batch in the output buffer: sums and spreads written
+    after it, then stored."""
+    isa, word = instruction_set(config), config.word
+    x = rng.integers(-scale, scale + 1, (rows, channels))
+    src_stride = channels + src_pad
+    x_img = np.zeros((rows, src_stride), dtype=np.uint64)
+    x_img[:, :channels] = from_signed(x, word)
+    dst, dst_stride = x_img.size, channels + dst_pad
+    assert isa.norm_dst_words(NormMode.STATISTICS, channels) == channels
+    instrs = [
+        _load("OUT", "INPUT", 0, x_img.size),
+        dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=dst, param_addr=0,
+             rows=rows, channels=channels, src_stride=src_stride, dst_stride=dst_stride),
+        _store("OUT", dst, channels), _store("OUT", dst + dst_stride, channels),
+        _halt(5),
+    ]
+    return Program(config, instrs), x_img.ravel()
+
+
+def norm_normalise(config, rng, rows, channels, *, dst_pad=0):
+    """``NORM NORMALISE`` (norm unit built for ``bfp``) with random in-range parameters."""
+    isa, norm, word = instruction_set(config), config.lightnorm, config.word
+    x = rng.integers(-300, 301, (rows, channels))
+    man = lambda: rng.integers(-2 ** (norm.mantissa - 1), 2 ** (norm.mantissa - 1),  # noqa
+                               norm.block).tolist()
+    exp = lambda: int(rng.integers(-2 ** (norm.exponent - 1), 2 ** (norm.exponent - 1)))  # noqa
+    params = [{"scale": man(), "scale_exp": exp(), "offset": man(), "offset_exp": exp()}
+              for _ in range(norm.groups)]
+    pw = pack_bfp_params(params, channels, word)
+    row = isa.norm_dst_words(NormMode.NORMALISE, channels)
+    dst_stride = row + dst_pad
+    instrs = [
+        _load("OUT", "INPUT", 0, x.size),
+        _load("WEIGHT", "CONST", 1, pw.size),
+        dict(opcode="NORM", mode="NORMALISE", src_addr=0, dst_addr=2, param_addr=1,
+             rows=rows, channels=channels, src_stride=channels, dst_stride=dst_stride),
+        _store("ACT", 2, rows * dst_stride), _halt(6),
+    ]
+    return Program(config, instrs, pw), from_signed(x, word).ravel()
 
 
 def maxpool(config, rng, rows, row, window):

@@ -288,6 +288,12 @@ def unpack_bfp_params(words, channels, config, word):
              "offset_exp": int(exps[1, g])} for g in range(groups)]
 
 
+def _wrap(values, bits):
+    # Two's complement values modulo 2^bits, as a narrower register holds them.
+    half = 2 ** (bits - 1)
+    return ((np.asarray(values, dtype=np.int64) + half) % (2 * half)) - half
+
+
 def to_signed(words, word):
     """Two's complement values of raw ``word``-bit buffer words (the output buffer)."""
     values = np.asarray(words, dtype=np.uint64).astype(object)
@@ -446,8 +452,10 @@ class ISS:
         between calls (until :meth:`reset`). :attr:`results` holds an :class:`ISSResult`
         per program of the last call.
 
-        Raises :class:`ISSError` only for data the hardware would mishandle silently, such
-        as a ``NORM`` input wider than the norm unit's ``input_width``.
+        Values read into a unit's narrower fields are taken modulo the field's width, as
+        the hardware does (a ``NORM`` input keeps its low ``input_width`` bits, a threshold
+        its low ``input_width + 1`` bits, a flip its bit 0, a BFP parameter its mantissa or
+        exponent bits): programs with such values run the same on both.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {data!r}")
@@ -637,8 +645,8 @@ class ISS:
     def _norm(self, instr, data):
         cfg, norm = self.config, self.config.lightnorm
         mode, rows, channels = instr["mode"], instr["rows"], instr["channels"]
-        x = to_signed(self._rows(Buffer.OUT, instr["src_addr"], rows, channels,
-                                 instr["src_stride"]), cfg.word)
+        x = _wrap(to_signed(self._rows(Buffer.OUT, instr["src_addr"], rows, channels,
+                                       instr["src_stride"]), cfg.word), norm.input_width)
         # The unit always processes whole channel blocks: pad to its configured channels
         # (zero inputs with zero parameters, which change no real channel's result).
         padded = np.zeros((rows, norm.channels), dtype=np.int64)
@@ -659,9 +667,10 @@ class ISS:
         cfg, norm, channels = self.config, self.config.lightnorm, instr["channels"]
         count = norm.thresholds
         t = np.zeros((norm.channels, count), dtype=np.int64)
-        t[:channels] = to_signed(params[:channels * count], cfg.word).reshape(channels, count)
+        t[:channels] = _wrap(to_signed(params[:channels * count], cfg.word),
+                             norm.threshold_bits).reshape(channels, count)
         flip = np.zeros(norm.channels, dtype=np.int64)
-        flip[:channels] = params[channels * count:].astype(np.int64)
+        flip[:channels] = params[channels * count:].astype(np.int64) % 2
         out = self.norm.apply(x, self.norm.threshold_params(t, flip))[:, :channels]
         # Sign outputs are bits with 1 meaning +1: the binary row format of a next GEMM.
         raw = np.where(out > 0, 1, -1) if norm.levels == 1 else out
@@ -680,7 +689,11 @@ class ISS:
         # BFP scale and offset from the weight buffer; whole BFP blocks to the act buffer.
         norm, channels = self.config.lightnorm, instr["channels"]
         groups = -(-channels // norm.block)
-        loads = unpack_bfp_params(params, channels, norm, self.config.word)
+        loads = [{"scale": _wrap(p["scale"], norm.mantissa).tolist(),
+                  "scale_exp": int(_wrap(p["scale_exp"], norm.exponent)),
+                  "offset": _wrap(p["offset"], norm.mantissa).tolist(),
+                  "offset_exp": int(_wrap(p["offset_exp"], norm.exponent))}
+                 for p in unpack_bfp_params(params, channels, norm, self.config.word)]
         zero = [0] * norm.block
         loads += [{"scale": zero, "scale_exp": 0, "offset": zero, "offset_exp": 0}
                   for _ in range(norm.groups - groups)]

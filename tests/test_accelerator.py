@@ -97,6 +97,29 @@ def test_norm_requantise_multithreshold():
     run_both(config, *P.norm_threshold(config, rng, 2, 13), stall=0.3)
 
 
+@pytest.mark.parametrize("rows,channels", [(1, 3), (5, 16), (12, 5), (20, 4)])
+def test_norm_statistics(rows, channels):
+    # Fewer rows than chunks, uneven chunks (numpy.array_split), partial groups.
+    rng = np.random.default_rng(rows)
+    run_both(CONFIG, *P.norm_statistics(CONFIG, rng, rows, channels, src_pad=1, dst_pad=2),
+             idle=0.1, stall=0.2)
+
+
+BFP_CONFIG = CONFIG.replace(lightnorm=LightNormConfig(channels=16, block=4, output="bfp"))
+
+
+@pytest.mark.parametrize("rows,channels", [(2, 16), (3, 7)])
+def test_norm_normalise_bfp(rows, channels):
+    rng = np.random.default_rng(channels)
+    run_both(BFP_CONFIG, *P.norm_normalise(BFP_CONFIG, rng, rows, channels, dst_pad=1),
+             stall=0.2)
+
+
+def test_norm_statistics_on_a_bfp_unit():
+    rng = np.random.default_rng(8)
+    run_both(BFP_CONFIG, *P.norm_statistics(BFP_CONFIG, rng, 9, 11))
+
+
 def test_maxpool():
     rng = np.random.default_rng(4)
     run_both(CONFIG, *P.maxpool(CONFIG, rng, 2, 2, 3), idle=0.2)

@@ -286,14 +286,16 @@ def test_other_configuration():
         ISS(CONFIG).run(program)
 
 
-def test_norm_input_too_wide_for_the_unit():
-    x = np.array([[2 ** 20]])
-    program, inputs, _ = _threshold_layer(CONFIG, x, 1, np.zeros((1, 1), dtype=np.int64),
-                                          np.zeros(1, dtype=np.int64))
-    with pytest.raises(ISSError, match=re.escape(
-            "instruction 2: NORM THRESHOLD: LightNorm input holds 1048576, outside the "
-            "16-bit signed range [-32768, 32767]")):
-        ISS(CONFIG).run(program, inputs)
+def test_norm_values_wrap_to_the_unit_fields():
+    # The hardware keeps the low input_width bits of an input and the low input_width + 1
+    # bits of a threshold: 2^20 + 5 reads as 5, 2^17 + 3 as threshold 3, flip 3 as 1.
+    x = np.array([[2 ** 20 + 5, 2 ** 20 + 2]])
+    program, inputs, _ = _threshold_layer(CONFIG, x, 2, np.array([[2 ** 17 + 3]] * 2),
+                                          np.array([3, 0]))
+    wrapped, inputs2, _ = _threshold_layer(CONFIG, np.array([[5, 2]]), 2,
+                                           np.array([[3]] * 2), np.array([1, 0]))
+    assert [o.tolist() for o in ISS(CONFIG).run(program, inputs).outputs] == \
+        [o.tolist() for o in ISS(CONFIG).run(wrapped, inputs2).outputs]
 
 
 def test_type_errors():
@@ -870,16 +872,17 @@ def test_bfp_params_layout():
     assert back[1]["scale"] == [9, 9] + [0] * 6 and back[1]["offset_exp"] == -4
 
 
-def test_norm_normalise_parameter_out_of_range():
+def test_norm_normalise_parameters_wrap_to_their_fields():
+    # The hardware keeps the low 8 bits of a mantissa: 200 reads as 200 - 256 = -56.
     x = np.ones((1, 16), dtype=np.int64)
     params = _bfp_params(np.random.default_rng(0), BFP_CONFIG.lightnorm, 16)
     program, inputs, _ = _normalise_program(BFP_CONFIG, x, params)
-    iss = ISS(BFP_CONFIG)
-    program.constants[0] = 200  # the first scale mantissa: 8-bit signed holds -128..127
-    with pytest.raises(ISSError, match=re.escape(
-            "instruction 2: NORM NORMALISE: LightNorm scale holds 200, outside the 8-bit "
-            "signed range [-128, 127]")):
-        iss.run(program, inputs)
+    wide = Program(BFP_CONFIG, program.instructions,
+                   np.concatenate([[200], program.constants[1:]]))
+    narrow = Program(BFP_CONFIG, program.instructions,
+                     np.concatenate([[2 ** 32 - 56], program.constants[1:]]))
+    assert [o.tolist() for o in ISS(BFP_CONFIG).run(wide, inputs).outputs] == \
+        [o.tolist() for o in ISS(BFP_CONFIG).run(narrow, inputs).outputs]
 
 
 def test_range_batch_norm_over_the_host_link():
