@@ -96,7 +96,7 @@ def _same(got, expected, what):
     for g, e in zip(got.outputs, expected.outputs):
         assert g.tolist() == e.tolist(), what
     assert got.status == expected.status, what
-    for name in ("xnor_busy", "instructions", "bytes_out"):
+    for name in ("xnor_busy", "norm_busy", "lns_busy", "instructions", "bytes_out"):
         assert got.stats[name] == expected.stats[name], (what, name)
 
 

