@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac"]
+BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac", "accelerator"]
 
 
 def main():
