@@ -15,9 +15,11 @@ running (and its host-link timeout keeps counting) whether or not the host has s
 anything, as on a board. When neither stream can move, the bridge lets the simulator run
 freely until the design raises ``o_stream.valid`` or ``i_stream.ready``, looking at the
 socket every :data:`IDLE_CYCLES` cycles, so long computations and host-link timeouts cost
-simulator time only. Once nothing has moved for longer than the design's host-link timeout
-(``timeout_cycles``), the design can only be waiting for a new program, and the bridge
-waits for the host (:data:`DEEP_IDLE_SECONDS` per look) rather than spin a core.
+simulator time only. Once nothing has moved for much longer than the design's host-link
+timeout (``timeout_cycles``, and at least :data:`DEEP_IDLE_AFTER` cycles) and the host has
+sent nothing more, the design is almost surely waiting for a new program: the bridge then
+waits for the host a little (:data:`DEEP_IDLE_SECONDS`) every :data:`DEEP_IDLE_CYCLES`
+cycles rather than spin a core.
 
 Ports: ``clk``, ``rst`` (active high, held for two cycles), ``i_stream__payload``,
 ``i_stream__valid``, ``i_stream__ready``, ``o_stream__payload``, ``o_stream__valid``,
@@ -38,16 +40,20 @@ from cocotb.utils import get_sim_time
 from ..config.accelerator import AcceleratorConfig
 from .cocotb_streams import reset
 
-__all__ = ["PERIOD_NS", "IDLE_CYCLES", "DEEP_IDLE_SECONDS"]
+__all__ = ["PERIOD_NS", "IDLE_CYCLES", "DEEP_IDLE_AFTER", "DEEP_IDLE_SECONDS",
+           "DEEP_IDLE_CYCLES"]
 
 #: Clock period in nanoseconds (the timescale is 1 ns / 1 ps).
 PERIOD_NS = 10
 #: Cycles the design runs unobserved when neither stream can move before the bridge looks
 #: at the socket again.
 IDLE_CYCLES = 64
-#: Once no beat has moved for the design's ``timeout_cycles``, the bridge waits up to this
-#: long for host bytes every IDLE_CYCLES cycles.
+#: Once no beat has moved for the design's ``timeout_cycles`` and at least this many
+#: cycles, with nothing from the host to pass on, the bridge waits up to
+#: DEEP_IDLE_SECONDS for host bytes every DEEP_IDLE_CYCLES cycles.
+DEEP_IDLE_AFTER = 1 << 16
 DEEP_IDLE_SECONDS = 0.005
+DEEP_IDLE_CYCLES = 1024
 
 
 class _Link:
@@ -118,15 +124,19 @@ async def bridge(dut):
                 # Nothing moves this cycle: let the design run until it has something to
                 # give or take, or a few cycles pass; resume after that edge or mid-cycle,
                 # where the next beat can be set up safely before the following edge.
-                if quiet >= config.timeout_cycles and not link.rx:
-                    # The design has waited longer than its host-link timeout: by the
-                    # protocol it now only waits for a new program, so the simulator may
-                    # wait for the host too instead of spinning a core.
+                deep = quiet >= max(config.timeout_cycles, DEEP_IDLE_AFTER) and not link.rx
+                if deep:
+                    # Long past its host-link timeout, the design is almost surely waiting
+                    # for a new program: wait for the host a little instead of spinning a
+                    # core (an output beat still ends the wait at once).
                     select.select([link.sock], [], [], DEEP_IDLE_SECONDS)
                 link.poll()
                 if link.closed:
                     break
-                skip = 1 if not offered and len(link.rx) >= beat else IDLE_CYCLES
+                if not offered and len(link.rx) >= beat:
+                    skip = 1
+                else:
+                    skip = DEEP_IDLE_CYCLES if deep else IDLE_CYCLES
                 quiet += skip
                 now = round(get_sim_time("ps"))
                 period = PERIOD_NS * 1000
