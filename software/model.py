@@ -29,7 +29,6 @@ import json
 import math
 import zipfile
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
@@ -498,7 +497,14 @@ class IntegerLayer:
 
     @property
     def role(self):
+        """``"first"``, ``"hidden"`` or ``"last"`` (a one-layer model is ``"last"``)."""
         return "last" if self.last else ("first" if self.first else "hidden")
+
+    @property
+    def higher_precision(self):
+        """True for the layers kept at higher precision: the first (k-bit inputs) and the
+        last (raw integer scores for the host)."""
+        return self.first or self.last
 
     def accumulate(self, x):
         """``x @ weight.T`` exactly (int64), after checking ``x`` against the precision."""
@@ -872,10 +878,10 @@ class QuantModel:
                 header = json.loads(archive["header"].tobytes().decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
                 raise ModelFileError(f"{path}: unreadable model header: {error}") from None
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = header.get("format") if isinstance(header, dict) else None
+            if found != FORMAT:
                 raise ModelFileError(f"{path}: not a lowbit model file (header format is "
-                                     f"{header.get('format') if isinstance(header, dict) else None!r}"
-                                     f", expected {FORMAT!r})")
+                                     f"{found!r}, expected {FORMAT!r})")
             version = header.get("version")
             if version != VERSION:
                 raise ModelFileError(f"{path}: model format version {version!r} is not "

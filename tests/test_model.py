@@ -255,7 +255,7 @@ def test_load_refuses_unknown_version_and_bad_files(tmp_path):
 def test_thresholds_equal_golden_fold(act):
     """Binary weights with scale 1 on step-1 inputs: one accumulator step is 1, so the
     model's thresholds are exactly the golden fold_thresholds of its batch norm."""
-    model = random_model(3 + (act if act != "sign" else 0), widths=(64, 40, 10),
+    model = random_model(3 + (act if act != "sign" else 0), widths=(64, 12, 10),
                          weight_bits=(1, 1), acts=(act,))
     layer = model.integer_form().layers[0]
     bn = model.layers[1]
@@ -318,7 +318,7 @@ def test_acc_bits_hold_every_accumulator():
     acc = first.accumulate(extreme)
     lo, hi = -(1 << (first.acc_bits - 1)), (1 << (first.acc_bits - 1)) - 1
     assert lo <= acc.min() and acc.max() <= hi
-    assert first.first and not first.last and first.role == "first"
+    assert first.first and not first.last and first.role == "first" and first.higher_precision
     assert first.input_precision == Precision("unsigned", 5)
     last = model.integer_form().layers[-1]
     assert last.last and last.thresholds is None and last.input_precision == Precision(

@@ -1,0 +1,457 @@
+"""Training quantized MLPs with numpy only: the straight-through estimator (STE).
+
+:func:`train` returns a :class:`~lowbit.model.QuantModel` and a :class:`TrainReport`.
+The method (``docs/model.md`` has the measured accuracies):
+
+* Latent float weights, quantized in every forward pass exactly as
+  :class:`~lowbit.model.Dense` quantizes them (binary ``w >= 0``; k-bit symmetric with the
+  per-channel ``max|w| / (2^(k-1) - 1)`` scale); the gradient passes straight through,
+  masked where ``|w| > 1``, and the latent weights are clipped to ``[-1, 1]`` after every
+  step (BinaryConnect).
+* Batch norm after every Dense (batch statistics while training), then ``Sign`` (STE
+  gradient where ``|y| <= 1``, the hardtanh estimator) or a k-bit ``MultiThreshold``
+  quantizing ``[0, 1]`` (gradient where ``0 <= y <= 1``); the last layer's batch norm
+  output is the logits (softmax cross-entropy). Adam, cosine learning-rate decay.
+* After training, every batch norm's ``mean``/``var`` are recomputed layer by layer on the
+  whole training set through the exported model's own float semantics, so the saved
+  statistics are exactly those of the quantized network.
+* The reference float accuracy comes from an unquantized twin (same shape, float weights,
+  batch norm, ReLU) trained the same way.
+
+``arch="cnn"`` is not implemented yet (it needs ``Conv2D``/``MaxPool`` in the model form).
+"""
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import datasets
+from .model import BatchNorm, Dense, MultiThreshold, QuantModel, Sign
+
+__all__ = ["PRECISIONS", "ARCHS", "TrainReport", "train", "add_train_command", "cmd_train"]
+
+#: ``precision -> (weight_bits, activation_bits)``; activation bits 1 mean Sign (+-1).
+PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "w4a4": (4, 4)}
+ARCHS = ("mlp", "cnn")
+#: Epochs when none are given: enough for digits' 1437 samples, one core, about a minute.
+DEFAULT_EPOCHS = {"digits": 60, "mnist": 10}
+_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainReport:
+    """What :func:`train` measured (accuracies are fractions of the test set)."""
+
+    dataset: str
+    arch: str
+    precision: str
+    hidden: tuple
+    epochs: int
+    seed: int
+    seconds: float
+    float_accuracy: float  # the unquantized twin; None when not trained
+    float_forward_accuracy: float  # the quantized model, float_forward
+    integer_accuracy: float  # the quantized model, integer_forward + host argmax
+    agreement: int  # test inputs where float_forward and integer_forward predict alike
+    test_size: int
+    train_accuracy: float  # the quantized model (integer) on the training set
+
+    def to_json(self):
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    def lines(self):
+        twin = ("not trained" if self.float_accuracy is None
+                else f"{100 * self.float_accuracy:.2f}%")
+        return [
+            f"{self.dataset} {self.arch} {self.precision} "
+            f"{'-'.join(map(str, self.hidden)) or 'no hidden layers'}, {self.epochs} epochs, "
+            f"seed {self.seed}: {self.seconds:.1f} s",
+            f"float test accuracy (unquantized twin): {twin}",
+            f"quantized test accuracy: {100 * self.integer_accuracy:.2f}% integer_forward, "
+            f"{100 * self.float_forward_accuracy:.2f}% float_forward (predictions agree on "
+            f"{self.agreement}/{self.test_size})",
+        ]
+
+
+class _Progress:
+    """A text progress bar on stderr (one line redrawn in place on a terminal; a line
+    per tenth elsewhere)."""
+
+    def __init__(self, total, label, enabled=True, stream=None):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.start = time.monotonic()
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.shown = -1
+
+    def update(self, done, note=""):
+        if not self.enabled:
+            return
+        tenth = 10 * done // self.total
+        if not self.tty and tenth == self.shown and done != self.total:
+            return
+        self.shown = tenth
+        width = 24
+        fill = width * done // self.total
+        elapsed = time.monotonic() - self.start
+        line = (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
+                f"{elapsed:5.1f}s {note}")
+        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        if self.tty and done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+class _Adam:
+    def __init__(self, params, lr):
+        self.params, self.lr = params, lr
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads, lr):
+        self.t += 1
+        b1, b2 = 0.9, 0.999
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            mhat = m / (1 - b1 ** self.t)
+            vhat = v / (1 - b2 ** self.t)
+            p -= lr * mhat / (np.sqrt(vhat) + 1e-8)
+
+
+def _quantize_weight(w, bits):
+    """Float32 copy of :meth:`lowbit.model.Dense.quantized_weight` (``None``: float)."""
+    if bits is None:
+        return w
+    if bits == 1:
+        return np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+    qmax = (1 << (bits - 1)) - 1
+    peak = np.abs(w).max(axis=1, keepdims=True)
+    scale = np.where(peak > 0, peak / qmax, 1.0).astype(np.float32)
+    return np.clip(np.rint(w / scale), -qmax, qmax) * scale
+
+
+class _Net:
+    """The network being trained: float32 latent weights, batch norm, STE activations.
+
+    ``weight_bits``/``act_bits`` ``None`` make the unquantized twin (float weights, ReLU).
+    """
+
+    def __init__(self, sizes, weight_bits, act_bits, rng, input_scale):
+        self.weight_bits, self.act_bits = weight_bits, act_bits
+        self.weights, self.gammas, self.betas = [], [], []
+        for k, n in zip(sizes[:-1], sizes[1:]):
+            limit = math.sqrt(6.0 / (k + n))
+            if weight_bits is not None:
+                limit = min(1.0, limit * 2)
+            self.weights.append(rng.uniform(-limit, limit, size=(n, k)).astype(np.float32))
+            self.gammas.append(np.ones(n, dtype=np.float32))
+            self.betas.append(np.zeros(n, dtype=np.float32))
+        self.input_scale = np.float32(input_scale)
+        if act_bits is not None and act_bits > 1:
+            mt = MultiThreshold.uniform(act_bits)
+            self.levels = mt.levels.astype(np.float32)
+            self.act_step = np.float32(mt.step)
+
+    @property
+    def params(self):
+        return self.weights + self.gammas + self.betas
+
+    def _act(self, y):
+        if self.act_bits is None:
+            return np.maximum(y, 0), (y > 0)
+        if self.act_bits == 1:
+            return np.where(y >= 0, 1.0, -1.0).astype(np.float32), np.abs(y) <= 1
+        count = (y[..., None] >= self.levels).sum(axis=-1)
+        return (self.act_step * count).astype(np.float32), (y >= 0) & (y <= 1)
+
+    def loss_and_grads(self, x, labels):
+        h = x * self.input_scale
+        caches = []
+        last = len(self.weights) - 1
+        for i, w in enumerate(self.weights):
+            wq = _quantize_weight(w, self.weight_bits)
+            z = h @ wq.T
+            mu, var = z.mean(axis=0), z.var(axis=0)
+            inv = 1.0 / np.sqrt(var + _EPS)
+            xhat = (z - mu) * inv
+            y = self.gammas[i] * xhat + self.betas[i]
+            mask = None
+            if i < last:
+                a, mask = self._act(y)
+            else:
+                a = y
+            caches.append((h, wq, xhat, inv, mask))
+            h = a
+        logits = h - h.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        batch = x.shape[0]
+        loss = -np.log(p[np.arange(batch), labels] + 1e-12).mean()
+        dy = p
+        dy[np.arange(batch), labels] -= 1
+        dy /= batch
+        grads_w, grads_g, grads_b = [None] * len(self.weights), [], []
+        for i in range(last, -1, -1):
+            h, wq, xhat, inv, mask = caches[i]
+            if mask is not None:
+                dy = dy * mask
+            grads_g.append((dy * xhat).sum(axis=0))
+            grads_b.append(dy.sum(axis=0))
+            dxhat = dy * self.gammas[i]
+            dz = inv * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
+            dw = dz.T @ h
+            if self.weight_bits is not None:
+                dw *= np.abs(self.weights[i]) <= 1
+            grads_w[i] = dw
+            dy = dz @ wq
+        return loss, grads_w + grads_g[::-1] + grads_b[::-1]
+
+    def clip(self):
+        if self.weight_bits is not None:
+            for w in self.weights:
+                np.clip(w, -1, 1, out=w)
+
+    def twin_accuracy(self, x_train, x_test, labels):
+        """Accuracy of the float twin with population batch-norm statistics."""
+        h_train, h_test = x_train * self.input_scale, x_test * self.input_scale
+        last = len(self.weights) - 1
+        for i, w in enumerate(self.weights):
+            z_train, z_test = h_train @ w.T, h_test @ w.T
+            mu, sd = z_train.mean(axis=0), np.sqrt(z_train.var(axis=0) + _EPS)
+            h_train = self.gammas[i] * (z_train - mu) / sd + self.betas[i]
+            h_test = self.gammas[i] * (z_test - mu) / sd + self.betas[i]
+            if i < last:
+                h_train, h_test = self._act(h_train)[0], self._act(h_test)[0]
+        return float((h_test.argmax(axis=1) == labels).mean())
+
+
+def _fit(net, x, labels, epochs, batch_size, lr, rng, progress, label):
+    opt = _Adam(net.params, lr)
+    steps_per_epoch = max(1, math.ceil(x.shape[0] / batch_size))
+    total = epochs * steps_per_epoch
+    bar = _Progress(epochs, label, progress)
+    step = 0
+    for epoch in range(epochs):
+        order = rng.permutation(x.shape[0])
+        losses = []
+        for s in range(steps_per_epoch):
+            index = order[s * batch_size:(s + 1) * batch_size]
+            if index.size < 2:  # batch statistics need two samples
+                continue
+            loss, grads = net.loss_and_grads(x[index], labels[index])
+            rate = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / total)))
+            opt.step(grads, rate)
+            net.clip()
+            losses.append(loss)
+            step += 1
+        bar.update(epoch + 1, f"loss {np.mean(losses):.3f}")
+
+
+def _export(net, data, precision, weight_bits, act_bits, x_train_real, name):
+    """The trained network as a QuantModel, batch-norm statistics recomputed on the
+    training set through the model's own float semantics (float64)."""
+    layers = []
+    h = x_train_real.astype(np.float64)
+    last = len(net.weights) - 1
+    for i, w in enumerate(net.weights):
+        dense = Dense(w.astype(np.float64), weight_bits=weight_bits)
+        z = h @ dense.quantized_weight().T
+        bn = BatchNorm(gamma=net.gammas[i].astype(np.float64),
+                       beta=net.betas[i].astype(np.float64), mean=z.mean(axis=0),
+                       var=z.var(axis=0), eps=_EPS)
+        layers += [dense, bn]
+        if i < last:
+            act = Sign() if act_bits == 1 else MultiThreshold.uniform(act_bits)
+            layers.append(act)
+            y = bn.apply(z)
+            h = np.where(y >= 0, 1.0, -1.0) if act_bits == 1 else act.apply(y)
+    return QuantModel(name=name, dataset=data.name, input_quantizer=data.input_quantizer,
+                      input_shape=data.input_shape, layers=layers)
+
+
+def _check_args(dataset, arch, precision, hidden, epochs, seed, batch_size, lr):
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
+    if arch == "cnn":
+        raise NotImplementedError(
+            "arch 'cnn' is not implemented yet: it needs Conv2D and MaxPool layers in "
+            "lowbit.model (with exact zero-padding semantics for +-1 data), the next step of "
+            "issue 6; use arch='mlp'")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not "
+                         f"{precision!r}")
+    if (isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                       for n in hidden)):
+        raise ValueError(f"hidden must be a sequence of positive integers, not {hidden!r}")
+    for value, name in ((seed, "seed"), (batch_size, "batch_size")):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
+                               or epochs < 1):
+        raise ValueError(f"epochs must be a positive integer, not {epochs!r}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2, not {batch_size}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, not {lr!r}")
+    if not isinstance(dataset, (str, datasets.Dataset)):
+        raise TypeError(f"dataset must be a name ({', '.join(datasets.NAMES)}) or a "
+                        f"Dataset, not {dataset!r}")
+
+
+def train(dataset="digits", arch="mlp", precision="w1a1", hidden=(256, 256), epochs=None,
+          seed=0, progress=True, *, batch_size=64, lr=0.01, twin=True):
+    """Train a quantized network; return ``(model, report)``.
+
+    Parameters
+    ----------
+    dataset : str or Dataset
+        ``"digits"``, ``"mnist"`` (see :mod:`lowbit.datasets`) or a loaded
+        :class:`~lowbit.datasets.Dataset`.
+    arch : str
+        ``"mlp"``; ``"cnn"`` raises ``NotImplementedError`` (not implemented yet).
+    precision : str
+        ``"w1a1"``, ``"w1a2"``, ``"w2a2"`` or ``"w4a4"`` (weight and activation bits;
+        1-bit activations are Sign, +-1). The first layer takes the input quantizer's
+        integers (uint5 for digits, uint8 for MNIST); the last layer's integer scores go
+        to the host. Every Dense uses the same weight precision.
+    hidden : sequence of int
+        Hidden layer widths.
+    epochs : int or None
+        ``None``: :data:`DEFAULT_EPOCHS` of the data set (60 for digits).
+    seed : int
+        Seeds the initialisation and the batch order: same seed, same model.
+    progress : bool
+        Draw a progress bar on stderr.
+    batch_size, lr : int, float
+        Mini-batch size and Adam's initial learning rate (cosine decay to 1%).
+    twin : bool
+        Also train the unquantized twin for the reference float accuracy.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On a bad argument (exact messages).
+    NotImplementedError
+        For ``arch="cnn"``.
+    """
+    _check_args(dataset, arch, precision, hidden, epochs, seed, batch_size, lr)
+    start = time.monotonic()
+    data = dataset if isinstance(dataset, datasets.Dataset) else datasets.load(dataset)
+    hidden = tuple(hidden)
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS.get(data.name, 30)
+    weight_bits, act_bits = PRECISIONS[precision]
+    quantizer = data.input_quantizer
+    x_train_real = quantizer.dequantize(quantizer.quantize(data.x_train)).reshape(
+        len(data.x_train), -1)
+    x_test_real = quantizer.dequantize(quantizer.quantize(data.x_test)).reshape(
+        len(data.x_test), -1)
+    x32 = x_train_real.astype(np.float32)
+    sizes = (x32.shape[1], *hidden, data.classes)
+    # Inputs scaled to about [0, 1] while training (batch norm makes the model invariant).
+    input_scale = 1.0 / max(1.0, float(x_train_real.max()))
+    rng = np.random.default_rng(seed)
+
+    net = _Net(sizes, weight_bits, act_bits, rng, input_scale)
+    _fit(net, x32, data.y_train, epochs, batch_size, lr, rng, progress,
+         f"train {precision}")
+    name = f"{data.name}-{arch}-{precision}-{'-'.join(map(str, sizes))}"
+    model = _export(net, data, precision, weight_bits, act_bits, x_train_real, name)
+
+    float_accuracy = None
+    if twin:
+        twin_net = _Net(sizes, None, None, np.random.default_rng(seed), input_scale)
+        _fit(twin_net, x32, data.y_train, epochs, batch_size, lr,
+             np.random.default_rng(seed + 1), progress, "train float twin")
+        float_accuracy = twin_net.twin_accuracy(x32, x_test_real.astype(np.float32),
+                                                data.y_test)
+
+    pred_float = model.predict(data.x_test, backend="float")
+    pred_int = model.predict(data.x_test, backend="integer")
+    train_pred = model.predict(data.x_train, backend="integer")
+    report = TrainReport(
+        dataset=data.name, arch=arch, precision=precision, hidden=hidden, epochs=epochs,
+        seed=seed, seconds=time.monotonic() - start, float_accuracy=float_accuracy,
+        float_forward_accuracy=float((pred_float == data.y_test).mean()),
+        integer_accuracy=float((pred_int == data.y_test).mean()),
+        agreement=int((pred_float == pred_int).sum()), test_size=len(data.y_test),
+        train_accuracy=float((train_pred == data.y_train).mean()))
+    model = dataclasses.replace(model, metadata={
+        "trainer": "lowbit.train (numpy STE)", "batch_size": batch_size, "lr": lr,
+        "report": report.to_json()})
+    return model, report
+
+
+# Command line ---------------------------------------------------------------------------
+
+def _hidden(text):
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths, not {text!r}")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, not {text!r}")
+    return values
+
+
+def add_train_command(subparsers):
+    """Register ``lowbit train`` on an ``argparse`` subparsers object; return its parser.
+
+    The parser's ``func`` default takes ``(parser, args)`` like the other ``lowbit``
+    commands and calls :func:`cmd_train`.
+    """
+    p = subparsers.add_parser(
+        "train", help="train a quantized network (numpy, straight-through estimator)",
+        description="Train a quantized MLP with the straight-through estimator (numpy "
+        "only) and save it in lowbit's model format (docs/model.md).")
+    p.add_argument("--dataset", choices=datasets.NAMES, default="digits")
+    p.add_argument("--arch", choices=ARCHS, default="mlp")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
+                   help="weight and activation bits (a1: sign, +-1)")
+    p.add_argument("--hidden", type=_hidden, default=(256, 256), metavar="N,N",
+                   help="hidden layer widths (default: 256,256)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: 60 for digits, 10 for mnist)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    p.add_argument("--no-twin", action="store_true",
+                   help="skip the unquantized twin (no float reference accuracy)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="model file to write (.npz, lowbit model format)")
+    p.set_defaults(func=lambda parser, args: cmd_train(args))
+    return p
+
+
+def cmd_train(args):
+    """Run ``lowbit train``; return the exit status (2 for bad arguments, 1 on failure)."""
+    try:
+        model, report = train(args.dataset, args.arch, args.precision, args.hidden,
+                              args.epochs, args.seed, progress=not args.quiet,
+                              batch_size=args.batch_size, lr=args.lr, twin=not args.no_twin)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        print(f"lowbit train: error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"lowbit train: {error}", file=sys.stderr)
+        return 1
+    try:
+        model.save(args.output)
+    except OSError as error:
+        print(f"lowbit train: cannot write {args.output}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return 0
