@@ -47,25 +47,23 @@ class MaxPoolEngine(wiring.Component):
         with m.If(pending):
             m.d.sync += acc.eq(acc | port.rdata)
         m.d.sync += pending.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += f.eq(self.instr)
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [r.eq(0), w.eq(0), q.eq(0), src_row.eq(f.src_addr),
                              ptr.eq(f.src_addr), dst.eq(f.dst_addr), acc.eq(0)]
                 m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [self.busy.eq(1), port.addr.eq(ptr), port.re.eq(1)]
+                m.d.comb += [port.addr.eq(ptr), port.re.eq(1)]
                 with m.If(port.grant):
                     m.d.sync += [pending.eq(1), q.eq(q + 1), ptr.eq(ptr + f.row_words)]
                     with m.If(q == f.window - 1):
                         m.next = "WRITE"
             with m.State("WRITE"):
                 # The last read's data is OR-ed in this cycle; write next cycle.
-                m.d.comb += self.busy.eq(1)
                 with m.If(~pending):
                     m.d.comb += [port.addr.eq(dst), port.wdata.eq(acc), port.we.eq(1)]
                     with m.If(port.grant):
@@ -79,4 +77,7 @@ class MaxPoolEngine(wiring.Component):
                                          ptr.eq(src_row + f.row_words * f.window)]
                             with m.If(r == f.rows - 1):
                                 m.next = "IDLE"
+        # An unconditional assignment: a signal only driven inside FSM states starts as X
+        # in Icarus (its always @* block never runs before the state first changes).
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

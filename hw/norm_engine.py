@@ -137,7 +137,7 @@ class NormEngine(wiring.Component):
             m.d.sync += xs[xcap_b].eq(self.out.rdata)
 
         in_group = Signal()  # BFP: the channel steps of the group are done
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [f.eq(self.instr), issue_done.eq(0),
@@ -223,7 +223,7 @@ class NormEngine(wiring.Component):
                 # The last read lands in `params` at the end of the previous cycle at the
                 # latest (`cap` is one cycle behind the grant).
                 with m.If(~cap):
-                    m.d.comb += [unit.i_stream.valid.eq(1), beat.op.eq(Op.LOAD),
+                    m.d.comb += [beat.op.eq(Op.LOAD),
                                  beat.group.eq(g), beat.data.params.eq(params)]
                     with m.If(unit.i_stream.ready):
                         m.d.sync += g.eq(g + 1)
@@ -249,7 +249,7 @@ class NormEngine(wiring.Component):
                 # the first `rows % chunks` chunks take one more row).
                 m.d.comb += chunk_flag.eq(chunk_left == 0)
                 with m.If(~xcap):
-                    m.d.comb += [unit.i_stream.valid.eq(1), beat.group.eq(g),
+                    m.d.comb += [beat.group.eq(g),
                                  beat.op.eq(Mux(stats, Op.STAT, Op.APPLY)),
                                  beat.first.eq(stats & (r == 0)),
                                  beat.chunk.eq(stats & chunk_flag),
@@ -271,6 +271,11 @@ class NormEngine(wiring.Component):
                             with m.If(r == f.rows - 1):
                                 m.d.sync += issue_done.eq(1)
                                 m.next = "IDLE"
+
+        # Driven outside the FSM's states: a signal only assigned inside them starts as X in
+        # Icarus (its always @* block has not run), and an X valid jams the unit's pipeline.
+        m.d.comb += unit.i_stream.valid.eq((fsm.ongoing("PARAM_SEND") & ~cap)
+                                           | (fsm.ongoing("X_SEND") & ~xcap))
 
         # Output handler -------------------------------------------------------------------
         og = Signal(range(ncfg.groups + 1))

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +23,8 @@ from cocotb_tools.runner import get_runner
 from .. import toolenv
 from ..verilog import generate
 
-__all__ = ["SIMULATORS", "run_cocotb", "config_from_env", "SimulationFailed"]
+__all__ = ["SIMULATORS", "run_cocotb", "config_from_env", "SimulationFailed",
+           "icarus_time_zero"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -47,6 +49,22 @@ def config_from_env(config_class):
     return config_class(**json.loads(os.environ["LOWBIT_CONFIG"]))
 
 
+# Yosys's write_verilog makes every ``always @*`` block sensitive to a register declared
+# as ``reg \$auto$verilog_backend...  = 0;`` so that the block runs once at time zero.
+# Icarus applies a declaration's initial value before its always blocks wait, so the
+# blocks never wake up: a signal assigned only under a condition (an FSM state) stays X
+# until an input changes, and an X handshake signal can jam a pipeline for good.
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S+)\s*=\s*0;", re.MULTILINE)
+
+
+def icarus_time_zero(verilog):
+    """``verilog`` with Yosys's time-zero trigger registers toggled after a ``#0`` delay,
+    when every ``always @*`` block is waiting on them (an Icarus build step; the design is
+    unchanged)."""
+    return _TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'h1;",
+                        verilog)
+
+
 def build(unit, config, *, simulator="verilator", waves=False):
     """Generate the Verilog of ``unit`` for ``config`` and build it (cached); return the
     build directory."""
@@ -58,6 +76,8 @@ def build(unit, config, *, simulator="verilator", waves=False):
                                 "iverilog)")
     toolenv.setup()
     verilog = generate(unit.make_component(config), unit.toplevel)
+    if simulator == "icarus":
+        verilog = icarus_time_zero(verilog)
     key = hashlib.sha256(
         f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}".encode()).hexdigest()[:16]
     build_dir = toolenv.cache_dir("sim", f"{unit.name}-{simulator}-{key}")
