@@ -11,16 +11,19 @@ File layout (all integers little-endian)::
 
     offset  size  field
          0     8  magic b"LOWBIT\\0\\0"
-         8     2  format version (1)
+         8     2  format version (2)
         10     2  bytes per instruction
         12    16  accelerator configuration fingerprint (ASCII hex)
         28     4  instruction count
         32     4  constant data length in bytes
-        36     4  reserved (written as zero, ignored)
+        36     4  metadata length in bytes (0: none)
         40        instructions, each one word of the instruction layout
                   constant data, buffer words of ``config.word`` bits
+                  metadata: UTF-8 JSON object (what the host needs to run a compiled
+                  model: input quantizer and packing, output layout, host affine)
 """
 
+import json
 import struct
 
 import numpy as np
@@ -32,8 +35,8 @@ __all__ = ["MAGIC", "VERSION", "HEADER", "ProgramError", "Program"]
 
 #: First bytes of every program file.
 MAGIC = b"LOWBIT\0\0"
-#: The format version this module writes and reads.
-VERSION = 1
+#: The format version this module writes and reads (2 added the metadata section).
+VERSION = 2
 #: The file header (the byte layout of a file, not of an instruction: instructions are laid
 #: out by :mod:`lowbit.isa` alone).
 HEADER = struct.Struct("<8sHH16sIII")
@@ -55,6 +58,9 @@ class Program:
     constants : sequence of int
         Buffer words (unsigned, ``config.word`` bits) that the ``CONST`` loads consume, in
         order; exactly as many as they load.
+    metadata : dict or None
+        JSON-serialisable information for the host (a compiled model's input quantizer,
+        input packing, output layout and host affine: :mod:`lowbit.compiler`).
 
     Raises
     ------
@@ -65,7 +71,7 @@ class Program:
         constant out of range, or constant data that does not match the loads.
     """
 
-    def __init__(self, config, instructions, constants=()):
+    def __init__(self, config, instructions, constants=(), metadata=None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self.config = config
@@ -87,6 +93,13 @@ class Program:
         if loaded != len(values):
             raise ProgramError(f"program loads {loaded} constant words but carries "
                                f"{len(values)}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ProgramError(f"program metadata must be a dict, not {metadata!r}")
+        try:
+            self._metadata_bytes = json.dumps(metadata).encode() if metadata else b""
+        except (TypeError, ValueError) as error:
+            raise ProgramError(f"program metadata is not JSON-serialisable: {error}") from None
+        self.metadata = json.loads(self._metadata_bytes) if metadata else {}
 
     def __len__(self):
         return len(self.instructions)
@@ -104,9 +117,9 @@ class Program:
         word_bytes = self.config.word // 8
         const = b"".join(int(v).to_bytes(word_bytes, "little") for v in self.constants)
         header = HEADER.pack(MAGIC, VERSION, isa.bytes, self.config.fingerprint().encode(),
-                             len(self.instructions), len(const), 0)
+                             len(self.instructions), len(const), len(self._metadata_bytes))
         body = b"".join(w.to_bytes(isa.bytes, "little") for w in self.words())
-        return header + body + const
+        return header + body + const + self._metadata_bytes
 
     def save(self, path):
         """Write the program file to ``path``."""
@@ -126,7 +139,7 @@ class Program:
         if len(blob) < HEADER.size:
             raise ProgramError(f"truncated program: the header needs {HEADER.size} bytes, "
                                f"the file has {len(blob)}")
-        magic, version, instr_bytes, fingerprint, count, const_len, _ = \
+        magic, version, instr_bytes, fingerprint, count, const_len, meta_len = \
             HEADER.unpack_from(blob)
         if magic != MAGIC:
             raise ProgramError(f"not a lowbit program: bad magic {magic!r}")
@@ -146,14 +159,21 @@ class Program:
         if const_len % word_bytes:
             raise ProgramError(f"constant data of {const_len} bytes is not a whole number of "
                                f"{config.word}-bit words")
-        need = HEADER.size + count * instr_bytes + const_len
+        need = HEADER.size + count * instr_bytes + const_len + meta_len
         if len(blob) < need:
+            meta = f" and {meta_len} bytes of metadata" if meta_len else ""
             raise ProgramError(f"truncated program: {count} instructions and {const_len} "
-                               f"bytes of constant data need {need} bytes, the file has "
-                               f"{len(blob)}")
+                               f"bytes of constant data{meta} need {need} bytes, the file "
+                               f"has {len(blob)}")
         if len(blob) > need:
             raise ProgramError(f"program file has {len(blob) - need} bytes after its "
-                               f"constant data")
+                               f"{'metadata' if meta_len else 'constant data'}")
+        metadata = None
+        if meta_len:
+            try:
+                metadata = json.loads(blob[need - meta_len:].decode())
+            except (UnicodeDecodeError, ValueError) as error:
+                raise ProgramError(f"program metadata is not valid JSON: {error}") from None
         instructions = []
         for index in range(count):
             start = HEADER.size + index * instr_bytes
@@ -164,8 +184,8 @@ class Program:
                 raise ProgramError(f"instruction {index}: {error}") from None
         start = HEADER.size + count * instr_bytes
         constants = [int.from_bytes(blob[i:i + word_bytes], "little")
-                     for i in range(start, need, word_bytes)]
-        return cls(config, instructions, constants)
+                     for i in range(start, start + const_len, word_bytes)]
+        return cls(config, instructions, constants, metadata)
 
     @classmethod
     def load(cls, path, config):

@@ -80,8 +80,8 @@ def test_bad_magic():
 
 def test_unsupported_version():
     with pytest.raises(ProgramError, match=re.escape(
-            "unsupported program format version 2 (this lowbit reads version 1)")):
-        Program.from_bytes(_patched(8, (2).to_bytes(2, "little")), CONFIG)
+            "unsupported program format version 1 (this lowbit reads version 2)")):
+        Program.from_bytes(_patched(8, (1).to_bytes(2, "little")), CONFIG)
 
 
 def test_instruction_size_mismatch():
@@ -162,3 +162,19 @@ def test_needs_a_config():
     with pytest.raises(TypeError, match=re.escape(
             "config must be an AcceleratorConfig, not None")):
         Program.from_bytes(b"", None)
+
+
+def test_metadata_round_trip_and_errors():
+    meta = {"kind": "model", "batch": 4, "scale": [0.5, 1.5]}
+    program = Program(CONFIG, [dict(opcode="HALT", status=0)], metadata=meta)
+    blob = program.to_bytes()
+    assert Program.from_bytes(blob, CONFIG).metadata == meta
+    assert Program(CONFIG, [dict(opcode="HALT", status=0)]).metadata == {}
+    with pytest.raises(ProgramError, match=re.escape(
+            "program metadata is not JSON-serialisable: Object of type set is not JSON "
+            "serializable")):
+        Program(CONFIG, [dict(opcode="HALT", status=0)], metadata={"x": {1}})
+    with pytest.raises(ProgramError, match="program metadata is not valid JSON"):
+        Program.from_bytes(blob[:-1] + b"!", CONFIG)
+    with pytest.raises(ProgramError, match=re.escape("and 50 bytes of metadata need 110 bytes, the file has 109")):
+        Program.from_bytes(blob[:-1], CONFIG)
