@@ -1,0 +1,288 @@
+"""The compiler: a quantized network (:class:`lowbit.model.QuantModel`) to an accelerator
+program, and the host side that runs it on model-domain inputs (``docs/compiler.md``).
+
+Passes, in order:
+
+1. **fold**: the model's integer form (:meth:`~lowbit.model.QuantModel.integer_form`):
+   weight scales, input steps and batch norm folded into integer thresholds (exact); the
+   last layer keeps raw integer scores and a host affine;
+2. **check**: every layer against the accelerator: precisions against the XNOR array's
+   bit-serial widths, activations against the norm unit's output mode, dot-product ranges
+   against the norm unit's input width; a layer that cannot run gets a
+   :class:`CompileError` naming it and why;
+3. **datapath**: every dense layer runs on the XNOR array (binary layers as XNOR passes,
+   the k-bit first layer and k-bit weights bit-serially), its activation on the norm unit
+   (``THRESHOLD`` for +-1, ``REQUANTISE`` for k-bit);
+4. **tile**: output channels in chunks that fit half the weight buffer (double
+   buffering), the norm unit and the output buffer; batch rows in blocks that fit the
+   output buffer;
+5. **schedule**: each chunk's weights and thresholds are loaded right after the previous
+   chunk's first GEMM, into the other half of the weight buffer, so they stream in while
+   the array computes (``docs/accelerator.md``, decoupled load and compute);
+6. **pack and emit**: weights and thresholds in the buffer layouts of
+   ``docs/program_format.md``; the program's metadata holds what the host needs
+   (input quantizer and packing, where the scores land, the host affine).
+
+:func:`run_model` then quantizes inputs, packs them batch by batch, runs the program on any
+:class:`~lowbit.runtime.Runtime` and returns float class scores.
+"""
+
+import numpy as np
+
+from .config.accelerator import AcceleratorConfig
+from .isa import row_words
+from .iss import from_signed, pack_rows, to_signed
+from .model import QuantModel
+from .program import Program
+
+__all__ = ["CompileError", "compile_model", "run_model", "METADATA_KIND"]
+
+#: ``metadata["kind"]`` of a compiled model's program.
+METADATA_KIND = "lowbit-model"
+
+
+class CompileError(ValueError):
+    """A model (or one of its layers) that this accelerator cannot run; the message names
+    the layer and the reason."""
+
+
+def _bits(precision):
+    return 1 if precision.kind == "binary" else precision.bits
+
+
+def _check(config, form):
+    """Every integer layer against the accelerator (pass 2)."""
+    array, norm = config.xnor_array, config.lightnorm
+    if not config.has_xnor_array:
+        raise CompileError("the accelerator has no XNOR array: every dense layer needs it")
+    for i, layer in enumerate(form.layers):
+        where = f"layer {i} ({layer.role} dense {layer.weight.shape[1]} -> " \
+                f"{layer.weight.shape[0]})"
+        a, w = layer.input_precision, layer.weight_precision
+        if a.kind == "signed":
+            raise CompileError(f"{where}: signed inputs are not supported (the model's "
+                               f"inputs are {a})")
+        if _bits(a) > array.max_act_bits:
+            raise CompileError(f"{where}: {a} inputs need max_act_bits >= {_bits(a)}, the "
+                               f"XNOR array has {array.max_act_bits}")
+        if _bits(w) > array.max_weight_bits:
+            raise CompileError(f"{where}: {w} weights need max_weight_bits >= {_bits(w)}, "
+                               f"the XNOR array has {array.max_weight_bits}")
+        k = layer.weight.shape[1]
+        if k > array.max_k:
+            raise CompileError(f"{where}: {k} inputs exceed the XNOR array's max_k "
+                               f"{array.max_k}")
+        if layer.last:
+            if layer.acc_bits > config.word:
+                raise CompileError(f"{where}: scores of {layer.acc_bits} bits do not fit a "
+                                   f"{config.word}-bit output word")
+            continue
+        if not config.has_lightnorm:
+            raise CompileError(f"{where}: its activation needs the norm unit, which this "
+                               f"accelerator does not have")
+        out = layer.output_precision
+        need = "sign" if out.kind == "binary" else "multithreshold"
+        if norm.output != need or (need == "multithreshold" and norm.act_bits != out.bits):
+            built = norm.output + (f" act_bits={norm.act_bits}"
+                                   if norm.output == "multithreshold" else "")
+            wanted = need + (f" act_bits={out.bits}" if need == "multithreshold" else "")
+            raise CompileError(f"{where}: {out} activations need the norm unit built for "
+                               f"output={wanted}, it is built for output={built}")
+        if layer.acc_bits > norm.input_width:
+            raise CompileError(f"{where}: dot products need {layer.acc_bits} bits, the norm "
+                               f"unit takes {norm.input_width}-bit inputs")
+
+
+def _chunk(config, layer, rows, space):
+    """Output channels per chunk (pass 4): within ``space`` weight words, the norm unit and
+    the output buffer; a multiple of the word for +-1 outputs (NORM writes whole words),
+    every channel for k-bit outputs (their bit planes are a whole row apart)."""
+    n, k = layer.weight.shape
+    word = config.word
+    w_row = row_words(k, _bits(layer.weight_precision), word)
+    params = 0 if layer.last else config.lightnorm.thresholds + 1
+    limit = min(space // (w_row + params), config.out_words // rows)
+    if not layer.last:
+        limit = min(limit, config.lightnorm.channels)
+        if layer.output_precision.kind != "binary":
+            return n if n <= limit else None
+        if limit < n:
+            limit = limit // word * word
+    return min(n, limit) if limit > 0 else None
+
+
+def compile_model(model, config=None, *, batch=16):
+    """Compile ``model`` for ``config`` (default ``AcceleratorConfig()``) to a
+    :class:`~lowbit.program.Program` running ``batch`` inputs per run.
+
+    Raises
+    ------
+    CompileError
+        For a layer the accelerator cannot run (named, with the reason), or a model that
+        does not fit its buffers.
+    """
+    if not isinstance(model, QuantModel):
+        raise TypeError(f"model must be a QuantModel, not {model!r}")
+    config = AcceleratorConfig() if config is None else config
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    form = model.integer_form()
+    _check(config, form)
+    word = config.word
+    layers = form.layers
+    # Activation rows of every layer's input and output (k-bit: one plane per bit).
+    act_rows = [row_words(l.weight.shape[1], _bits(l.input_precision), word) for l in layers]
+    widest = max(act_rows + [row_words(l.weight.shape[0], _bits(l.output_precision), word)
+                             for l in layers if not l.last])
+    if 2 * batch * widest > config.act_words:
+        raise CompileError(f"a batch of {batch} needs {2 * batch * widest} activation words "
+                           f"(two regions of {batch} rows of {widest}), the buffer has "
+                           f"{config.act_words}: use a smaller batch")
+    regions = (0, batch * widest)
+    half = config.weight_words // 2
+    instrs = [dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0,
+                   count=batch * act_rows[0])]
+    consts, stores, schedule = [], [], []
+    chunk_index = 0
+    for i, layer in enumerate(layers):
+        n, k = layer.weight.shape
+        a, w = layer.input_precision, layer.weight_precision
+        # Batch rows per GEMM: up to 32, fewer when the layer's channels cannot be split
+        # finely enough for the output buffer.
+        rows, space = min(batch, 32), half
+        nc = _chunk(config, layer, rows, space)
+        if nc is None or nc < min(n, word):
+            rows = max(1, min(batch, config.out_words // n))
+            nc = _chunk(config, layer, rows, space)
+        if nc is None:
+            # One chunk in the whole weight buffer: its loads cannot overlap compute.
+            space = config.weight_words
+            nc = _chunk(config, layer, rows, space)
+        if nc is None:
+            raise CompileError(f"layer {i} ({layer.role} dense {k} -> {n}): its {n} "
+                               f"channels do not fit the buffers and the norm unit in one "
+                               f"chunk ({layer.output_precision} outputs cannot be split)")
+        src, dst = regions[i % 2], regions[(i + 1) % 2]
+        out_bits = None if layer.last else _bits(layer.output_precision)
+        dst_row = None if layer.last else row_words(n, out_bits, word)
+        chunks = []
+        for c0 in range(0, n, nc):
+            cn = min(nc, n - c0)
+            w_addr = (chunk_index % 2) * half if space == half else 0
+            chunk_index += 1
+            weights = pack_rows(layer.weight[c0:c0 + cn], _bits(w), w.kind == "signed",
+                                word)
+            loads = [dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=w_addr,
+                          count=weights.size)]
+            data = [weights.ravel()]
+            p_addr = w_addr + weights.size
+            if not layer.last:
+                params = np.concatenate([
+                    from_signed(layer.thresholds[c0:c0 + cn].ravel(), word),
+                    layer.flip[c0:c0 + cn].astype(np.uint64)])
+                loads.append(dict(opcode="LOAD", buffer="WEIGHT", source="CONST",
+                                  addr=p_addr, count=params.size))
+                data.append(params)
+            body = []
+            for r0 in range(0, batch, rows):
+                rn = min(rows, batch - r0)
+                body.append(dict(
+                    opcode="GEMM_XNOR", a_addr=src + r0 * act_rows[i], b_addr=w_addr,
+                    c_addr=0, m=rn, n=cn, k=k, a_stride=act_rows[i],
+                    b_stride=weights.shape[1], c_stride=cn, act_bits=_bits(a),
+                    act_signed=int(a.kind == "signed"), weight_bits=_bits(w),
+                    weight_signed=int(w.kind == "signed")))
+                if layer.last:
+                    body.append(dict(opcode="STORE", buffer="OUT", addr=0, count=rn * cn))
+                    stores.append([r0, rn, c0, cn])
+                else:
+                    mode = "THRESHOLD" if out_bits == 1 else "REQUANTISE"
+                    body.append(dict(
+                        opcode="NORM", mode=mode, src_addr=0,
+                        dst_addr=dst + r0 * dst_row + c0 // word, param_addr=p_addr,
+                        rows=rn, channels=cn, src_stride=cn, dst_stride=dst_row))
+            chunks.append((loads, data, body, space == half))
+        schedule += chunks
+    # Pass 5: chunk c + 1's loads (the other half of the weight buffer; across layers too)
+    # right after chunk c's first GEMM, so that they stream in while it computes.
+    # A chunk that fills the whole weight buffer is loaded after the previous chunk's last
+    # instruction instead (nothing of it may be overwritten early).
+    instrs += schedule[0][0]
+    consts += schedule[0][1]
+    for c, (_, _, body, halved) in enumerate(schedule):
+        following = schedule[c + 1] if c + 1 < len(schedule) else None
+        early = following is not None and halved and following[3]
+        instrs.append(body[0])
+        if early:
+            instrs += following[0]
+            consts += following[1]
+        instrs += body[1:]
+        if following is not None and not early:
+            instrs += following[0]
+            consts += following[1]
+    instrs.append(dict(opcode="HALT", status=0))
+    last = layers[-1]
+    metadata = {
+        "kind": METADATA_KIND, "model": model.name, "dataset": model.dataset,
+        "batch": batch, "input_shape": list(form.input_shape),
+        "input_quantizer": form.input_quantizer.to_json(),
+        "input_bits": _bits(layers[0].input_precision), "input_features": layers[0].weight.shape[1],
+        "classes": int(last.weight.shape[0]), "stores": stores,
+        "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
+    }
+    return Program(config, instrs, np.concatenate(consts), metadata)
+
+
+def run_model(program, runtime, x):
+    """Run a compiled model's ``program`` on ``runtime`` for model-domain inputs ``x``
+    (``(n, *input_shape)``, e.g. rows of ``load_digits().data``): quantize with the model's
+    input quantizer, pack ``batch`` inputs per run (the last batch padded with zeros), run,
+    collect the integer scores and apply the host affine.
+
+    Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
+    prediction) and the runs' stats summed (``runs`` counts the program runs).
+
+    Raises
+    ------
+    ValueError
+        If ``program`` is not a compiled model or ``x`` has the wrong shape.
+    """
+    meta = program.metadata
+    if meta.get("kind") != METADATA_KIND:
+        raise ValueError("the program is not a compiled model (no model metadata): run it "
+                         "with its input words instead")
+    config = program.config
+    x = np.asarray(x)
+    shape = tuple(meta["input_shape"])
+    if x.ndim < 1 or x.shape[1:] != shape:
+        if x.shape == shape:
+            x = x[None]
+        else:
+            raise ValueError(f"inputs must have shape (n, {', '.join(map(str, shape))}), "
+                             f"not {x.shape}")
+    q = meta["input_quantizer"]
+    step, bits = float(q["step"]), int(q["bits"])
+    if x.dtype.kind not in "biuf" or not np.all(np.isfinite(x)):
+        raise ValueError("inputs must be finite real numbers")
+    x_int = np.clip(np.rint(x.astype(np.float64) / step), 0, 2 ** bits - 1).astype(np.int64)
+    x_int = x_int.reshape(len(x_int), -1)
+    batch, classes = meta["batch"], meta["classes"]
+    scale, offset = np.array(meta["scale"]), np.array(meta["offset"])
+    scores = np.zeros((len(x_int), classes))
+    totals = {}
+    for start in range(0, len(x_int), batch):
+        block = np.zeros((batch, x_int.shape[1]), dtype=np.int64)
+        part = x_int[start:start + batch]
+        block[:len(part)] = part
+        words = pack_rows(block, meta["input_bits"], False, config.word)
+        result = runtime.run(program, words.ravel())
+        acc = np.zeros((batch, classes), dtype=np.int64)
+        for (r0, rn, c0, cn), out in zip(meta["stores"], result.outputs):
+            acc[r0:r0 + rn, c0:c0 + cn] = to_signed(out, config.word).reshape(rn, cn)
+        scores[start:start + len(part)] = acc[:len(part)] * scale + offset
+        for name, value in result.stats.items():
+            totals[name] = totals.get(name, 0) + value
+    totals["runs"] = -(-len(x_int) // batch)
+    return scores, totals

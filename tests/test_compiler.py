@@ -1,0 +1,146 @@
+"""The compiler: quantized models to accelerator programs. The ISS must give exactly the
+model's integer scores (lowbit.model's integer form, computed independently in numpy), the
+RTL exactly the ISS's; layers that cannot run get errors naming them."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lowbit.compiler import CompileError, compile_model, run_model
+from lowbit.config.accelerator import AcceleratorConfig
+from lowbit.config.lightnorm import LightNormConfig
+from lowbit.config.xnor_array import XNORArrayConfig
+from lowbit.model import (BatchNorm, Dense, InputQuantizer, MultiThreshold, OutputAffine,
+                          QuantModel, Sign)
+from lowbit.program import Program
+from lowbit.runtime import ISSTransport, Runtime
+from lowbit.sim.amaranth_transport import AmaranthTransport
+
+
+def model(seed, widths=(64, 48, 40, 10), weight_bits=(1, 1, 1), act=1, input_bits=5):
+    """A random quantized MLP with batch norms (some gamma < 0) and a host affine."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (k, n) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(Dense(rng.normal(size=(n, k)), weight_bits=weight_bits[i]))
+        gamma = rng.normal(size=n)
+        layers.append(BatchNorm(gamma, rng.normal(size=n), rng.normal(size=n) * math.sqrt(k),
+                                rng.uniform(0.5, 2.0, n) * 3 * k))
+        if i < len(widths) - 2:
+            layers.append(Sign() if act == 1 else MultiThreshold.uniform(act))
+    return QuantModel(name=f"m{seed}", dataset="digits",
+                      input_quantizer=InputQuantizer(input_bits, 1.0),
+                      input_shape=(widths[0],), layers=layers,
+                      output=OutputAffine(rng.uniform(0.5, 2, widths[-1]),
+                                          rng.normal(size=widths[-1])))
+
+
+def config_for(act=1, **overrides):
+    norm = LightNormConfig(channels=64, block=4, output="sign") if act == 1 else \
+        LightNormConfig(channels=64, block=4, output="multithreshold", act_bits=act)
+    base = dict(xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128), lightnorm=norm,
+                has_lns_mac=False, act_words=1024, weight_words=2048, out_words=256)
+    base.update(overrides)
+    return AcceleratorConfig(**base)
+
+
+def inputs(seed, n, features=64, high=16):
+    return np.random.default_rng(seed).integers(0, high + 1, (n, features)).astype(float)
+
+
+@pytest.mark.parametrize("weight_bits,act", [((1, 1, 1), 1), ((1, 1, 1), 2), ((2, 2, 2), 2),
+                                              ((4, 1, 2), 3), ((4, 4, 4), 4)])
+def test_iss_gives_the_integer_scores_exactly(weight_bits, act):
+    m = model(sum(weight_bits) + act, weight_bits=weight_bits, act=act)
+    config = config_for(act)
+    program = compile_model(m, config, batch=8)
+    x = inputs(act, 21)  # three runs, the last one padded
+    with ISSTransport(config) as link:
+        scores, stats = run_model(program, Runtime(config, link), x)
+    expected = m.integer_form().scores(m.quantize_input(x))
+    assert np.array_equal(scores, expected)
+    assert stats["runs"] == 3
+    # The float reference predicts the same classes (no input sits on a threshold here).
+    assert np.array_equal(scores.argmax(1), m.predict(x, backend="float"))
+
+
+def test_channel_chunks_double_buffered_weights():
+    # 200 binary channels in chunks of 32 through a small weight buffer: several chunks,
+    # loads scheduled into alternate halves while the array computes.
+    m = model(7, widths=(64, 200, 96, 10))
+    config = config_for(1, weight_words=512, lightnorm=LightNormConfig(channels=256, block=4,
+                                                                        output="sign"),
+                        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=256))
+    program = compile_model(m, config, batch=4)
+    addrs = {i["addr"] for i in program.instructions
+             if i["opcode"].name == "LOAD" and i["buffer"].name == "WEIGHT"}
+    assert min(addrs) == 0 and max(addrs) >= 256
+    x = inputs(2, 4)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+
+
+def test_rtl_runs_the_compiled_model_like_the_iss():
+    m = model(3, widths=(64, 24, 16, 10), weight_bits=(1, 1, 1))
+    config = config_for(1, act_words=256, weight_words=256, out_words=64)
+    program = compile_model(m, config, batch=4)
+    x = inputs(5, 4)
+    with ISSTransport(config) as iss, AmaranthTransport(config) as rtl:
+        expected, iss_stats = run_model(program, Runtime(config, iss), x)
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    assert np.array_equal(got, expected)
+    assert abs(got.shape[0] - 4) == 0
+    assert abs(iss_stats["cycles"] - rtl_stats["cycles"]) <= 0.05 * rtl_stats["cycles"]
+
+
+def test_program_file_keeps_what_the_host_needs(tmp_path):
+    m = model(4)
+    config = config_for()
+    program = compile_model(m, config, batch=4)
+    program.save(tmp_path / "m.lbp")
+    loaded = Program.load(tmp_path / "m.lbp", config)
+    x = inputs(1, 5)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(loaded, Runtime(config, link), x)
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+    assert loaded.metadata["input_quantizer"] == {"bits": 5, "step": 1.0}
+
+
+def test_errors_name_the_layer_and_reason():
+    config = config_for(1)
+    with pytest.raises(CompileError, match=r"layer 0 \(first dense 64 -> 48\): uint5 inputs "
+                                           r"need max_act_bits >= 5, the XNOR array has 1"):
+        compile_model(model(1), config.replace(xnor_array=XNORArrayConfig(
+            rows=2, cols=2, max_k=128, max_act_bits=1, max_weight_bits=1)))
+    with pytest.raises(CompileError, match=r"layer 0 \(first dense 64 -> 48\): uint2 "
+                                           r"activations need the norm unit built for "
+                                           r"output=multithreshold act_bits=2, it is built "
+                                           r"for output=sign"):
+        compile_model(model(1, act=2), config)
+    with pytest.raises(CompileError, match=r"layer 0 \(first dense 64 -> 48\): 64 inputs "
+                                           r"exceed the XNOR array's max_k 32"):
+        compile_model(model(1), config.replace(xnor_array=XNORArrayConfig(
+            rows=2, cols=2, max_k=32)))
+    with pytest.raises(CompileError, match=r"a batch of 64 needs"):
+        compile_model(model(1), config.replace(act_words=64), batch=64)
+    with pytest.raises(TypeError, match="model must be a QuantModel"):
+        compile_model("model.npz", config)
+    with pytest.raises(ValueError, match="batch must be a positive integer, not 0"):
+        compile_model(model(1), config, batch=0)
+
+
+def test_run_model_checks_its_inputs():
+    m = model(2)
+    config = config_for()
+    program = compile_model(m, config, batch=4)
+    with ISSTransport(config) as link:
+        runtime = Runtime(config, link)
+        with pytest.raises(ValueError, match=r"inputs must have shape \(n, 64\), not \(3, 5\)"):
+            run_model(program, runtime, np.zeros((3, 5)))
+        with pytest.raises(ValueError, match="inputs must be finite real numbers"):
+            run_model(program, runtime, np.full((1, 64), np.nan))
+        plain = Program(config, [dict(opcode="HALT", status=0)])
+        with pytest.raises(ValueError, match="the program is not a compiled model"):
+            run_model(plain, runtime, np.zeros((1, 64)))
