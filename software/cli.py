@@ -6,6 +6,7 @@ configuration's own message and exit status 2.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,18 +17,87 @@ from .units import UNITS, get_unit
 __all__ = ["main"]
 
 
-def _config(parser, unit, overrides):
+def _load_config(cls, path):
+    """The configuration in the JSON file ``path``: :meth:`load` where the class has one
+    (:class:`~lowbit.config.accelerator.AcceleratorConfig`), else an object whose keys are
+    the constructor's parameters (and an optional ``"type"`` naming the class)."""
+    if hasattr(cls, "load"):
+        return cls.load(path)
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
     try:
-        return unit.make_config(overrides or [])
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON {cls.__name__}: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object of {cls.__name__} parameters, "
+                         f"not {type(values).__name__}")
+    values = dict(values)
+    kind = values.pop("type", cls.__name__)
+    if kind != cls.__name__:
+        raise ValueError(f"{path}: type must be {cls.__name__!r}, not {kind!r}")
+    names = {field.name for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{path}: {cls.__name__} has no parameter(s) "
+                         f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(names))})")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{path}: {error}") from None
+
+
+def _apply_overrides(config, overrides):
+    """``--set key=value`` on ``config``; ``unit.key=value`` reaches into a nested unit
+    configuration (``xnor_array.rows=2`` of an accelerator). ``True``/``False`` are taken
+    as JSON ``true``/``false``."""
+    flat, nested = [], {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and value.strip() in ("True", "False"):
+            item = f"{key}={value.strip().lower()}"
+        if "." in key:
+            owner, _, field = key.partition(".")
+            nested.setdefault(owner.strip().replace("-", "_"), []).append(
+                f"{field}{item[len(key):]}")
+        else:
+            flat.append(item)
+    changes = {}
+    for owner, items in nested.items():
+        inner = getattr(config, owner, None) if dataclasses.is_dataclass(config) else None
+        if not dataclasses.is_dataclass(inner):
+            raise ValueError(f"{type(config).__name__} has no unit configuration {owner!r} "
+                             f"(in --set {owner}.{items[0]})")
+        changes[owner] = type(inner).from_overrides(items, base=inner)
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    return type(config).from_overrides(flat, base=config)
+
+
+def _config(parser, unit, args):
+    """The unit's configuration: ``--config FILE`` (or the defaults), then ``--set``."""
+    cls = unit.config_class
+    config = None
+    try:
+        if getattr(args, "config", None):
+            try:
+                config = _load_config(cls, args.config)
+            except OSError as error:
+                parser.error(f"cannot read {args.config}: {error.strerror or error}")
+        config = _apply_overrides(cls() if config is None else config, args.set or [])
+        # What the gateware itself refuses (the accelerator's cross-unit checks), reported
+        # here like a bad value; this probe is never elaborated.
+        unit.make_component(config)._MustUse__silence = True
     except (TypeError, ValueError) as error:
         parser.error(str(error))
+    return config
 
 
 def cmd_verilog(parser, args):
     from .verilog import generate
 
     unit = get_unit(args.unit)
-    config = _config(parser, unit, args.set)
+    config = _config(parser, unit, args)
     text = generate(unit.make_component(config), unit.toplevel)
     if args.output in (None, "-"):
         sys.stdout.write(text)
@@ -43,7 +113,7 @@ def cmd_sim(parser, args):
     from .sim.runner import SimulationFailed, run_cocotb
 
     unit = get_unit(args.unit)
-    config = _config(parser, unit, args.set)
+    config = _config(parser, unit, args)
     if args.simulator == "icarus" and not toolenv.icarus_available():
         parser.error("Icarus Verilog is not installed (Debian: apt-get install iverilog)")
     try:
@@ -60,12 +130,15 @@ def cmd_sim(parser, args):
 
 
 def cmd_synth(parser, args):
-    from .synth import SynthesisError, synthesize
+    from .synth import DoesNotFit, SynthesisError, synthesize
 
     unit = get_unit(args.unit)
-    config = _config(parser, unit, args.set)
+    config = _config(parser, unit, args)
     try:
         result = synthesize(unit, config, args.target, freq_mhz=args.freq)
+    except DoesNotFit as error:
+        # What the design needs is still worth printing; the exit status says it failed.
+        result = error.result
     except SynthesisError as error:
         print(f"lowbit: synthesis failed: {error}", file=sys.stderr)
         return 1
@@ -73,16 +146,21 @@ def cmd_synth(parser, args):
         print(json.dumps(result))
     else:
         print(format_synth(result))
-    return 0
+    return 0 if result.get("fits", True) else 1
 
 
 def format_synth(result):
     """A short human-readable report of :func:`lowbit.synth.synthesize` figures."""
     lines = [f"{result['unit']} on {result['part']}:",
              f"  LUT4 {result['lut4']}  carry {result['carry']}  FF {result['ff']}  "
-             f"logic cells {result['lc']}  BRAM {result['bram']}  DSP {result['dsp']}",
+             f"logic cells {result['lc']}  BRAM {result['bram']}  "
+             f"SPRAM {result.get('spram', 0)}  DSP {result['dsp']}",
              f"  Fmax {result['fmax_mhz']} MHz (target {result['target_mhz']} MHz)",
              f"  harness registers: {result['harness_bits']} bits"]
+    if not result.get("fits", True):
+        lines.insert(1, "  DOES NOT FIT: " + ", ".join(
+            f"{name} {needed}/{available}" for name, (needed, available)
+            in result["over"].items()))
     if "macs_per_cycle" in result:
         lines.append(f"  {result['macs_per_cycle']} MACs/cycle: "
                      f"{result['lut4_per_mac']} LUT4/MAC, {result['lc_per_mac']} cells/MAC "
@@ -131,6 +209,16 @@ def cmd_run(parser, args):
         program = read(args.program, lambda path: Program.load(path, config))
     except ValueError as error:  # ProgramError
         fail(f"{args.program}: {error}")
+    if program.metadata.get("kind") == "lowbit-model":
+        from .cli_model import run_compiled
+
+        transport = (ISSTransport(config) if args.backend == "iss"
+                     else RTLTransport(config, args.simulator))
+        try:
+            return run_compiled(args, config, program, transport, fail)
+        except (TypeError, ValueError, AcceleratorError, ProtocolError, TransportError,
+                ISSError) as error:
+            fail(str(error))
     inputs = ()
     if args.input:
         try:
@@ -183,8 +271,12 @@ def build_parser():
     def unit_command(name, help_text):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("unit", choices=units, help="which generator")
+        p.add_argument("--config", metavar="FILE",
+                       help="configuration JSON (an AcceleratorConfig file, or an object of "
+                       "the unit's parameters); --set applies on top")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a configuration parameter (repeatable)")
+                       help="override a configuration parameter (repeatable; UNIT.KEY=VALUE "
+                       "for a unit inside the accelerator, e.g. xnor_array.rows=2)")
         return p
 
     p = unit_command("verilog", "write the unit's Verilog")
@@ -206,7 +298,8 @@ def build_parser():
     p = sub.add_parser("run", help="run an accelerator program on the ISS or the RTL")
     p.add_argument("program", help="program file (lowbit.program format)")
     p.add_argument("--input", metavar="X.npy",
-                   help="input words for the program's INPUT loads, in order (flattened)")
+                   help="a compiled model's inputs in the model's own domain (n, *shape); "
+                   "for other programs, the words of the INPUT loads in order (flattened)")
     p.add_argument("--backend", choices=["iss", "rtl"], default="iss",
                    help="the instruction-set simulator or the generated Verilog under cocotb")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
@@ -214,11 +307,16 @@ def build_parser():
     p.add_argument("--config", metavar="FILE",
                    help="accelerator configuration JSON (default: AcceleratorConfig())")
     p.add_argument("-o", "--output", metavar="Y.npy",
-                   help="write the STORE words, concatenated, as one uint64 array")
+                   help="a compiled model's class scores (n, classes); for other programs the "
+                   "STORE words, concatenated, as one uint64 array")
     p.add_argument("--stats", metavar="FILE", help="write the run's statistics as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the main job: Verilog, simulation and synthesis figures")
+    from .cli_model import add_model_commands
+
+    add_model_commands(sub)
+
+    p = sub.add_parser("demo", help="the main job: train, compile, simulate, synthesise")
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -91,3 +91,154 @@ def test_synth_json(target, cell, capsys):
     assert result["lc"] == result["utilization"][cell] > result["harness_bits"]
     assert result["fmax_mhz"] > 10
     assert result["lc_per_mac"] == round(result["lc"] / 32, 3)
+
+
+# --config FILE (verilog, sim, synth) ------------------------------------------------------
+
+SMALL_ACCELERATOR = {"has_lns_mac": False, "act_words": 64, "weight_words": 64,
+                     "out_words": 16}
+
+
+def _accelerator_file(tmp_path, **changes):
+    from lowbit.config.accelerator import AcceleratorConfig
+
+    path = tmp_path / "accelerator.json"
+    AcceleratorConfig(**{**SMALL_ACCELERATOR, **changes}).save(path)
+    return path
+
+
+def test_verilog_of_an_accelerator_config_file(tmp_path, capsys):
+    out = tmp_path / "acc.v"
+    args = ["verilog", "accelerator", "--config", str(_accelerator_file(tmp_path)),
+            "--set", "weight_words=128", "-o", str(out)]
+    assert main(args) == 0
+    text = out.read_text()
+    assert "module accelerator" in text and "i_stream__payload" in text
+    assert "mem [63:0]" in text and "mem [127:0]" in text and "mem [15:0]" in text
+    assert f"wrote {out}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The configuration each command hands on, without generating or running anything."""
+    import lowbit.sim.runner
+    import lowbit.synth
+    import lowbit.verilog
+
+    seen = []
+
+    def generate(component, name):
+        component._MustUse__silence = True  # not elaborated here
+        seen.append(component.config)
+        return ""
+
+    def run_cocotb(unit, config, **kwargs):
+        seen.append(config)
+        return {"tests": 0, "log": "-"}
+
+    def synthesize(unit, config, target, **kwargs):
+        seen.append(config)
+        return {"config": config.to_dict()}
+
+    monkeypatch.setattr(lowbit.verilog, "generate", generate)
+    monkeypatch.setattr(lowbit.sim.runner, "run_cocotb", run_cocotb)
+    monkeypatch.setattr(lowbit.synth, "synthesize", synthesize)
+    return seen
+
+
+@pytest.mark.parametrize("command", [["verilog"], ["sim"], ["synth", "--json"]])
+def test_config_file_then_set_for_every_unit_command(tmp_path, captured, command, capsys):
+    from lowbit.config.accelerator import AcceleratorConfig
+    from lowbit.config.xnor_array import XNORArrayConfig
+
+    path = _accelerator_file(tmp_path, out_words=32)
+    assert main([command[0], "accelerator", *command[1:], "--config", str(path),
+                 "--set", "act_words=4096", "--set", "xnor_array.rows=2",
+                 "--set", "has_lightnorm=False"]) == 0
+    expected = AcceleratorConfig(**{**SMALL_ACCELERATOR, "out_words": 32, "act_words": 4096,
+                                    "has_lightnorm": False},
+                                 xnor_array=XNORArrayConfig(rows=2))
+    assert captured[-1] == expected
+
+    flat = tmp_path / "array.json"
+    flat.write_text(json.dumps({"type": "XNORArrayConfig", "rows": 2, "cols": 3,
+                                "word": 16, "max_k": 64}))
+    assert main([command[0], "xnor-array", *command[1:], "--config", str(flat),
+                 "--set", "cols=1"]) == 0
+    assert captured[-1] == XNORArrayConfig(rows=2, cols=1, word=16, max_k=64)
+    capsys.readouterr()
+
+
+def test_config_file_round_trips_the_synthesis_report(tmp_path, captured, capsys):
+    # `lowbit synth --json` reports "config"; that object is a valid --config file.
+    from lowbit.config.accelerator import AcceleratorConfig
+
+    assert main(["synth", "accelerator", "--json", "--config",
+                 str(_accelerator_file(tmp_path))]) == 0
+    path = tmp_path / "reported.json"
+    path.write_text(json.dumps(json.loads(capsys.readouterr().out)["config"]))
+    assert main(["verilog", "accelerator", "--config", str(path)]) == 0
+    assert captured[-1] == captured[-2] == AcceleratorConfig(**SMALL_ACCELERATOR)
+
+
+@pytest.mark.parametrize("unit, text, message", [
+    ("accelerator", None, "lowbit: error: cannot read {path}: No such file or directory"),
+    ("accelerator", '{"act_words": 40', "lowbit: error: {path}: not a JSON accelerator "
+     "configuration"),
+    ("accelerator", '{"act_words": 64, "colour": 1}',
+     "lowbit: error: {path}: AcceleratorConfig has no parameter(s) 'colour'"),
+    ("accelerator", '{"xnor_array": {"type": "XNORArrayConfig", "rows": 0}}',
+     "lowbit: error: {path}: XNORArrayConfig rows must be at least 1, not 0"),
+    ("xnor-array", "{rows: 2}", "lowbit: error: {path}: not a JSON XNORArrayConfig"),
+    ("xnor-array", "[2, 2]", "lowbit: error: {path}: expected a JSON object of "
+     "XNORArrayConfig parameters, not list"),
+    ("xnor-array", '{"rows": 2, "colour": 1}',
+     "lowbit: error: {path}: XNORArrayConfig has no parameter(s) 'colour'"),
+    ("xnor-array", '{"type": "LightNormConfig"}',
+     "lowbit: error: {path}: type must be 'XNORArrayConfig', not 'LightNormConfig'"),
+    ("xnor-array", '{"rows": "two"}',
+     "lowbit: error: {path}: XNORArrayConfig rows must be an integer, not 'two'"),
+])
+@pytest.mark.parametrize("command", ["verilog", "sim", "synth"])
+def test_bad_config_file_exits_with_a_clear_message(tmp_path, capsys, command, unit, text,
+                                                    message):
+    path = tmp_path / "config.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, unit, "--config", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "xnor_array.colour=1"], "XNORArrayConfig has no parameter 'colour'"),
+    (["--set", "gpu.rows=1"], "AcceleratorConfig has no unit configuration 'gpu'"),
+    (["--set", "xnor_array.word=16"],
+     "the XNOR array's word (16) must equal the buffer word (32)"),
+    (["--set", "act_words=0"], "AcceleratorConfig act_words must be at least 1, not 0"),
+])
+def test_bad_accelerator_set_exits_with_a_clear_message(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verilog", "accelerator", "--set", "has_lns_mac=false", *args])
+    assert exit_info.value.code == 2
+    assert f"lowbit: error: {message}" in capsys.readouterr().err
+
+
+def test_synth_of_a_design_that_does_not_fit_reports_what_it_needs(monkeypatch, capsys):
+    import lowbit.synth
+
+    needs = {"unit": "xnor-array", "part": "iCE40UP5K-SG48", "lut4": 9000, "carry": 10,
+             "ff": 100, "lc": 9100, "bram": 0, "spram": 0, "dsp": 0, "fmax_mhz": None,
+             "target_mhz": 48, "harness_bits": 10, "fits": False,
+             "over": {"ICESTORM_LC": [9100, 5280]}}
+
+    def synthesize(unit, config, target, **kwargs):
+        raise lowbit.synth.DoesNotFit("nextpnr: no BELs remaining", "", dict(needs))
+
+    monkeypatch.setattr(lowbit.synth, "synthesize", synthesize)
+    assert main(["synth", "xnor-array", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == needs
+    assert main(["synth", "xnor-array"]) == 1
+    assert "DOES NOT FIT: ICESTORM_LC 9100/5280" in capsys.readouterr().out

@@ -144,3 +144,30 @@ def test_run_model_checks_its_inputs():
         plain = Program(config, [dict(opcode="HALT", status=0)])
         with pytest.raises(ValueError, match="the program is not a compiled model"):
             run_model(plain, runtime, np.zeros((1, 64)))
+
+
+def test_cli_compile_and_run_a_model(tmp_path, capsys):
+    from lowbit.cli import main
+
+    m = model(11)
+    m.save(tmp_path / "m.npz")
+    config = config_for()
+    config.save(tmp_path / "acc.json")
+    assert main(["compile", str(tmp_path / "m.npz"), "--config", str(tmp_path / "acc.json"),
+                 "--batch", "4", "-o", str(tmp_path / "m.lbp")]) == 0
+    x = inputs(3, 6)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(tmp_path / "m.lbp"), "--config", str(tmp_path / "acc.json"),
+                 "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                 "--stats", str(tmp_path / "s.json")]) == 0
+    scores = np.load(tmp_path / "y.npy")
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+    assert "6 inputs in 2 runs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["compile", str(tmp_path / "m.npz"), "--config", str(tmp_path / "acc.json"),
+              "--batch", "4096", "-o", str(tmp_path / "big.lbp")])
+    assert info.value.code == 2
+    assert "m.npz: a batch of 4096 needs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "m.lbp"), "--config", str(tmp_path / "acc.json")])
+    assert "a compiled model needs --input X.npy" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""The model half of the command line: ``lowbit train``, ``lowbit compile``, and ``lowbit
+run`` on a compiled model (inputs in the model's own domain, class scores out).
+:mod:`lowbit.cli` registers these commands."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_model_commands", "run_compiled"]
+
+
+def _fail(command, message):
+    # A clear line and status 2, as argparse gives for bad arguments; no traceback.
+    print(f"lowbit {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_compile(parser, args):
+    """``lowbit compile MODEL [--config FILE] [--batch N] -o PROGRAM``."""
+    from .compiler import CompileError, compile_model
+    from .config.accelerator import AcceleratorConfig
+    from .model import QuantModel
+
+    try:
+        config = AcceleratorConfig.load(args.config) if args.config else AcceleratorConfig()
+        model = QuantModel.load(args.model)
+    except OSError as error:
+        _fail("compile", f"cannot read {error.filename}: {error.strerror or error}")
+    except (TypeError, ValueError) as error:
+        _fail("compile", str(error))
+    start = time.perf_counter()
+    try:
+        program = compile_model(model, config, batch=args.batch)
+    except (CompileError, ValueError) as error:
+        _fail("compile", f"{args.model}: {error}")
+    seconds = time.perf_counter() - start
+    try:
+        program.save(args.output)
+    except OSError as error:
+        _fail("compile", f"cannot write {args.output}: {error.strerror or error}")
+    print(f"{Path(args.model).name} -> {args.output}: {len(program)} instructions, "
+          f"{len(program.constants)} constant words, batch {args.batch}, for accelerator "
+          f"{config.fingerprint()} ({seconds:.2f} s)")
+    return 0
+
+
+def run_compiled(args, config, program, transport, fail):
+    """``lowbit run`` on a compiled model: ``--input`` holds model-domain inputs (an
+    ``(n, *input_shape)`` array, e.g. rows of ``load_digits().data``); ``-o`` gets the
+    ``(n, classes)`` float class scores (argmax = prediction)."""
+    import numpy as np
+
+    from .compiler import run_model
+    from .runtime import Runtime
+
+    if not args.input:
+        fail("a compiled model needs --input X.npy (inputs in the model's own domain)")
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except OSError as error:
+        fail(f"cannot read {args.input}: {error.strerror or error}")
+    except (ValueError, EOFError) as error:
+        fail(f"{args.input} is not a .npy array: {error}")
+    with transport:
+        scores, stats = run_model(program, Runtime(config, transport), x)
+    meta = program.metadata
+    images = len(scores)
+    stats.update(backend=args.backend, model=meta["model"], inputs=images,
+                 cycles_per_input=stats["cycles"] / (stats["runs"] * meta["batch"]))
+    for path, write in ((args.output, lambda p: np.save(p, scores)),
+                        (args.stats, lambda p: Path(p).write_text(
+                            json.dumps(stats, indent=2) + "\n"))):
+        if path:
+            try:
+                write(path)
+            except OSError as error:
+                fail(f"cannot write {path}: {error.strerror or error}")
+    line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
+            f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "
+            f"{stats['cycles_per_input']:,.0f} cycles per input")
+    if args.output:
+        line += f"; wrote {args.output} ({images} x {scores.shape[1]} class scores)"
+    print(line)
+    return 0
+
+
+def add_model_commands(sub):
+    """Register ``train`` and ``compile`` on the CLI's subparsers."""
+    from .train import add_train_command
+
+    add_train_command(sub)
+    p = sub.add_parser("compile", help="compile a quantized model to an accelerator program")
+    p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train)")
+    p.add_argument("--config", metavar="FILE",
+                   help="accelerator configuration JSON (default: AcceleratorConfig())")
+    p.add_argument("--batch", type=int, default=16, help="inputs per program run")
+    p.add_argument("-o", "--output", required=True, metavar="PROGRAM",
+                   help="program file to write")
+    p.set_defaults(func=cmd_compile)
