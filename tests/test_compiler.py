@@ -171,3 +171,25 @@ def test_cli_compile_and_run_a_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(tmp_path / "m.lbp"), "--config", str(tmp_path / "acc.json")])
     assert "a compiled model needs --input X.npy" in capsys.readouterr().err
+
+
+@pytest.mark.cocotb
+@pytest.mark.xdist_group("accelerator-rtl")
+def test_compiled_model_on_the_verilog_matches_iss_and_model(tmp_path):
+    # The float model, the ISS and the generated Verilog (Verilator, through the runtime a
+    # board uses) on the same inputs: ISS and RTL bit for bit, the model's own predictions.
+    from lowbit.runtime import RTLTransport
+    from lowbit.sim.accelerator_programs import small_config
+
+    config = small_config()  # the RTL tests' configuration: one shared, cached build
+    m = model(21, widths=(64, 16, 16, 10))
+    program = compile_model(m, config, batch=4)
+    x = inputs(8, 10)
+    with ISSTransport(config) as iss:
+        expected, _ = run_model(program, Runtime(config, iss), x)
+    with RTLTransport(config, test_dir=tmp_path, timeout=120) as link:
+        got, stats = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert np.array_equal(got.argmax(1), m.predict(x, backend="float"))
+    assert stats["runs"] == 3
