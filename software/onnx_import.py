@@ -1,0 +1,1074 @@
+"""Import ONNX and QONNX (Brevitas) quantized MLPs into lowbit's intermediate form.
+
+:func:`load_onnx` reads a graph with the ``onnx`` package only and returns a
+:class:`lowbit.model.QuantModel`. ``docs/onnx_import.md`` is the full description: the
+supported operators, how each maps, the error messages and what is not supported.
+
+How it works. The graph must be a chain from its one input to its one output (constants
+aside). The importer walks it and keeps, in exact rational arithmetic
+(:class:`fractions.Fraction` of the graph's float constants), what the current tensor is:
+
+* before the first layer: an affine image ``ra * x + rb`` of the raw input ``x``;
+* between layers: ``a * x_int + b`` of the integers ``x_int`` lowbit's accelerator holds
+  (the input quantizer's unsigned integers, +-1 after a sign, counts after a
+  multi-threshold);
+* after a ``MatMul``/``Gemm``: per output channel ``c``, ``A[c] * acc[c] + B[c]`` of the
+  integer accumulator ``acc = x_int @ w_int.T`` (scales, biases, ``Add``/``Mul``/``Sub``/
+  ``Div`` by constants and ``BatchNormalization`` update ``A`` and ``B``).
+
+At an activation (``Sign``, ``BipolarQuant``, ``Quant``, ``MultiThreshold``) the exact
+integer thresholds on ``acc`` are known. The importer emits ``Dense`` (the integer weights
+with their real per-channel scale), a ``BatchNorm`` (``gamma = A / unit``, ``beta = B``,
+``mean = 0``, ``var = 1``, ``eps = 0``, ``unit`` being the real value of one accumulator
+step in lowbit's form) and ``Sign`` or ``MultiThreshold``, and then checks that the
+thresholds lowbit folds from them (:func:`lowbit.model.fold_layer_thresholds`) are exactly
+the graph's on every reachable accumulator value, nudging ``beta`` by a few ulps where a
+float64 rounding moved one; if that fails the node is reported. The last layer becomes
+``Dense`` and an :class:`~lowbit.model.OutputAffine` (``A`` and ``B`` rounded once).
+
+Semantics: the graph is read as exact real arithmetic on its float constants, with
+``Sign(0) = +1`` (REFERENCE.md section 1) and ``sigma = sqrt(var + eps)`` in float64 (the
+one rounded value, as in lowbit's form). onnxruntime evaluates the same graph in float32,
+so the two can differ where a pre-activation lies within float32 rounding of a threshold.
+"""
+
+import argparse
+import math
+import sys
+from fractions import Fraction
+
+import numpy as np
+
+from .model import (BatchNorm, Dense, Flatten, InputQuantizer, MultiThreshold, OutputAffine,
+                    QuantModel, Sign, fold_layer_thresholds)
+
+__all__ = ["ONNXImportError", "load_onnx", "add_import_command", "cmd_import",
+           "QONNX_DOMAINS"]
+
+#: Domains whose ``Quant``, ``BipolarQuant`` and ``MultiThreshold`` are QONNX's.
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
+_STANDARD_DOMAINS = ("", "ai.onnx")
+_MAX_BITS = 8
+_NUDGES = 64  # ulps of beta tried per channel when a float64 rounding moved a threshold
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+_NO_OPS = ("Identity", "Dropout")
+
+
+class ONNXImportError(ValueError):
+    """A graph node lowbit cannot map: the message names the node (its ``name``, or
+    ``#index`` in the graph's node list when unnamed), its ``op_type`` and why.
+
+    Attributes ``node`` (the label), ``op_type`` and ``reason``.
+    """
+
+    def __init__(self, node, op_type, reason):
+        self.node, self.op_type, self.reason = node, op_type, reason
+        super().__init__(f"node {node} ({op_type}): {reason}")
+
+
+def _label(node, index):
+    return repr(node.name) if node.name else f"#{index}"
+
+
+# Exact helpers --------------------------------------------------------------------------
+
+def _fr(value):
+    return Fraction(float(value))
+
+
+def _fr_array(values):
+    return [Fraction(float(v)) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _ceil(q):
+    return -((-q.numerator) // q.denominator)
+
+
+def _floor(q):
+    return q.numerator // q.denominator
+
+
+class _Node:
+    """One graph node with its index, for error messages."""
+
+    def __init__(self, node, index):
+        self.proto, self.index = node, index
+        self.op = node.op_type
+        self.label = _label(node, index)
+        self.inputs = list(node.input)
+        self.outputs = list(node.output)
+        self.attrs = {a.name: a for a in node.attribute}
+        self.domain = node.domain
+
+    def error(self, reason):
+        return ONNXImportError(self.label, self.op, reason)
+
+    def attr(self, name, default=None):
+        import onnx.helper
+        if name not in self.attrs:
+            return default
+        value = onnx.helper.get_attribute_value(self.attrs[name])
+        return value.decode() if isinstance(value, bytes) else value
+
+    @property
+    def qonnx(self):
+        return self.domain in QONNX_DOMAINS
+
+    @property
+    def standard(self):
+        return self.domain in _STANDARD_DOMAINS
+
+
+# The graph ------------------------------------------------------------------------------
+
+class _Graph:
+    def __init__(self, model):
+        import onnx.numpy_helper
+        self.model = model
+        graph = model.graph
+        self.initializers = {}
+        for tensor in graph.initializer:
+            array = onnx.numpy_helper.to_array(tensor)
+            self.initializers[tensor.name] = (array.astype(np.float64)
+                                              if array.dtype.kind in "biuf" else array)
+        self.nodes = [_Node(n, i) for i, n in enumerate(graph.node)]
+        self.producer = {}
+        for node in self.nodes:
+            for name in node.outputs:
+                self.producer[name] = node
+        # Constant nodes: every (non-empty) input constant, or a Constant node.
+        self.constant = set(self.initializers)
+        self.const_nodes = set()
+        for node in self.nodes:
+            if all(not i or i in self.constant for i in node.inputs):
+                self.constant.update(node.outputs)
+                self.const_nodes.add(node.index)
+        self.consumers = {}
+        for node in self.nodes:
+            if node.index in self.const_nodes:
+                continue
+            for name in node.inputs:
+                if name and name not in self.constant:
+                    self.consumers.setdefault(name, []).append(node)
+
+    def value(self, name, user):
+        """The float64 value of constant tensor ``name`` (an initializer, a ``Constant``
+        node or an ``Identity`` of one); ``user`` is the node asking (for errors)."""
+        if name in self.initializers:
+            return self.initializers[name]
+        node = self.producer.get(name)
+        if node is None or name not in self.constant:
+            raise user.error(f"input {name!r} must be a constant (an initializer or a "
+                             f"Constant node)")
+        if node.op == "Constant" and node.standard:
+            import onnx.numpy_helper
+            for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+                if key in node.attrs:
+                    value = node.attr(key)
+                    if key == "value":
+                        value = onnx.numpy_helper.to_array(value)
+                    return np.asarray(value, dtype=np.float64)
+            raise node.error("Constant without a numeric value attribute")
+        if node.op == "Identity" and node.standard:
+            return self.value(node.inputs[0], node)
+        raise user.error(f"input {name!r} is computed by node {node.label} ({node.op}); "
+                         f"only initializers, Constant and Identity can give this parameter")
+
+
+def _load(path_or_model):
+    import onnx
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model, None
+    path = str(path_or_model)
+    try:
+        model = onnx.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # onnx raises DecodeError and friends
+        raise ValueError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") \
+            from None
+    return model, path
+
+
+# Weights --------------------------------------------------------------------------------
+
+class _Weight:
+    """Integer weights ``q`` and the real scale of each element (same layout), kind
+    ``binary`` or ``int``."""
+
+    def __init__(self, q, scale, kind):
+        self.q, self.scale, self.kind = q, scale, kind
+
+    def transposed(self, perm=None):
+        return _Weight(np.transpose(self.q, perm), np.transpose(self.scale, perm), self.kind)
+
+
+def _quant_params(graph, node):
+    scale = graph.value(node.inputs[1], node)
+    zeropt = graph.value(node.inputs[2], node)
+    bits = graph.value(node.inputs[3], node)
+    if bits.size != 1 or bits.ravel()[0] != int(bits.ravel()[0]):
+        raise node.error(f"bitwidth must be one integer, not {bits.ravel().tolist()}")
+    bits = int(bits.ravel()[0])
+    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+        raise node.error("scale must be positive and finite")
+    signed, narrow = int(node.attr("signed", 1)), int(node.attr("narrow", 0))
+    mode = str(node.attr("rounding_mode", "ROUND")).upper()
+    if mode not in ("ROUND", "FLOOR", "CEIL"):
+        raise node.error(f"rounding_mode {mode!r} is not supported (ROUND, FLOOR, CEIL)")
+    if bits < 1:
+        raise node.error(f"bitwidth {bits} is not supported")
+    if signed:
+        lo = -(1 << (bits - 1)) + (1 if narrow else 0)
+        hi = (1 << (bits - 1)) - 1
+    else:
+        lo, hi = 0, (1 << bits) - 1 - (1 if narrow else 0)
+    return scale, zeropt, bits, bool(signed), bool(narrow), mode, lo, hi
+
+
+def _round(values, mode):
+    return {"ROUND": np.round, "FLOOR": np.floor, "CEIL": np.ceil}[mode](values)
+
+
+def _weight(graph, name, user):
+    """The quantized weights that constant tensor ``name`` holds (for MatMul/Gemm
+    ``user``)."""
+    node = graph.producer.get(name)
+    if name in graph.initializers or (node is not None and node.op == "Constant"):
+        w = graph.value(name, user)
+        if np.all(np.abs(w) == 1):
+            return _Weight(w.astype(np.int64), np.ones(w.shape), "binary")
+        if np.all(w == np.rint(w)) and np.abs(w).max() <= (1 << (_MAX_BITS - 1)) - 1:
+            return _Weight(w.astype(np.int64), np.ones(w.shape), "int")
+        raise user.error(f"weight {name!r} holds float values (not +-1 or integers): "
+                         f"quantize it with Sign, BipolarQuant or Quant")
+    if node is None:
+        raise user.error(f"weight {name!r} is not a constant")
+    if node.op == "Identity" and node.standard:
+        return _weight(graph, node.inputs[0], node)
+    if node.op == "Transpose" and node.standard:
+        return _weight(graph, node.inputs[0], node).transposed(node.attr("perm"))
+    if node.op == "Sign" and node.standard:
+        w = graph.value(node.inputs[0], node)
+        return _Weight(np.where(w >= 0, 1, -1), np.ones(w.shape), "binary")
+    if node.op == "BipolarQuant" and node.qonnx:
+        w = graph.value(node.inputs[0], node)
+        scale = graph.value(node.inputs[1], node)
+        if np.any(scale <= 0):
+            raise node.error("scale must be positive")
+        return _Weight(np.where(w >= 0, 1, -1), np.broadcast_to(scale, w.shape), "binary")
+    if node.op == "Quant" and node.qonnx:
+        w = graph.value(node.inputs[0], node)
+        scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(graph, node)
+        if np.any(zeropt != 0):
+            raise node.error("weights need zero point 0 (lowbit's k-bit weights are "
+                             "symmetric)")
+        if bits == 1 and signed:
+            return _Weight(np.where(w / scale >= 0, 1, -1), np.broadcast_to(scale, w.shape),
+                           "binary")
+        if not signed:
+            raise node.error("unsigned weights are not supported (lowbit's k-bit weights are "
+                             "signed and symmetric)")
+        if bits > _MAX_BITS:
+            raise node.error(f"{bits}-bit weights: lowbit supports 1..{_MAX_BITS} bits")
+        q = _round(np.clip(w / scale, lo, hi), mode).astype(np.int64)
+        return _Weight(q, np.broadcast_to(scale, w.shape).astype(np.float64), "int")
+    raise user.error(f"weight {name!r} comes from node {node.label} ({node.op}), which "
+                     f"lowbit cannot read as quantized weights")
+
+
+# Activations ----------------------------------------------------------------------------
+
+class _Activation:
+    """Per-channel levels ``levels[c][j]`` (Fractions, or one shared row), ``strict[j]``
+    (pass iff ``y > level`` rather than ``>=``), and the output ``a * count + b``."""
+
+    def __init__(self, levels, strict, a, b):
+        self.levels, self.strict, self.a, self.b = levels, strict, a, b
+
+
+def _quant_activation(graph, node):
+    scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(graph, node)
+    if scale.size != 1:
+        raise node.error("per-channel activation scales are not supported (one scale per "
+                         "tensor: lowbit's activations share their levels)")
+    if zeropt.size != 1:
+        raise node.error("per-channel activation zero points are not supported")
+    s, z = _fr(scale.ravel()[0]), _fr(zeropt.ravel()[0])
+    if bits == 1 and signed:  # qonnx's int_quant: bipolar, +1 iff x / s + z >= 0
+        return _Activation([[-z * s]], [False], 2 * s, -s)
+    if bits > _MAX_BITS:
+        raise node.error(f"{bits}-bit activations: lowbit supports 1..{_MAX_BITS} bits")
+    count = hi - lo
+    if count & (count + 1):
+        raise node.error(f"{count + 1} output levels ({'narrow ' if narrow else ''}"
+                         f"{'signed' if signed else 'unsigned'} {bits} bits): lowbit's "
+                         f"MultiThreshold needs 2^k levels")
+    levels, strict = [], []
+    for q in range(lo + 1, hi + 1):  # output >= q
+        if mode == "ROUND":  # y/s + z >= q - 1/2; a tie rounds to even
+            levels.append((q - z - Fraction(1, 2)) * s)
+            strict.append(q % 2 == 1)
+        elif mode == "FLOOR":
+            levels.append((q - z) * s)
+            strict.append(False)
+        else:  # CEIL: y/s + z > q - 1
+            levels.append((q - 1 - z) * s)
+            strict.append(True)
+    return _Activation([levels], strict, s, (lo - z) * s)
+
+
+def _multithreshold_activation(graph, node, channels):
+    thresholds = graph.value(node.inputs[1], node)
+    if thresholds.ndim != 2 or thresholds.shape[0] not in (1, channels):
+        raise node.error(f"thresholds must have shape (1, T) or ({channels}, T), not "
+                         f"{thresholds.shape}")
+    if thresholds.shape[1] < 1:
+        raise node.error("no thresholds")
+    if np.any(np.diff(thresholds, axis=1) < 0):
+        raise node.error("thresholds must be sorted (non-decreasing) along each row")
+    out_scale = _fr(node.attr("out_scale", 1.0))
+    out_bias = _fr(node.attr("out_bias", 0.0))
+    layout = node.attr("data_layout", "NCHW")
+    if layout not in ("NCHW", "NHWC"):
+        raise node.error(f"data_layout {layout!r} is not supported")
+    levels = [_fr_array(row) for row in thresholds]
+    return _Activation(levels, [False] * thresholds.shape[1], out_scale, out_bias)
+
+
+def _shared_row(levels, channels, node):
+    """Express per-channel rows as ``alpha[c] * row0 + beta[c]`` (``alpha > 0``): returns
+    ``(row0, alpha, beta)`` or raises naming ``node``."""
+    if len(levels) == 1:
+        return levels[0], [Fraction(1)] * channels, [Fraction(0)] * channels
+    row0 = levels[0]
+    i, j = 0, len(row0) - 1
+    alpha, beta = [], []
+    for c, row in enumerate(levels):
+        if row0[j] == row0[i]:
+            a = Fraction(1)
+        else:
+            a = (row[j] - row[i]) / (row0[j] - row0[i])
+        b = row[i] - a * row0[i]
+        if a <= 0 or any(a * t + b != r for t, r in zip(row0, row)):
+            raise node.error(f"per-channel thresholds of channel {c} are not a positive "
+                             f"affine image of channel 0's (lowbit's MultiThreshold shares "
+                             f"its levels across channels, with a per-channel batch norm)")
+        alpha.append(a)
+        beta.append(b)
+    return row0, alpha, beta
+
+
+def _exact_pass_interval(A, B, level, strict, lo, hi):
+    """The integer accumulators in ``[lo, hi]`` where ``A * acc + B`` passes ``level``:
+    ``(first, last)`` (empty: ``(1, 0)``)."""
+    if A == 0:
+        passed = B > level if strict else B >= level
+        return (lo, hi) if passed else (1, 0)
+    tau = (level - B) / A
+    if A > 0:
+        t = _floor(tau) + 1 if strict else _ceil(tau)
+        first, last = max(t, lo), hi
+    else:
+        t = _ceil(tau) - 1 if strict else _floor(tau)
+        first, last = lo, min(t, hi)
+    return (first, last) if first <= last else (1, 0)
+
+
+def _ir_pass_interval(t, flip, lo, hi):
+    first, last = (lo, min(t, hi)) if flip else (max(t, lo), hi)
+    return (first, last) if first <= last else (1, 0)
+
+
+# The importer ---------------------------------------------------------------------------
+
+class _Importer:
+    def __init__(self, graph, input_quantizer, name, source=None):
+        self.g = graph
+        self.source = source
+        self.user_quantizer = input_quantizer
+        self.name = name
+        self.layers = []
+        self.quantizer = None  # determined by the graph (input Quant or input Sign)
+        self.quantizer_node = None
+        self.mapping = []
+
+    # -- input --------------------------------------------------------------------------
+
+    def _graph_io(self):
+        graph = self.g.model.graph
+        inputs = [i for i in graph.input if i.name not in self.g.initializers]
+        if len(inputs) != 1:
+            raise ValueError(f"the graph must have exactly one input (not counting "
+                             f"initializers), it has {len(inputs)}: "
+                             f"{[i.name for i in inputs]}")
+        if len(graph.output) != 1:
+            raise ValueError(f"the graph must have exactly one output, it has "
+                             f"{len(graph.output)}")
+        value = inputs[0]
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) < 2:
+            raise ValueError(f"graph input {value.name!r} must have a batch dimension and "
+                             f"at least one feature dimension, not {len(dims)} dimensions")
+        shape = []
+        for d in dims[1:]:
+            if not d.HasField("dim_value") or d.dim_value < 1:
+                raise ValueError(f"graph input {value.name!r}: every dimension after the "
+                                 f"batch must be a fixed positive size")
+            shape.append(int(d.dim_value))
+        batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+        return value.name, tuple(shape), batch, graph.output[0].name
+
+    def run(self):
+        start, self.input_shape, self.batch, output = self._graph_io()
+        # state
+        self.shape = self.input_shape
+        self.phase = "raw"
+        self.ra, self.rb = Fraction(1), Fraction(0)
+        self.relu = None
+        self.flattened = len(self.input_shape) == 1
+        current = start
+        visited = set()
+        while True:
+            consumers = self.g.consumers.get(current, [])
+            if current == output:
+                if consumers:
+                    raise consumers[0].error(f"reads the graph output {current!r}: the "
+                                             f"output must be the end of the chain")
+                break
+            if not consumers:
+                raise ValueError(f"tensor {current!r} is not consumed and is not the graph "
+                                 f"output: the graph is not a chain from input to output")
+            if len(consumers) > 1:
+                names = ", ".join(f"{n.label} ({n.op})" for n in consumers)
+                raise consumers[1].error(f"tensor {current!r} feeds {len(consumers)} nodes "
+                                         f"({names}): lowbit imports chains, not branches")
+            node = consumers[0]
+            visited.add(node.index)
+            data = [i for i in node.inputs if i and i not in self.g.constant]
+            if len(data) != 1:
+                raise node.error(f"takes {len(data)} computed tensors ({', '.join(data)}): "
+                                 f"lowbit imports chains (one computed input per node)")
+            if len(node.outputs) < 1:
+                raise node.error("has no output")
+            self.step(node, current)
+            current = node.outputs[0]
+        for node in self.g.nodes:
+            if node.index not in visited and node.index not in self.g.const_nodes:
+                raise node.error("is not on the chain from the graph input to its output")
+        if self.phase != "acc":
+            raise ValueError("the graph must end with a MatMul or Gemm layer (then optional "
+                             "Add/Mul/BatchNormalization/Softmax): its output is not a layer's "
+                             "scores")
+        if self.relu is not None:
+            raise self.relu.error("Relu on the class scores changes the argmax where scores "
+                                  "are negative: not expressible as lowbit's host affine")
+        self.finish_last()
+        return self.model()
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def step(self, node, data):
+        op = node.op
+        if node.standard:
+            if op in _NO_OPS:
+                return
+            if op in ("Reshape", "Flatten"):
+                return self.reshape(node)
+            if op in ("MatMul", "Gemm"):
+                return self.matmul(node, data)
+            if op in _ELEMENTWISE:
+                return self.elementwise(node, data)
+            if op == "BatchNormalization":
+                return self.batchnorm(node)
+            if op == "Sign":
+                return self.activation(node, _Activation([[Fraction(0)]], [False],
+                                                         Fraction(2), Fraction(-1)))
+            if op == "Relu":
+                return self.relu_node(node)
+            if op in ("Softmax", "LogSoftmax"):
+                return self.softmax(node)
+            if op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
+                raise node.error(f"{op} is not supported yet: lowbit's intermediate form has "
+                                 f"no pooling layers (they need convolutions, which it does "
+                                 f"not have yet either)")
+            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
+                raise node.error("convolutions are not supported yet: lowbit's intermediate "
+                                 "form has dense layers only (docs/model.md, Next steps)")
+        elif node.qonnx:
+            if op == "Quant":
+                return self.quant(node)
+            if op == "BipolarQuant":
+                scale = self.g.value(node.inputs[1], node)
+                if scale.size != 1 or scale.ravel()[0] <= 0:
+                    raise node.error("activation scale must be one positive number")
+                s = _fr(scale.ravel()[0])
+                return self.activation(node, _Activation([[Fraction(0)]], [False], 2 * s,
+                                                         -s))
+            if op == "MultiThreshold":
+                if self.phase != "acc":
+                    raise node.error("a MultiThreshold must follow a MatMul/Gemm layer")
+                return self.activation(node, _multithreshold_activation(
+                    self.g, node, len(self.A)))
+        where = f"domain {node.domain!r}" if node.domain else "the standard domain"
+        raise node.error(f"operator {op} of {where} is not supported by lowbit's importer "
+                         f"(docs/onnx_import.md lists what is)")
+
+    # -- shapes -------------------------------------------------------------------------
+
+    def reshape(self, node):
+        features = math.prod(self.shape)
+        if node.op == "Flatten":
+            axis = node.attr("axis", 1)
+            if axis != 1:
+                raise node.error(f"Flatten with axis={axis} would mix the batch dimension "
+                                 f"(lowbit flattens each sample: axis=1)")
+            new = (features,)
+        else:
+            target = [int(v) for v in self.g.value(node.inputs[1], node).ravel()]
+            batch = self.batch or 1
+            full = [batch, *self.shape]
+            resolved = [full[i] if v == 0 and i < len(full) else v
+                        for i, v in enumerate(target)]
+            known = math.prod(v for v in resolved if v != -1)
+            if resolved.count(-1) > 1 or known == 0:
+                raise node.error(f"cannot resolve the target shape {target}")
+            if -1 in resolved:
+                resolved[resolved.index(-1)] = batch * features // known
+            if math.prod(resolved) != batch * features or resolved[0] != batch:
+                raise node.error(f"target shape {target} does not keep the batch dimension "
+                                 f"of a ({'N' if self.batch is None else self.batch}, "
+                                 f"{', '.join(map(str, self.shape))}) tensor")
+            new = tuple(resolved[1:])
+        if self.phase == "acc" and new != self.shape:
+            raise node.error(f"reshapes a layer's outputs {self.shape} to {new}")
+        self.shape = new
+        if len(new) == 1:
+            self.flattened = True
+
+    # -- elementwise --------------------------------------------------------------------
+
+    def _operand(self, node, data):
+        """The constant operand of a binary elementwise node, as a list of Fractions (one
+        scalar, or one per feature of the flattened sample), and whether the data is the
+        first input."""
+        first = node.inputs[0] == data
+        const = node.inputs[1] if first else node.inputs[0]
+        value = self.g.value(const, node)
+        if value.size == 1:
+            return [_fr(value.ravel()[0])], first
+        full = (1, *self.shape)
+        try:
+            fits = np.broadcast_shapes(value.shape, full) == full
+        except ValueError:
+            fits = False
+        if not fits:
+            what = "channel" if self.phase == "acc" else "feature"
+            raise node.error(f"constant of shape {value.shape} does not broadcast as a scalar "
+                             f"or per-{what} tensor over a sample of shape {self.shape}")
+        return _fr_array(np.broadcast_to(value, full)), first
+
+    def elementwise(self, node, data):
+        op = node.op
+        values, first = self._operand(node, data)
+        if op == "Div" and not first:
+            raise node.error("dividing a constant by a tensor is not affine")
+        if op == "Div" and any(v == 0 for v in values):
+            raise node.error("division by zero")
+        if self.relu is not None:
+            raise self.relu.error("Relu is supported only right before a quantizing "
+                                  "activation (Quant, MultiThreshold, BipolarQuant, Sign)")
+        if op in ("Mul", "Div"):
+            factors = values if op == "Mul" else [1 / v for v in values]
+            if self.phase == "acc":
+                n = len(self.A)
+                f = factors * n if len(factors) == 1 else factors
+                self.A = [a * m for a, m in zip(self.A, f)]
+                self.B = [b * m for b, m in zip(self.B, f)]
+                return
+            if len(factors) != 1:
+                raise node.error("a per-feature scale before a layer would scale the "
+                                 "weights' columns: not expressible with integer weights")
+            m = factors[0]
+            if self.phase == "raw":
+                self.ra, self.rb = self.ra * m, _scale(self.rb, m)
+            else:
+                self.a, self.b = self.a * m, _scale(self.b, m)
+            return
+        # Add / Sub
+        sign = 1 if op == "Add" else -1
+        if op == "Sub" and not first:  # c - y = -(y) + c
+            if self.phase == "acc":
+                self.A = [-a for a in self.A]
+                self.B = [-b for b in self.B]
+            elif self.phase == "raw":
+                self.ra, self.rb = -self.ra, _scale(self.rb, -1)
+            else:
+                self.a, self.b = -self.a, _scale(self.b, -1)
+            sign = 1
+        if self.phase == "acc":
+            n = len(self.B)
+            v = values * n if len(values) == 1 else values
+            self.B = [b + sign * c for b, c in zip(self.B, v)]
+        elif self.phase == "raw":
+            self.rb = _add(self.rb, values, sign)
+        else:
+            self.b = _add(self.b, values, sign)
+
+    def batchnorm(self, node):
+        if self.phase != "acc":
+            raise node.error("BatchNormalization is supported only after a MatMul/Gemm "
+                             "layer (a per-feature scale of the inputs would scale the "
+                             "weights' columns)")
+        if self.relu is not None:
+            raise self.relu.error("Relu is supported only right before a quantizing "
+                                  "activation")
+        if node.attr("training_mode", 0):
+            raise node.error("training_mode=1 is not an inference batch norm")
+        eps = float(node.attr("epsilon", 1e-5))
+        params = [self.g.value(node.inputs[i], node).ravel() for i in range(1, 5)]
+        n = len(self.A)
+        if any(p.shape != (n,) for p in params):
+            raise node.error(f"parameters must have {n} channels, not "
+                             f"{[p.shape for p in params]}")
+        gamma, beta, mean, var = params
+        if np.any(var + eps <= 0):
+            raise node.error("var + epsilon must be positive")
+        sigma = np.sqrt(var + eps)
+        for c in range(n):
+            k = _fr(gamma[c]) / _fr(sigma[c])
+            self.A[c] = self.A[c] * k
+            self.B[c] = (self.B[c] - _fr(mean[c])) * k + _fr(beta[c])
+        self.mapping.append((node, "folded into the next layer's thresholds or affine"))
+
+    def relu_node(self, node):
+        if self.phase == "acc":
+            if self.relu is not None:
+                raise node.error("two Relu nodes in a row")
+            self.relu = node
+            return
+        if self.phase == "x":
+            low = min(self._x_values())
+            if low >= 0:
+                self.mapping.append((node, "dropped (its inputs are never negative)"))
+                return
+        raise node.error("Relu is supported only right before a quantizing activation "
+                         "whose levels are all positive, or on values that are never "
+                         "negative")
+
+    def _x_values(self):
+        lo, hi = self.xrange
+        bs = self.b if isinstance(self.b, list) else [self.b]
+        return [self.a * v + b for v in (lo, hi) for b in bs]
+
+    def softmax(self, node):
+        if self.phase != "acc":
+            raise node.error(f"{node.op} is supported only on the class scores (the end)")
+        axis = node.attr("axis", -1)
+        if axis not in (-1, 1):
+            raise node.error(f"{node.op} over axis {axis}, not the classes")
+        consumers = self.g.consumers.get(node.outputs[0], [])
+        if consumers:
+            raise node.error(f"{node.op} is supported only as the graph's last node")
+        self.mapping.append((node, "dropped: monotone, the argmax is unchanged"))
+
+    # -- input quantizer ----------------------------------------------------------------
+
+    def _set_quantizer(self, node, quantizer):
+        if self.user_quantizer is not None and self.user_quantizer != quantizer:
+            raise node.error(f"determines the input quantizer {quantizer}, which conflicts "
+                             f"with input_quantizer={self.user_quantizer}")
+        self.quantizer, self.quantizer_node = quantizer, node
+
+    def quant(self, node):
+        if self.phase == "acc":
+            return self.activation(node, _quant_activation(self.g, node))
+        if self.phase == "x":
+            raise node.error("quantizes values that are already quantized (a Quant must "
+                             "follow a MatMul/Gemm layer or be the input's quantizer)")
+        # The input quantizer.
+        scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(self.g, node)
+        if self.ra != 1 or self.rb != 0:
+            raise node.error("arithmetic before the input Quant is not supported (the "
+                             "quantizer must read the raw input)")
+        if signed:
+            raise node.error("signed inputs are not supported (lowbit's input quantizer is "
+                             "unsigned)")
+        if narrow:
+            raise node.error("narrow unsigned inputs (0..2^b - 2) are not supported")
+        if np.any(zeropt != 0):
+            raise node.error("an input zero point is not supported")
+        if scale.size != 1:
+            raise node.error("per-feature input scales are not supported")
+        if mode != "ROUND":
+            raise node.error(f"rounding_mode {mode} on the input: lowbit's input quantizer "
+                             f"rounds half to even (ROUND)")
+        if bits > _MAX_BITS:
+            raise node.error(f"{bits}-bit inputs: lowbit supports 1..{_MAX_BITS}")
+        step = float(scale.ravel()[0])
+        self._set_quantizer(node, InputQuantizer(bits, step))
+        self.mapping.append((node, f"input quantizer uint{bits} x {step:g}"))
+        self._enter_x(Fraction(step), Fraction(0), (0, (1 << bits) - 1), step)
+
+    def _input_sign(self, node, act):
+        """``Sign``/``BipolarQuant`` on the raw input: a 1-bit input quantizer."""
+        level = act.levels[0][0]
+        if isinstance(self.ra, list) or self.ra <= 0 or isinstance(self.rb, list):
+            raise node.error("binarizing the input needs one positive scale and one offset "
+                             "(x >= threshold with a scalar threshold)")
+        threshold = (level - self.rb) / self.ra  # passes iff x >= threshold
+        if threshold <= 0:
+            raise node.error(f"binarizes the input at x >= {float(threshold):g}: lowbit's "
+                             f"unsigned input quantizer needs a positive threshold")
+        step = _binarizing_step(threshold)
+        if step is None:
+            raise node.error(f"no 1-bit input quantizer step gives x >= {float(threshold)!r} "
+                             f"exactly")
+        self._set_quantizer(node, InputQuantizer(1, step))
+        self.mapping.append((node, f"input quantizer uint1 (x >= {float(threshold):g})"))
+        # real value: a * count + b with count in {0, 1}
+        self._enter_x(act.a, act.b, (0, 1), step)
+
+    def _enter_x(self, a, b, xrange, ir_step):
+        self.phase = "x"
+        self.a, self.b, self.xrange, self.ir_step = a, b, xrange, ir_step
+
+    # -- layers -------------------------------------------------------------------------
+
+    def matmul(self, node, data):
+        if node.inputs[0] != data:
+            raise node.error("the computed tensor must be the first input (x @ W)")
+        if self.phase == "acc":
+            raise node.error("follows another MatMul/Gemm without an activation: lowbit's "
+                             "hidden layers end in Sign or MultiThreshold")
+        if len(self.shape) != 1:
+            raise node.error(f"its input has per-sample shape {self.shape}: flatten it "
+                             f"first (Flatten or Reshape)")
+        if self.phase == "raw":
+            quantizer = self.user_quantizer
+            if quantizer is None:
+                raise node.error("the input quantizer is undetermined: the graph has no input "
+                                 "Quant node, so pass input_quantizer= (e.g. "
+                                 "InputQuantizer(8, 1/255) for float inputs in [0, 1])")
+            if isinstance(self.ra, list):
+                raise node.error("per-feature input scales are not supported")
+            self.quantizer = quantizer
+            step = Fraction(quantizer.step)
+            self._enter_x(self.ra * step, self.rb, (0, (1 << quantizer.bits) - 1),
+                          quantizer.step)
+        if node.op == "Gemm":
+            if node.attr("transA", 0):
+                raise node.error("transA=1 is not supported")
+            weight = _weight(self.g, node.inputs[1], node)
+            if not node.attr("transB", 0):
+                weight = weight.transposed()
+            alpha, beta = _fr(node.attr("alpha", 1.0)), _fr(node.attr("beta", 1.0))
+        else:
+            weight = _weight(self.g, node.inputs[1], node).transposed()
+            alpha, beta = Fraction(1), Fraction(0)
+        if weight.q.ndim != 2:
+            raise node.error(f"weights must be a matrix, not shape {weight.q.shape}")
+        n, k = weight.q.shape
+        if k != self.shape[0]:
+            raise node.error(f"weights take {k} inputs, the tensor has {self.shape[0]}")
+        scale = np.asarray(weight.scale, dtype=np.float64)
+        if np.any(scale != scale[:, :1]):
+            raise node.error("the weight scale varies along the input dimension: only "
+                             "per-output-channel or per-tensor scales fold")
+        s = scale[:, 0]
+        q = weight.q
+        if weight.kind == "binary":
+            bits = 1
+            dense = Dense(q.astype(np.float64), weight_bits=1, scale=s)
+        else:
+            peak = int(np.abs(q).max(initial=0))
+            bits = max(2, (peak).bit_length() + 1)
+            if bits > _MAX_BITS:
+                raise node.error(f"integer weights up to {peak} need {bits} bits (lowbit: at "
+                                 f"most {_MAX_BITS})")
+            if self.g.producer.get(node.inputs[1]) is not None:
+                declared = self._declared_bits(node.inputs[1])
+                if declared is not None and declared >= bits:
+                    bits = declared  # keep the Quant's width (narrow values fit)
+            dense = Dense(q * s[:, None], weight_bits=bits, scale=s)
+            if not np.array_equal(dense.integer_weight(), q):
+                raise node.error("the weights do not survive lowbit's k-bit rounding")
+        self.layers.append(dense)
+        self.mapping.append((node, f"Dense {k} -> {n}, weights {dense.weight_precision}"))
+        sf = _fr_array(s)
+        rows = q.sum(axis=1)
+        if isinstance(self.b, list):
+            bias = _int_dot(q, self.b)
+        else:
+            bias = [self.b * int(r) for r in rows]
+        self.A = [alpha * self.a * sc for sc in sf]
+        self.B = [alpha * sc * bb for sc, bb in zip(sf, bias)]
+        units = [Fraction(self.ir_step) * sc for sc in sf]
+        lo, hi = self.xrange
+        pos, neg = np.clip(q, 0, None), np.clip(q, None, 0)
+        self.acc_low = (pos * lo + neg * hi).sum(axis=1).astype(int).tolist()
+        self.acc_high = (pos * hi + neg * lo).sum(axis=1).astype(int).tolist()
+        self.units = units
+        self.dense_node = node
+        self.phase = "acc"
+        self.shape = (n,)
+        if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
+            c = self.g.value(node.inputs[2], node).ravel()
+            if c.size not in (1, n):
+                raise node.error(f"bias C must have 1 or {n} values, not {c.size}")
+            cs = _fr_array(c)
+            cs = cs * n if len(cs) == 1 else cs
+            self.B = [b + beta * v for b, v in zip(self.B, cs)]
+
+    def _declared_bits(self, name):
+        node = self.g.producer.get(name)
+        while node is not None and node.op in ("Identity", "Transpose"):
+            node = self.g.producer.get(node.inputs[0])
+        if node is not None and node.op == "Quant" and node.qonnx:
+            bits = int(self.g.value(node.inputs[3], node).ravel()[0])
+            return bits if bits <= _MAX_BITS else None
+        return None
+
+    def activation(self, node, act):
+        if self.phase == "raw":
+            if len(act.levels[0]) != 1:
+                raise node.error("a multi-level quantizer on the raw input must be a Quant "
+                                 "without arithmetic before it")
+            return self._input_sign(node, act)
+        if self.phase != "acc":
+            raise node.error(f"{node.op} must follow a MatMul/Gemm layer (its input is "
+                             f"already quantized)")
+        n = len(self.A)
+        row, alpha, beta = _shared_row(act.levels, n, node)
+        strict = list(act.strict)
+        if self.relu is not None:
+            # relu(y) passes a level L > 0 (or y > 0) iff y does; other levels always pass.
+            for c in range(n):
+                for j, t in enumerate(row):
+                    level = alpha[c] * t + beta[c]
+                    if level < 0 or (level == 0 and not strict[j]):
+                        raise node.error(f"follows Relu {self.relu.label} and has a level "
+                                         f"{float(level):g} <= 0 that every value passes: "
+                                         f"not expressible")
+            self.mapping.append((self.relu, "dropped: the next activation's levels are "
+                                 "positive"))
+            self.relu = None
+        A = [a / al for a, al in zip(self.A, alpha)]
+        B = [(b - be) / al for b, be, al in zip(self.B, beta, alpha)]
+        count = len(row)
+        if count == 1:
+            # Sign: y >= level as y - level >= 0; output a*count + b = a/2 * (+-1) + b + a/2
+            B = [b - row[0] for b in B]
+            levels = [Fraction(0)]
+            ir_levels = [0.0]
+            out = Sign()
+            next_a, next_b, xrange, ir_step = act.a / 2, act.b + act.a / 2, (-1, 1), 1.0
+        else:
+            if count & (count + 1):
+                raise node.error(f"{count} thresholds: lowbit's MultiThreshold needs 2^k - 1")
+            if count > (1 << _MAX_BITS) - 1:
+                raise node.error(f"{count} thresholds: at most {(1 << _MAX_BITS) - 1}")
+            levels = row
+            ir_levels = []
+            for t, st in zip(row, strict):
+                value = float(t)
+                if Fraction(value) != t:
+                    raise node.error(f"level {t} is not a float64 value")
+                ir_levels.append(float(np.nextafter(value, np.inf)) if st else value)
+            if any(b < a for a, b in zip(ir_levels, ir_levels[1:])):
+                raise node.error("levels are not non-decreasing after making the strict "
+                                 "ones (rounding ties down) exact")
+            step = float(act.a) if act.a > 0 else 1.0
+            out = MultiThreshold(ir_levels, step)
+            next_a, next_b = act.a, act.b
+            xrange, ir_step = (0, count), step
+        gamma, beta_ir = self._fit(node, A, B, levels, strict if count > 1 else
+                                   [strict[0]], ir_levels)
+        self.layers.append(BatchNorm(gamma, beta_ir, np.zeros(n), np.ones(n), eps=0.0))
+        self.layers.append(out)
+        self.mapping.append((node, f"{type(out).__name__} (thresholds folded with the "
+                                   f"batch norm)"))
+        self._enter_x(next_a, next_b, xrange, ir_step)
+        self.shape = (n,)
+
+    def _fit(self, node, A, B, levels, strict, ir_levels):
+        """float64 ``gamma, beta`` whose folded thresholds equal the exact ones."""
+        n = len(A)
+        gamma = np.array([float(a / u) for a, u in zip(A, self.units)])
+        beta = np.array([float(b) for b in B])
+        for c in range(n):
+            lo, hi = self.acc_low[c], self.acc_high[c]
+            want = [_exact_pass_interval(A[c], B[c], t, st, lo, hi)
+                    for t, st in zip(levels, strict)]
+
+            def matches(g, b):
+                t, flip = fold_layer_thresholds([self.units[c]], [g], [b], [0.0], [1.0],
+                                                ir_levels, 64)
+                return [_ir_pass_interval(int(v), bool(flip[0]), lo, hi)
+                        for v in t[0]] == want
+
+            if matches(gamma[c], beta[c]):
+                continue
+            for i in range(1, _NUDGES + 1):
+                found = None
+                for direction in (np.inf, -np.inf):
+                    b = beta[c]
+                    for _ in range(i):
+                        b = np.nextafter(b, direction)
+                    if matches(gamma[c], b):
+                        found = b
+                        break
+                if found is not None:
+                    beta[c] = found
+                    break
+            else:
+                raise node.error(f"channel {c}: no float64 batch norm gives this "
+                                 f"activation's exact thresholds (a level within rounding "
+                                 f"of an accumulator value)")
+        return gamma, beta
+
+    def finish_last(self):
+        n = len(self.A)
+        scale = [float(a / u) for a, u in zip(self.A, self.units)]
+        offset = [float(b) for b in self.B]
+        self.output = OutputAffine(np.array(scale), np.array(offset))
+
+    def model(self):
+        quantizer = self.quantizer if self.quantizer is not None else self.user_quantizer
+        layers = ([Flatten()] if len(self.input_shape) > 1 else []) + self.layers
+        mapping = [{"node": n.label, "op": n.op, "as": what} for n, what in self.mapping]
+        return QuantModel(name=self.name, dataset="onnx", input_quantizer=quantizer,
+                          input_shape=self.input_shape, layers=layers, output=self.output,
+                          metadata={"importer": "lowbit.onnx_import",
+                                    "producer": self.g.model.producer_name or None,
+                                    "source": self.source, "mapping": mapping})
+
+
+def _scale(value, m):
+    return [v * m for v in value] if isinstance(value, list) else value * m
+
+
+def _add(value, values, sign):
+    if len(values) == 1 and not isinstance(value, list):
+        return value + sign * values[0]
+    base = value if isinstance(value, list) else [value] * len(values)
+    v = values * len(base) if len(values) == 1 else values
+    return [x + sign * y for x, y in zip(base, v)]
+
+
+def _int_dot(q, b):
+    """``q @ b`` exactly for an integer matrix and a list of Fractions."""
+    den = math.lcm(*(v.denominator for v in b))
+    nums = np.array([int(v * den) for v in b], dtype=object)
+    return [Fraction(int(s), den) for s in (q.astype(object) @ nums)]
+
+
+def _binarizing_step(threshold):
+    """A float64 ``step`` with ``clip(rint(x / step), 0, 1) == (x >= threshold)`` for every
+    float64 ``x`` (``x / step`` is monotone, so the floats on both sides of the threshold
+    decide it), or None."""
+    up = float(threshold)
+    if Fraction(up) < threshold:
+        up = float(np.nextafter(up, np.inf))
+    below = float(np.nextafter(up, -np.inf))
+    step = 2 * up
+    for _ in range(64):
+        if np.rint(up / step) >= 1 and np.rint(below / step) <= 0:
+            return float(step)
+        step = float(np.nextafter(step, 0))
+    return None
+
+
+def load_onnx(path_or_model, *, input_quantizer=None, name=None):
+    """Import an ONNX or QONNX quantized MLP as a :class:`~lowbit.model.QuantModel`.
+
+    Parameters
+    ----------
+    path_or_model : str, path or onnx.ModelProto
+    input_quantizer : InputQuantizer or None
+        How the model's float inputs become integers when the graph does not say so itself
+        (no input ``Quant`` and no input ``Sign``/``BipolarQuant``), e.g.
+        ``InputQuantizer(8, 1/255)`` for inputs in [0, 1]. When the graph determines the
+        quantizer, this must be None or equal to it.
+    name : str or None
+        The model's name (default: the graph's name, else the file's stem, else "onnx").
+
+    Raises
+    ------
+    ONNXImportError
+        For a node that cannot be mapped (its name or ``#index``, its op type and why).
+    ValueError
+        For a graph that is not a chain with one input and one output, or an unreadable
+        file.
+    """
+    if input_quantizer is not None and not isinstance(input_quantizer, InputQuantizer):
+        raise TypeError(f"input_quantizer must be an InputQuantizer or None, not "
+                        f"{input_quantizer!r}")
+    model, path = _load(path_or_model)
+    if name is None:
+        import os
+        name = model.graph.name or (os.path.splitext(os.path.basename(path))[0] if path
+                                    else "onnx")
+    return _Importer(_Graph(model), input_quantizer, name, path).run()
+
+
+# Command line ---------------------------------------------------------------------------
+
+def add_import_command(subparsers):
+    """Register ``lowbit import MODEL.onnx -o MODEL.npz [--input-bits B --input-step S]``
+    on an ``argparse`` subparsers object; return its parser. ``func`` takes
+    ``(parser, args)``."""
+    p = subparsers.add_parser(
+        "import", help="import an ONNX/QONNX quantized MLP into lowbit's model format",
+        description="Import an ONNX or QONNX (Brevitas) quantized MLP and save it in "
+        "lowbit's model format (docs/onnx_import.md).")
+    p.add_argument("model", metavar="MODEL.onnx", help="ONNX file to read")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.npz",
+                   help="model file to write (.npz, lowbit model format)")
+    p.add_argument("--input-bits", type=int, metavar="B",
+                   help="input quantizer width when the graph has no input Quant node")
+    p.add_argument("--input-step", type=_step, metavar="S",
+                   help="real value of one input step (e.g. 1/255; default 1)")
+    p.set_defaults(func=cmd_import)
+    return p
+
+
+def _step(text):
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def cmd_import(parser, args):
+    """Run ``lowbit import``; return the exit status (2 for errors in the model or the
+    arguments, 1 when a file cannot be read or written)."""
+    quantizer = None
+    if args.input_bits is not None or args.input_step is not None:
+        if args.input_bits is None:
+            print("lowbit import: error: --input-step needs --input-bits", file=sys.stderr)
+            return 2
+        try:
+            quantizer = InputQuantizer(args.input_bits, 1.0 if args.input_step is None
+                                       else args.input_step)
+        except (TypeError, ValueError) as error:
+            print(f"lowbit import: error: {error}", file=sys.stderr)
+            return 2
+    try:
+        model = load_onnx(args.model, input_quantizer=quantizer)
+    except OSError as error:
+        print(f"lowbit import: cannot read {args.model}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as error:
+        print(f"lowbit import: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        model.save(args.output)
+    except OSError as error:
+        print(f"lowbit import: cannot write {args.output}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    print(model.summary())
+    print(f"wrote {args.output}")
+    return 0
