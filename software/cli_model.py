@@ -86,10 +86,12 @@ def run_compiled(args, config, program, transport, fail):
 
 
 def add_model_commands(sub):
-    """Register ``train`` and ``compile`` on the CLI's subparsers."""
+    """Register ``train``, ``import`` and ``compile`` on the CLI's subparsers."""
+    from .onnx_import import add_import_command
     from .train import add_train_command
 
     add_train_command(sub)
+    add_import_command(sub)
     p = sub.add_parser("compile", help="compile a quantized model to an accelerator program")
     p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train)")
     p.add_argument("--config", metavar="FILE",

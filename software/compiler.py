@@ -47,7 +47,11 @@ class CompileError(ValueError):
 
 
 def _bits(precision):
-    return 1 if precision.kind == "binary" else precision.bits
+    # Planes of an operand: 1 for +-1; 1-bit unsigned (0/1) values take two planes, since
+    # a 1-bit operand on the array means +-1 (lowbit.isa).
+    if precision.kind == "binary":
+        return 1
+    return max(precision.bits, 2)
 
 
 def _check(config, form):

@@ -304,11 +304,8 @@ def test_binarized_mlp_matches_the_graph_and_the_iss(final_bn):
     check_predictions(onnx_model, model, x, act=1, iss=False)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="the compiler packs a 1-bit (uint1) input quantizer's 0/1 integers "
-                   "as binary +-1 values (lowbit.compiler.run_model -> pack_rows); the "
-                   "integer form itself is right (test above)")
 def test_binarized_mlp_on_the_iss():
+    # A 1-bit (0/1) input quantizer: the compiler runs its integers as 2-bit unsigned.
     onnx_model = binarized_mlp()
     model = load_onnx(onnx_model)
     x = unit_inputs(0, 40, (1, 8, 8))
