@@ -606,6 +606,10 @@ def test_import_command_writes_a_model(tmp_path, capsys):
 
 @pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
                     "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+# Brevitas and torch's own deprecation notices are not lowbit's to fix.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_brevitas_export_imports(tmp_path):
     import torch
     from brevitas.export import export_qonnx
