@@ -6,8 +6,9 @@ test set on the instruction-set simulator and 50 test images on the RTL (Verilat
 the same runtime a board uses), and prints a report: float vs quantized vs hardware
 accuracy, ISS/RTL agreement, and cycles per image. With ``synth=True`` it also synthesises
 the accelerator (iCE40UP5K) for images per second at the achieved clock; that is off by
-default: the default configuration does not fit the UP5K and its ECP5 place-and-route takes
-longer than the demo's five minutes (``docs/accelerator.md``).
+default: the default configuration does not fit the UP5K, and ECP5 place-and-route of a
+configuration with the norm unit takes far longer than the demo's five minutes
+(``docs/accelerator.md``).
 """
 
 import sys
