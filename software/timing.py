@@ -31,6 +31,10 @@ __all__ = ["Timing", "CHECK_CYCLES"]
 
 #: Cycles from an instruction's last fetch beat to its dispatch (PRECHECK, 3 x CHECK).
 CHECK_CYCLES = 4
+#: Share of front-end buffer accesses that cost a running engine a cycle, given that the
+#: engine wanted the buffer then: the engines' staging registers absorb the rest
+#: (measured on the MLP benchmark and the digits program, docs/accelerator.md).
+STEAL = 0.75
 
 
 def _ceil(a, b):
@@ -57,7 +61,7 @@ class Timing:
         self.engine_idle = 0
         self.tx_free = 0
         self.regions = {}
-        self.uses = set()
+        self.uses = {}
         self.finished = None
 
     # Hazards and buffer-port sharing ---------------------------------------------------
@@ -70,9 +74,11 @@ class Timing:
         return ready
 
     def _steal(self, buffer, start, words):
-        # Front-end accesses take a running engine's cycle on a buffer it uses.
-        if buffer in self.uses and start < self.engine_idle:
-            self.engine_idle += words
+        # A front-end access costs the running engine a cycle when the engine was about to
+        # use that buffer in that cycle: on average, its share of the engine's cycles.
+        share = self.uses.get(buffer, 0)
+        if share and start < self.engine_idle:
+            self.engine_idle += round(words * share * STEAL)
 
     # Instructions ------------------------------------------------------------------------
 
@@ -101,12 +107,14 @@ class Timing:
         self.fe = last + 1
         self.tx_free = last + self.word_beats
 
-    def compute(self, instr, span, regions):
-        """Start ``instr``'s engine for ``span`` cycles (busy) on ``regions``."""
+    def compute(self, instr, span, regions, uses=None):
+        """Start ``instr``'s engine for ``span`` cycles (busy) on ``regions``; ``uses``
+        gives, per buffer, the share of those cycles in which the engine accesses it (all
+        of them by default)."""
         start = max(self.dispatch() + 1, self.engine_idle)
         self.engine_idle = start + span + 1
         self.regions = regions
-        self.uses = set(regions)
+        self.uses = {buffer: 1.0 for buffer in regions} if uses is None else uses
         self.fe = start + 1
 
     def halt(self):
@@ -129,8 +137,10 @@ class Timing:
     # Engine spans (busy cycles) ----------------------------------------------------------
 
     def span(self, instr):
-        """Busy cycles of a compute instruction's engine, and its buffer regions."""
-        return getattr(self, f"_{instr['opcode'].name.lower()}")(instr)
+        """Busy cycles of a compute instruction's engine, its buffer regions, and the
+        share of its cycles that access each buffer (``None``: every cycle)."""
+        result = getattr(self, f"_{instr['opcode'].name.lower()}")(instr)
+        return result if len(result) == 3 else (*result, None)
 
     def _gemm_regions(self, instr, a_row, b_row):
         def hull(addr, rows, row, stride):
@@ -159,7 +169,15 @@ class Timing:
         per_tile = pairs * nw * s + iterations - pairs
         span = (tiles * per_tile - trailing + (tiles - 1) * max(0, rows * cols - 1 - s)
                 + 5 + rows * cols)
-        return span, self._gemm_regions(instr, row_words(k, ab, word), row_words(k, wb, word))
+        # Gather cycles that read each buffer: a binary operand's ones plane is made, not
+        # read, and a slot past the tile's rows or columns reads nothing.
+        data_a = pairs if ab == wb == 1 else (pairs // 2 if ab == 1 else pairs)
+        data_w = pairs if ab == wb == 1 else (pairs // 2 if wb == 1 else pairs)
+        uses = {"act": tiles * data_a * nw * min(rows, m) / span,
+                "weight": tiles * data_w * nw * min(cols, n) / span,
+                "out": tiles * rows * cols / span}
+        regions = self._gemm_regions(instr, row_words(k, ab, word), row_words(k, wb, word))
+        return span, regions, uses
 
     def _gemm_lns(self, instr):
         lns = self.config.lns_mac
@@ -167,7 +185,9 @@ class Timing:
         dots = instr["m"] * instr["n"]
         span = dots * max(2 * beats, lns.gamma + 1) + lns.gamma + 7
         row = lns_row_words(instr["k"], lns.bits, self.config.word)
-        return span, self._gemm_regions(instr, row, row)
+        words = dots * row / span
+        return span, self._gemm_regions(instr, row, row), {
+            "act": words, "weight": words, "out": dots / span}
 
     def _norm(self, instr):
         norm, isa = self.config.lightnorm, self.isa
@@ -196,7 +216,10 @@ class Timing:
                           + (rows - 1) * instr["dst_stride"] + dst_row)
         regions["weight"] = (instr["param_addr"], instr["param_addr"]
                              + isa.norm_param_words(mode, channels))
-        return params + data + tail, regions
+        span = params + data + tail
+        reads = groups * b * (norm.thresholds + 1 if mode != NormMode.NORMALISE else 2)
+        return span, regions, {"weight": reads / span, "out": rows * groups * b / span,
+                               "act": rows * dst_row / span}
 
     def _maxpool(self, instr):
         rows, row, window = instr["rows"], instr["row_words"], instr["window"]
@@ -216,6 +239,6 @@ class Timing:
         elif op == Opcode.HALT:
             return self.halt()
         else:
-            span, regions = self.span(instr)
-            self.compute(instr, span, regions)
+            span, regions, uses = self.span(instr)
+            self.compute(instr, span, regions, uses)
         return None
