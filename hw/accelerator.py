@@ -160,7 +160,6 @@ class Accelerator(wiring.Component):
                     m.d.comb += [port["addr"].eq(eport.addr), port["wdata"].eq(eport.wdata),
                                  port["re"].eq(eport.re), port["we"].eq(eport.we)]
 
-        self._engines = engines
         busy = Signal()
         m.d.comb += busy.eq(Cat(e.busy for e in engines.values()).any())
 

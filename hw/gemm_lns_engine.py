@@ -11,17 +11,16 @@ unit emits them.
 """
 
 from amaranth import Array, Module, Mux, Signal
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
-from ..isa import Opcode, instruction_set
-from .buffer_port import BufferPort
+from ..isa import Opcode
+from .buffer_port import Engine
 from .lns_mac import LNSMac
 
 __all__ = ["GemmLnsEngine"]
 
 
-class GemmLnsEngine(wiring.Component):
+class GemmLnsEngine(Engine):
     """Sequencer of ``GEMM_LNS`` instructions around an :class:`LNSMac`; ports as
     :class:`~lowbit.hw.gemm_xnor_engine.GemmXnorEngine`'s.
 
@@ -32,23 +31,15 @@ class GemmLnsEngine(wiring.Component):
         buffer words).
     """
 
+    opcode = Opcode.GEMM_LNS
+
     def __init__(self, config):
         lns = config.lns_mac
         per_word = config.word // lns.bits
         if per_word % lns.lanes:
             raise ValueError(f"the LNS MAC's lanes ({lns.lanes}) must divide the LNS words "
                              f"per buffer word ({per_word} = {config.word} // {lns.bits})")
-        self.config = config
-        self.layout = instruction_set(config).operands[Opcode.GEMM_LNS]
-        super().__init__({
-            "start": In(1),
-            "instr": In(self.layout),
-            "busy": Out(1),
-            "beat": Out(1),
-            "act": Out(BufferPort(config.act_words, config.word)),
-            "weight": Out(BufferPort(config.weight_words, config.word)),
-            "out": Out(BufferPort(config.out_words, config.word)),
-        })
+        super().__init__(config)
 
     def elaborate(self, platform):
         cfg, lns = self.config, self.config.lns_mac

@@ -16,51 +16,27 @@ to the output buffer one value per cycle while the next tile's operands are gath
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from ..config.xnor_array import Op
-from ..isa import Opcode, instruction_set
-from .buffer_port import BufferPort
+from ..isa import Opcode
+from .buffer_port import Engine
 from .xnor_array import XNORArray
 
 __all__ = ["GemmXnorEngine"]
 
 
-class GemmXnorEngine(wiring.Component):
+class GemmXnorEngine(Engine):
     """Sequencer of ``GEMM_XNOR`` instructions around an :class:`XNORArray`.
 
     Parameters
     ----------
     config : AcceleratorConfig
 
-    Attributes
-    ----------
-    start : In(1)
-        Pulse with ``instr`` valid: latch the instruction and run it.
-    instr : In(gemm_xnor operand layout)
-        The instruction's fields (from the instruction set's layout).
-    busy : Out(1)
-        High from the cycle after ``start`` until the last result is written.
-    beat : Out(1)
-        The array accepted a beat this cycle (its busy counter).
-    act, weight, out : Out(BufferPort)
-        Ports to the three buffers.
+    Ports: those of :class:`~lowbit.hw.buffer_port.Engine`, on all three buffers; ``beat``
+    pulses when the array accepts a beat.
     """
 
-    def __init__(self, config):
-        self.config = config
-        isa = instruction_set(config)
-        self.layout = isa.operands[Opcode.GEMM_XNOR]
-        super().__init__({
-            "start": In(1),
-            "instr": In(self.layout),
-            "busy": Out(1),
-            "beat": Out(1),
-            "act": Out(BufferPort(config.act_words, config.word)),
-            "weight": Out(BufferPort(config.weight_words, config.word)),
-            "out": Out(BufferPort(config.out_words, config.word)),
-        })
+    opcode = Opcode.GEMM_XNOR
 
     def elaborate(self, platform):
         cfg, acfg = self.config, self.config.xnor_array
@@ -68,7 +44,6 @@ class GemmXnorEngine(wiring.Component):
         S = max(R, C)
         m = Module()
         m.submodules.array = array = XNORArray(acfg)
-        self._array = array
         m.d.comb += self.beat.eq(array.i_stream.valid & array.i_stream.ready)
 
         f = Signal(self.layout)  # the latched instruction

@@ -3,31 +3,23 @@
 in the activation buffer."""
 
 from amaranth import Module, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from ..isa import Opcode, instruction_set
-from .buffer_port import BufferPort
+from ..isa import Opcode
+from .buffer_port import Engine
 
 __all__ = ["MaxPoolEngine"]
 
 
-class MaxPoolEngine(wiring.Component):
+class MaxPoolEngine(Engine):
     """Sequencer of ``MAXPOOL`` instructions on the activation buffer.
 
     Per output word: ``window`` reads (one per cycle, OR-ed as they return), then one
     write. Ports as :class:`~lowbit.hw.gemm_xnor_engine.GemmXnorEngine`'s.
     """
 
-    def __init__(self, config):
-        self.config = config
-        self.layout = instruction_set(config).operands[Opcode.MAXPOOL]
-        super().__init__({
-            "start": In(1),
-            "instr": In(self.layout),
-            "busy": Out(1),
-            "act": Out(BufferPort(config.act_words, config.word)),
-        })
+    opcode = Opcode.MAXPOOL
+    buffers = ("act",)
+    counts_beats = False
 
     def elaborate(self, platform):
         cfg = self.config

@@ -21,12 +21,11 @@ inputs), as the ISS does.
 """
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from ..config.lightnorm import Op
 from ..isa import NormMode, Opcode, instruction_set
-from .buffer_port import BufferPort
+from .buffer_port import Engine
 from .lightnorm import LightNorm
 
 __all__ = ["NormEngine", "floor_divmod"]
@@ -45,23 +44,12 @@ def floor_divmod(x, d, limit):
     return quotient, x - quotient * d
 
 
-class NormEngine(wiring.Component):
+class NormEngine(Engine):
     """Sequencer of ``NORM`` instructions around a :class:`LightNorm`. Ports as
     :class:`~lowbit.hw.gemm_xnor_engine.GemmXnorEngine`'s; ``beat`` pulses when the unit
     accepts a beat."""
 
-    def __init__(self, config):
-        self.config = config
-        self.layout = instruction_set(config).operands[Opcode.NORM]
-        super().__init__({
-            "start": In(1),
-            "instr": In(self.layout),
-            "busy": Out(1),
-            "beat": Out(1),
-            "act": Out(BufferPort(config.act_words, config.word)),
-            "weight": Out(BufferPort(config.weight_words, config.word)),
-            "out": Out(BufferPort(config.out_words, config.word)),
-        })
+    opcode = Opcode.NORM
 
     def elaborate(self, platform):
         cfg, ncfg = self.config, self.config.lightnorm
