@@ -240,7 +240,7 @@ class Accelerator(wiring.Component):
                         conds.append(x.mode == nm.value)
                 stats = x.mode == NormMode.STATISTICS.value
                 conds += [stats & (x.param_addr != 0), stats & (x.rows > norm.max_batch)]
-                if max(norm.sum_bits, norm.spread_bits) > cfg.word:
+                if max(norm.sum_bits, norm.spread_bits) > cfg.word or not norm.statistics:
                     conds.append(stats)
             bad = Const(0)
             for c in conds:

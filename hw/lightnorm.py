@@ -208,7 +208,10 @@ class LightNorm(StreamUnit):
         else:
             ctl_fin, x_fin, result = ctl1, x1, self._threshold_path(m, x1, params)
 
-        stats = self._statistics(m, advance, ctl_fin, x_fin)
+        if cfg.statistics:
+            stats = self._statistics(m, advance, ctl_fin, x_fin)
+        else:
+            stats = Signal(cfg.stats_layout, name="stats")  # not built: zeros
 
         out = self.o_stream.payload
         with m.If(advance):

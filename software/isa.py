@@ -395,6 +395,9 @@ class InstructionSet:
             raise InstructionError(f"{op.name} mode {mode.name} needs the norm unit "
                                    f"in {needs!r} output mode, it is built for "
                                    f"{norm.output!r}")
+        if mode == NormMode.STATISTICS and not norm.statistics:
+            raise InstructionError(f"{op.name} mode STATISTICS needs the norm unit built with "
+                                   f"statistics, it is built without")
         channels, rows = instr["channels"], instr["rows"]
         self._region(op, "source", "out", instr["src_addr"], rows, channels,
                      instr["src_stride"])

@@ -224,3 +224,17 @@ def test_lns_lanes_must_divide_a_word():
 def test_random_programs_with_every_unit(seed):
     rng = np.random.default_rng(seed)
     run_both(LNS_CONFIG, *P.random_program(LNS_CONFIG, rng, blocks=4), stall=0.1, seed=seed)
+
+
+def test_norm_unit_without_statistics_refuses_statistics():
+    # An inference-only norm unit (no statistics registers) runs thresholds as before and
+    # refuses NORM STATISTICS as ILLEGAL, in the ISS and in the gateware alike.
+    config = CONFIG.replace(lightnorm=LightNormConfig(channels=16, block=4, output="sign",
+                                                      statistics=False))
+    rng = np.random.default_rng(12)
+    run_both(config, *P.norm_threshold(config, rng, 2, 16))
+    program, inputs = P.norm_statistics(CONFIG, rng, 3, 4)
+    with ISSTransport(CONFIG) as link:
+        data = Runtime(CONFIG, link).serialise(program, inputs)
+    iss, rtl = fault_both(config, data)
+    assert (iss.code, iss.index) == (rtl.code, rtl.index) == (Status.ILLEGAL, 1)

@@ -506,3 +506,14 @@ def test_decode_word_range(word):
             f"an instruction word must be a 160-bit unsigned integer, not {word!r}")) as info:
         decode(word, DEFAULT)
     assert info.value.code is Status.ILLEGAL
+
+
+def test_statistics_need_a_norm_unit_with_statistics():
+    config = DEFAULT.replace(lightnorm=LightNormConfig(channels=256, output="sign",
+                                                       statistics=False))
+    with pytest.raises(InstructionError, match=re.escape(
+            "NORM mode STATISTICS needs the norm unit built with statistics, it is built "
+            "without")) as info:
+        encode(dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0,
+                    rows=2, channels=4, src_stride=4, dst_stride=4), config)
+    assert info.value.code == Status.ILLEGAL

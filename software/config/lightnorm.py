@@ -26,7 +26,7 @@ from amaranth import signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
-from .base import ConfigMixin, check_enum, check_int
+from .base import ConfigMixin, check_bool, check_enum, check_int
 
 __all__ = ["Rounding", "OutputMode", "Op", "LightNormConfig", "norm_beat_layout"]
 
@@ -104,6 +104,10 @@ class LightNormConfig(ConfigMixin):
     act_bits : int
         ``k`` of ``multithreshold`` outputs (1..4): ``2^k - 1`` thresholds per channel.
         Ignored (taken as 1) in ``sign`` mode.
+    statistics : bool
+        Build the range batch-norm statistics (``STAT`` beats). They keep five registers
+        per channel (about 100 bits: 27,000 flip-flops for 256 channels); an inference-only
+        unit leaves them out, and its ``STAT`` beats then report zero statistics.
 
     Raises
     ------
@@ -123,6 +127,7 @@ class LightNormConfig(ConfigMixin):
     sum_width: int | None = None
     output: str = "bfp"
     act_bits: int = 2
+    statistics: bool = True
 
     def __post_init__(self):
         owner = "LightNormConfig"
@@ -142,6 +147,7 @@ class LightNormConfig(ConfigMixin):
         object.__setattr__(self, "output",
                            check_enum(owner, "output", self.output, OutputMode).value)
         check_int(owner, "act_bits", self.act_bits, minimum=1, maximum=4)
+        check_bool(owner, "statistics", self.statistics)
         if self.sum_width is not None:
             check_int(owner, "sum_width", self.sum_width, minimum=2, maximum=64)
             if self.sum_width < self.required_sum_width:
