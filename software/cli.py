@@ -242,14 +242,9 @@ def cmd_run(parser, args):
              "stores": [int(o.size) for o in result.outputs], **result.stats}
     if args.backend == "rtl":
         stats["simulator"] = args.simulator
-    for path, write in ((args.output, lambda path: np.save(path, words)),
-                        (args.stats, lambda path: Path(path).write_text(
-                            json.dumps(stats, indent=2) + "\n"))):
-        if path:
-            try:
-                write(path)
-            except OSError as error:
-                fail(f"cannot write {path}: {error.strerror or error}")
+    from .cli_model import write_results
+
+    write_results(args.output, words, args.stats, stats, fail)
     count = result.stats["instructions"]
     line = (f"{Path(args.program).name} on {args.backend}: HALT status {result.status}, "
             f"{count} instruction{'s' if count != 1 else ''}, {result.stats['cycles']} cycles")

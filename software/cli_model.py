@@ -7,13 +7,28 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_model_commands", "run_compiled"]
+__all__ = ["add_model_commands", "run_compiled", "write_results"]
 
 
 def _fail(command, message):
     # A clear line and status 2, as argparse gives for bad arguments; no traceback.
     print(f"lowbit {command}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def write_results(output, array, stats_path, stats, fail):
+    """``lowbit run``'s files: ``array`` to the ``.npy`` file ``output`` and ``stats`` as
+    JSON to ``stats_path`` (each when given); ``fail`` reports a write error."""
+    import numpy as np
+
+    for path, write in ((output, lambda p: np.save(p, array)),
+                        (stats_path, lambda p: Path(p).write_text(
+                            json.dumps(stats, indent=2) + "\n"))):
+        if path:
+            try:
+                write(path)
+            except OSError as error:
+                fail(f"cannot write {path}: {error.strerror or error}")
 
 
 def cmd_compile(parser, args):
@@ -68,14 +83,7 @@ def run_compiled(args, config, program, transport, fail):
     images = len(scores)
     stats.update(backend=args.backend, model=meta["model"], inputs=images,
                  cycles_per_input=stats["cycles"] / (stats["runs"] * meta["batch"]))
-    for path, write in ((args.output, lambda p: np.save(p, scores)),
-                        (args.stats, lambda p: Path(p).write_text(
-                            json.dumps(stats, indent=2) + "\n"))):
-        if path:
-            try:
-                write(path)
-            except OSError as error:
-                fail(f"cannot write {path}: {error.strerror or error}")
+    write_results(args.output, scores, args.stats, stats, fail)
     line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
             f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "
             f"{stats['cycles_per_input']:,.0f} cycles per input")
