@@ -94,7 +94,7 @@ class Accelerator(wiring.Component):
 
     # Instruction checks, derived from the instruction set --------------------------------
 
-    def _field_checks(self, m, raw_ops, op):
+    def _field_checks(self, raw_ops, op):
         """ILLEGAL conditions of ``op``'s fields: ranges and enum values from the layout."""
         bad = []
         for name, field in self.isa.operands[op]:
@@ -222,7 +222,7 @@ class Accelerator(wiring.Component):
         unused_bad = Signal()   # ILLEGAL from nonzero unused bits
         illegal_c, unused_c = Const(0), Const(0)
         for op in Opcode:
-            conds = self._field_checks(m, raw_ops, op)
+            conds = self._field_checks(raw_ops, op)
             unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
                     Opcode.GEMM_LNS: cfg.has_lns_mac}.get(op, True)
             if not unit:

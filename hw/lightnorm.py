@@ -135,8 +135,8 @@ class LightNorm(StreamUnit):
     by the scale mantissas and adds the aligned offset in a ``mantissa + 3 + guard_bits``
     accumulator, finds the output exponent (leading-one detection again) and rounds the
     sums to the output block: six register stages, one per step, because each step is a
-    deep chain of LUTs on an iCE40. Threshold modes compare ``x`` with every threshold of its channel
-    and count: two register stages. Statistics update in the last stage, so a statistics
+    deep chain of LUTs on an iCE40. Threshold modes compare ``x`` with every threshold of its
+    channel and count: two register stages. Statistics update in the last stage, so a statistics
     read-modify-write never spans stages and back-to-back beats of one group are exact.
 
     Flow control is one global ``advance = ~o_stream.valid | o_stream.ready``: every stage,

@@ -928,7 +928,6 @@ class _Importer:
         return gamma, beta
 
     def finish_last(self):
-        n = len(self.A)
         scale = [float(a / u) for a, u in zip(self.A, self.units)]
         offset = [float(b) for b in self.B]
         self.output = OutputAffine(np.array(scale), np.array(offset))

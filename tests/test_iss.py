@@ -18,8 +18,9 @@ from lowbit.golden.lightnorm import LightNorm, range_batchnorm
 from lowbit.golden.lns import LNSMac, LNSTensor, quantize
 from lowbit.isa import (Buffer, NormMode, Opcode, Record, Source, Status, instruction_set,
                         lns_row_words)
-from lowbit.iss import (ISS, ISSError, from_signed, pack_bfp_params, pack_bfp_rows, pack_lns_rows, pack_rows, to_signed,
-                        unpack_bfp_params, unpack_bfp_rows, unpack_lns_rows, unpack_rows)
+from lowbit.iss import (ISS, ISSError, from_signed, pack_bfp_params, pack_bfp_rows,
+                        pack_lns_rows, pack_rows, to_signed, unpack_bfp_params,
+                        unpack_bfp_rows, unpack_lns_rows, unpack_rows)
 from lowbit.program import Program
 
 CONFIG = AcceleratorConfig()

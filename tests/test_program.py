@@ -176,5 +176,6 @@ def test_metadata_round_trip_and_errors():
         Program(CONFIG, [dict(opcode="HALT", status=0)], metadata={"x": {1}})
     with pytest.raises(ProgramError, match="program metadata is not valid JSON"):
         Program.from_bytes(blob[:-1] + b"!", CONFIG)
-    with pytest.raises(ProgramError, match=re.escape("and 50 bytes of metadata need 110 bytes, the file has 109")):
+    with pytest.raises(ProgramError, match=re.escape(
+            "and 50 bytes of metadata need 110 bytes, the file has 109")):
         Program.from_bytes(blob[:-1], CONFIG)
