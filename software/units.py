@@ -87,9 +87,16 @@ UNITS = {unit.name: unit for unit in [
          "bn_conventional", synth_commands=(("ice40", "synth_ice40"),)),
     Unit("lns-mac", "lowbit.config.lns:LNSMacConfig", "lowbit.hw.lns_mac:LNSMac",
          "lowbit.sim.lns_mac_tb", "lns_mac", "lowbit.units:_lanes"),
+    # -dsp: the region checker's multiplier goes to SB_MAC16s (-dff would save ~2% of the
+    # cells but takes Yosys over 30 min on the default configuration). ECP5: classic ABC
+    # for LUT mapping, as abc9 fails an assertion (ABC_OPS_REINTEGRATE) on the default.
     Unit("accelerator", "lowbit.config.accelerator:AcceleratorConfig",
          "lowbit.hw.accelerator:Accelerator", "lowbit.sim.accelerator_tb", "accelerator",
-         "lowbit.units:_accelerator_macs", synth_commands=(("ice40", "synth_ice40 -dsp"),)),
+         "lowbit.units:_accelerator_macs", synth_commands=(
+             ("ice40", "synth_ice40 -dsp"),
+             ("ecp5", "synth_ecp5 -top top -run :map_luts; "
+                      "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+                      "synth_ecp5 -run map_cells:"))),
     Unit("int8-mac", "lowbit.config.int8_mac:Int8MacConfig", "lowbit.hw.int8_mac:Int8Mac",
          "lowbit.sim.int8_mac_tb", "int8_mac", "lowbit.units:_lanes"),
 ]}
