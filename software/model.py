@@ -34,9 +34,10 @@ import numpy as np
 
 from .golden.xnor_array import Precision
 
-__all__ = ["VERSION", "FORMAT", "ModelFileError", "InputQuantizer", "Dense", "BatchNorm",
-           "Sign", "MultiThreshold", "Flatten", "OutputAffine", "QuantModel", "IntegerLayer",
-           "IntegerForm", "fold_layer_thresholds"]
+__all__ = ["VERSION", "FORMAT", "ModelFileError", "InputQuantizer", "Dense", "Conv2D",
+           "BatchNorm", "Sign", "MultiThreshold", "MaxPool2D", "Flatten", "OutputAffine",
+           "QuantModel", "IntegerLayer", "ConvShape", "IntegerForm", "fold_layer_thresholds",
+           "im2col", "max_pool"]
 
 #: Version of the model file format and of the semantics this module implements.
 VERSION = 1
@@ -155,6 +156,39 @@ class InputQuantizer:
 
 # Layers ---------------------------------------------------------------------------------
 
+def _weight_rule(owner, matrix, weight_bits, scale):
+    """Checked ``(weight_bits, scale)`` of a layer whose weights, as a matrix, are
+    ``matrix`` ``(N, K)``: the quantization rule of :class:`Dense`."""
+    if not _is_int(weight_bits):
+        raise TypeError(f"{owner} weight_bits must be an integer, not {weight_bits!r}")
+    if not 1 <= weight_bits <= _MAX_BITS:
+        raise ValueError(f"{owner} weight_bits must be in 1..{_MAX_BITS}, not {weight_bits}")
+    weight_bits = int(weight_bits)
+    if scale is None:
+        scale = Dense.default_scale(matrix, weight_bits)
+    else:
+        scale = _channels(_array(scale, f"{owner} scale", 1), f"{owner} scale",
+                          matrix.shape[0])
+        if np.any(scale <= 0):
+            raise ValueError(f"{owner} scale must be positive")
+    scale.setflags(write=False)
+    return weight_bits, scale
+
+
+def _integer_weight(matrix, weight_bits, scale):
+    if weight_bits == 1:
+        return np.where(matrix >= 0, 1, -1).astype(np.int64)
+    qmax = (1 << (weight_bits - 1)) - 1
+    return np.clip(np.rint(matrix / scale[:, None]), -qmax, qmax).astype(np.int64)
+
+
+def _weight_precision(weight_bits):
+    if weight_bits == 1:
+        return Precision("binary", 1)
+    return Precision("signed", weight_bits)
+
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dense:
     """Fully connected layer ``z = x @ Wq.T`` without bias (a bias folds into the following
@@ -189,20 +223,8 @@ class Dense:
         if weight.shape[0] < 1 or weight.shape[1] < 1:
             raise ValueError(f"Dense weight must not be empty, not shape {weight.shape}")
         object.__setattr__(self, "weight", weight)
-        if not _is_int(self.weight_bits):
-            raise TypeError(f"Dense weight_bits must be an integer, not {self.weight_bits!r}")
-        if not 1 <= self.weight_bits <= _MAX_BITS:
-            raise ValueError(f"Dense weight_bits must be in 1..{_MAX_BITS}, not "
-                             f"{self.weight_bits}")
-        object.__setattr__(self, "weight_bits", int(self.weight_bits))
-        if self.scale is None:
-            scale = self.default_scale(weight, self.weight_bits)
-        else:
-            scale = _channels(_array(self.scale, "Dense scale", 1), "Dense scale",
-                              weight.shape[0])
-            if np.any(scale <= 0):
-                raise ValueError("Dense scale must be positive")
-        scale.setflags(write=False)
+        bits, scale = _weight_rule("Dense", weight, self.weight_bits, self.scale)
+        object.__setattr__(self, "weight_bits", bits)
         object.__setattr__(self, "scale", scale)
 
     @staticmethod
@@ -225,17 +247,11 @@ class Dense:
     @property
     def weight_precision(self):
         """``binary`` or ``int{k}`` (the values stay within ``+-(2^(k-1) - 1)``)."""
-        if self.weight_bits == 1:
-            return Precision("binary", 1)
-        return Precision("signed", self.weight_bits)
+        return _weight_precision(self.weight_bits)
 
     def integer_weight(self):
         """The integer weights ``w_int`` (int64, shape (N, K))."""
-        if self.weight_bits == 1:
-            return np.where(self.weight >= 0, 1, -1).astype(np.int64)
-        qmax = (1 << (self.weight_bits - 1)) - 1
-        return np.clip(np.rint(self.weight / self.scale[:, None]), -qmax, qmax).astype(
-            np.int64)
+        return _integer_weight(self.weight, self.weight_bits, self.scale)
 
     def quantized_weight(self):
         """The real weights ``scale[:, None] * w_int`` (float64)."""
@@ -377,6 +393,158 @@ class Flatten:
         return {}
 
 
+def im2col(x, kernel, stride=1, padding=0, pad=0):
+    """Patches of ``x`` ``(n, C, H, W)``: ``(n, OH * OW, C * kh * kw)``, positions in
+    row-major order, each patch's elements in the order ``(c, dy, dx)`` of a
+    ``weight.reshape(N, -1)``; the border is padded with the value ``pad``."""
+    x = np.asarray(x)
+    kh, kw = kernel
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                   constant_values=pad)
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            cols[:, :, dy, dx] = x[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
+    return cols.reshape(n, c * kh * kw, oh * ow).transpose(0, 2, 1)
+
+
+def max_pool(x, size):
+    """Max over non-overlapping ``size x size`` windows of ``x`` ``(n, C, H, W)`` (a
+    partial window at the bottom or right edge is dropped, as in ONNX and torch)."""
+    n, c, h, w = x.shape
+    oh, ow = h // size, w // size
+    x = x[:, :, :oh * size, :ow * size].reshape(n, c, oh, size, ow, size)
+    return x.max(axis=(3, 5))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conv2D:
+    """2-D convolution without bias over ``(C, H, W)`` samples: ``z[n, oy, ox] =
+    sum_{c, dy, dx} Wq[n, c, dy, dx] * x_pad[c, stride * oy + dy, stride * ox + dx]``.
+
+    Weights quantize as :class:`Dense`'s, per output channel, on ``weight.reshape(N, -1)``.
+
+    Padding semantics (the model states them; the hardware must match): the border of
+    ``padding`` pixels holds the real value ``pad_value``: ``0.0`` (zero padding, exact
+    for unsigned k-bit inputs such as the first layer's) or ``+1.0`` / ``-1.0``. A +-1
+    input cannot hold a zero, so a binarized convolution that follows a ``Sign`` pads with
+    +1 or -1 on the accelerator; zero padding of +-1 data is defined here (the integer
+    form computes it exactly) but the compiler refuses it.
+
+    Parameters
+    ----------
+    weight : array (N, C, kh, kw)
+    weight_bits : int
+        1..8.
+    scale : array (N,) or None
+        As :class:`Dense`'s.
+    stride, padding : int
+        ``stride >= 1``; ``padding >= 0`` pixels on every side.
+    pad_value : float
+        ``0.0``, ``1.0`` or ``-1.0``.
+    """
+
+    weight: np.ndarray
+    weight_bits: int = 1
+    scale: np.ndarray = None
+    stride: int = 1
+    padding: int = 0
+    pad_value: float = 0.0
+
+    def __post_init__(self):
+        weight = _array(self.weight, "Conv2D weight", 4)
+        if 0 in weight.shape:
+            raise ValueError(f"Conv2D weight must not be empty, not shape {weight.shape}")
+        object.__setattr__(self, "weight", weight)
+        bits, scale = _weight_rule("Conv2D", self.matrix, self.weight_bits, self.scale)
+        object.__setattr__(self, "weight_bits", bits)
+        object.__setattr__(self, "scale", scale)
+        for name, low in (("stride", 1), ("padding", 0)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"Conv2D {name} must be an integer >= {low}, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.pad_value not in (0.0, 1.0, -1.0) or isinstance(self.pad_value, bool):
+            raise ValueError(f"Conv2D pad_value must be 0.0, 1.0 or -1.0, not "
+                             f"{self.pad_value!r}")
+        object.__setattr__(self, "pad_value", float(self.pad_value))
+
+    @property
+    def matrix(self):
+        """The latent weights as a ``(N, C * kh * kw)`` matrix (im2col order)."""
+        return self.weight.reshape(self.weight.shape[0], -1)
+
+    @property
+    def out_channels(self):
+        return self.weight.shape[0]
+
+    @property
+    def in_channels(self):
+        return self.weight.shape[1]
+
+    @property
+    def kernel(self):
+        return self.weight.shape[2], self.weight.shape[3]
+
+    def output_shape(self, shape):
+        """``(N, OH, OW)`` for an input of ``shape`` ``(C, H, W)`` (``None`` if the padded
+        input is smaller than the kernel)."""
+        _, h, w = shape
+        (kh, kw), s, p = self.kernel, self.stride, self.padding
+        if h + 2 * p < kh or w + 2 * p < kw:
+            return None
+        return self.out_channels, (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+
+    @property
+    def weight_precision(self):
+        return _weight_precision(self.weight_bits)
+
+    def integer_weight(self):
+        """The integer weights ``w_int`` as a matrix (int64, ``(N, C * kh * kw)``)."""
+        return _integer_weight(self.matrix, self.weight_bits, self.scale)
+
+    def quantized_weight(self):
+        """The real weights as a matrix, ``scale[:, None] * w_int`` (float64)."""
+        return self.scale[:, None] * self.integer_weight()
+
+    def forward(self, x):
+        """Float convolution of ``x`` ``(n, C, H, W)`` -> ``(n, N, OH, OW)``."""
+        cols = im2col(x, self.kernel, self.stride, self.padding, self.pad_value)
+        _, oh, ow = self.output_shape(x.shape[1:])
+        z = cols @ self.quantized_weight().T
+        return z.transpose(0, 2, 1).reshape(x.shape[0], self.out_channels, oh, ow)
+
+    def arrays(self):
+        return {"weight": self.weight, "scale": self.scale}
+
+    def params(self):
+        return {"weight_bits": self.weight_bits, "stride": self.stride,
+                "padding": self.padding, "pad_value": self.pad_value}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MaxPool2D:
+    """Max over non-overlapping ``size x size`` windows (stride ``size``, no padding; a
+    partial window at the edge is dropped). For +-1 data the maximum is +1 iff any element
+    is, an OR of the bits."""
+
+    size: int = 2
+
+    def __post_init__(self):
+        if not _is_int(self.size) or self.size < 1:
+            raise ValueError(f"MaxPool2D size must be a positive integer, not {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
+
+    def arrays(self):
+        return {}
+
+    def params(self):
+        return {"size": self.size}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class OutputAffine:
     """Per-class ``score = y * scale + offset`` the host applies after the last layer."""
@@ -392,7 +560,8 @@ class OutputAffine:
             scale.shape[0]))
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Dense, BatchNorm, Sign, MultiThreshold, Flatten)}
+LAYER_TYPES = {cls.__name__: cls for cls in (Dense, Conv2D, BatchNorm, Sign, MultiThreshold,
+                                             MaxPool2D, Flatten)}
 _ACTIVATIONS = (Sign, MultiThreshold)
 
 
@@ -451,6 +620,43 @@ def fold_layer_thresholds(unit, gamma, beta, mean, sigma, levels, acc_bits):
     return t, gamma < 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvShape:
+    """Geometry of an integer convolution layer: input ``in_shape`` ``(C, H, W)``,
+    ``kernel`` ``(kh, kw)``, ``stride``, ``padding`` pixels holding the integer ``pad``, and
+    the ``pool`` window of a following :class:`MaxPool2D` (``None``: no pooling)."""
+
+    in_shape: tuple
+    kernel: tuple
+    stride: int
+    padding: int
+    pad: int
+    pool: int = None
+
+    @property
+    def conv_shape(self):
+        """``(OH, OW)`` before pooling."""
+        _, h, w = self.in_shape
+        (kh, kw), s, p = self.kernel, self.stride, self.padding
+        return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+
+    @property
+    def positions(self):
+        """Output positions per sample before pooling (rows of the im2col matrix)."""
+        return math.prod(self.conv_shape)
+
+    def pooled_shape(self):
+        """``(OH', OW')`` after pooling."""
+        oh, ow = self.conv_shape
+        return (oh // self.pool, ow // self.pool) if self.pool else (oh, ow)
+
+    def patches(self, x):
+        """im2col rows of flat ``(n, C * H * W)`` inputs: ``(n * positions, C * kh * kw)``."""
+        x = np.asarray(x).reshape(-1, *self.in_shape)
+        cols = im2col(x, self.kernel, self.stride, self.padding, self.pad)
+        return cols.reshape(-1, cols.shape[2])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class IntegerLayer:
     """One compute layer as an integer accelerator runs it.
@@ -480,6 +686,10 @@ class IntegerLayer:
         ``binary`` or ``uint{k}``; ``None`` for the last layer.
     scale, offset : float64 (N,) or None
         Last layer only: the host affine (correctly rounded from the exact values).
+    conv : ConvShape or None
+        A convolution: ``weight`` is ``(N, C * kh * kw)`` in im2col order, ``acc`` has one
+        row per sample and output position, and the activations are max-pooled by
+        ``conv.pool``; inputs and outputs are flat ``(C, H, W)`` samples.
     """
 
     weight: np.ndarray
@@ -494,6 +704,7 @@ class IntegerLayer:
     output_precision: Precision = None
     scale: np.ndarray = None
     offset: np.ndarray = None
+    conv: ConvShape = None
 
     @property
     def role(self):
@@ -509,10 +720,13 @@ class IntegerLayer:
     def accumulate(self, x):
         """``x @ weight.T`` exactly (int64), after checking ``x`` against the precision."""
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"layer inputs must have shape (n, {self.weight.shape[1]}), not "
-                             f"{x.shape}")
+        features = (self.weight.shape[1] if self.conv is None
+                    else math.prod(self.conv.in_shape))
+        if x.ndim != 2 or x.shape[1] != features:
+            raise ValueError(f"layer inputs must have shape (n, {features}), not {x.shape}")
         self.input_precision.check(x, "layer inputs")
+        if self.conv is not None:
+            x = self.conv.patches(x)
         return _matmul_exact(x.astype(np.int64), self.weight)
 
     def activate(self, acc):
@@ -530,8 +744,19 @@ class IntegerLayer:
         return count
 
     def forward(self, x):
+        """The layer's outputs: flat samples (``(n, N * OH' * OW')`` in ``(C, H, W)`` order
+        for a convolution, pooled), or the last layer's ``acc``."""
         acc = self.accumulate(x)
-        return acc if self.last else self.activate(acc)
+        if self.last:
+            return acc
+        out = self.activate(acc)
+        if self.conv is None:
+            return out
+        oh, ow = self.conv.conv_shape
+        out = out.reshape(-1, oh, ow, out.shape[1]).transpose(0, 3, 1, 2)
+        if self.conv.pool:
+            out = max_pool(out, self.conv.pool)
+        return out.reshape(out.shape[0], -1)
 
     def host_scores(self, acc):
         """Float class scores ``acc * scale + offset`` (float64), last layer only."""
@@ -654,41 +879,82 @@ class QuantModel:
         def where(i):
             return f"layer {i} ({type(layers[i]).__name__})"
 
+        shape = self.input_shape
         i = 0
         if isinstance(layers[0], Flatten):
+            shape = (math.prod(shape),)
             i = 1
-        elif len(self.input_shape) > 1:
+        elif len(shape) > 1 and not isinstance(layers[0], Conv2D):
             raise ValueError(f"{where(0)}: input_shape {self.input_shape} needs a Flatten "
                              f"before the first Dense")
-        features = math.prod(self.input_shape)
         blocks = []
         while True:
             if i >= len(layers):
                 raise ValueError("the model must end with a Dense [BatchNorm] output layer")
-            if not isinstance(layers[i], Dense):
+            if (isinstance(layers[i], Flatten) and blocks and len(shape) == 3
+                    and not isinstance(layers[i - 1], Flatten)):
+                shape = (math.prod(shape),)
+                i += 1
+                continue
+            if isinstance(layers[i], Conv2D):
+                conv = layers[i]
+                if len(shape) != 3:
+                    raise ValueError(f"{where(i)} needs (C, H, W) samples, it receives "
+                                     f"{shape}")
+                if conv.in_channels != shape[0]:
+                    raise ValueError(f"{where(i)} has {conv.in_channels} input channels but "
+                                     f"receives {shape[0]}")
+                out = conv.output_shape(shape)
+                if out is None:
+                    raise ValueError(f"{where(i)}: its {conv.kernel[0]}x{conv.kernel[1]} "
+                                     f"kernel is larger than its padded {shape} input")
+                block = {"dense": i, "bn": None, "act": None, "pool": None,
+                         "in_shape": shape}
+                shape, features = out, out[0]
+            elif isinstance(layers[i], Dense):
+                dense = layers[i]
+                if len(shape) != 1:
+                    raise ValueError(f"{where(i)} receives {shape} samples: it needs a "
+                                     f"Flatten before it")
+                if dense.in_features != shape[0]:
+                    raise ValueError(f"{where(i)} has {dense.in_features} inputs but "
+                                     f"receives {shape[0]} features")
+                block = {"dense": i, "bn": None, "act": None, "pool": None,
+                         "in_shape": shape}
+                features = dense.out_features
+                shape = (features,)
+            else:
                 raise ValueError(f"{where(i)}: expected a Dense layer here")
-            dense = layers[i]
-            if dense.in_features != features:
-                raise ValueError(f"{where(i)} has {dense.in_features} inputs but receives "
-                                 f"{features} features")
-            features = dense.out_features
-            block = {"dense": i, "bn": None, "act": None}
             i += 1
             if i < len(layers) and isinstance(layers[i], BatchNorm):
                 if layers[i].channels != features:
                     raise ValueError(f"{where(i)} has {layers[i].channels} channels but "
-                                     f"follows a Dense with {features} outputs")
+                                     f"follows a {type(layers[i - 1]).__name__} with "
+                                     f"{features} outputs")
                 block["bn"] = i
                 i += 1
             if i == len(layers):
+                if len(shape) != 1:
+                    raise ValueError(f"{where(block['dense'])}: the last layer must be a "
+                                     f"Dense (raw class scores), not a Conv2D")
                 blocks.append(block)
                 break
             if not isinstance(layers[i], _ACTIVATIONS):
                 raise ValueError(f"{where(i)}: expected Sign or MultiThreshold after "
                                  f"{where(i - 1)} (a hidden layer must produce integers)")
             block["act"] = i
-            blocks.append(block)
             i += 1
+            if i < len(layers) and isinstance(layers[i], MaxPool2D):
+                if len(shape) != 3:
+                    raise ValueError(f"{where(i)} needs (C, H, W) data, not {shape}")
+                size = layers[i].size
+                if shape[1] < size or shape[2] < size:
+                    raise ValueError(f"{where(i)}: window {size} is larger than its "
+                                     f"{shape} input")
+                shape = (shape[0], shape[1] // size, shape[2] // size)
+                block["pool"] = i
+                i += 1
+            blocks.append(block)
             if i == len(layers):
                 raise ValueError(f"{where(i - 1)}: the last layer must be Dense [BatchNorm] "
                                  f"(raw scores), not end in an activation")
@@ -706,6 +972,10 @@ class QuantModel:
 
     def _check_samples(self, x):
         x = np.asarray(x)
+        if x.ndim == 2 and len(self.input_shape) > 1 and x.shape[1] == math.prod(
+                self.input_shape):
+            # flat rows (as a data set stores them) for (C, H, W) samples
+            x = x.reshape(x.shape[0], *self.input_shape)
         if x.ndim < 2 or x.shape[1:] != self.input_shape:
             raise ValueError(f"inputs must have shape (n, {', '.join(map(str, self.input_shape))}"
                              f"), not {x.shape}")
@@ -727,8 +997,13 @@ class QuantModel:
                 h = h.reshape(h.shape[0], -1)
             elif isinstance(layer, Dense):
                 h = h @ layer.quantized_weight().T
+            elif isinstance(layer, Conv2D):
+                h = layer.forward(h)
+            elif isinstance(layer, MaxPool2D):
+                h = max_pool(h, layer.size)
             elif isinstance(layer, BatchNorm):
-                h = layer.apply(h)
+                # per channel: the last axis of (n, N) data, axis 1 of (n, N, H, W) data
+                h = np.moveaxis(layer.apply(np.moveaxis(h, 1, -1)), -1, 1)
             elif isinstance(layer, Sign):
                 h = np.where(h >= 0, 1.0, -1.0)
             else:
@@ -748,6 +1023,20 @@ class QuantModel:
             weight = dense.integer_weight()
             weight.setflags(write=False)
             low, high = precision.range
+            conv = None
+            if isinstance(dense, Conv2D):
+                pad = 0
+                if dense.padding and dense.pad_value != 0:
+                    if precision.kind != "binary":
+                        raise ValueError(
+                            f"layer {block['dense']} (Conv2D): pad_value {dense.pad_value} "
+                            f"is not a value of its {precision} inputs; pad them with 0.0")
+                    pad = int(dense.pad_value)
+                pool = self.layers[block["pool"]].size if block["pool"] is not None else None
+                conv = ConvShape(block["in_shape"], dense.kernel, dense.stride, dense.padding,
+                                 pad, pool)
+                if dense.padding:
+                    low, high = min(low, pad), max(high, pad)
             row_high = np.maximum(weight * low, weight * high).sum(axis=1)
             row_low = np.minimum(weight * low, weight * high).sum(axis=1)
             acc_bits = _signed_width(int(row_low.min()), int(row_high.max()))
@@ -756,14 +1045,14 @@ class QuantModel:
             common = dict(weight=weight, weight_precision=dense.weight_precision,
                           input_precision=precision, input_step=float(step),
                           acc_bits=acc_bits, first=index == 0,
-                          last=index == len(self._blocks) - 1)
+                          last=index == len(self._blocks) - 1, conv=conv)
             if block["act"] is None:
                 layers.append(IntegerLayer(**common, **self._host_affine(units, bn)))
                 break
             act = self.layers[block["act"]]
             levels = [0.0] if isinstance(act, Sign) else act.levels
             if bn is None:
-                ones = np.ones(dense.out_features)
+                ones = np.ones(weight.shape[0])
                 params = (ones, np.zeros_like(ones), np.zeros_like(ones), ones)
             else:
                 params = (bn.gamma, bn.beta, bn.mean, bn.sigma)
@@ -922,6 +1211,13 @@ class QuantModel:
             if isinstance(layer, Dense):
                 text = (f"Dense {layer.in_features} -> {layer.out_features}, weights "
                         f"{layer.weight_precision}")
+            elif isinstance(layer, Conv2D):
+                text = (f"Conv2D {layer.in_channels} -> {layer.out_channels}, "
+                        f"{layer.kernel[0]}x{layer.kernel[1]} stride {layer.stride} padding "
+                        f"{layer.padding} (pad {layer.pad_value:g}), weights "
+                        f"{layer.weight_precision}")
+            elif isinstance(layer, MaxPool2D):
+                text = f"MaxPool2D {layer.size}x{layer.size}"
             elif isinstance(layer, MultiThreshold):
                 text = f"MultiThreshold uint{layer.bits}"
             else:

@@ -171,7 +171,8 @@ def test_model_messages():
         ({"input_shape": (0,)}, ValueError,
          "input_shape must be a non-empty tuple of positive integers, not (0,)"),
         ({"layers": [dense(3, 4), "relu"]}, TypeError,
-         "layer 1 must be one of Dense, BatchNorm, Sign, MultiThreshold, Flatten, not 'relu'"),
+         "layer 1 must be one of Dense, Conv2D, BatchNorm, Sign, MultiThreshold, MaxPool2D, "
+         "Flatten, not 'relu'"),
         ({"output": OutputAffine([1.0], [0.0])}, ValueError,
          "output has 1 classes but the last Dense has 3 outputs"),
         ({"metadata": {"x": object}}, ValueError, "metadata must be JSON-serialisable: "),
