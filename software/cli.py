@@ -311,6 +311,10 @@ def build_parser():
 
     add_model_commands(sub)
 
+    from .cli_energy import add_energy_command
+
+    add_energy_command(sub)
+
     p = sub.add_parser("demo", help="the main job: train, compile, simulate, synthesise")
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
     p.set_defaults(func=cmd_demo)
