@@ -147,6 +147,10 @@ def plot(rep, path):
             ax.bar(names, values, bottom=bottom, label=kind)
             bottom = [b + v for b, v in zip(bottom, values)]
         ax.set_yscale("log")
+        # Stacked on a log axis: start at the smallest compute bar so every segment shows.
+        low = min(detail[n]["compute_pj"] for n in names) / 1e3
+        if low > 0:
+            ax.set_ylim(bottom=low / 2)
         ax.set_ylabel("energy per inference (nJ, log)")
         ax.set_title("datapaths (int8, fp32 hypothetical)")
         ax.tick_params(axis="x", labelrotation=30)
