@@ -32,7 +32,7 @@ import numpy as np
 from .config.accelerator import AcceleratorConfig
 from .isa import row_words
 from .iss import from_signed, pack_rows, to_signed
-from .model import QuantModel
+from .model import ConvShape, QuantModel
 from .program import Program
 
 __all__ = ["CompileError", "compile_model", "run_model", "METADATA_KIND"]
@@ -60,9 +60,10 @@ def _check(config, form):
     if not config.has_xnor_array:
         raise CompileError("the accelerator has no XNOR array: every dense layer needs it")
     for i, layer in enumerate(form.layers):
-        where = f"layer {i} ({layer.role} dense {layer.weight.shape[1]} -> " \
-                f"{layer.weight.shape[0]})"
+        where = _where(i, layer)
         a, w = layer.input_precision, layer.weight_precision
+        if layer.conv is not None:
+            _check_conv(config, i, layer, where)
         if a.kind == "signed":
             raise CompileError(f"{where}: signed inputs are not supported (the model's "
                                f"inputs are {a})")
@@ -95,6 +96,49 @@ def _check(config, form):
         if layer.acc_bits > norm.input_width:
             raise CompileError(f"{where}: dot products need {layer.acc_bits} bits, the norm "
                                f"unit takes {norm.input_width}-bit inputs")
+
+
+def _where(i, layer):
+    kind = "dense" if layer.conv is None else "conv"
+    return f"layer {i} ({layer.role} {kind} {layer.weight.shape[1]} -> {layer.weight.shape[0]})"
+
+
+def _check_conv(config, i, layer, where):
+    """A convolution runs as a GEMM over im2col rows the host builds (so only the first
+    layer, whose inputs come from the host), with +-1 outputs in whole words (pixels are
+    rows of channel words, pooled by OR-ing rows: ``MAXPOOL``)."""
+    conv = layer.conv
+    if not layer.first:
+        raise CompileError(f"{where}: a convolution whose inputs are computed on the "
+                           f"accelerator needs an on-chip im2col, which lowbit does not "
+                           f"generate yet; only the first layer may be a convolution")
+    if layer.output_precision is None or layer.output_precision.kind != "binary":
+        raise CompileError(f"{where}: convolutions need +-1 (Sign) outputs on the "
+                           f"accelerator; {layer.output_precision} pixels are bit planes a "
+                           f"row apart, which MAXPOOL and a following Dense cannot read")
+    if layer.weight.shape[0] % config.word:
+        raise CompileError(f"{where}: its {layer.weight.shape[0]} channels must be a "
+                           f"multiple of the {config.word}-bit word (a pixel is a row of "
+                           f"whole channel words)")
+    if conv.pool:
+        oh, ow = conv.conv_shape
+        if oh % conv.pool or ow % conv.pool:
+            raise CompileError(f"{where}: its {oh}x{ow} output does not divide into "
+                               f"{conv.pool}x{conv.pool} pooling windows")
+        if conv.pool > 16:
+            raise CompileError(f"{where}: pooling window {conv.pool} exceeds MAXPOOL's 16")
+
+
+def _hw_columns(prev, layer):
+    """Columns of ``layer``'s weights in the order the accelerator holds its inputs: a
+    Dense after a convolution reads pixels as rows of channels ``(y, x, c)``; the model
+    flattens ``(c, y, x)``."""
+    if prev is None or prev.conv is None:
+        return layer.weight
+    n = prev.weight.shape[0]
+    oh, ow = prev.conv.pooled_shape()
+    model_index = np.arange(n * oh * ow).reshape(n, oh, ow).transpose(1, 2, 0).ravel()
+    return layer.weight[:, model_index]
 
 
 def _chunk(config, layer, rows, space):
@@ -136,36 +180,42 @@ def compile_model(model, config=None, *, batch=16):
     _check(config, form)
     word = config.word
     layers = form.layers
-    # Activation rows of every layer's input and output (k-bit: one plane per bit).
+    # GEMM rows per sample (a convolution's output positions; 1 for a dense layer) and the
+    # words of every GEMM row of each layer's input and output (k-bit: one plane per bit).
+    positions = [1 if l.conv is None else l.conv.positions for l in layers]
     act_rows = [row_words(l.weight.shape[1], _bits(l.input_precision), word) for l in layers]
-    widest = max(act_rows + [row_words(l.weight.shape[0], _bits(l.output_precision), word)
-                             for l in layers if not l.last])
+    out_rows = [None if l.last else row_words(l.weight.shape[0], _bits(l.output_precision),
+                                              word) for l in layers]
+    widest = max([p * a for p, a in zip(positions, act_rows)]
+                 + [p * o for p, o in zip(positions, out_rows) if o is not None])
     if 2 * batch * widest > config.act_words:
         raise CompileError(f"a batch of {batch} needs {2 * batch * widest} activation words "
-                           f"(two regions of {batch} rows of {widest}), the buffer has "
-                           f"{config.act_words}: use a smaller batch")
+                           f"(two regions of {batch} samples of {widest} words), the buffer "
+                           f"has {config.act_words}: use a smaller batch")
     regions = (0, batch * widest)
     half = config.weight_words // 2
     instrs = [dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0,
-                   count=batch * act_rows[0])]
+                   count=batch * positions[0] * act_rows[0])]
     consts, stores, schedule = [], [], []
     chunk_index = 0
     for i, layer in enumerate(layers):
         n, k = layer.weight.shape
         a, w = layer.input_precision, layer.weight_precision
-        # Batch rows per GEMM: up to 32, fewer when the layer's channels cannot be split
-        # finely enough for the output buffer.
-        rows, space = min(batch, 32), half
+        # GEMM rows (samples, or samples x positions) per GEMM: up to 32, fewer when the
+        # layer's channels cannot be split finely enough for the output buffer.
+        total = batch * positions[i]
+        matrix = _hw_columns(layers[i - 1] if i else None, layer)
+        rows, space = min(total, 32), half
         nc = _chunk(config, layer, rows, space)
         if nc is None or nc < min(n, word):
-            rows = max(1, min(batch, config.out_words // n))
+            rows = max(1, min(total, config.out_words // n))
             nc = _chunk(config, layer, rows, space)
         if nc is None:
             # One chunk in the whole weight buffer: its loads cannot overlap compute.
             space = config.weight_words
             nc = _chunk(config, layer, rows, space)
         if nc is None:
-            raise CompileError(f"layer {i} ({layer.role} dense {k} -> {n}): its {n} "
+            raise CompileError(f"{_where(i, layer)}: its {n} "
                                f"channels do not fit the buffers and the norm unit in one "
                                f"chunk ({layer.output_precision} outputs cannot be split)")
         src, dst = regions[i % 2], regions[(i + 1) % 2]
@@ -176,8 +226,7 @@ def compile_model(model, config=None, *, batch=16):
             cn = min(nc, n - c0)
             w_addr = (chunk_index % 2) * half if space == half else 0
             chunk_index += 1
-            weights = pack_rows(layer.weight[c0:c0 + cn], _bits(w), w.kind == "signed",
-                                word)
+            weights = pack_rows(matrix[c0:c0 + cn], _bits(w), w.kind == "signed", word)
             loads = [dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=w_addr,
                           count=weights.size)]
             data = [weights.ravel()]
@@ -190,8 +239,8 @@ def compile_model(model, config=None, *, batch=16):
                                   addr=p_addr, count=params.size))
                 data.append(params)
             body = []
-            for r0 in range(0, batch, rows):
-                rn = min(rows, batch - r0)
+            for r0 in range(0, total, rows):
+                rn = min(rows, total - r0)
                 body.append(dict(
                     opcode="GEMM_XNOR", a_addr=src + r0 * act_rows[i], b_addr=w_addr,
                     c_addr=0, m=rn, n=cn, k=k, a_stride=act_rows[i],
@@ -208,6 +257,16 @@ def compile_model(model, config=None, *, batch=16):
                         dst_addr=dst + r0 * dst_row + c0 // word, param_addr=p_addr,
                         rows=rn, channels=cn, src_stride=cn, dst_stride=dst_row))
             chunks.append((loads, data, body, space == half))
+        if layer.conv is not None and layer.conv.pool:
+            # 2-D max pool of the (y, x) pixel rows as two OR passes (+-1 data): windows of
+            # `pool` neighbouring pixels into the free region, then of `pool` image rows
+            # back, which leaves the pooled samples contiguous in `dst`.
+            s_, (oh, ow) = layer.conv.pool, layer.conv.conv_shape
+            chunks[-1][2].extend([
+                dict(opcode="MAXPOOL", src_addr=dst, dst_addr=src, rows=batch * oh * ow // s_,
+                     row_words=dst_row, window=s_),
+                dict(opcode="MAXPOOL", src_addr=src, dst_addr=dst, rows=batch * oh // s_,
+                     row_words=ow // s_ * dst_row, window=s_)])
         schedule += chunks
     # Pass 5: chunk c + 1's loads (the other half of the weight buffer; across layers too)
     # right after chunk c's first GEMM, so that they stream in while it computes.
@@ -232,11 +291,19 @@ def compile_model(model, config=None, *, batch=16):
         "kind": METADATA_KIND, "model": model.name, "dataset": model.dataset,
         "batch": batch, "input_shape": list(form.input_shape),
         "input_quantizer": form.input_quantizer.to_json(),
-        "input_bits": _bits(layers[0].input_precision), "input_features": layers[0].weight.shape[1],
+        "input_bits": _bits(layers[0].input_precision),
+        "input_features": layers[0].weight.shape[1], "input_conv": _conv_json(layers[0].conv),
         "classes": int(last.weight.shape[0]), "stores": stores,
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
     }
     return Program(config, instrs, np.concatenate(consts), metadata)
+
+
+def _conv_json(conv):
+    if conv is None:
+        return None
+    return {"in_shape": list(conv.in_shape), "kernel": list(conv.kernel),
+            "stride": conv.stride, "padding": conv.padding, "pad": conv.pad}
 
 
 def run_model(program, runtime, x):
@@ -260,6 +327,8 @@ def run_model(program, runtime, x):
     config = program.config
     x = np.asarray(x)
     shape = tuple(meta["input_shape"])
+    if x.ndim == 2 and len(shape) > 1 and x.shape[1] == int(np.prod(shape)):
+        x = x.reshape(len(x), *shape)  # flat rows, as a data set stores images
     if x.ndim < 1 or x.shape[1:] != shape:
         if x.shape == shape:
             x = x[None]
@@ -280,6 +349,11 @@ def run_model(program, runtime, x):
         block = np.zeros((batch, x_int.shape[1]), dtype=np.int64)
         part = x_int[start:start + batch]
         block[:len(part)] = part
+        if meta.get("input_conv"):
+            # the host builds the first convolution's im2col rows (padded with its `pad`)
+            c = meta["input_conv"]
+            block = ConvShape(tuple(c["in_shape"]), tuple(c["kernel"]), c["stride"],
+                              c["padding"], c["pad"]).patches(block)
         words = pack_rows(block, meta["input_bits"], False, config.word)
         result = runtime.run(program, words.ravel())
         acc = np.zeros((batch, classes), dtype=np.int64)

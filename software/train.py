@@ -18,7 +18,9 @@ The method (``docs/model.md`` has the measured accuracies):
 * The reference float accuracy comes from an unquantized twin (same shape, float weights,
   batch norm, ReLU) trained the same way.
 
-``arch="cnn"`` is not implemented yet (it needs ``Conv2D``/``MaxPool`` in the model form).
+``arch="cnn"`` adds 3x3 convolution stages (batch norm, activation, 2x2 max pool) in front
+of the dense layers, trained the same way (the pool's gradient is shared by the window's
+maxima); it exports ``Conv2D``/``MaxPool2D`` layers with their padding semantics stated.
 """
 
 import argparse
@@ -30,13 +32,17 @@ import time
 import numpy as np
 
 from . import datasets
-from .model import BatchNorm, Dense, MultiThreshold, QuantModel, Sign
+from .model import (BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, MultiThreshold,
+                    QuantModel, Sign, im2col, max_pool)
 
-__all__ = ["PRECISIONS", "ARCHS", "TrainReport", "train", "add_train_command", "cmd_train"]
+__all__ = ["PRECISIONS", "ARCHS", "DEFAULT_HIDDEN", "TrainReport", "train", "image_shape",
+           "add_train_command", "cmd_train"]
 
 #: ``precision -> (weight_bits, activation_bits)``; activation bits 1 mean Sign (+-1).
 PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "w4a4": (4, 4)}
 ARCHS = ("mlp", "cnn")
+#: Hidden dense widths when none are given.
+DEFAULT_HIDDEN = {"mlp": (256, 256), "cnn": (128,)}
 #: Epochs when none are given: enough for digits' 1437 samples, one core, about a minute.
 DEFAULT_EPOCHS = {"digits": 60, "mnist": 10}
 _EPS = 1e-5
@@ -173,6 +179,11 @@ class _Net:
         return (self.act_step * count).astype(np.float32), (y >= 0) & (y <= 1)
 
     def loss_and_grads(self, x, labels):
+        loss, grads, _ = self._dense_loss_and_grads(x, labels)
+        return loss, grads
+
+    def _dense_loss_and_grads(self, x, labels):
+        # (loss, gradients of params, gradient of the input)
         h = x * self.input_scale
         caches = []
         last = len(self.weights) - 1
@@ -212,7 +223,7 @@ class _Net:
                 dw *= np.abs(self.weights[i]) <= 1
             grads_w[i] = dw
             dy = dz @ wq
-        return loss, grads_w + grads_g[::-1] + grads_b[::-1]
+        return loss, grads_w + grads_g[::-1] + grads_b[::-1], dy * self.input_scale
 
     def clip(self):
         if self.weight_bits is not None:
@@ -231,6 +242,127 @@ class _Net:
             if i < last:
                 h_train, h_test = self._act(h_train)[0], self._act(h_test)[0]
         return float((h_test.argmax(axis=1) == labels).mean())
+
+
+def _col2im(dcols, shape, kernel, padding):
+    """Adjoint of :func:`lowbit.model.im2col` (stride 1): patch gradients ``(n, P, K)``
+    summed back into an ``(n, C, H, W)`` input gradient."""
+    n, c, h, w = shape
+    kh, kw = kernel
+    hp, wp = h + 2 * padding, w + 2 * padding
+    oh, ow = hp - kh + 1, wp - kw + 1
+    d = dcols.reshape(n, oh, ow, c, kh, kw)
+    dx = np.zeros((n, c, hp, wp), dtype=dcols.dtype)
+    for dy in range(kh):
+        for dxx in range(kw):
+            dx[:, :, dy:dy + oh, dxx:dxx + ow] += d[:, :, :, :, dy, dxx].transpose(0, 3, 1, 2)
+    return dx[:, :, padding:padding + h, padding:padding + w]
+
+
+class _CNN(_Net):
+    """Convolution stages (3x3, stride 1, padding 1, batch norm, activation, 2x2 max pool)
+    then the dense layers of :class:`_Net`. The first stage pads its unsigned pixels with 0;
+    a later stage pads +-1 inputs with +1 (``Conv2D.pad_value``) and k-bit inputs with 0."""
+
+    KERNEL = (3, 3)
+
+    def __init__(self, input_shape, channels, sizes, weight_bits, act_bits, rng, input_scale):
+        c, h, w = input_shape
+        self.conv_weights, self.conv_gammas, self.conv_betas, self.pads = [], [], [], []
+        for j, n in enumerate(channels):
+            k = c * self.KERNEL[0] * self.KERNEL[1]
+            limit = math.sqrt(6.0 / (k + n))
+            if weight_bits is not None:
+                limit = min(1.0, limit * 2)
+            self.conv_weights.append(rng.uniform(-limit, limit, size=(n, k)).astype(np.float32))
+            self.conv_gammas.append(np.ones(n, dtype=np.float32))
+            self.conv_betas.append(np.zeros(n, dtype=np.float32))
+            self.pads.append(1.0 if j > 0 and act_bits == 1 else 0.0)
+            c, h, w = n, h // 2, w // 2
+        self.input_shape = tuple(input_shape)
+        super().__init__((c * h * w, *sizes), weight_bits, act_bits, rng, input_scale)
+
+    @property
+    def params(self):
+        return (self.conv_weights + self.weights + self.conv_gammas + self.gammas
+                + self.conv_betas + self.betas)
+
+    def _stages(self, x, stats=None, record=None):
+        """Forward through the convolution stages; ``stats`` (per stage ``(mu, sd)``) for
+        population batch norm, else batch statistics (appended to ``record`` if given)."""
+        h = x.reshape(x.shape[0], *self.input_shape) * self.input_scale
+        caches = []
+        for j, w in enumerate(self.conv_weights):
+            n = h.shape[0]
+            cols = im2col(h, self.KERNEL, 1, 1, self.pads[j])
+            oh, ow = h.shape[2], h.shape[3]
+            cols = cols.reshape(n * oh * ow, -1)
+            wq = _quantize_weight(w, self.weight_bits)
+            z = cols @ wq.T
+            if stats is None:
+                mu, var = z.mean(axis=0), z.var(axis=0)
+                if record is not None:
+                    record.append((mu, np.sqrt(var + _EPS)))
+                inv = 1.0 / np.sqrt(var + _EPS)
+            else:
+                mu, inv = stats[j][0], 1.0 / stats[j][1]
+            xhat = (z - mu) * inv
+            y = self.conv_gammas[j] * xhat + self.conv_betas[j]
+            a, mask = self._act(y)
+            a6 = a.reshape(n, oh // 2, 2, ow // 2, 2, -1)
+            pooled = a6.max(axis=(2, 4))
+            # the gradient goes to every maximum of a window, shared equally (+-1 data ties)
+            hit = a6 == pooled[:, :, None, :, None, :]
+            route = hit / hit.sum(axis=(2, 4), keepdims=True)
+            caches.append((h.shape, cols, wq, xhat, inv, mask, route))
+            h = pooled.transpose(0, 3, 1, 2)
+        return h.reshape(h.shape[0], -1), caches
+
+    def loss_and_grads(self, x, labels):
+        h, caches = self._stages(x)
+        scale = self.input_scale
+        self.input_scale = np.float32(1)
+        try:
+            loss, grads, dh = self._dense_loss_and_grads(h, labels)
+        finally:
+            self.input_scale = scale
+        gw, gg, gb = [None] * len(caches), [None] * len(caches), [None] * len(caches)
+        for j in range(len(caches) - 1, -1, -1):
+            shape, cols, wq, xhat, inv, mask, route = caches[j]
+            n, n_out = shape[0], wq.shape[0]
+            oh, ow = shape[2], shape[3]
+            dp = dh.reshape(n, n_out, oh // 2, ow // 2).transpose(0, 2, 3, 1)
+            da = (route * dp[:, :, None, :, None, :]).reshape(n * oh * ow, n_out)
+            dy = da * mask
+            gg[j] = (dy * xhat).sum(axis=0)
+            gb[j] = dy.sum(axis=0)
+            dxhat = dy * self.conv_gammas[j]
+            dz = inv * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
+            dw = dz.T @ cols
+            if self.weight_bits is not None:
+                dw *= np.abs(self.conv_weights[j]) <= 1
+            gw[j] = dw
+            if j > 0:
+                dh = _col2im((dz @ wq).reshape(n, oh * ow, -1), shape, self.KERNEL, 1)
+        k = len(self.weights)
+        return loss, gw + grads[:k] + gg + grads[k:2 * k] + gb + grads[2 * k:]
+
+    def clip(self):
+        super().clip()
+        if self.weight_bits is not None:
+            for w in self.conv_weights:
+                np.clip(w, -1, 1, out=w)
+
+    def twin_accuracy(self, x_train, x_test, labels):
+        stats = []
+        h_train, _ = self._stages(x_train, record=stats)
+        h_test, _ = self._stages(x_test, stats=stats)
+        scale = self.input_scale
+        self.input_scale = np.float32(1)
+        try:
+            return super().twin_accuracy(h_train, h_test, labels)
+        finally:
+            self.input_scale = scale
 
 
 def _fit(net, x, labels, epochs, batch_size, lr, rng, progress, label):
@@ -258,8 +390,15 @@ def _fit(net, x, labels, epochs, batch_size, lr, rng, progress, label):
 def _export(net, data, precision, weight_bits, act_bits, x_train_real, name):
     """The trained network as a QuantModel, batch-norm statistics recomputed on the
     training set through the model's own float semantics (float64)."""
+    layers = _dense_layers(net, weight_bits, act_bits, x_train_real.astype(np.float64))
+    return QuantModel(name=name, dataset=data.name, input_quantizer=data.input_quantizer,
+                      input_shape=data.input_shape, layers=layers)
+
+
+def _dense_layers(net, weight_bits, act_bits, h):
+    """The exported Dense, BatchNorm and activation layers of ``net`` (statistics of the
+    float64 inputs ``h``)."""
     layers = []
-    h = x_train_real.astype(np.float64)
     last = len(net.weights) - 1
     for i, w in enumerate(net.weights):
         dense = Dense(w.astype(np.float64), weight_bits=weight_bits)
@@ -273,18 +412,49 @@ def _export(net, data, precision, weight_bits, act_bits, x_train_real, name):
             layers.append(act)
             y = bn.apply(z)
             h = np.where(y >= 0, 1.0, -1.0) if act_bits == 1 else act.apply(y)
+    return layers
+
+
+#: Training samples whose statistics a CNN's exported batch norms get (memory bound).
+_CNN_STAT_SAMPLES = 10000
+
+
+def _export_cnn(net, data, weight_bits, act_bits, x_train_real, name):
+    """:func:`_export` for a :class:`_CNN`: convolution stages, then the dense layers."""
+    layers = []
+    h = x_train_real[:_CNN_STAT_SAMPLES].reshape(-1, *net.input_shape).astype(np.float64)
+    for j, w in enumerate(net.conv_weights):
+        conv = Conv2D(w.reshape(w.shape[0], h.shape[1], *net.KERNEL).astype(np.float64),
+                      weight_bits=weight_bits, padding=1, pad_value=net.pads[j])
+        z = conv.forward(h)
+        bn = BatchNorm(gamma=net.conv_gammas[j].astype(np.float64),
+                       beta=net.conv_betas[j].astype(np.float64), mean=z.mean(axis=(0, 2, 3)),
+                       var=z.var(axis=(0, 2, 3)), eps=_EPS)
+        act = Sign() if act_bits == 1 else MultiThreshold.uniform(act_bits)
+        layers += [conv, bn, act, MaxPool2D(2)]
+        y = np.moveaxis(bn.apply(np.moveaxis(z, 1, -1)), -1, 1)
+        h = np.where(y >= 0, 1.0, -1.0) if act_bits == 1 else act.apply(y)
+        h = max_pool(h, 2)
+    layers += [Flatten(), *_dense_layers(net, weight_bits, act_bits, h.reshape(len(h), -1))]
     return QuantModel(name=name, dataset=data.name, input_quantizer=data.input_quantizer,
-                      input_shape=data.input_shape, layers=layers)
+                      input_shape=net.input_shape, layers=layers)
+
+
+def image_shape(data):
+    """``(1, side, side)``: the (C, H, W) shape of a data set of flat square images."""
+    features = math.prod(data.input_shape)
+    side = math.isqrt(features)
+    if len(data.input_shape) == 3:
+        return tuple(data.input_shape)
+    if side * side != features:
+        raise ValueError(f"arch 'cnn' needs square images; {data.name} samples have "
+                         f"{features} features")
+    return 1, side, side
 
 
 def _check_args(dataset, arch, precision, hidden, epochs, seed, batch_size, lr):
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
-    if arch == "cnn":
-        raise NotImplementedError(
-            "arch 'cnn' is not implemented yet: it needs Conv2D and MaxPool layers in "
-            "lowbit.model (with exact zero-padding semantics for +-1 data), the next step of "
-            "issue 6; use arch='mlp'")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not "
                          f"{precision!r}")
@@ -307,8 +477,8 @@ def _check_args(dataset, arch, precision, hidden, epochs, seed, batch_size, lr):
                         f"Dataset, not {dataset!r}")
 
 
-def train(dataset="digits", arch="mlp", precision="w1a1", hidden=(256, 256), epochs=None,
-          seed=0, progress=True, *, batch_size=64, lr=0.01, twin=True):
+def train(dataset="digits", arch="mlp", precision="w1a1", hidden=None, epochs=None,
+          seed=0, progress=True, *, batch_size=64, lr=0.01, twin=True, channels=(32,)):
     """Train a quantized network; return ``(model, report)``.
 
     Parameters
@@ -317,14 +487,16 @@ def train(dataset="digits", arch="mlp", precision="w1a1", hidden=(256, 256), epo
         ``"digits"``, ``"mnist"`` (see :mod:`lowbit.datasets`) or a loaded
         :class:`~lowbit.datasets.Dataset`.
     arch : str
-        ``"mlp"``; ``"cnn"`` raises ``NotImplementedError`` (not implemented yet).
+        ``"mlp"``, or ``"cnn"``: per entry of ``channels`` a 3x3 convolution (padding 1:
+        zeros around the pixels, +1 around +-1 activations), batch norm, activation and
+        2x2 max pool, then ``Flatten`` and the dense layers.
     precision : str
         ``"w1a1"``, ``"w1a2"``, ``"w2a2"`` or ``"w4a4"`` (weight and activation bits;
         1-bit activations are Sign, +-1). The first layer takes the input quantizer's
         integers (uint5 for digits, uint8 for MNIST); the last layer's integer scores go
         to the host. Every Dense uses the same weight precision.
-    hidden : sequence of int
-        Hidden layer widths.
+    hidden : sequence of int or None
+        Hidden dense layer widths; ``None``: :data:`DEFAULT_HIDDEN` of the architecture.
     epochs : int or None
         ``None``: :data:`DEFAULT_EPOCHS` of the data set (60 for digits).
     seed : int
@@ -335,15 +507,23 @@ def train(dataset="digits", arch="mlp", precision="w1a1", hidden=(256, 256), epo
         Mini-batch size and Adam's initial learning rate (cosine decay to 1%).
     twin : bool
         Also train the unquantized twin for the reference float accuracy.
+    channels : sequence of int
+        ``arch="cnn"``: output channels of each convolution stage.
 
     Raises
     ------
     ValueError, TypeError
         On a bad argument (exact messages).
-    NotImplementedError
-        For ``arch="cnn"``.
     """
+    if hidden is None:
+        hidden = DEFAULT_HIDDEN.get(arch, (256, 256))
     _check_args(dataset, arch, precision, hidden, epochs, seed, batch_size, lr)
+    if (isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__")
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                       for n in channels)):
+        raise ValueError(f"channels must be a sequence of positive integers, not "
+                         f"{channels!r}")
+    channels = tuple(channels)
     start = time.monotonic()
     data = dataset if isinstance(dataset, datasets.Dataset) else datasets.load(dataset)
     hidden = tuple(hidden)
@@ -361,15 +541,29 @@ def train(dataset="digits", arch="mlp", precision="w1a1", hidden=(256, 256), epo
     input_scale = 1.0 / max(1.0, float(x_train_real.max()))
     rng = np.random.default_rng(seed)
 
-    net = _Net(sizes, weight_bits, act_bits, rng, input_scale)
+    if arch == "cnn":
+        shape = image_shape(data)
+        sizes = (*hidden, data.classes)
+
+        def make(wbits, abits, generator):
+            return _CNN(shape, channels, sizes, wbits, abits, generator, input_scale)
+        tag = f"c{'-c'.join(map(str, channels))}-{'-'.join(map(str, sizes))}"
+    else:
+        def make(wbits, abits, generator):
+            return _Net(sizes, wbits, abits, generator, input_scale)
+        tag = "-".join(map(str, sizes))
+    net = make(weight_bits, act_bits, rng)
     _fit(net, x32, data.y_train, epochs, batch_size, lr, rng, progress,
          f"train {precision}")
-    name = f"{data.name}-{arch}-{precision}-{'-'.join(map(str, sizes))}"
-    model = _export(net, data, precision, weight_bits, act_bits, x_train_real, name)
+    name = f"{data.name}-{arch}-{precision}-{tag}"
+    if arch == "cnn":
+        model = _export_cnn(net, data, weight_bits, act_bits, x_train_real, name)
+    else:
+        model = _export(net, data, precision, weight_bits, act_bits, x_train_real, name)
 
     float_accuracy = None
     if twin:
-        twin_net = _Net(sizes, None, None, np.random.default_rng(seed), input_scale)
+        twin_net = make(None, None, np.random.default_rng(seed))
         _fit(twin_net, x32, data.y_train, epochs, batch_size, lr,
              np.random.default_rng(seed + 1), progress, "train float twin")
         float_accuracy = twin_net.twin_accuracy(x32, x_test_real.astype(np.float32),
@@ -411,14 +605,16 @@ def add_train_command(subparsers):
     """
     p = subparsers.add_parser(
         "train", help="train a quantized network (numpy, straight-through estimator)",
-        description="Train a quantized MLP with the straight-through estimator (numpy "
+        description="Train a quantized MLP or CNN with the straight-through estimator (numpy "
         "only) and save it in lowbit's model format (docs/model.md).")
     p.add_argument("--dataset", choices=datasets.NAMES, default="digits")
     p.add_argument("--arch", choices=ARCHS, default="mlp")
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
                    help="weight and activation bits (a1: sign, +-1)")
-    p.add_argument("--hidden", type=_hidden, default=(256, 256), metavar="N,N",
-                   help="hidden layer widths (default: 256,256)")
+    p.add_argument("--hidden", type=_hidden, default=None, metavar="N,N",
+                   help="hidden dense layer widths (default: 256,256 for mlp, 128 for cnn)")
+    p.add_argument("--channels", type=_hidden, default=(32,), metavar="N,N",
+                   help="cnn: output channels of each 3x3 convolution stage (default: 32)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: 60 for digits, 10 for mnist)")
     p.add_argument("--seed", type=int, default=0)
@@ -438,7 +634,8 @@ def cmd_train(args):
     try:
         model, report = train(args.dataset, args.arch, args.precision, args.hidden,
                               args.epochs, args.seed, progress=not args.quiet,
-                              batch_size=args.batch_size, lr=args.lr, twin=not args.no_twin)
+                              batch_size=args.batch_size, lr=args.lr, twin=not args.no_twin,
+                              channels=args.channels)
     except (ValueError, TypeError, NotImplementedError) as error:
         print(f"lowbit train: error: {error}", file=sys.stderr)
         return 2

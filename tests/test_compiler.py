@@ -2,6 +2,7 @@
 model's integer scores (lowbit.model's integer form, computed independently in numpy), the
 RTL exactly the ISS's; layers that cannot run get errors naming them."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,8 +12,8 @@ from lowbit.compiler import CompileError, compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.xnor_array import XNORArrayConfig
-from lowbit.model import (BatchNorm, Dense, InputQuantizer, MultiThreshold, OutputAffine,
-                          QuantModel, Sign)
+from lowbit.model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MaxPool2D,
+                          MultiThreshold, OutputAffine, QuantModel, Sign)
 from lowbit.program import Program
 from lowbit.runtime import ISSTransport, Runtime
 from lowbit.sim.amaranth_transport import AmaranthTransport
@@ -193,3 +194,108 @@ def test_compiled_model_on_the_verilog_matches_iss_and_model(tmp_path):
     assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
     assert np.array_equal(got.argmax(1), m.predict(x, backend="float"))
     assert stats["runs"] == 3
+
+
+# Convolutions ---------------------------------------------------------------------------
+
+def cnn(seed, side=4, channels=32, hidden=16, pool=2, stride=1, padding=1, input_bits=5):
+    """A random binarized CNN: 3x3 conv (zero padding around the pixels), batch norm, sign,
+    max pool, flatten, a hidden dense layer and the scores."""
+    rng = np.random.default_rng(seed)
+    conv = Conv2D(rng.normal(size=(channels, 1, 3, 3)), stride=stride, padding=padding)
+    out = conv.output_shape((1, side, side))
+    # batch norm statistics near the real ones (pixels average 8), so that outputs vary
+    mean = 8 * conv.integer_weight().sum(axis=1) + rng.normal(size=channels) * 5
+    layers = [conv, BatchNorm(rng.normal(size=channels), rng.normal(size=channels) * 0.2,
+                              mean, rng.uniform(0.5, 2, channels) * 200), Sign()]
+    features = channels * out[1] * out[2]
+    if pool:
+        layers.append(MaxPool2D(pool))
+        features = channels * (out[1] // pool) * (out[2] // pool)
+    layers += [Flatten(), Dense(rng.normal(size=(hidden, features))),
+               BatchNorm(rng.normal(size=hidden), rng.normal(size=hidden) * 0.2,
+                         rng.normal(size=hidden) * 4, np.full(hidden, 1.0 * features)),
+               Sign(), Dense(rng.normal(size=(10, hidden)))]
+    return QuantModel(name=f"cnn{seed}", dataset="digits",
+                      input_quantizer=InputQuantizer(input_bits, 1.0),
+                      input_shape=(1, side, side), layers=layers)
+
+
+@pytest.mark.parametrize("kw", [{}, {"side": 6, "pool": 3}, {"pool": None, "padding": 0},
+                                {"stride": 2, "pool": None, "side": 3}])
+def test_cnn_iss_gives_the_integer_scores_exactly(kw):
+    m = cnn(3, **kw)
+    config = config_for(1, act_words=4096)
+    program = compile_model(m, config, batch=4)
+    side = m.input_shape[1]
+    x = inputs(4, 6, features=side * side)  # flat rows, as load_digits() gives them
+    with ISSTransport(config) as link:
+        scores, stats = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+    assert np.array_equal(scores.argmax(1), m.predict(x, backend="float"))
+    ops = {i["opcode"].name for i in program.instructions}
+    assert ("MAXPOOL" in ops) == bool(m.integer_form().layers[0].conv.pool)
+
+
+def test_cnn_border_follows_the_declared_zero_padding():
+    # The border taps hold 0 (the model's pad_value): the integer form equals a direct
+    # convolution over an explicitly zero-padded image, the accelerator's scores equal the
+    # integer form's, and a wrong border (+1) would change these scores.
+    m = cnn(5, pool=None)
+    config = config_for(1, act_words=4096, xnor_array=XNORArrayConfig(rows=2, cols=2,
+                                                                       max_k=512))
+    program = compile_model(m, config, batch=3)
+    x = inputs(9, 3, features=16)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), x)
+    form = m.integer_form()
+    layer0 = form.layers[0]
+    xi = m.quantize_input(x).reshape(3, 4, 4)
+    padded = np.pad(xi, ((0, 0), (1, 1), (1, 1)))
+    w = layer0.weight.reshape(-1, 3, 3)
+    direct = np.zeros((3, 32, 4, 4), dtype=np.int64)
+    for y in range(4):
+        for x_ in range(4):
+            direct[:, :, y, x_] = np.einsum("nij,cij->nc", padded[:, y:y + 3, x_:x_ + 3], w)
+    acc = layer0.accumulate(xi.reshape(3, -1)).reshape(3, 4, 4, 32).transpose(0, 3, 1, 2)
+    assert np.array_equal(acc, direct)
+    xq = m.quantize_input(x)
+    assert np.array_equal(scores, form.scores(xq))
+    wrong = dataclasses.replace(layer0, conv=dataclasses.replace(layer0.conv, pad=1))
+    wrong_form = dataclasses.replace(form, layers=(wrong, *form.layers[1:]))
+    assert not np.array_equal(wrong_form.scores(xq), scores)
+
+
+def test_cnn_rtl_matches_iss():
+    m = cnn(6, side=4)
+    config = config_for(1, act_words=2048, weight_words=1024, out_words=128)
+    program = compile_model(m, config, batch=2)
+    x = inputs(2, 2, features=16)
+    with ISSTransport(config) as iss, AmaranthTransport(config) as rtl:
+        expected, iss_stats = run_model(program, Runtime(config, iss), x)
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert abs(iss_stats["cycles"] - rtl_stats["cycles"]) <= 0.05 * rtl_stats["cycles"]
+
+
+def test_cnn_errors_name_the_layer_and_reason():
+    config = config_for(1, act_words=4096)
+    rng = np.random.default_rng(0)
+    base = cnn(1)
+    second = QuantModel(
+        name="two", dataset="digits", input_quantizer=InputQuantizer(5, 1.0),
+        input_shape=(1, 4, 4),
+        layers=[*base.layers[:4], Conv2D(rng.normal(size=(32, 32, 3, 3)), padding=1,
+                                         pad_value=1.0), Sign(), Flatten(),
+                Dense(rng.normal(size=(10, 128)))])
+    with pytest.raises(CompileError, match=r"layer 1 \(hidden conv 288 -> 32\): a convolution "
+                                           r"whose inputs are computed on the accelerator "
+                                           r"needs an on-chip im2col"):
+        compile_model(second, config)
+    with pytest.raises(CompileError, match=r"layer 0 \(first conv 9 -> 16\): its 16 channels "
+                                           r"must be a multiple of the 32-bit word"):
+        compile_model(cnn(1, channels=16), config)
+    with pytest.raises(CompileError, match=r"layer 0 \(first conv 9 -> 32\): its 5x5 output "
+                                           r"does not divide into 2x2 pooling windows"):
+        compile_model(cnn(1, side=5), config)
