@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config.accelerator import AcceleratorConfig
-from .isa import Buffer, NormMode, Opcode, Source, instruction_set, lns_row_words, row_words
+from .isa import Buffer, NormMode, Opcode, instruction_set, lns_row_words, row_words
 from .program import Program
 from .runtime import RECORD_HEADER, STATUS_COUNTERS
 
