@@ -171,7 +171,7 @@ def format_synth(result):
 def cmd_demo(parser, args):
     from .demo import run_demo
 
-    return run_demo(out_dir=Path(args.output))
+    return run_demo(out_dir=Path(args.output), synth=args.synth)
 
 
 def cmd_run(parser, args):
@@ -317,6 +317,8 @@ def build_parser():
 
     p = sub.add_parser("demo", help="the main job: train, compile, simulate, synthesise")
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
+    p.add_argument("--synth", action="store_true",
+                   help="also synthesise the accelerator for ECP5-85F (long) for images/s")
     p.set_defaults(func=cmd_demo)
     return parser
 
