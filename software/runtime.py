@@ -387,6 +387,10 @@ class RTLTransport(StreamTransport):
     unit : lowbit.units.Unit, optional
         The design to simulate (default: the registered ``accelerator`` unit); tests put a
         stand-in with the same ports here.
+    test_module : str, optional
+        The cocotb module that bridges the socket to the design (default
+        :mod:`lowbit.sim.accelerator_bridge`; a simulated board uses
+        :mod:`lowbit.sim.board_bridge`, which drives its UART pins).
 
     Raises
     ------
@@ -396,7 +400,7 @@ class RTLTransport(StreamTransport):
     """
 
     def __init__(self, config=None, simulator="verilator", *, timeout=120.0, waves=False,
-                 test_dir=None, unit=None):
+                 test_dir=None, unit=None, test_module="lowbit.sim.accelerator_bridge"):
         from .sim.runner import SIMULATORS
         from .units import get_unit
 
@@ -415,6 +419,7 @@ class RTLTransport(StreamTransport):
         self.config = config
         self.simulator = simulator
         self.unit = unit
+        self.test_module = test_module
         self.test_dir = os.path.abspath(test_dir or tempfile.mkdtemp(prefix="lowbit-rtl-"))
         self.log = os.path.join(self.test_dir, "sim.log")
         self.result = None
@@ -438,7 +443,7 @@ class RTLTransport(StreamTransport):
 
         try:
             self.result = run_cocotb(self.unit, self.config, simulator=self.simulator,
-                                     test_module="lowbit.sim.accelerator_bridge",
+                                     test_module=self.test_module,
                                      test_dir=self.test_dir, **kwargs)
         except BaseException as error:  # noqa: BLE001 - cocotb's runner exits under pytest
             self._error = error
