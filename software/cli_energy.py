@@ -5,7 +5,7 @@ registers the command."""
 import json
 import sys
 
-__all__ = ["add_energy_command", "cmd_energy", "report", "plot"]
+__all__ = ["add_energy_command", "cmd_energy", "report", "rtl_report", "plot"]
 
 
 def _fail(message):
@@ -29,6 +29,10 @@ def add_energy_command(sub):
     p.add_argument("--plot", metavar="FILE",
                    help="write a stacked-bar plot (.png or .svg) of energy per layer and "
                    "component")
+    p.add_argument("--rtl", action="store_true",
+                   help="also run the program on the gateware (Amaranth simulator, zero "
+                   "inputs) and count its activity: slow (about a minute for the digits "
+                   "BNN)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_energy)
     return p
@@ -69,12 +73,47 @@ def report(program, tech, with_compare):
     return out
 
 
+def rtl_report(program, tech):
+    """Run ``program`` on the gateware with an activity monitor (zero inputs: the counts
+    do not depend on the data) and compare the measured activity with the static counts:
+    ``{"activity": {action: [static, rtl]}, "total_pj"}``, the total per inference with the
+    measured activity and the counted operations."""
+    import numpy as np
+
+    from . import energy
+    from .isa import Opcode, Source
+    from .sim.activity import measure
+
+    config = program.config
+    words = sum(i["count"] for i in program.instructions
+                if i["opcode"] == Opcode.LOAD and i["source"] == Source.INPUT)
+    cycles = 2_000_000
+    _, measured = measure(config, program, np.zeros(words, dtype=np.uint64),
+                          max_cycles=cycles)
+    static = energy.Actions.total(energy.count_program(program))
+    combined = energy.Actions({k: v for k, v in static.items() if k in energy.OPERATIONS})
+    combined.update(measured.activity())
+    batch = energy.estimate(program, tech).batch
+    total = sum(energy.energy_of(combined, config, tech).values()) / batch
+    return {"activity": {k: [static.activity()[k], v] for k, v in measured.activity().items()},
+            "total_pj": total}
+
+
 def _pj(value):
     # Energies from fJ to mJ in one readable column.
     for unit, scale in (("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3), ("pJ", 1.0)):
         if abs(value) >= scale or unit == "pJ":
             return f"{value / scale:.3g} {unit}"
     raise AssertionError(value)
+
+
+def _print_rtl(rtl):
+    print(f"\non the gateware (Amaranth simulator): {_pj(rtl['total_pj'])} per inference")
+    print(f"{'action':<24} {'counted':>10} {'RTL':>10}")
+    for name, (static, measured) in rtl["activity"].items():
+        if static or measured:
+            mark = "" if static == measured else f"  ({measured - static:+d})"
+            print(f"{name:<24} {static:>10} {measured:>10}{mark}")
 
 
 def _print_text(rep, path):
@@ -93,9 +132,10 @@ def _print_text(rep, path):
         print(f"{layer['name']:<10} {first_last:>9} {bits:>9} {_pj(kinds['compute']):>10} "
               f"{_pj(kinds['memory']):>10} {_pj(kinds['host']):>10} "
               f"{_pj(layer['total_pj']):>10}")
-    shares = rep["shares"]
-    print(f"shares: compute {shares['compute']:.1%}, memory {shares['memory']:.1%}, host "
-          f"transfer {shares['host']:.1%}")
+    shares = {k: f"{v:.1%}" if v >= 0.001 or not v else "<0.1%"
+              for k, v in rep["shares"].items()}
+    print(f"shares: compute {shares['compute']}, memory {shares['memory']}, host transfer "
+          f"{shares['host']}")
     print("components: " + ", ".join(f"{k} {_pj(v)}" for k, v in rep["components"].items()
                                      if v))
     if "compare" in rep:
@@ -182,6 +222,8 @@ def cmd_energy(parser, args):
     if args.plot and not args.plot.lower().endswith((".png", ".svg")):
         _fail(f"--plot needs a .png or .svg file name, not {args.plot!r}")
     rep = report(program, tech, args.compare)
+    if args.rtl:
+        rep["rtl"] = rtl_report(program, tech)
     if args.plot:
         try:
             plot(rep, args.plot)
@@ -191,6 +233,8 @@ def cmd_energy(parser, args):
         print(json.dumps(rep))
     else:
         _print_text(rep, args.program)
+        if "rtl" in rep:
+            _print_rtl(rep["rtl"])
         if args.plot:
             print(f"wrote {args.plot}")
     return 0

@@ -38,7 +38,7 @@ from .runtime import RECORD_HEADER, STATUS_COUNTERS
 
 __all__ = ["TechError", "Technology", "default_technology", "Actions", "ACTIVITY",
            "OPERATIONS", "count_instruction", "count_program", "Layer", "layers",
-           "action_energy", "COMPONENTS", "Estimate", "estimate", "DATAPATHS", "Datapath",
+           "action_energy", "energy_of", "COMPONENTS", "KINDS", "Estimate", "estimate", "DATAPATHS", "Datapath",
            "compare", "compare_norm", "per_inference", "mac_energy"]
 
 #: The measured entries every technology file must give, in pJ.
@@ -682,6 +682,14 @@ def _energy_of(actions, energy):
     comps = {name: sum(actions[a] * energy[a][0] for a in acts)
              for name, acts in COMPONENTS.items()}
     return comps, sum(comps.values())
+
+
+def energy_of(actions, config, tech=None):
+    """pJ per :data:`COMPONENTS` entry of any counts (``actions``: name -> count), on
+    ``config`` with ``tech``: for instance the operations counted from a program with the
+    activity measured on the RTL (:mod:`lowbit.sim.activity`)."""
+    tech = default_technology() if tech is None else tech
+    return _energy_of(collections.Counter(actions), action_energy(tech, config))[0]
 
 
 def estimate(program, tech=None):

@@ -264,6 +264,12 @@ def test_cli_json_plot_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "per inference" in out and "layer 1" in out and f"wrote {svg}" in out
     assert b"<svg" in svg.read_bytes()[:400]
+    # The same program on the gateware: the measured activity is the counted one.
+    assert main(base + ["--json", "--rtl"]) == 0
+    rtl = json.loads(capsys.readouterr().out)["rtl"]
+    assert all(static == measured for static, measured in rtl["activity"].values())
+    assert rtl["activity"]["xnor_beats"][1] > 0
+    assert rtl["total_pj"] == pytest.approx(rep["total_pj"])
     # A changed table through --tech, and a bad one.
     dearer = _write(tmp_path, TECH.replace(dram_access_64b=2600.0).to_toml())
     assert main(base + ["--json", "--tech", str(dearer)]) == 0
