@@ -15,8 +15,10 @@ that also watches, every clock cycle, only the design's stable interfaces:
 The counts use the action names of :class:`lowbit.energy.Actions`, so a run's
 :attr:`ActivityTransport.activity` compares directly with the static counts of
 :func:`lowbit.energy.count_program`. The buffer memories and engines are found by walking
-the elaborated design (their ``origins``), not by name, so internal renames in
-``hw/accelerator.py`` do not break the monitor.
+the elaborated design for ``BufferMemory`` and ``Engine`` instances (their ``origins``; a
+memory's buffer is its submodule name without ``_buffer``, an engine's opcode its
+``opcode``), so internal signals of ``hw/accelerator.py`` and the engines can change
+without breaking the monitor.
 """
 
 import collections
@@ -60,7 +62,13 @@ def design_parts(fragment):
 class ActivityTransport(AmaranthTransport):
     """An Amaranth-simulator transport that counts the accelerator's actions.
 
-    Parameters are those of :class:`~lowbit.sim.amaranth_transport.AmaranthTransport`.
+    Parameters are those of :class:`~lowbit.sim.amaranth_transport.AmaranthTransport`
+    but ``vcd``.
+
+    Raises
+    ------
+    RuntimeError
+        If the design does not have the ``act``, ``weight`` and ``out`` buffer memories.
 
     Attributes
     ----------

@@ -554,11 +554,12 @@ def layers(program):
                 if _overlap(reads.get(buffer), span):
                     owner[i] = owner[j]
                     break
-    # Anything left (a LOAD nobody reads, the HALT, leading instructions): the layer before.
+    # Anything left (a LOAD nobody reads, the HALT, leading instructions): the layer before
+    # (the first layer for leading ones).
     last = 0
     for i in range(len(instrs)):
         if owner[i] is None:
-            owner[i] = last if instrs[i]["opcode"] != Opcode.LOAD or i else 0
+            owner[i] = last
         last = owner[i]
     out = [Layer(f"layer {n}", [], *bits) for n, (_, bits) in enumerate(found)]
     for i, n in enumerate(owner):
