@@ -302,3 +302,52 @@ def test_collisions_only_add_rtl_reads():
     assert static["act_reads"] <= measured["act_reads"] <= static["act_reads"] + 60
     del static["act_reads"], measured["act_reads"]
     assert measured == static
+
+
+def test_compare_by_hand_on_a_gemm():
+    # fp32 on the 3 x 3 x 40 binary GEMM: 360 MACs at fp_mul_32 + fp_add_32; activation
+    # and weight words (loaded, and read by the engine) 32 times as many; the outputs, the
+    # instructions and the records as they are.
+    program, _ = _gemm_program(3, 3, 40)
+    ib = instruction_set(CONFIG).bytes
+    compute = 360 * (3.7 + 0.9)
+    memory = 32 * (6 + 6 + 12 + 12) * sram_small() + (9 + 9) * sram_out()
+    host = len(program) * ib + 32 * (6 + 6) * 4 + 3 * (8 + 3 * 4) + 24
+    fp32 = E.compare(program)["fp32"]
+    assert fp32["compute_pj"] == pytest.approx(compute)
+    assert fp32["memory_pj"] == pytest.approx(memory)
+    assert fp32["host_pj"] == pytest.approx(host * 162.5)
+    assert fp32["total_pj"] == pytest.approx(compute + memory + host * 162.5)
+    assert fp32["hypothetical"] and not E.compare(program)["binary"]["hypothetical"]
+
+
+def test_compare_norm_by_hand():
+    rng = np.random.default_rng(6)
+    program, _ = P.norm_threshold(CONFIG, rng, 3, 10)
+    got = E.compare_norm(program)
+    values = 3 * 10
+    gate = 0.03 / 40
+    int_add = {6: 0.03 * 6 / 8, 17: 0.05 + 0.05 / 16, 19: 0.05 + 0.05 * 3 / 16,
+               28: 0.05 + 0.05 * 12 / 16, 16: 0.05}
+    # Sign output: one threshold compare of input_width + 1 = 17 bits per value.
+    assert got["values"] == values
+    assert got["as_built_pj"] == pytest.approx(values * int_add[17])
+    # BFP (m = 8, e = 6): int_mul(8) + int_add(6), then a 19-bit add and a shifter of
+    # ceil(log2 19) = 5 levels of 8 two-gate muxes.
+    bfp = 0.2 + int_add[6] + int_add[19] + 2 * gate * 8 * 5
+    assert got["lightnorm_bfp_pj"] == pytest.approx(values * bfp)
+    assert got["fp32_pj"] == pytest.approx(values * (3.7 + 0.9))
+    # Statistics: a 28-bit sum (16-bit inputs, max_batch 4096) and two 16-bit compares.
+    assert got["lightnorm_statistics_pj"] == pytest.approx(values * (int_add[28]
+                                                                     + 2 * int_add[16]))
+    assert got["fp32_statistics_pj"] == pytest.approx(values * (2 * 0.9 + 3.7))
+
+
+def test_cli_refuses_a_program_for_another_configuration(tmp_path, capsys):
+    program, _ = _gemm_program(1, 1, 8)
+    path = tmp_path / "g.lbp"
+    program.save(path)
+    with pytest.raises(SystemExit) as info:
+        main(["energy", str(path)])
+    assert info.value.code == 2
+    assert "program was built for accelerator configuration" in capsys.readouterr().err
