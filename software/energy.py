@@ -36,10 +36,11 @@ from .isa import Buffer, NormMode, Opcode, instruction_set, lns_row_words, row_w
 from .program import Program
 from .runtime import RECORD_HEADER, STATUS_COUNTERS
 
-__all__ = ["TechError", "Technology", "default_technology", "Actions", "ACTIVITY",
-           "OPERATIONS", "count_instruction", "count_program", "Layer", "layers",
-           "action_energy", "energy_of", "COMPONENTS", "KINDS", "Estimate", "estimate", "DATAPATHS", "Datapath",
-           "compare", "compare_norm", "per_inference", "mac_energy"]
+__all__ = ["TechError", "Technology", "default_technology", "MEASURED", "PARAMETERS",
+           "Actions", "ACTIVITY", "OPERATIONS", "count_instruction", "count_program",
+           "Layer", "layers", "action_energy", "energy_of", "COMPONENTS", "KINDS",
+           "Estimate", "estimate", "DATAPATHS", "Datapath", "compare", "compare_norm",
+           "per_inference", "mac_energy"]
 
 #: The measured entries every technology file must give, in pJ.
 MEASURED = ("int_add_8", "int_add_16", "int_add_32", "int_mul_8", "int_mul_32",
