@@ -61,6 +61,7 @@ def report(program, tech, with_compare):
             "components": {k: v / b for k, v in layer["components"].items()},
             "actions": layer["actions"],
         } for layer in est.per_layer],
+        "per_instruction": est.per_instruction(),
         "energy_per_action_pj": {k: v[0] for k, v in est.energy.items()},
         "derived_pj": {k: {"pj": v[0], "derivation": v[1]}
                        for k, v in tech.derived(program.config).items()},

@@ -326,11 +326,13 @@ ACTIVITY = tuple(
     + ["host_bytes_in", "host_bytes_out"])
 
 #: Operations derived from the instructions (not probed on the RTL): logical MACs (``m n
-#: k``), the array's bit operations (``beats x rows x cols x word``: every PE works on every
+#: k``), bit-plane passes (tiles x plane pairs; 1 per tile when binary), the array's bit
+#: operations (``beats x rows x cols x word``: every PE works on every
 #: beat, padding and idle PEs of partial tiles included) and accumulator adds, LNS products
 #: (``beats x lanes``) and dot products, norm-unit values by mode and parameter beats,
 #: max-pool word ORs.
-OPERATIONS = ("xnor_macs", "xnor_bit_ops", "xnor_acc_adds", "lns_macs", "lns_products",
+OPERATIONS = ("xnor_macs", "xnor_passes", "xnor_bit_ops", "xnor_acc_adds", "lns_macs",
+              "lns_products",
               "lns_dots") + tuple(f"norm_values_{m.name.lower()}" for m in NormMode) + (
               "norm_param_beats", "maxpool_words")
 
@@ -425,6 +427,7 @@ def _count_gemm_xnor(instr, config, a):
     row_tiles, col_tiles = -(-m // array.rows), -(-n // array.cols)
     beats = row_tiles * col_tiles * pairs * words
     a.update(engine_starts_gemm_xnor=1, xnor_beats=beats,
+             xnor_passes=row_tiles * col_tiles * pairs,
              act_reads=planes_a * words * m * col_tiles,
              weight_reads=planes_w * words * n * row_tiles, out_writes=m * n,
              xnor_macs=m * n * k, xnor_bit_ops=beats * array.rows * array.cols * config.word,
@@ -656,6 +659,15 @@ class Estimate:
     batch: int
     per_layer: list
     energy: dict
+
+    def per_instruction(self):
+        """Per instruction: ``index``, ``opcode`` (name) and ``total_pj`` (per run)."""
+        out = []
+        for index, (instr, counts) in enumerate(zip(self.program.instructions,
+                                                    count_program(self.program))):
+            _, total = _energy_of(counts, self.energy)
+            out.append({"index": index, "opcode": instr["opcode"].name, "total_pj": total})
+        return out
 
     @property
     def total_run_pj(self):

@@ -99,6 +99,7 @@ def test_hand_computed_binary_gemm():
     program, _ = _gemm_program(3, 3, 40)
     counts = E.Actions.total(E.count_program(program))
     assert counts["xnor_beats"] == 8 and counts["xnor_macs"] == 3 * 3 * 40
+    assert counts["xnor_passes"] == 4
     assert counts["act_reads"] == 12 and counts["weight_reads"] == 12
     gate = 0.03 / 40
     acc_add = 0.05 + 0.05 * (25 - 16) / 16
@@ -259,6 +260,10 @@ def test_cli_json_plot_and_errors(tmp_path, capsys):
         rep["total_pj"])
     assert set(rep["compare"]) >= {"binary", "int8", "fp32", "lns8", "bitserial2"}
     assert rep["compare"]["binary"] < rep["compare"]["int8"] < rep["compare"]["fp32"]
+    assert [i["opcode"] for i in rep["per_instruction"]] == [
+        i["opcode"].name for i in program.instructions]
+    assert sum(i["total_pj"] for i in rep["per_instruction"]) == pytest.approx(
+        rep["total_run_pj"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(base + ["--plot", str(svg)]) == 0
     out = capsys.readouterr().out
