@@ -15,7 +15,7 @@ Buffers are single-ported; the front end has priority on them and an engine wait
 when it collides.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -144,7 +144,8 @@ class Accelerator(wiring.Component):
             m.submodules.norm = engines[Opcode.NORM] = NormEngine(cfg)
         if cfg.has_lns_mac:
             m.submodules.gemm_lns = engines[Opcode.GEMM_LNS] = GemmLnsEngine(cfg)
-        m.submodules.maxpool = engines[Opcode.MAXPOOL] = MaxPoolEngine(cfg)
+        if cfg.has_maxpool:
+            m.submodules.maxpool = engines[Opcode.MAXPOOL] = MaxPoolEngine(cfg)
 
         for buf, port in mems.items():
             name = buf.name.lower()
@@ -164,9 +165,10 @@ class Accelerator(wiring.Component):
         m.d.comb += busy.eq(Cat(e.busy for e in engines.values()).any())
 
         # Host link receive: beats shift in from the top, little-endian.
-        rx_width = max(isa.width, W)
-        rx = Signal(rx_width)
-        rx_count = Signal(range(rx_width // LB + 1))
+        # Instruction beats shift straight into `ir` (FETCH below), data beats into `rx`: one
+        # word wide, not an instruction wide, and no copy of a whole instruction.
+        rx = Signal(W)
+        rx_count = Signal(range(max(isa.width, W) // LB + 1))
         take = Signal()  # accept a beat this cycle
         got = Signal()
         m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
@@ -224,7 +226,8 @@ class Accelerator(wiring.Component):
         for op in Opcode:
             conds = self._field_checks(raw_ops, op)
             unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
-                    Opcode.GEMM_LNS: cfg.has_lns_mac}.get(op, True)
+                    Opcode.GEMM_LNS: cfg.has_lns_mac,
+                    Opcode.MAXPOOL: cfg.has_maxpool}.get(op, True)
             if not unit:
                 conds.append(Const(1))
             if op == Opcode.GEMM_XNOR:
@@ -286,13 +289,22 @@ class Accelerator(wiring.Component):
             Opcode.MAXPOOL: [(Buffer.ACT, p.src_addr, pool_rows, p.row_words, p.row_words),
                              (Buffer.ACT, p.dst_addr, p.rows, p.row_words, p.row_words)],
         }
+        # An absent unit's opcode is ILLEGAL, which wins over ADDRESS, and never starts: its
+        # regions need no checker inputs (this keeps the multiplier's operands narrow).
+        regions = {op: regs for op, regs in regions.items()
+                   if op in (Opcode.LOAD, Opcode.STORE) or op in engines}
         rix = Signal(range(4))
         r_used = Signal()
         r_buf = Signal(Buffer.as_shape())
-        r_addr = Signal(range(widest))
-        r_rows = Signal(range(16 * widest + 1))
-        r_row = Signal(range(16 * widest + 1))
-        r_stride = Signal(range(widest + 1))
+        # Each checker input is as wide as its widest source, no wider: the multiplier then
+        # fits one iCE40 SB_MAC16 when no region has more than 16-bit rows and strides.
+        def widest_of(index):
+            return max(Value.cast(reg[index]).shape().width for regs in regions.values()
+                       for reg in regs)
+        r_addr = Signal(widest_of(1))
+        r_rows = Signal(widest_of(2))
+        r_row = Signal(widest_of(3))
+        r_stride = Signal(widest_of(4))
         with m.Switch(opcode):
             for op, regs in regions.items():
                 with m.Case(op.value):
@@ -306,7 +318,8 @@ class Accelerator(wiring.Component):
             for buf, depth in sizes.items():
                 with m.Case(buf.value):
                     m.d.comb += size.eq(depth)
-        r_end = Signal(range(32 * widest * widest + 1))
+        r_end = Signal(range((1 << len(r_addr)) + (1 << len(r_rows)) * (1 << len(r_stride))
+                             + (1 << len(r_row))))
         m.d.comb += r_end.eq(r_addr + (r_rows - 1) * r_stride + r_row)
         r_bad = r_used & ((r_addr >= size) | ((r_rows > 1) & (r_stride < r_row))
                           | (r_end > size))
@@ -376,9 +389,10 @@ class Accelerator(wiring.Component):
                     m.d.sync += [in_program.eq(1), counting.eq(1), index.eq(0), cycles.eq(0),
                                  halt_status.eq(0)]
                     m.d.sync += [c.eq(0) for c in counters.values()]
+                with m.If(got):
+                    m.d.sync += ir.eq(Cat(ir.as_value()[LB:], self.i_stream.payload))
                 with m.If(got & (rx_count == instr_beats - 1)):
-                    m.d.sync += [ir.eq(Cat(rx[LB:], self.i_stream.payload)[-isa.width:]),
-                                 rx_count.eq(0)]
+                    m.d.sync += rx_count.eq(0)
                     m.next = "PRECHECK"
                 with m.Elif(in_program & timed_out):
                     m.d.sync += rx_count.eq(0)

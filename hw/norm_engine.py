@@ -20,7 +20,7 @@ Every value is taken modulo its field's width (thresholds, flips, mantissas, exp
 inputs), as the ISS does.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data
 
 from ..config.lightnorm import Op
@@ -61,7 +61,9 @@ class NormEngine(Engine):
         m.d.comb += self.beat.eq(unit.i_stream.valid & unit.i_stream.ready)
 
         f = Signal(self.layout)
-        stats = Signal()  # the latched instruction is STATISTICS
+        # The latched instruction is STATISTICS. Without statistics in the unit that mode is
+        # illegal, so a constant: the statistics writer and chunk counters fold away.
+        stats = Signal() if ncfg.statistics else Const(0)
         wide = 2 * max(cfg.act_words, cfg.weight_words, cfg.out_words) + 1
         groups_used = Signal(range(ncfg.groups + 1))
         base = Signal(range(ncfg.max_batch + 1))     # rows // chunks
@@ -128,8 +130,9 @@ class NormEngine(Engine):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [f.eq(self.instr), issue_done.eq(0),
-                                 stats.eq(self.instr.mode == NormMode.STATISTICS)]
+                    m.d.sync += [f.eq(self.instr), issue_done.eq(0)]
+                    if ncfg.statistics:
+                        m.d.sync += stats.eq(self.instr.mode == NormMode.STATISTICS)
                     m.next = "SETUP"
             with m.State("SETUP"):
                 quotient, remainder = floor_divmod(f.rows, ncfg.chunks,

@@ -115,7 +115,7 @@ _NORM_OUTPUT = {NormMode.STATISTICS: None, NormMode.NORMALISE: "bfp",
 
 # The unit each opcode runs on (None: the controller itself).
 _UNIT = {Opcode.GEMM_XNOR: "xnor_array", Opcode.GEMM_LNS: "lns_mac",
-         Opcode.NORM: "lightnorm"}
+         Opcode.NORM: "lightnorm", Opcode.MAXPOOL: "maxpool"}
 
 _BUFFER_NAMES = {Buffer.ACT: "act", Buffer.WEIGHT: "weight", Buffer.OUT: "out"}
 

@@ -238,3 +238,16 @@ def test_norm_unit_without_statistics_refuses_statistics():
         data = Runtime(CONFIG, link).serialise(program, inputs)
     iss, rtl = fault_both(config, data)
     assert (iss.code, iss.index) == (rtl.code, rtl.index) == (Status.ILLEGAL, 1)
+
+
+def test_accelerator_without_maxpool_refuses_maxpool():
+    # has_maxpool=False (an MLP's accelerator on an iCE40UP5K) builds no MAXPOOL engine:
+    # the other instructions run as before, MAXPOOL is ILLEGAL in the ISS and the gateware.
+    config = CONFIG.replace(has_maxpool=False)
+    rng = np.random.default_rng(13)
+    run_both(config, *P.norm_threshold(config, rng, 2, 16))
+    program, inputs = P.maxpool(CONFIG, rng, 2, 3, 2)
+    with ISSTransport(CONFIG) as link:
+        data = Runtime(CONFIG, link).serialise(program, inputs)
+    iss, rtl = fault_both(config, data)
+    assert (iss.code, iss.index) == (rtl.code, rtl.index) == (Status.ILLEGAL, 1)

@@ -212,7 +212,7 @@ def _region(draw, size, row, rows):
 
 @st.composite
 def instructions(draw, cfg):
-    ops = [Opcode.HALT, Opcode.LOAD, Opcode.STORE, Opcode.MAXPOOL]
+    ops = [Opcode.HALT, Opcode.LOAD, Opcode.STORE] + [Opcode.MAXPOOL] * cfg.has_maxpool
     ops += [op for op, unit in ((Opcode.GEMM_XNOR, "xnor_array"), (Opcode.GEMM_LNS, "lns_mac"),
                                 (Opcode.NORM, "lightnorm")) if getattr(cfg, f"has_{unit}")]
     op = draw(st.sampled_from(ops))
@@ -517,3 +517,16 @@ def test_statistics_need_a_norm_unit_with_statistics():
         encode(dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0,
                     rows=2, channels=4, src_stride=4, dst_stride=4), config)
     assert info.value.code == Status.ILLEGAL
+
+
+def test_maxpool_needs_the_maxpool_engine():
+    # has_maxpool=False: MAXPOOL neither encodes nor decodes (the gateware says ILLEGAL).
+    pool = {"opcode": "MAXPOOL", "src_addr": 0, "dst_addr": 8, "rows": 2, "row_words": 2,
+            "window": 2}
+    word = instruction_set(AcceleratorConfig()).encode(pool)
+    isa = instruction_set(AcceleratorConfig(has_maxpool=False))
+    message = "MAXPOOL needs the maxpool unit, which this accelerator does not have"
+    with pytest.raises(InstructionError, match=message):
+        isa.encode(pool)
+    with pytest.raises(InstructionError, match=message):
+        isa.decode(word)

@@ -52,6 +52,10 @@ class AcceleratorConfig(ConfigMixin):
         Whether the unit is built. An absent unit's instructions are illegal, and its
         configuration does not enter the fingerprint (it builds nothing). At least one unit
         must be present.
+    has_maxpool : bool
+        Whether the ``MAXPOOL`` engine is built (default ``True``). Without it ``MAXPOOL``
+        is illegal, as an absent unit's instructions are; an MLP does not need it, and on an
+        iCE40UP5K its ~400 logic cells matter (``docs/accelerator_synthesis.md``).
     word : int
         Width in bits of a buffer word: 8, 16, 32 or 64.
     act_words, weight_words, out_words : int
@@ -76,6 +80,7 @@ class AcceleratorConfig(ConfigMixin):
     has_xnor_array: bool = True
     has_lightnorm: bool = True
     has_lns_mac: bool = True
+    has_maxpool: bool = True
     word: int = 32
     act_words: int = 16384
     weight_words: int = 16384
@@ -90,7 +95,7 @@ class AcceleratorConfig(ConfigMixin):
             value = getattr(self, name)
             if not isinstance(value, cls):
                 raise TypeError(f"{owner} {name} must be a {cls.__name__}, not {value!r}")
-        for name in ("has_xnor_array", "has_lightnorm", "has_lns_mac"):
+        for name in ("has_xnor_array", "has_lightnorm", "has_lns_mac", "has_maxpool"):
             check_bool(owner, name, getattr(self, name))
         if not (self.has_xnor_array or self.has_lightnorm or self.has_lns_mac):
             raise ValueError(f"{owner} needs at least one unit: has_xnor_array, has_lightnorm "
