@@ -185,8 +185,7 @@ def cmd_run(parser, args):
     from .config.accelerator import AcceleratorConfig
     from .iss import ISSError
     from .program import Program
-    from .runtime import (AcceleratorError, ISSTransport, ProtocolError, RTLTransport,
-                          Runtime, TransportError)
+    from .runtime import AcceleratorError, ProtocolError, Runtime, TransportError
 
     def fail(message):
         # A clear line and status 2, as argparse gives for bad arguments; no traceback.
@@ -212,8 +211,7 @@ def cmd_run(parser, args):
     if program.metadata.get("kind") == "lowbit-model":
         from .cli_model import run_compiled
 
-        transport = (ISSTransport(config) if args.backend == "iss"
-                     else RTLTransport(config, args.simulator))
+        transport = _transport(args, config, fail)
         try:
             return run_compiled(args, config, program, transport, fail)
         except (TypeError, ValueError, AcceleratorError, ProtocolError, TransportError,
@@ -229,8 +227,7 @@ def cmd_run(parser, args):
             not toolenv.icarus_available():
         fail("Icarus Verilog is not installed (Debian: apt-get install iverilog)")
     try:
-        transport = (ISSTransport(config) if args.backend == "iss"
-                     else RTLTransport(config, args.simulator))
+        transport = _transport(args, config, fail)
         with transport:
             result = Runtime(config, transport).run(program, inputs)
     except (TypeError, ValueError, AcceleratorError, ProtocolError, TransportError,
@@ -254,6 +251,18 @@ def cmd_run(parser, args):
                  f"STORE{'s' if stores != 1 else ''})")
     print(line)
     return 0
+
+
+def _transport(args, config, fail):
+    """The transport of ``lowbit run --backend``: the ISS, the RTL, or a board."""
+    from .runtime import ISSTransport, RTLTransport
+
+    if args.backend == "board":
+        from .cli_boards import board_transport
+
+        return board_transport(args, config, fail)
+    return ISSTransport(config) if args.backend == "iss" else RTLTransport(config,
+                                                                          args.simulator)
 
 
 def build_parser():
@@ -295,8 +304,12 @@ def build_parser():
     p.add_argument("--input", metavar="X.npy",
                    help="a compiled model's inputs in the model's own domain (n, *shape); "
                    "for other programs, the words of the INPUT loads in order (flattened)")
-    p.add_argument("--backend", choices=["iss", "rtl"], default="iss",
-                   help="the instruction-set simulator or the generated Verilog under cocotb")
+    p.add_argument("--backend", choices=["iss", "rtl", "board"], default="iss",
+                   help="the instruction-set simulator, the generated Verilog under cocotb, "
+                   "or a board on --port")
+    p.add_argument("--port", help="serial device of the board backend (e.g. /dev/ttyUSB1)")
+    p.add_argument("--baud", type=int, default=115_200,
+                   help="baud rate of the board backend (the bitstream's)")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                    help="simulator of the rtl backend")
     p.add_argument("--config", metavar="FILE",
@@ -310,6 +323,10 @@ def build_parser():
     from .cli_model import add_model_commands
 
     add_model_commands(sub)
+
+    from .cli_boards import add_board_commands
+
+    add_board_commands(sub)
 
     from .cli_energy import add_energy_command
 

@@ -1,0 +1,139 @@
+"""The boards lowbit builds bitstreams for, on amaranth-boards platforms.
+
+Each :class:`Board` names its amaranth-boards platform, its clock (the board's oscillator:
+no PLL, as the accelerator's Fmax on either device is above it but not far enough above a
+useful PLL frequency to be worth the risk), its accelerator configuration file in
+``boards/configs/`` (replace that file to put another configuration on the board) and how
+openFPGALoader programs it. :class:`BoardTop` is the design: the board's USB-serial UART
+pins into :class:`~lowbit.boards.core.BoardCore`, and a LED that lights on frame errors.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from amaranth import Elaboratable, Module, Signal
+
+from ..config.accelerator import AcceleratorConfig
+from ..synth import SynthesisPlatform
+from .core import DEFAULT_BAUD, BoardCore
+
+__all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CONFIG_DIR"]
+
+#: Where each board's accelerator configuration lives.
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """A board target.
+
+    Parameters
+    ----------
+    name : str
+        CLI name (``icebreaker``).
+    title : str
+        What it is, for messages.
+    platform : str
+        ``module:Class`` of the amaranth-boards platform.
+    target : str
+        ``ice40`` or ``ecp5`` (:data:`lowbit.synth.TARGETS`: device figures, SPRAM use).
+    clk_mhz : float
+        The board clock the design runs at (its oscillator).
+    loader_board : str
+        openFPGALoader's ``-b`` name.
+    bitstream : str
+        The file name of the bitstream in the build folder.
+    synth_opts, nextpnr_opts : str
+        Extra Yosys ``synth_*`` and nextpnr options (the accelerator's own, see
+        ``docs/accelerator_synthesis.md``).
+    can_load_sram : bool
+        Whether openFPGALoader can load the bitstream into the FPGA's configuration RAM
+        (lost at power-off) instead of writing the SPI flash.
+    """
+
+    name: str
+    title: str
+    platform: str
+    target: str
+    clk_mhz: float
+    loader_board: str
+    bitstream: str
+    synth_opts: str = ""
+    nextpnr_opts: str = ""
+    can_load_sram: bool = False
+
+    @property
+    def config_file(self):
+        return CONFIG_DIR / f"{self.name}.json"
+
+    def load_config(self, path=None):
+        """The accelerator configuration: ``path``, or the board's own file."""
+        return AcceleratorConfig.load(path or self.config_file)
+
+    def make_platform(self):
+        """The amaranth-boards platform, taught the synthesis flow's SPRAM rule (big
+        buffers in iCE40 SPRAM, see :class:`lowbit.synth.SynthesisPlatform`)."""
+        import importlib
+
+        module, _, name = self.platform.partition(":")
+        base = getattr(importlib.import_module(module), name)
+        rule = SynthesisPlatform(self.target)
+        platform_class = type(f"Lowbit{name}", (base,), {"use_spram": staticmethod(
+            rule.use_spram)})
+        return platform_class()
+
+
+BOARDS = {board.name: board for board in [
+    # iCE40UP5K: nextpnr-ice40 needs no router option; -dsp puts the accelerator's region
+    # checker multiplier in SB_MAC16s (as `lowbit synth accelerator` does).
+    Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
+          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "ice40_generic",
+          "top.bin", synth_opts="-dsp"),
+    # ECP5: classic ABC LUT mapping (-noabc9; yosys 0.70's abc9 fails an assertion on the
+    # default accelerator) and router2 (router1 does not finish it in 30 min).
+    Board("ulx3s-85f", "ULX3S-85F (ECP5 LFE5U-85F)",
+          "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "ulx3s", "top.bit",
+          synth_opts="-noabc9", nextpnr_opts="--router router2", can_load_sram=True),
+]}
+
+
+def get_board(name):
+    """The board ``name``, or ``KeyError`` listing the known ones."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise KeyError(f"unknown board {name!r} (known: {', '.join(sorted(BOARDS))})") \
+            from None
+
+
+class BoardTop(Elaboratable):
+    """The design of a board: its UART pins, :class:`~lowbit.boards.core.BoardCore`, and
+    LED 0 lit for a moment after each frame that failed its check.
+
+    Parameters
+    ----------
+    board : Board
+    config : AcceleratorConfig
+    baud : int
+        The UART's baud rate.
+    """
+
+    def __init__(self, board, config, *, baud=DEFAULT_BAUD):
+        self.board = board
+        self.core = BoardCore(config, clk_freq=board.clk_mhz * 1e6, baud=baud)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        # A frame error lights LED 0 for about a tenth of a second.
+        limit = int(self.board.clk_mhz * 1e5)
+        hold = Signal(range(limit + 1))
+        with m.If(core.bad_frame):
+            m.d.sync += hold.eq(limit)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        led = platform.request("led", 0)
+        m.d.comb += led.o.eq(hold != 0)
+        return m

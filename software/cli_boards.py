@@ -1,0 +1,117 @@
+"""The board half of the command line: ``lowbit bitstream``, ``lowbit flash`` and the
+``board`` backend of ``lowbit run``. :mod:`lowbit.cli` registers these commands."""
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_board_commands", "board_transport", "format_bitstream"]
+
+
+def _fail(command, message, status=1):
+    print(f"lowbit {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _default_dir(board):
+    return Path("build") / "bitstream" / board.name
+
+
+def format_bitstream(result):
+    """A short report of :func:`lowbit.boards.build.build_bitstream` figures."""
+    lines = [f"{result['board']} ({result['part']}), accelerator {result['config']}, "
+             f"UART {result['baud']} baud:",
+             f"  logic {result['luts']}/{result['luts_available']}  "
+             f"BRAM {result['bram']}/{result['bram_available']}  "
+             f"SPRAM {result['spram']}  DSP {result['dsp']}"]
+    if result.get("fits", True):
+        verdict = "meets" if result["meets_timing"] else "MISSES"
+        lines.append(f"  Fmax {result['fmax_mhz']} MHz: {verdict} the "
+                     f"{result['target_mhz']:g} MHz board clock")
+        lines.append(f"  bitstream {result['bitstream']} ({result['seconds']} s)")
+    return "\n".join(lines)
+
+
+def cmd_bitstream(parser, args):
+    """``lowbit bitstream --board NAME [--config FILE] [-o DIR] [--baud N] [--json]``."""
+    from .boards.build import BitstreamError, build_bitstream
+    from .boards.targets import get_board
+
+    board = get_board(args.board)
+    config_path = args.config or board.config_file
+    try:
+        config = board.load_config(config_path)
+    except OSError as error:
+        _fail("bitstream", f"cannot read {config_path}: {error.strerror or error}", 2)
+    except (TypeError, ValueError) as error:
+        _fail("bitstream", str(error), 2)
+    out_dir = Path(args.output) if args.output else _default_dir(board)
+    try:
+        result = build_bitstream(board, config, out_dir=out_dir, baud=args.baud,
+                                 config_name=str(config_path))
+    except ValueError as error:
+        _fail("bitstream", str(error), 2)
+    except BitstreamError as error:
+        if error.result is not None:
+            print(json.dumps(error.result) if args.json else format_bitstream(error.result))
+        _fail("bitstream", str(error))
+    print(json.dumps(result) if args.json else format_bitstream(result))
+    return 0
+
+
+def cmd_flash(parser, args):
+    """``lowbit flash --board NAME [BITSTREAM] [--sram]``."""
+    from .boards.flash import FlashError, flash
+    from .boards.targets import get_board
+
+    board = get_board(args.board)
+    bitstream = Path(args.bitstream) if args.bitstream else \
+        _default_dir(board) / board.bitstream
+    try:
+        output = flash(board, bitstream, sram=args.sram)
+    except (FlashError, ValueError) as error:
+        _fail("flash", str(error))
+    if args.verbose:
+        print(output, end="")
+    print(f"programmed the {board.title} with {bitstream}")
+    return 0
+
+
+def board_transport(args, config, fail):
+    """The transport of ``lowbit run --backend board``: the framed link on ``--port``."""
+    from .framing import BoardTransport
+    from .runtime import TransportError
+
+    if not args.port:
+        fail("--backend board needs --port (the board's serial device, e.g. /dev/ttyUSB1)")
+    try:
+        return BoardTransport(args.port, args.baud)
+    except (ImportError, TransportError) as error:
+        fail(str(error))
+
+
+def add_board_commands(sub):
+    """Register ``bitstream`` and ``flash`` on the CLI's subparsers."""
+    from .boards.core import DEFAULT_BAUD
+    from .boards.targets import BOARDS
+
+    boards = sorted(BOARDS)
+    p = sub.add_parser("bitstream", help="build a board's bitstream with the YoWASP tools")
+    p.add_argument("--board", choices=boards, required=True)
+    p.add_argument("--config", metavar="FILE",
+                   help="accelerator configuration JSON (default: the board's own, "
+                   "boards/configs/BOARD.json)")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="build folder (default: build/bitstream/BOARD)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bitstream)
+
+    p = sub.add_parser("flash", help="program a board with openFPGALoader")
+    p.add_argument("--board", choices=boards, required=True)
+    p.add_argument("bitstream", nargs="?",
+                   help="bitstream file (default: build/bitstream/BOARD/top.bin or top.bit)")
+    p.add_argument("--sram", action="store_true",
+                   help="load the FPGA only, not its flash (ULX3S)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show openFPGALoader's output")
+    p.set_defaults(func=cmd_flash)
