@@ -42,7 +42,7 @@ __all__ = ["PRECISIONS", "ARCHS", "DEFAULT_HIDDEN", "TrainReport", "train", "ima
 PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "w4a4": (4, 4)}
 ARCHS = ("mlp", "cnn")
 #: Hidden dense widths when none are given.
-DEFAULT_HIDDEN = {"mlp": (256, 256), "cnn": (128,)}
+DEFAULT_HIDDEN = {"mlp": (256, 256), "cnn": (256,)}
 #: Epochs when none are given: enough for digits' 1437 samples, one core, about a minute.
 DEFAULT_EPOCHS = {"digits": 60, "mnist": 10}
 _EPS = 1e-5
@@ -612,7 +612,7 @@ def add_train_command(subparsers):
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
                    help="weight and activation bits (a1: sign, +-1)")
     p.add_argument("--hidden", type=_hidden, default=None, metavar="N,N",
-                   help="hidden dense layer widths (default: 256,256 for mlp, 128 for cnn)")
+                   help="hidden dense layer widths (default: 256,256 for mlp, 256 for cnn)")
     p.add_argument("--channels", type=_hidden, default=(32,), metavar="N,N",
                    help="cnn: output channels of each 3x3 convolution stage (default: 32)")
     p.add_argument("--epochs", type=int, default=None,

@@ -12,9 +12,9 @@ import pytest
 
 from lowbit.golden.lightnorm import fold_thresholds, threshold_reference
 from lowbit.golden.xnor_array import Precision
-from lowbit.model import (VERSION, BatchNorm, Dense, Flatten, InputQuantizer, ModelFileError,
-                          MultiThreshold, OutputAffine, QuantModel, Sign,
-                          fold_layer_thresholds)
+from lowbit.model import (VERSION, BatchNorm, Conv2D, Dense, Flatten, InputQuantizer,
+                          MaxPool2D, ModelFileError, MultiThreshold, OutputAffine, QuantModel,
+                          Sign, fold_layer_thresholds)
 
 
 def random_bn(rng, channels, scale=1.0):
@@ -408,3 +408,110 @@ def test_integer_form_is_cached_and_read_only():
         form.layers[0].weight[0, 0] = 5
     with pytest.raises(ValueError):
         form.layers[0].thresholds[0, 0] = 5
+
+
+# Convolutions ---------------------------------------------------------------------------
+
+def direct_conv(x, w, stride, padding, pad):
+    """Convolution by explicit loops over output pixels (independent of lowbit's im2col)."""
+    n, c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                constant_values=pad)
+    kh, kw = w.shape[2:]
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    out = np.zeros((n, w.shape[0], oh, ow), dtype=np.result_type(x, w))
+    for y in range(oh):
+        for x_ in range(ow):
+            patch = xp[:, :, y * stride:y * stride + kh, x_ * stride:x_ * stride + kw]
+            out[:, :, y, x_] = np.einsum("ncij,kcij->nk", patch, w)
+    return out
+
+
+def cnn_model(seed, pad_value=1.0, weight_bits=1, act2="sign"):
+    """Two conv stages: uint4 pixels (zero border), then +-1 or uint2 data with a declared
+    border, max pools, flatten, dense."""
+    rng = np.random.default_rng(seed)
+    act = Sign() if act2 == "sign" else MultiThreshold.uniform(2)
+    layers = [Conv2D(rng.normal(size=(6, 2, 3, 3)), weight_bits=weight_bits, padding=1),
+              random_bn(rng, 6, 20.0), act, MaxPool2D(2),
+              Conv2D(rng.normal(size=(5, 6, 3, 3)), padding=1, pad_value=pad_value,
+                     stride=1), random_bn(rng, 5, 6.0), Sign(), MaxPool2D(3),
+              Flatten(), Dense(rng.normal(size=(4, 5))), random_bn(rng, 4, 2.0)]
+    return QuantModel(name="cnn", dataset="t", input_quantizer=InputQuantizer(4, 0.5),
+                      input_shape=(2, 6, 7), layers=layers)
+
+
+@pytest.mark.parametrize("pad_value, weight_bits, act2", [(1.0, 1, "sign"), (-1.0, 2, "sign"),
+                                                          (0.0, 1, "sign"), (0.0, 3, "mt")])
+def test_conv_integer_form_is_exact(pad_value, weight_bits, act2):
+    m = cnn_model(3, pad_value, weight_bits, act2)
+    x = np.random.default_rng(1).integers(0, 16, (40, 2, 6, 7)) * 0.5
+    form = m.integer_form()
+    assert [layer.conv.pad for layer in form.layers[:2]] == [0, int(pad_value)]
+    xq = m.quantize_input(x)
+    # the first layer's accumulators against a convolution by loops
+    acc = form.layers[0].accumulate(xq.reshape(40, -1)).reshape(40, 6, 7, 6)
+    direct = direct_conv(xq, form.layers[0].weight.reshape(6, 2, 3, 3), 1, 1, 0)
+    assert np.array_equal(acc.transpose(0, 3, 1, 2), direct)
+    # the integer form predicts as the float model (no input sits on a threshold here)
+    assert np.array_equal(m.predict(x, backend="integer"), m.predict(x, backend="float"))
+    trace = m.float_forward(x, trace=True)
+    assert trace[3].shape == (40, 6, 3, 3) and trace[7].shape == (40, 5, 1, 1)
+
+
+def test_conv_float_forward_pads_with_the_declared_value():
+    rng = np.random.default_rng(2)
+    conv = Conv2D(rng.normal(size=(3, 1, 3, 3)), weight_bits=2, padding=2, stride=2,
+                  pad_value=-1.0)
+    x = rng.choice([-1.0, 1.0], (2, 1, 5, 4))
+    expected = direct_conv(x, conv.quantized_weight().reshape(3, 1, 3, 3), 2, 2, -1.0)
+    assert np.allclose(conv.forward(x), expected)
+    assert conv.output_shape((1, 5, 4)) == (3, 4, 3)
+
+
+def test_conv_model_round_trip(tmp_path):
+    m = cnn_model(4)
+    m.save(tmp_path / "c.npz")
+    loaded = QuantModel.load(tmp_path / "c.npz")
+    assert loaded.layers[4].pad_value == 1.0 and loaded.layers[7].size == 3
+    x = np.random.default_rng(0).integers(0, 16, (5, 2 * 6 * 7)) * 0.5  # flat rows
+    assert np.array_equal(loaded.integer_scores(x), m.integer_scores(x))
+
+
+def test_conv_messages():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 1, 3, 3))
+    q = InputQuantizer(4, 1.0)
+
+    def make(layers, shape=(1, 4, 4)):
+        return QuantModel(name="c", dataset="t", input_quantizer=q, input_shape=shape,
+                          layers=layers)
+
+    cases = [
+        (lambda: Conv2D(w, pad_value=0.5), "Conv2D pad_value must be 0.0, 1.0 or -1.0, not 0.5"),
+        (lambda: Conv2D(w, stride=0), "Conv2D stride must be an integer >= 1, not 0"),
+        (lambda: Conv2D(w, weight_bits=9), "Conv2D weight_bits must be in 1..8, not 9"),
+        (lambda: Conv2D(w[:, :, :, :0]), "Conv2D weight must not be empty"),
+        (lambda: MaxPool2D(0), "MaxPool2D size must be a positive integer, not 0"),
+        (lambda: make([Conv2D(w), Sign(), Flatten(), Dense(rng.normal(size=(2, 20)))]),
+         "layer 3 (Dense) has 20 inputs but receives 16 features"),
+        (lambda: make([Conv2D(w), Sign(), Dense(rng.normal(size=(2, 16)))]),
+         "layer 2 (Dense) receives (4, 2, 2) samples: it needs a Flatten before it"),
+        (lambda: make([Conv2D(rng.normal(size=(4, 2, 3, 3))), Sign(), Flatten(),
+                       Dense(rng.normal(size=(2, 16)))]),
+         "layer 0 (Conv2D) has 2 input channels but receives 1"),
+        (lambda: make([Conv2D(rng.normal(size=(4, 1, 5, 5))), Sign(), Flatten(),
+                       Dense(rng.normal(size=(2, 16)))]),
+         "layer 0 (Conv2D): its 5x5 kernel is larger than its padded (1, 4, 4) input"),
+        (lambda: make([Conv2D(w), Sign(), MaxPool2D(3), Flatten(),
+                       Dense(rng.normal(size=(2, 4)))]),
+         "layer 2 (MaxPool2D): window 3 is larger than its (4, 2, 2) input"),
+        (lambda: make([Conv2D(w), BatchNorm(*np.ones((3, 4)), np.ones(4))]),
+         "layer 0 (Conv2D): the last layer must be a Dense (raw class scores), not a Conv2D"),
+        (lambda: make([Conv2D(w, padding=1, pad_value=1.0), Sign(), Flatten(),
+                       Dense(rng.normal(size=(2, 64)))]).integer_form(),
+         "layer 0 (Conv2D): pad_value 1.0 is not a value of its uint4 inputs; pad them with 0.0"),
+    ]
+    for build, message in cases:
+        with pytest.raises((ValueError, TypeError), match=f"^{re.escape(message)}"):
+            build()

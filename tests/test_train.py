@@ -101,6 +101,37 @@ def test_short_multibit_runs_on_digits(digits, precision, floor):
     assert model.layers[0].weight_bits == int(precision[1])
 
 
+def test_short_cnn_run_on_digits(digits, tmp_path):
+    """conv 3x3 x16 (zero padding), pool, 32 hidden, 8 epochs (about 5 s): measured 89.7%
+    (seed 0); floor 85%. The exported model states its padding and pools +-1 data."""
+    model, report = train(digits, arch="cnn", precision="w1a1", hidden=(32,), channels=(16,),
+                          epochs=8, seed=0, progress=False, twin=False)
+    assert report.integer_accuracy >= 0.85
+    assert report.agreement == report.test_size == 360
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Flatten", "Dense", "BatchNorm", "Sign",
+        "Dense", "BatchNorm"]
+    conv = model.layers[0]
+    assert model.input_shape == (1, 8, 8) and conv.weight.shape == (16, 1, 3, 3)
+    assert (conv.padding, conv.pad_value) == (1, 0.0)
+    form = model.integer_form()
+    assert form.layers[0].conv.pool == 2 and form.layers[1].weight.shape == (32, 16 * 4 * 4)
+    path = tmp_path / "cnn.npz"
+    model.save(path)
+    assert np.array_equal(QuantModel.load(path).predict(digits.x_test),
+                          model.predict(digits.x_test))
+
+
+def test_two_conv_stages_pad_binary_data_with_plus_one(digits):
+    # The second stage's inputs are +-1: its border holds +1 (a zero cannot be held).
+    model, report = train(digits, arch="cnn", precision="w1a1", hidden=(16,), channels=(8, 8),
+                          epochs=1, seed=0, progress=False, twin=False)
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.pad_value for c in convs] == [0.0, 1.0]
+    assert model.integer_form().layers[1].conv.pad == 1
+    assert report.agreement == report.test_size
+
+
 def test_twin_and_progress_bar(digits, capsys):
     _, report = train(digits, precision="w1a1", hidden=(32,), epochs=2, progress=True)
     assert report.float_accuracy is not None and report.float_accuracy > 0.5
@@ -112,8 +143,8 @@ def test_twin_and_progress_bar(digits, capsys):
     ({"precision": "w3a3"}, ValueError,
      "precision must be one of w1a1, w1a2, w2a2, w4a4, not 'w3a3'"),
     ({"arch": "rnn"}, ValueError, "arch must be one of mlp, cnn, not 'rnn'"),
-    ({"arch": "cnn"}, NotImplementedError, "arch 'cnn' is not implemented yet: it needs "
-     "Conv2D and MaxPool layers in lowbit.model"),
+    ({"arch": "cnn", "channels": (8, 0)}, ValueError,
+     "channels must be a sequence of positive integers, not (8, 0)"),
     ({"hidden": (64, 0)}, ValueError,
      "hidden must be a sequence of positive integers, not (64, 0)"),
     ({"epochs": 0}, ValueError, "epochs must be a positive integer, not 0"),
@@ -148,9 +179,9 @@ def test_train_command_writes_a_model(tmp_path, capsys):
 
 
 def test_train_command_errors(tmp_path, capsys):
-    parser, args = parse(["train", "--arch", "cnn", "-o", str(tmp_path / "m.npz")])
+    parser, args = parse(["train", "--epochs", "0", "-o", str(tmp_path / "m.npz")])
     assert args.func(parser, args) == 2
-    assert "lowbit train: error: arch 'cnn' is not implemented yet" in capsys.readouterr().err
+    assert "lowbit train: error: epochs must be a positive integer" in capsys.readouterr().err
     parser, args = parse(["train", "--epochs", "1", "--hidden", "8", "--quiet", "--no-twin",
                           "-o", str(tmp_path / "missing" / "m.npz")])
     assert args.func(parser, args) == 1
