@@ -20,7 +20,7 @@ Three parts (``docs/energy.md``):
   norm against an fp32 batch norm (:func:`compare_norm`).
 
 Per layer: a program's metadata may list its layers (``metadata["layers"]``, each a dict
-with ``name`` and ``instructions``, ``[first, last]`` inclusive); otherwise layers are
+with ``name`` and ``instructions``, a list of instruction indices); otherwise layers are
 found from the dataflow (:func:`layers`).
 """
 
@@ -496,7 +496,9 @@ def _overlap(a, b):
 def layers(program):
     """The :class:`Layer` s of ``program``.
 
-    From ``metadata["layers"]`` when the program has it; otherwise from the dataflow: a
+    From ``metadata["layers"]`` when the program has it (instructions no layer names form a
+    last layer, ``other``; ``ValueError`` for an index outside the program or in two
+    layers); otherwise from the dataflow: a
     ``GEMM`` starts a new layer when it has another reduction length or precision than the
     current layer's, or reads activations that a ``NORM`` or ``MAXPOOL`` of the current
     layer wrote. ``NORM``, ``MAXPOOL`` and ``STORE`` belong to the current layer; a ``LOAD``
@@ -507,10 +509,7 @@ def layers(program):
     instrs, config = program.instructions, program.config
     meta = program.metadata.get("layers") if isinstance(program.metadata, dict) else None
     if meta:
-        return [Layer(str(entry["name"]), list(range(entry["instructions"][0],
-                                                      entry["instructions"][1] + 1)),
-                      entry.get("act_bits"), entry.get("weight_bits"))
-                for entry in meta]
+        return _metadata_layers(meta, len(instrs))
     owner = [None] * len(instrs)
     found = []  # (signature, precisions)
     produced = {}
@@ -568,6 +567,31 @@ def layers(program):
     out = [Layer(f"layer {n}", [], *bits) for n, (_, bits) in enumerate(found)]
     for i, n in enumerate(owner):
         out[n].instructions.append(i)
+    return out
+
+
+def _metadata_layers(meta, count):
+    # metadata["layers"]: [{"name", "instructions": [indices], optional act_bits and
+    # weight_bits}]; an index list, not a range, because a compiler interleaves layers (it
+    # loads the next layer's weights while this one computes).
+    out, seen = [], set()
+    for n, entry in enumerate(meta):
+        if not isinstance(entry, dict) or not isinstance(entry.get("instructions"), list):
+            raise ValueError(f"program metadata layer {n} must be a dict with an "
+                             f"'instructions' list")
+        indices = entry["instructions"]
+        for i in indices:
+            if not isinstance(i, int) or not 0 <= i < count:
+                raise ValueError(f"program metadata layer {n} names instruction {i!r}, the "
+                                 f"program has {count}")
+            if i in seen:
+                raise ValueError(f"program metadata puts instruction {i} in two layers")
+            seen.add(i)
+        out.append(Layer(str(entry.get("name", f"layer {n}")), sorted(indices),
+                         entry.get("act_bits"), entry.get("weight_bits")))
+    rest = [i for i in range(count) if i not in seen]
+    if rest:
+        out.append(Layer("other", rest))
     return out
 
 

@@ -187,14 +187,30 @@ def test_layers_from_the_dataflow():
 def test_layers_from_metadata_and_batch():
     program = _load_store_program()
     tagged = Program(CONFIG, program.instructions, metadata={
-        "batch": 2, "layers": [{"name": "in", "instructions": [0, 0]},
-                               {"name": "out", "instructions": [1, 2]}]})
+        "batch": 2, "layers": [{"name": "in", "instructions": [0]},
+                               {"name": "out", "instructions": [1]}]})
     est = E.estimate(tagged)
-    assert [layer["name"] for layer in est.per_layer] == ["in", "out"]
+    # The HALT, in no layer, makes a last one.
+    assert [layer["name"] for layer in est.per_layer] == ["in", "out", "other"]
+    assert [layer["instructions"] for layer in est.per_layer] == [[0], [1], [2]]
     assert est.total_pj == pytest.approx(E.estimate(program).total_pj / 2)
     total, fp32 = E.per_inference(tagged)
     assert total == pytest.approx(est.total_pj)
     assert fp32 == pytest.approx(E.compare(tagged)["fp32"]["total_pj"])
+
+
+@pytest.mark.parametrize("layers,message", [
+    ([{"name": "a", "instructions": [0, 3]}], r"layer 0 names instruction 3, the program "
+                                              r"has 3"),
+    ([{"instructions": [0]}, {"instructions": [0, 1]}], "puts instruction 0 in two layers"),
+    ([{"name": "a", "instructions": "0-2"}], "layer 0 must be a dict with an 'instructions' "
+                                             "list"),
+])
+def test_bad_metadata_layers(layers, message):
+    program = Program(CONFIG, _load_store_program().instructions,
+                      metadata={"layers": layers})
+    with pytest.raises(ValueError, match=message):
+        E.estimate(program)
 
 
 def test_seed_claims_orders_of_magnitude():
