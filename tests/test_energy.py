@@ -162,11 +162,14 @@ def _programs():
         "lns": (c["lns"], P.gemm_lns(c["lns"], rng, 2, 3, 21, a_pad=1)),
         "maxpool": (CONFIG, P.maxpool(CONFIG, rng, 2, 2, 3)),
         "mlp": (CONFIG, P.binary_mlp(CONFIG, rng, 3, [40, 16, 10])),
+        "random_a": (c["lns"], P.random_program(c["lns"], np.random.default_rng(7), 4)),
+        "random_b": (c["lns"], P.random_program(c["lns"], np.random.default_rng(8), 4)),
     }
 
 
 @pytest.mark.parametrize("name", list(_programs()))
 def test_static_counts_equal_rtl_activity(name):
+    # Ten hand-written programs and two random ones (blocks of the same builders).
     config, (program, inputs) = _programs()[name]
     _, activity = measure(config, program, inputs, idle=0.1, stall=0.1)
     static = E.Actions.total(E.count_program(program)).activity()
