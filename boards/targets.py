@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from amaranth import Elaboratable, Module, Signal
+from amaranth.lib import io
 
 from ..config.accelerator import AcceleratorConfig
 from ..synth import SynthesisPlatform
@@ -125,8 +126,10 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx_buffer.i), tx_buffer.o.eq(core.tx)]
         # A frame error lights LED 0 for about a tenth of a second.
         limit = int(self.board.clk_mhz * 1e5)
         hold = Signal(range(limit + 1))
@@ -134,6 +137,6 @@ class BoardTop(Elaboratable):
             m.d.sync += hold.eq(limit)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
-        led = platform.request("led", 0)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.d.comb += led.o.eq(hold != 0)
         return m
