@@ -106,7 +106,11 @@ class Accelerator(wiring.Component):
                     ok = ok | (value == member.value)
                 bad.append(~ok)
             elif isinstance(shape, range) and not name.endswith("addr"):
-                bad.append((value < shape.start) | (value > shape.stop - 1))
+                # Only the bounds a field's bits can break: each comparison is a carry chain.
+                if shape.start > 0:
+                    bad.append(value < shape.start)
+                if shape.stop - 1 < (1 << len(value)) - 1:
+                    bad.append(value > shape.stop - 1)
         return bad
 
     def _unused_mask(self, op):
@@ -223,6 +227,18 @@ class Accelerator(wiring.Component):
         illegal = Signal()      # ILLEGAL from the opcode and fields
         unused_bad = Signal()   # ILLEGAL from nonzero unused bits
         illegal_c, unused_c = Const(0), Const(0)
+        # Unused bits: each bit is ORed once, in the class of bits unused by the same set of
+        # opcodes; an opcode's check ORs its classes. Opcodes of absent units are ILLEGAL
+        # anyway and need no check.
+        present = [op for op in Opcode if op in (Opcode.HALT, Opcode.LOAD, Opcode.STORE)
+                   or op in engines]
+        classes = {}
+        for bit in range(isa.width):
+            owners = frozenset(op for op in present if self._unused_mask(op) >> bit & 1)
+            if owners:
+                classes.setdefault(owners, []).append(bit)
+        class_any = {owners: Cat(ir.as_value()[b] for b in bits).any()
+                     for owners, bits in classes.items()}
         for op in Opcode:
             conds = self._field_checks(raw_ops, op)
             unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
@@ -250,8 +266,9 @@ class Accelerator(wiring.Component):
                 bad = bad | c
             is_op = opcode == op.value
             illegal_c = illegal_c | (is_op & bad)
-            unused = self._unused_mask(op)
-            unused_c = unused_c | (is_op & ((ir.as_value() & unused) != 0))
+            if op in present:
+                nonzero = Cat(v for owners, v in class_any.items() if op in owners).any()
+                unused_c = unused_c | (is_op & nonzero)
         m.d.comb += [illegal.eq(~known | illegal_c), unused_bad.eq(unused_c)]
 
         # Regions, one per check cycle through one multiplier: (buffer, addr, rows, row,
@@ -332,6 +349,15 @@ class Accelerator(wiring.Component):
                           Signal(range(widest + 1), name=f"new_{buf.name.lower()}_hi"))
                     for buf in sizes}
 
+        # The region's buffer's new hull, selected first: one pair of comparators.
+        cur_lo = Signal.like(new_hull[Buffer.ACT][0])
+        cur_hi = Signal.like(new_hull[Buffer.ACT][1])
+        with m.Switch(r_buf):
+            for buf in sizes:
+                with m.Case(buf.value):
+                    m.d.comb += [cur_lo.eq(new_hull[buf][0]), cur_hi.eq(new_hull[buf][1])]
+        lower, higher = r_addr < cur_lo, r_end > cur_hi
+
         # The front end ----------------------------------------------------------------------
         in_program = Signal()
         idle_count = Signal(range(cfg.timeout_cycles + 1))
@@ -348,11 +374,14 @@ class Accelerator(wiring.Component):
         lo = Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].addr, ops[Opcode.STORE].addr)
         hi = lo + Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].count,
                       ops[Opcode.STORE].count)
+        # The buffer's hull is selected first, so one pair of comparators serves all three.
         hazard = Signal()
+        op_lo, op_hi = Signal.like(hull[Buffer.ACT][0]), Signal.like(hull[Buffer.ACT][1])
         with m.Switch(op_buf):
             for buf in sizes:
                 with m.Case(buf.value):
-                    m.d.comb += hazard.eq(running & (lo < hull[buf][1]) & (hull[buf][0] < hi))
+                    m.d.comb += [op_lo.eq(hull[buf][0]), op_hi.eq(hull[buf][1])]
+        m.d.comb += hazard.eq(running & (lo < op_hi) & (op_lo < hi))
 
         with m.If(got):
             m.d.sync += idle_count.eq(0)
@@ -427,9 +456,9 @@ class Accelerator(wiring.Component):
                 with m.Switch(r_buf):
                     for buf in sizes:
                         with m.Case(buf.value):
-                            with m.If(r_used & (r_addr < new_hull[buf][0])):
+                            with m.If(r_used & lower):
                                 m.d.sync += new_hull[buf][0].eq(r_addr)
-                            with m.If(r_used & (r_end > new_hull[buf][1])):
+                            with m.If(r_used & higher):
                                 m.d.sync += new_hull[buf][1].eq(r_end)
                 with m.If(rix == 2):
                     m.next = "DISPATCH"
