@@ -299,3 +299,25 @@ def test_cnn_errors_name_the_layer_and_reason():
     with pytest.raises(CompileError, match=r"layer 0 \(first conv 9 -> 32\): its 5x5 output "
                                            r"does not divide into 2x2 pooling windows"):
         compile_model(cnn(1, side=5), config)
+
+
+@pytest.mark.cocotb
+@pytest.mark.xdist_group("accelerator-rtl")
+def test_compiled_cnn_on_the_verilog_matches_iss(tmp_path):
+    # A first-layer convolution with max pooling on the generated Verilog (Verilator): the
+    # small RTL configuration with a 32-channel norm unit (one more cached build).
+    from lowbit.runtime import RTLTransport
+    from lowbit.sim.accelerator_programs import small_config
+
+    config = small_config(lightnorm=LightNormConfig(channels=32, block=4, output="sign"),
+                          act_words=1024)
+    m = cnn(8, side=4)
+    program = compile_model(m, config, batch=2)
+    x = inputs(3, 3, features=16)
+    with ISSTransport(config) as iss:
+        expected, _ = run_model(program, Runtime(config, iss), x)
+    with RTLTransport(config, test_dir=tmp_path, timeout=120) as link:
+        got, stats = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert stats["runs"] == 2
