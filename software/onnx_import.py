@@ -39,8 +39,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .model import (BatchNorm, Dense, Flatten, InputQuantizer, MultiThreshold, OutputAffine,
-                    QuantModel, Sign, fold_layer_thresholds)
+from .model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MaxPool2D,
+                    MultiThreshold, OutputAffine, QuantModel, Sign, fold_layer_thresholds)
 
 __all__ = ["ONNXImportError", "load_onnx", "add_import_command", "cmd_import",
            "QONNX_DOMAINS"]
@@ -426,7 +426,9 @@ class _Importer:
         self.phase = "raw"
         self.ra, self.rb = Fraction(1), Fraction(0)
         self.relu = None
-        self.flattened = len(self.input_shape) == 1
+        self.pool = None  # a MaxPool on a convolution's pre-activations: (node, size, A)
+        self.poolable = False  # a convolution's activation that a MaxPool may follow
+        self.layer_input_shape = None  # the first layer's input shape
         current = start
         visited = set()
         while True:
@@ -463,6 +465,13 @@ class _Importer:
         if self.relu is not None:
             raise self.relu.error("Relu on the class scores changes the argmax where scores "
                                   "are negative: not expressible as lowbit's host affine")
+        if self.pool is not None:
+            raise self.pool[0].error("pools the class scores: lowbit's last layer is a Dense "
+                                     "(MatMul/Gemm) giving them")
+        if isinstance(self.layers[-1], Conv2D):
+            raise self.dense_node.error("its outputs are the graph's output: lowbit's last "
+                                        "layer is a Dense (MatMul/Gemm) giving the class "
+                                        "scores")
         self.finish_last()
         return self.model()
 
@@ -488,13 +497,17 @@ class _Importer:
                 return self.relu_node(node)
             if op in ("Softmax", "LogSoftmax"):
                 return self.softmax(node)
-            if op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
-                raise node.error(f"{op} is not supported yet: lowbit's intermediate form has "
-                                 f"no pooling layers (they need convolutions, which it does "
-                                 f"not have yet either)")
-            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-                raise node.error("convolutions are not supported yet: lowbit's intermediate "
-                                 "form has dense layers only (docs/model.md, Next steps)")
+            if op == "Conv":
+                return self.conv(node, data)
+            if op == "MaxPool":
+                return self.maxpool(node)
+            if op in ("AveragePool", "GlobalMaxPool", "GlobalAveragePool", "LpPool",
+                      "GlobalLpPool"):
+                raise node.error(f"{op} is not supported: lowbit's only pooling layer is "
+                                 f"MaxPool2D (MaxPool with non-overlapping windows)")
+            if op in ("ConvTranspose", "ConvInteger", "QLinearConv"):
+                raise node.error(f"{op} is not supported: lowbit imports Conv (with "
+                                 f"quantized weights as QONNX gives them) only")
         elif node.qonnx:
             if op == "Quant":
                 return self.quant(node)
@@ -542,9 +555,16 @@ class _Importer:
             new = tuple(resolved[1:])
         if self.phase == "acc" and new != self.shape:
             raise node.error(f"reshapes a layer's outputs {self.shape} to {new}")
+        if self.layers and new != self.shape:
+            if len(self.shape) != 3 or len(new) != 1:
+                raise node.error(f"reshapes a layer's outputs {self.shape} to {new}: lowbit "
+                                 f"only flattens (C, H, W) activations for a Dense")
+            # Row-major (C, H, W) order is lowbit's Flatten order; a per-feature offset
+            # (self.b) keeps its order too.
+            self.layers.append(Flatten())
+            self.mapping.append((node, f"Flatten {self.shape} -> {new}"))
+            self.poolable = False
         self.shape = new
-        if len(new) == 1:
-            self.flattened = True
 
     # -- elementwise --------------------------------------------------------------------
 
@@ -566,7 +586,16 @@ class _Importer:
             what = "channel" if self.phase == "acc" else "feature"
             raise node.error(f"constant of shape {value.shape} does not broadcast as a scalar "
                              f"or per-{what} tensor over a sample of shape {self.shape}")
-        return _fr_array(np.broadcast_to(value, full)), first
+        values = _fr_array(np.broadcast_to(value, full))
+        if self.phase == "acc" and len(self.shape) == 3:
+            # a convolution's pre-activation: lowbit's batch norm is per channel
+            channels = _per_channel(values, self.shape)
+            if channels is None:
+                raise node.error(f"constant of shape {value.shape} varies over the positions "
+                                 f"of a {self.shape} convolution output: lowbit's batch norm "
+                                 f"is per channel (constants shaped (1, C, 1, 1) or (C, 1, 1))")
+            return channels, first
+        return values, first
 
     def elementwise(self, node, data):
         op = node.op
@@ -735,15 +764,16 @@ class _Importer:
 
     # -- layers -------------------------------------------------------------------------
 
-    def matmul(self, node, data):
-        if node.inputs[0] != data:
-            raise node.error("the computed tensor must be the first input (x @ W)")
+    def _check_activated(self, node):
         if self.phase == "acc":
             raise node.error("follows another MatMul/Gemm without an activation: lowbit's "
+                             "hidden layers end in Sign or MultiThreshold" if node.op != "Conv"
+                             else "follows another layer without an activation: lowbit's "
                              "hidden layers end in Sign or MultiThreshold")
-        if len(self.shape) != 1:
-            raise node.error(f"its input has per-sample shape {self.shape}: flatten it "
-                             f"first (Flatten or Reshape)")
+
+    def _begin_layer(self, node):
+        """Fix the input quantizer from the ``input_quantizer`` argument when the graph has
+        not (the first layer)."""
         if self.phase == "raw":
             quantizer = self.user_quantizer
             if quantizer is None:
@@ -756,6 +786,77 @@ class _Importer:
             step = Fraction(quantizer.step)
             self._enter_x(self.ra * step, self.rb, (0, (1 << quantizer.bits) - 1),
                           quantizer.step)
+        if not self.layers:
+            self.layer_input_shape = self.shape
+        self.poolable = False
+
+    def _quantized(self, node, weight, make):
+        """The layer ``make(latent, bits, scale)`` holding ``weight`` (a :class:`_Weight`
+        shaped ``(N, ...)``): returns it, the integer matrix ``(N, K)`` and the scales."""
+        n = weight.q.shape[0]
+        q = weight.q.reshape(n, -1)
+        scale = np.asarray(weight.scale, dtype=np.float64).reshape(n, -1)
+        if np.any(scale != scale[:, :1]):
+            raise node.error("the weight scale varies along the input dimension: only "
+                             "per-output-channel or per-tensor scales fold")
+        s = scale[:, 0]
+        if weight.kind == "binary":
+            return make(weight.q.astype(np.float64), 1, s), q, s
+        peak = int(np.abs(q).max(initial=0))
+        bits = max(2, peak.bit_length() + 1)
+        if bits > _MAX_BITS:
+            raise node.error(f"integer weights up to {peak} need {bits} bits (lowbit: at "
+                             f"most {_MAX_BITS})")
+        if self.g.producer.get(node.inputs[1]) is not None:
+            declared = self._declared_bits(node.inputs[1])
+            if declared is not None and declared >= bits:
+                bits = declared  # keep the Quant's width (narrow values fit)
+        latent = weight.q * s.reshape(n, *[1] * (weight.q.ndim - 1))
+        layer = make(latent, bits, s)
+        if not np.array_equal(layer.integer_weight(), q):
+            raise node.error("the weights do not survive lowbit's k-bit rounding")
+        return layer, q, s
+
+    def _enter_acc(self, node, q, s, alpha, offsets, xrange, shape):
+        """The pre-activation ``A * acc + B`` per output channel of integer weights ``q``
+        ``(N, K)`` with scales ``s``, ``alpha`` times the real dot product of the weights with
+        inputs ``a * x_int + offsets`` (``offsets`` one value or one per column); ``xrange``
+        bounds ``x_int`` (padding included)."""
+        sf = _fr_array(s)
+        if isinstance(offsets, list):
+            bias = _int_dot(q, offsets)
+        else:
+            bias = [offsets * int(r) for r in q.sum(axis=1)]
+        self.A = [alpha * self.a * sc for sc in sf]
+        self.B = [alpha * sc * bb for sc, bb in zip(sf, bias)]
+        lo, hi = xrange
+        pos, neg = np.clip(q, 0, None), np.clip(q, None, 0)
+        self.acc_low = (pos * lo + neg * hi).sum(axis=1).astype(int).tolist()
+        self.acc_high = (pos * hi + neg * lo).sum(axis=1).astype(int).tolist()
+        self.units = [Fraction(self.ir_step) * sc for sc in sf]
+        self.dense_node = node
+        self.phase = "acc"
+        self.shape = shape
+
+    def _add_bias(self, node, index, alpha):
+        """Add ``alpha`` times the bias input ``index`` of ``node`` (1 or N values) to B."""
+        if len(node.inputs) > index and node.inputs[index]:
+            n = len(self.B)
+            c = self.g.value(node.inputs[index], node).ravel()
+            if c.size not in (1, n):
+                raise node.error(f"bias must have 1 or {n} values, not {c.size}")
+            cs = _fr_array(c)
+            cs = cs * n if len(cs) == 1 else cs
+            self.B = [b + alpha * v for b, v in zip(self.B, cs)]
+
+    def matmul(self, node, data):
+        if node.inputs[0] != data:
+            raise node.error("the computed tensor must be the first input (x @ W)")
+        self._check_activated(node)
+        if len(self.shape) != 1:
+            raise node.error(f"its input has per-sample shape {self.shape}: flatten it "
+                             f"first (Flatten or Reshape)")
+        self._begin_layer(node)
         if node.op == "Gemm":
             if node.attr("transA", 0):
                 raise node.error("transA=1 is not supported")
@@ -771,54 +872,188 @@ class _Importer:
         n, k = weight.q.shape
         if k != self.shape[0]:
             raise node.error(f"weights take {k} inputs, the tensor has {self.shape[0]}")
-        scale = np.asarray(weight.scale, dtype=np.float64)
-        if np.any(scale != scale[:, :1]):
-            raise node.error("the weight scale varies along the input dimension: only "
-                             "per-output-channel or per-tensor scales fold")
-        s = scale[:, 0]
-        q = weight.q
-        if weight.kind == "binary":
-            bits = 1
-            dense = Dense(q.astype(np.float64), weight_bits=1, scale=s)
-        else:
-            peak = int(np.abs(q).max(initial=0))
-            bits = max(2, (peak).bit_length() + 1)
-            if bits > _MAX_BITS:
-                raise node.error(f"integer weights up to {peak} need {bits} bits (lowbit: at "
-                                 f"most {_MAX_BITS})")
-            if self.g.producer.get(node.inputs[1]) is not None:
-                declared = self._declared_bits(node.inputs[1])
-                if declared is not None and declared >= bits:
-                    bits = declared  # keep the Quant's width (narrow values fit)
-            dense = Dense(q * s[:, None], weight_bits=bits, scale=s)
-            if not np.array_equal(dense.integer_weight(), q):
-                raise node.error("the weights do not survive lowbit's k-bit rounding")
+        dense, q, s = self._quantized(
+            node, weight, lambda w, bits, sc: Dense(w, weight_bits=bits, scale=sc))
         self.layers.append(dense)
         self.mapping.append((node, f"Dense {k} -> {n}, weights {dense.weight_precision}"))
-        sf = _fr_array(s)
-        rows = q.sum(axis=1)
-        if isinstance(self.b, list):
-            bias = _int_dot(q, self.b)
-        else:
-            bias = [self.b * int(r) for r in rows]
-        self.A = [alpha * self.a * sc for sc in sf]
-        self.B = [alpha * sc * bb for sc, bb in zip(sf, bias)]
-        units = [Fraction(self.ir_step) * sc for sc in sf]
+        self._enter_acc(node, q, s, alpha, self.b, self.xrange, (n,))
+        if node.op == "Gemm":
+            self._add_bias(node, 2, beta)
+
+    def _conv_geometry(self, node, kernel):
+        """``(stride, padding)`` from a Conv's attributes, or an error naming the first
+        attribute lowbit's Conv2D cannot express."""
+        def ints(name, default):
+            value = node.attr(name)
+            return list(default) if value is None else [int(v) for v in value]
+
+        auto_pad = node.attr("auto_pad", "NOTSET")
+        if auto_pad not in ("NOTSET", "VALID"):
+            raise node.error(f"auto_pad {auto_pad} is not supported: give explicit "
+                             f"symmetric pads")
+        shape = ints("kernel_shape", kernel)
+        if tuple(shape) != tuple(kernel):
+            raise node.error(f"kernel_shape {shape} differs from the weights' {list(kernel)}")
+        group = node.attr("group", 1)
+        if group != 1:
+            raise node.error(f"group={group} (a grouped or depthwise convolution) is not "
+                             f"supported: lowbit's Conv2D is a full convolution (group=1)")
+        dilations = ints("dilations", [1, 1])
+        if any(d != 1 for d in dilations):
+            raise node.error(f"dilations {dilations} are not supported: lowbit's Conv2D "
+                             f"has no dilation (all 1)")
+        strides = ints("strides", [1, 1])
+        if len(set(strides)) != 1 or strides[0] < 1:
+            raise node.error(f"strides {strides} are not supported: lowbit's Conv2D has one "
+                             f"stride for both axes")
+        pads = ints("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        if len(set(pads)) != 1 or pads[0] < 0:
+            raise node.error(f"pads {pads} are not supported: lowbit's Conv2D pads every "
+                             f"side with the same number of pixels (symmetric and equal "
+                             f"pads)")
+        return strides[0], pads[0]
+
+    def _channel_offsets(self, node, what):
+        """The input offset ``b`` (``x = a * x_int + b``) as one value or one per channel
+        of the ``(C, H, W)`` tensor; ``what`` says which node needs it (errors)."""
+        if not isinstance(self.b, list):
+            return self.b
+        channels = _per_channel(self.b, self.shape)
+        if channels is None:
+            raise node.error(f"its input has an offset that varies over positions (an "
+                             f"Add/Sub constant that is not per channel): {what}")
+        return channels
+
+    def _pad_integer(self, node, offsets):
+        """The integer ``x_int`` that the graph's real zero padding stands for, as lowbit's
+        ``Conv2D.pad_value``, or an error naming ``node``."""
         lo, hi = self.xrange
-        pos, neg = np.clip(q, 0, None), np.clip(q, None, 0)
-        self.acc_low = (pos * lo + neg * hi).sum(axis=1).astype(int).tolist()
-        self.acc_high = (pos * hi + neg * lo).sum(axis=1).astype(int).tolist()
-        self.units = units
-        self.dense_node = node
-        self.phase = "acc"
-        self.shape = (n,)
-        if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
-            c = self.g.value(node.inputs[2], node).ravel()
-            if c.size not in (1, n):
-                raise node.error(f"bias C must have 1 or {n} values, not {c.size}")
-            cs = _fr_array(c)
-            cs = cs * n if len(cs) == 1 else cs
-            self.B = [b + beta * v for b, v in zip(self.B, cs)]
+        binary = (lo, hi) == (-1, 1)
+        kind = "+-1" if binary else f"unsigned {lo}..{hi}"
+        if self.a == 0:
+            raise node.error("its input's scale is 0: zero padding has no integer value")
+        values = offsets if isinstance(offsets, list) else [offsets]
+        pads = {-b / self.a for b in values}
+        if len(pads) != 1:
+            raise node.error(f"zero padding stands for a different integer in each channel "
+                             f"({sorted(map(str, pads))}) of its {kind} inputs: lowbit pads "
+                             f"every channel with one value")
+        pad = pads.pop()
+        first = not self.layers
+        if binary and pad in (-1, 0, 1):
+            return float(pad)
+        if not binary and pad == 0:
+            return 0.0
+        where = ("the first layer's input quantizer integers" if first
+                 else f"its {kind} input integers")
+        allowed = "-1, 0 or +1" if binary else "0"
+        b = values[0]
+        raise node.error(f"zero padding: the real value 0 is x_int = {pad} of {where} "
+                         f"(real = {self.a} * x_int {'-' if b < 0 else '+'} {abs(b)}); lowbit "
+                         f"pads them with {allowed} only")
+
+    def conv(self, node, data):
+        if node.inputs[0] != data:
+            raise node.error("the computed tensor must be the first input (X)")
+        self._check_activated(node)
+        if len(self.shape) != 3:
+            raise node.error(f"its input has per-sample shape {self.shape}: lowbit's Conv2D "
+                             f"takes (C, H, W) samples")
+        weight = _weight(self.g, node.inputs[1], node)
+        if weight.q.ndim != 4:
+            raise node.error(f"weights must be (N, C, kh, kw) (a 2-D convolution), not shape "
+                             f"{weight.q.shape}")
+        n, c, kh, kw = weight.q.shape
+        stride, padding = self._conv_geometry(node, (kh, kw))
+        if c != self.shape[0]:
+            raise node.error(f"weights take {c} input channels, the tensor has "
+                             f"{self.shape[0]}")
+        _, h, w = self.shape
+        if h + 2 * padding < kh or w + 2 * padding < kw:
+            raise node.error(f"its {kh}x{kw} kernel is larger than its padded {self.shape} "
+                             f"input")
+        self._begin_layer(node)
+        offsets = self._channel_offsets(node, "the convolution's bias would vary by position")
+        pad_value = self._pad_integer(node, offsets) if padding else 0.0
+        layer, q, s = self._quantized(
+            node, weight, lambda wt, bits, sc: Conv2D(wt, weight_bits=bits, scale=sc,
+                                                      stride=stride, padding=padding,
+                                                      pad_value=pad_value))
+        self.layers.append(layer)
+        out = layer.output_shape(self.shape)
+        self.mapping.append((node, f"Conv2D {c} -> {n}, {kh}x{kw}, stride {stride}, padding "
+                                   f"{padding} (pad {pad_value:g}), weights "
+                                   f"{layer.weight_precision}"))
+        lo, hi = self.xrange
+        if padding:
+            lo, hi = min(lo, int(pad_value)), max(hi, int(pad_value))
+        columns = ([v for v in offsets for _ in range(kh * kw)]
+                   if isinstance(offsets, list) else offsets)
+        self._enter_acc(node, q, s, Fraction(1), columns, (lo, hi), out)
+        self._add_bias(node, 2, Fraction(1))
+
+    def maxpool(self, node):
+        size = self._pool_size(node)
+        if not self.layers:
+            raise node.error("pools the network's input: lowbit pools only a convolution's "
+                             "activations (Conv2D [BatchNorm] activation MaxPool2D)")
+        if len(self.shape) != 3:
+            raise node.error(f"its input has per-sample shape {self.shape}: MaxPool needs "
+                             f"(C, H, W) data")
+        c, h, w = self.shape
+        if h < size or w < size:
+            raise node.error(f"window {size} is larger than its {self.shape} input")
+        pooled = (c, h // size, w // size)
+        if self.phase == "acc":
+            # Before the activation: moved after it when that is exact (see activation()).
+            if self.pool is not None:
+                raise node.error(f"a second MaxPool after {self.pool[0].label}: lowbit's "
+                                 f"blocks pool once")
+            self.pool = (node, size, list(self.A))
+            self.shape = pooled
+            return
+        if not self.poolable:
+            raise node.error("lowbit pools right after a convolution's activation, once "
+                             "(Conv2D [BatchNorm] activation MaxPool2D)")
+        if self.a < 0:
+            raise node.error(f"its input is {self.a} * x_int + b with a negative scale: the "
+                             f"maximum of the graph's values is the minimum of lowbit's "
+                             f"activations")
+        offsets = self._channel_offsets(node, "the maximum of a window would not be the "
+                                              "maximum of lowbit's activations")
+        if isinstance(offsets, list):  # the same per-channel offsets, at fewer positions
+            self.b = [v for v in offsets for _ in range(pooled[1] * pooled[2])]
+        self.layers.append(MaxPool2D(size))
+        self.mapping.append((node, f"MaxPool2D {size}x{size}"))
+        self.shape = pooled
+        self.poolable = False
+
+    def _pool_size(self, node):
+        """The window of a MaxPool that lowbit's MaxPool2D expresses, or an error."""
+        if len([o for o in node.outputs if o]) > 1:
+            raise node.error("the Indices output is not supported")
+        kernel = [int(v) for v in node.attr("kernel_shape", [])]
+        if len(kernel) != 2:
+            raise node.error(f"kernel_shape {kernel}: lowbit pools 2-D windows")
+        if kernel[0] != kernel[1]:
+            raise node.error(f"kernel_shape {kernel} is not square: lowbit's MaxPool2D pools "
+                             f"square windows")
+        strides = [int(v) for v in node.attr("strides", [1, 1])]
+        if strides != kernel:
+            raise node.error(f"strides {strides} differ from kernel_shape {kernel}: lowbit's "
+                             f"MaxPool2D pools non-overlapping windows (stride = window)")
+        auto_pad = node.attr("auto_pad", "NOTSET")
+        pads = [int(v) for v in node.attr("pads", [0, 0, 0, 0])]
+        if auto_pad not in ("NOTSET", "VALID") or any(pads):
+            raise node.error(f"padding ({'pads ' + str(pads) if any(pads) else auto_pad}) is "
+                             f"not supported: lowbit's MaxPool2D does not pad")
+        if node.attr("ceil_mode", 0):
+            raise node.error("ceil_mode=1 is not supported: lowbit's MaxPool2D drops a "
+                             "partial window at the edge (ceil_mode=0)")
+        dilations = [int(v) for v in node.attr("dilations", [1, 1])]
+        if any(d != 1 for d in dilations):
+            raise node.error(f"dilations {dilations} are not supported (all 1)")
+        return kernel[0]
 
     def _declared_bits(self, name):
         node = self.g.producer.get(name)
@@ -839,6 +1074,18 @@ class _Importer:
             raise node.error(f"{node.op} must follow a MatMul/Gemm layer (its input is "
                              f"already quantized)")
         n = len(self.A)
+        if self.pool is not None:
+            # The activation is non-decreasing in its input, so it commutes with the
+            # maximum when what lies between the pool and it scales each channel by a
+            # factor >= 0 (A[c] / A_pool[c], both exact).
+            pool_node, _, before = self.pool
+            for c in range(n):
+                if before[c] * self.A[c] < 0:
+                    raise pool_node.error(
+                        f"pools before the activation {node.label} ({node.op}), and the "
+                        f"nodes between them scale channel {c} by a negative factor (e.g. "
+                        f"a BatchNormalization with gamma < 0): the pool takes the minimum "
+                        f"where pooling after the activation takes the maximum")
         row, alpha, beta = _shared_row(act.levels, n, node)
         strict = list(act.strict)
         if self.relu is not None:
@@ -888,8 +1135,18 @@ class _Importer:
         self.layers.append(out)
         self.mapping.append((node, f"{type(out).__name__} (thresholds folded with the "
                                    f"batch norm)"))
+        shape = self.shape  # the layer's output (pooled if a MaxPool came first)
         self._enter_x(next_a, next_b, xrange, ir_step)
-        self.shape = (n,)
+        self.shape = shape
+        if self.pool is not None:
+            pool_node, size, _ = self.pool
+            self.layers.append(MaxPool2D(size))
+            self.mapping.append((pool_node, f"MaxPool2D {size}x{size}, after the activation "
+                                            f"(the same maximum: the activation is "
+                                            f"non-decreasing per channel)"))
+            self.pool = None
+        else:
+            self.poolable = len(shape) == 3
 
     def _fit(self, node, A, B, levels, strict, ir_levels):
         """float64 ``gamma, beta`` whose folded thresholds equal the exact ones."""
@@ -934,10 +1191,16 @@ class _Importer:
 
     def model(self):
         quantizer = self.quantizer if self.quantizer is not None else self.user_quantizer
-        layers = ([Flatten()] if len(self.input_shape) > 1 else []) + self.layers
+        input_shape = self.input_shape
+        if isinstance(self.layers[0], Conv2D):
+            # (C, H, W) as the first Conv sees it: a Reshape of the graph input before it
+            # is row-major, so flat rows of the graph's input are the model's input too.
+            input_shape, layers = self.layer_input_shape, self.layers
+        else:
+            layers = ([Flatten()] if len(self.input_shape) > 1 else []) + self.layers
         mapping = [{"node": n.label, "op": n.op, "as": what} for n, what in self.mapping]
         return QuantModel(name=self.name, dataset="onnx", input_quantizer=quantizer,
-                          input_shape=self.input_shape, layers=layers, output=self.output,
+                          input_shape=input_shape, layers=layers, output=self.output,
                           metadata={"importer": "lowbit.onnx_import",
                                     "producer": self.g.model.producer_name or None,
                                     "source": self.source, "mapping": mapping})
@@ -953,6 +1216,19 @@ def _add(value, values, sign):
     base = value if isinstance(value, list) else [value] * len(values)
     v = values * len(base) if len(values) == 1 else values
     return [x + sign * y for x, y in zip(base, v)]
+
+
+def _per_channel(values, shape):
+    """The per-channel values of a per-feature list over ``(C, H, W)`` samples (row-major),
+    or None when one varies over a channel's positions."""
+    size = math.prod(shape[1:])
+    out = []
+    for c in range(shape[0]):
+        chunk = values[c * size:(c + 1) * size]
+        if any(v != chunk[0] for v in chunk):
+            return None
+        out.append(chunk[0])
+    return out
 
 
 def _int_dot(q, b):

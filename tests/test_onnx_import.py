@@ -56,8 +56,15 @@ def evaluate(model, x):
             out = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                    "Div": np.divide}[op](i[0], i[1])
         elif op == "BatchNormalization":
-            scale, bias, mean, var = i[1:5]
+            # per channel: axis 1 ((N, C) or (N, C, H, W) data)
+            scale, bias, mean, var = (p.reshape(-1, *[1] * (i[0].ndim - 2)) for p in i[1:5])
             out = scale * (i[0] - mean) / np.sqrt(var + a.get("epsilon", 1e-5)) + bias
+        elif op == "Conv":
+            out = conv2d(i[0], i[1], a.get("strides", [1, 1]), a.get("pads", [0, 0, 0, 0]))
+            if len(i) > 2 and i[2] is not None:
+                out = out + i[2].reshape(-1, 1, 1)
+        elif op == "MaxPool":
+            out = max_pool2d(i[0], a["kernel_shape"], a.get("strides", [1, 1]))
         elif op == "Sign":
             out = np.where(i[0] >= 0, 1.0, -1.0)
         elif op == "Relu":
@@ -88,13 +95,41 @@ def evaluate(model, x):
         elif op == "BipolarQuant":
             out = np.where(i[0] >= 0, 1.0, -1.0) * i[1]
         elif op == "MultiThreshold":
-            t = i[1]
-            out = (i[0][:, :, None] >= t[None]).sum(axis=-1) * a.get("out_scale", 1.0) \
+            # thresholds (C or 1, T) against the channel axis 1 (NCHW)
+            t = i[1].reshape(1, i[1].shape[0], *[1] * (i[0].ndim - 2), i[1].shape[1])
+            out = (i[0][..., None] >= t).sum(axis=-1) * a.get("out_scale", 1.0) \
                 + a.get("out_bias", 0.0)
         else:
             raise NotImplementedError(op)
         env[node.output[0]] = out
     return env[graph.output[0].name]
+
+
+def conv2d(x, w, strides, pads):
+    """ONNX Conv (group 1, no dilation) by its definition: zero-padded input, a sum over
+    every kernel tap (written here without lowbit's im2col)."""
+    (sy, sx), (top, left, bottom, right) = strides, pads
+    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, _, kh, kw = w.shape
+    oh, ow = (x.shape[2] - kh) // sy + 1, (x.shape[3] - kw) // sx + 1
+    out = np.zeros((x.shape[0], n, oh, ow))
+    for dy in range(kh):
+        for dx in range(kw):
+            tap = x[:, :, dy:dy + sy * (oh - 1) + 1:sy, dx:dx + sx * (ow - 1) + 1:sx]
+            out += np.einsum("bchw,nc->bnhw", tap, w[:, :, dy, dx])
+    return out
+
+
+def max_pool2d(x, kernel, strides):
+    """ONNX MaxPool without padding (floor): the maximum of each window, position by
+    position."""
+    (kh, kw), (sy, sx) = kernel, strides
+    oh, ow = (x.shape[2] - kh) // sy + 1, (x.shape[3] - kw) // sx + 1
+    out = np.empty((*x.shape[:2], oh, ow))
+    for y in range(oh):
+        for x_ in range(ow):
+            out[:, :, y, x_] = x[:, :, y * sy:y * sy + kh, x_ * sx:x_ * sx + kw].max(axis=(2, 3))
+    return out
 
 
 # Graph building -------------------------------------------------------------------------
@@ -465,12 +500,6 @@ Q = InputQuantizer(4, 1.0)
 
 
 @pytest.mark.parametrize("graph,pattern", [
-    (lambda: small(head=[("MaxPool", (), dict(name="pool", kernel_shape=[2, 2]))],
-                   shape=(1, 4, 4)),
-     r"node 'pool' \(MaxPool\): MaxPool is not supported yet"),
-    (lambda: small(head=[("Conv", (np.ones((1, 1, 3, 3)),), dict(name="conv"))],
-                   shape=(1, 4, 4)),
-     r"node 'conv' \(Conv\): convolutions are not supported yet"),
     (lambda: small(("Tanh", (), {})), r"node #1 \(Tanh\): operator Tanh of the standard "
                                       r"domain is not supported"),
     (lambda: small(("Relu", (), dict(name="r")), ("Mul", (2.0,), dict(name="m"))),
@@ -576,6 +605,400 @@ def test_not_a_chain_and_not_onnx(tmp_path):
     b.op("Quant", 1.0, 0.0, 4.0, name="iq", domain=QONNX, signed=0, narrow=0)
     with pytest.raises(ValueError, match="must end with a MatMul or Gemm layer"):
         load_onnx(b.build(16))
+
+
+# Convolutions ---------------------------------------------------------------------------
+
+def conv_bn(b, rng, x, name):
+    """A per-channel BatchNormalization with gammas of both signs and statistics near those
+    of the graph so far on the inputs ``x`` (so that its outputs take both signs)."""
+    y = evaluate(b.build(1), x)
+    n, axes = y.shape[1], (0, *range(2, y.ndim))
+    mean, std = y.mean(axis=axes), y.std(axis=axes) + 0.1
+    return b.op("BatchNormalization", rng.uniform(0.5, 2, n) * rng.choice([-1, 1], n),
+                rng.normal(size=n) * 0.3, mean + rng.normal(size=n) * std * 0.3,
+                (std * rng.uniform(0.7, 1.4, n)) ** 2, name=name, epsilon=1e-5)
+
+
+def binarized_cnn(seed=20):
+    """Plain ONNX binarized CNN on (1, 8, 8) uint4 inputs: a Conv with +-1 weights, zero
+    padding and a bias, BatchNormalization, Sign, MaxPool; a second Conv on the +-1 maps
+    (Sign of float weights, zero padding: pad_value 0), per-channel Mul (C, 1, 1) and Add
+    (1, C, 1, 1), BatchNormalization, Sign, no pool; Flatten; Gemm with a bias; a last
+    BatchNormalization."""
+    rng = np.random.default_rng(seed)
+    b = Builder((1, 8, 8), name="bcnn")
+    w1 = pm1(rng, (8, 1, 3, 3))
+    bias = rng.normal(size=8)
+    b.op("Conv", w1, bias, name="conv1", pads=[1, 1, 1, 1], strides=[1, 1],
+         kernel_shape=[3, 3], dilations=[1, 1], group=1)
+    conv_bn(b, rng, uint_inputs(0, 50, (1, 8, 8)), "bn1")
+    b.op("Sign", name="act1")
+    b.op("MaxPool", name="pool1", kernel_shape=[2, 2], strides=[2, 2])
+    w2 = b.node("Sign", [b.const(rng.normal(size=(16, 8, 3, 3)))], name="w2_sign",
+                data=False)
+    b.op("Conv", w2, name="conv2", pads=[1, 1, 1, 1])
+    b.op("Mul", rng.uniform(0.5, 2, (16, 1, 1)), name="s2")
+    b.op("Add", rng.normal(size=(1, 16, 1, 1)), name="b2")
+    conv_bn(b, rng, uint_inputs(0, 50, (1, 8, 8)), "bn2")
+    b.op("Sign", name="act2")
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("Gemm", pm1(rng, (10, 256)), rng.normal(size=10), name="fc", transB=1)
+    b.bn(rng, 10, name="bn3")
+    return b.build(10)
+
+
+def exact_cnn(seed=21):
+    """A plain ONNX CNN whose float32 execution is exact: integer inputs and weights,
+    half-integer per-channel offsets before each Sign (no pre-activation is 0), a strided
+    Conv with integer weights on the +-1 maps, integer class scores."""
+    rng = np.random.default_rng(seed)
+    b = Builder((2, 6, 6), name="exact")
+    b.op("Conv", pm1(rng, (8, 2, 3, 3)), name="conv1", pads=[1, 1, 1, 1])
+    b.op("Add", rng.integers(-20, 20, (8, 1, 1)) + 0.5, name="off1")
+    b.op("Sign", name="act1")
+    b.op("MaxPool", name="pool1", kernel_shape=[3, 3], strides=[3, 3])
+    b.op("Conv", rng.integers(-3, 4, (8, 8, 2, 2)).astype(float), name="conv2",
+         pads=[1, 1, 1, 1], strides=[2, 2])
+    b.op("Sub", rng.integers(-4, 4, (1, 8, 1, 1)) + 0.5, name="off2")
+    b.op("Sign", name="act2")
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("MatMul", rng.integers(-2, 3, (32, 10)).astype(float), name="fc")
+    b.op("Add", rng.integers(-5, 6, 10).astype(float), name="fc_bias")
+    return b.build(10)
+
+
+def qonnx_cnn(seed=22):
+    """QONNX CNN as Brevitas exports one: an input Quant, a Conv with 4-bit per-channel
+    Quant weights ((N, 1, 1, 1) scales), a bias and zero padding, BatchNormalization, Relu +
+    2-bit Quant, MaxPool; a Conv with BipolarQuant weights on the 2-bit maps (zero
+    padding), BatchNormalization, a per-channel MultiThreshold; Flatten, Gemm with 3-bit
+    Quant weights, BatchNormalization."""
+    rng = np.random.default_rng(seed)
+    b = Builder((1, 8, 8), name="qcnn")
+    b.op("Quant", 1 / 255, 0.0, 8.0, name="in_quant", domain=QONNX, signed=0, narrow=0,
+         rounding_mode="ROUND")
+    w1 = b.quant(rng.normal(size=(8, 1, 3, 3)), rng.uniform(0.05, 0.2, (8, 1, 1, 1)), 4,
+                 narrow=1, name="w1_quant")
+    b.op("Conv", w1, rng.normal(size=8) * 0.1, name="conv1", pads=[1, 1, 1, 1])
+    conv_bn(b, rng, unit_inputs(0, 50, (1, 8, 8)), "bn1")
+    b.op("Relu", name="relu1")
+    b.op("Quant", 0.5, 0.0, 2.0, name="act1", domain=QONNX, signed=0, narrow=0,
+         rounding_mode="ROUND")
+    b.op("MaxPool", name="pool1", kernel_shape=[2, 2], strides=[2, 2])
+    w2 = b.node("BipolarQuant", [b.const(rng.normal(size=(16, 8, 3, 3))), b.const(0.25)],
+                name="w2_bq", domain=QONNX, data=False)
+    b.op("Conv", w2, name="conv2", pads=[1, 1, 1, 1])
+    conv_bn(b, rng, unit_inputs(0, 50, (1, 8, 8)), "bn2")
+    alpha = rng.choice([0.5, 1.0, 2.0], (16, 1))  # exact in float32
+    beta = rng.integers(-4, 5, (16, 1)) / 4
+    b.op("MultiThreshold", alpha * np.array([[-1.0, 0.0, 1.0]]) + beta, name="act2",
+         domain=QONNX, out_dtype="UINT2", out_scale=1.0, out_bias=0.0)
+    b.op("Flatten", name="flatten", axis=1)
+    w3 = b.quant(rng.normal(size=(10, 256)), 0.1, 3, narrow=1, name="w3_quant")
+    b.op("Gemm", w3, name="fc", transB=1)
+    conv_bn(b, rng, unit_inputs(0, 50, (1, 8, 8)), "bn3")
+    return b.build(10)
+
+
+def pool_first_cnn(seed=23, side=4):
+    """Brevitas' order: Conv -> BatchNormalization (gammas of both signs) -> MaxPool ->
+    BipolarQuant, 32 channels (a first layer lowbit's compiler runs); then a binarized
+    Dense block and the scores."""
+    rng = np.random.default_rng(seed)
+    b = Builder((1, side, side), name="poolfirst")
+    b.op("Quant", 1.0, 0.0, 4.0, name="in_quant", domain=QONNX, signed=0, narrow=0,
+         rounding_mode="ROUND")
+    w1 = pm1(rng, (32, 1, 3, 3))
+    b.op("Conv", w1, name="conv1", pads=[1, 1, 1, 1])
+    conv_bn(b, rng, uint_inputs(0, 50, (1, side, side)), "bn1")
+    b.op("MaxPool", name="pool1", kernel_shape=[2, 2], strides=[2, 2])
+    b.op("BipolarQuant", 1.0, name="act1", domain=QONNX)
+    b.op("Flatten", name="flatten", axis=1)
+    features = 32 * (side // 2) ** 2
+    b.op("MatMul", pm1(rng, (features, 16)), name="fc1")
+    b.bn(rng, 16, name="bn2")
+    b.op("BipolarQuant", 1.0, name="act2", domain=QONNX)
+    b.op("MatMul", pm1(rng, (16, 10)), name="fc2")
+    return b.build(10)
+
+
+def uint_inputs(seed, n, shape, high=15):
+    return np.random.default_rng(seed).integers(0, high + 1, (n, *shape)).astype(float)
+
+
+def layer_names(model):
+    return [type(l).__name__ for l in model.layers]
+
+
+def test_binarized_cnn_matches_the_graph():
+    onnx_model = binarized_cnn()
+    onnx.checker.check_model(onnx_model)
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Conv2D",
+                                  "BatchNorm", "Sign", "Flatten", "Dense"]
+    conv1, conv2 = model.layers[0], model.layers[4]
+    assert (conv1.padding, conv1.pad_value, conv1.stride) == (1, 0.0, 1)
+    # the graph pads the +-1 maps with 0: kept as pad_value 0 (exact in the integer form)
+    assert (conv2.padding, conv2.pad_value, conv2.weight_bits) == (1, 0.0, 1)
+    assert model.input_shape == (1, 8, 8)
+    x = uint_inputs(20, 60, (1, 8, 8))
+    expected = evaluate(onnx_model, x).argmax(1)
+    assert len(set(expected)) > 3  # the scores depend on the input
+    assert np.array_equal(model.predict(x), expected)
+    assert np.array_equal(model.predict(x, backend="float"), expected)
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed (extra onnx-ref)")
+def test_binarized_cnn_matches_onnxruntime():
+    # onnxruntime works in float32: its predictions equal the exact ones away from
+    # float32 ties, which these random batch norms do not reach.
+    onnx_model = binarized_cnn()
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    x = uint_inputs(24, 60, (1, 8, 8))
+    assert np.array_equal(model.predict(x), run_onnxruntime(onnx_model, x).argmax(1))
+
+
+def run_onnxruntime(onnx_model, x):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed (extra onnx-ref)")
+def test_exact_cnn_gives_onnxruntimes_scores_exactly():
+    # Small integers throughout: onnxruntime's float32 is exact, so the scores are equal,
+    # not just the predictions (strided Conv, 3x3 pooling, zero padding of +-1 maps).
+    onnx_model = exact_cnn()
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    # each offset folds into a batch norm before its Sign
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Conv2D",
+                                  "BatchNorm", "Sign", "Flatten", "Dense"]
+    assert model.layers[4].weight_bits == 3 and model.layers[4].stride == 2
+    x = uint_inputs(21, 100, (2, 6, 6))
+    expected = run_onnxruntime(onnx_model, x)
+    assert np.array_equal(model.integer_scores(x), expected)
+    assert np.array_equal(evaluate(onnx_model, x), expected)  # the evaluator agrees
+
+
+def test_qonnx_cnn_matches_the_graph():
+    onnx_model = qonnx_cnn()
+    model = load_onnx(onnx_model)
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "MultiThreshold", "MaxPool2D",
+                                  "Conv2D", "BatchNorm", "MultiThreshold", "Flatten", "Dense"]
+    assert [model.layers[i].weight_bits for i in (0, 4, 8)] == [4, 1, 3]
+    quant = next(n for n in onnx_model.graph.node if n.name == "w1_quant")
+    scale = next(numpy_helper.to_array(t) for t in onnx_model.graph.initializer
+                 if t.name == quant.input[1])
+    assert np.array_equal(model.layers[0].scale, scale.ravel().astype(np.float64))
+    x = unit_inputs(22, 60, (1, 8, 8))
+    expected = evaluate(onnx_model, x).argmax(1)
+    assert len(set(expected)) > 3
+    assert np.array_equal(model.predict(x), expected)
+    assert np.array_equal(model.predict(x, backend="float"), expected)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qonnx") is None,
+                    reason="qonnx is not installed (extra brevitas)")
+def test_qonnx_cnn_matches_qonnx_executor():
+    onnx_model = qonnx_cnn()
+    model = load_onnx(onnx_model)
+    x = unit_inputs(23, 30, (1, 8, 8))
+    assert np.array_equal(model.predict(x), run_qonnx(onnx_model, x).argmax(1))
+
+
+def run_qonnx(onnx_model, x):
+    """qonnx's own executor (float32, one sample at a time: the graphs' batch is "N")."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(onnx_model)
+    for value in (*fixed.graph.input, *fixed.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    wrapper = ModelWrapper(fixed).transform(InferShapes())
+    inp, out = wrapper.graph.input[0].name, wrapper.graph.output[0].name
+    return np.concatenate([execute_onnx(wrapper, {inp: x[i:i + 1].astype(np.float32)})[out]
+                           for i in range(len(x))]).astype(np.float64)
+
+
+@pytest.mark.parametrize("out_scale,out_bias,pad", [(1.0, 0.0, -1.0), (-1.0, 1.0, 1.0)])
+def test_zero_padding_of_bipolar_maps_becomes_pad_value(out_scale, out_bias, pad):
+    # A one-threshold MultiThreshold gives 0/1 (or 1/0): the graph's zero border is the
+    # count 0 (or 1), i.e. lowbit's -1 (or +1) of a Sign.
+    rng = np.random.default_rng(24)
+    b = Builder((1, 6, 6), name="pad")
+    b.op("Conv", pm1(rng, (8, 1, 3, 3)), name="conv1")
+    b.op("MultiThreshold", rng.integers(-10, 10, (8, 1)) + 0.5, name="act1", domain=QONNX,
+         out_dtype="BINARY", out_scale=out_scale, out_bias=out_bias)
+    b.op("Conv", pm1(rng, (8, 8, 3, 3)), name="conv2", pads=[1, 1, 1, 1])
+    b.op("Add", rng.integers(-6, 6, (8, 1, 1)) + 0.5, name="off2")
+    b.op("Sign", name="act2")
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("MatMul", pm1(rng, (128, 10)), name="fc")
+    onnx_model = b.build(10)
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    assert layer_names(model)[:4] == ["Conv2D", "BatchNorm", "Sign", "Conv2D"]
+    assert model.layers[3].pad_value == pad
+    x = uint_inputs(25, 60, (1, 6, 6))
+    expected = evaluate(onnx_model, x)  # integers throughout: exact in float64
+    assert np.array_equal(model.integer_scores(x), expected)
+
+
+def test_pool_before_the_activation_moves_after_it():
+    onnx_model = pool_first_cnn()
+    model = load_onnx(onnx_model)
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Flatten",
+                                  "Dense", "BatchNorm", "Sign", "Dense"]
+    gammas = next(numpy_helper.to_array(t) for t in onnx_model.graph.initializer
+                  if t.name == next(n for n in onnx_model.graph.node
+                                    if n.name == "bn1").input[1])
+    assert (gammas < 0).any() and (gammas > 0).any()  # both orders of the maximum occur
+    x = uint_inputs(26, 80, (1, 4, 4))
+    expected = evaluate(onnx_model, x)
+    assert np.array_equal(model.predict(x), expected.argmax(1))
+    # +-1 activations and weights: the scores are exact integers in float64 too
+    assert np.array_equal(model.integer_scores(x), expected)
+
+
+def cnn_config():
+    return AcceleratorConfig(
+        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
+        lightnorm=LightNormConfig(channels=64, block=4, output="sign", input_width=20),
+        has_lns_mac=False, act_words=4096, weight_words=2048, out_words=256)
+
+
+def test_imported_cnn_runs_on_the_iss():
+    # A first-layer convolution with 32 Sign channels and 2x2 pooling: what the compiler
+    # runs (host-built im2col rows, MAXPOOL); the ISS gives the model's integer scores.
+    onnx_model = pool_first_cnn()
+    model = load_onnx(onnx_model)
+    config = cnn_config()
+    program = compile_model(model, config, batch=4)
+    assert "MAXPOOL" in {i["opcode"].name for i in program.instructions}
+    x = uint_inputs(27, 10, (1, 4, 4))
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(scores, model.integer_scores(x))
+    assert np.array_equal(scores.argmax(1), evaluate(onnx_model, x).argmax(1))
+
+
+# CNN errors -----------------------------------------------------------------------------
+
+def conv(name="conv", weight=None, **attrs):
+    w = np.ones((8, 2, 3, 3)) if weight is None else weight
+    return ("Conv", (w,), dict(name=name, **{"pads": [1, 1, 1, 1], **attrs}))
+
+
+def pool(name="pool", **attrs):
+    return ("MaxPool", (), dict(name=name, **{"kernel_shape": [2, 2], "strides": [2, 2],
+                                              **attrs}))
+
+
+SIGN = ("Sign", (), dict(name="act"))
+
+
+def cnn_steps(*steps, shape=(2, 6, 6), tail=True):
+    """``steps`` on a (2, 6, 6) input, then (if ``tail``) Flatten and a MatMul; the error
+    cases stop at a bad node before the MatMul's size matters."""
+    b = Builder(shape, name="cnn_err")
+    for op, consts, kw in steps:
+        b.op(op, *consts, **kw)
+    if tail:
+        b.op("Flatten", axis=1)
+        b.op("MatMul", np.ones((8, 4)))
+        return b.build(4)
+    return b.build(8)
+
+
+@pytest.mark.parametrize("graph,pattern", [
+    (lambda: cnn_steps(conv(strides=[1, 2]), SIGN),
+     r"node 'conv' \(Conv\): strides \[1, 2\] are not supported: lowbit's Conv2D has one "
+     r"stride"),
+    (lambda: cnn_steps(conv(pads=[1, 1, 0, 0]), SIGN),
+     r"node 'conv' \(Conv\): pads \[1, 1, 0, 0\] are not supported: .*symmetric and equal"),
+    (lambda: cnn_steps(conv(dilations=[2, 2]), SIGN),
+     r"node 'conv' \(Conv\): dilations \[2, 2\] are not supported: lowbit's Conv2D has no "
+     r"dilation"),
+    (lambda: cnn_steps(conv(weight=np.ones((8, 1, 3, 3)), group=2), SIGN),
+     r"node 'conv' \(Conv\): group=2 \(a grouped or depthwise convolution\) is not "
+     r"supported"),
+    (lambda: cnn_steps(("Conv", (np.ones((8, 2, 3, 3)),),
+                        dict(name="conv", auto_pad="SAME_UPPER")), SIGN),
+     r"node 'conv' \(Conv\): auto_pad SAME_UPPER is not supported: give explicit"),
+    (lambda: cnn_steps(conv(kernel_shape=[2, 2]), SIGN),
+     r"node 'conv' \(Conv\): kernel_shape \[2, 2\] differs from the weights' \[3, 3\]"),
+    (lambda: cnn_steps(conv(weight=np.ones((8, 3, 3, 3))), SIGN),
+     r"node 'conv' \(Conv\): weights take 3 input channels, the tensor has 2"),
+    (lambda: cnn_steps(("Conv", (np.ones((8, 2, 3)),), dict(name="conv")), SIGN,
+                       shape=(2, 6)),
+     r"node 'conv' \(Conv\): its input has per-sample shape \(2, 6\): lowbit's Conv2D "
+     r"takes \(C, H, W\)"),
+    (lambda: cnn_steps(conv(), SIGN, pool(pads=[1, 1, 1, 1])),
+     r"node 'pool' \(MaxPool\): padding \(pads \[1, 1, 1, 1\]\) is not supported: lowbit's "
+     r"MaxPool2D does not pad"),
+    (lambda: cnn_steps(conv(), SIGN, pool(auto_pad="SAME_UPPER")),
+     r"node 'pool' \(MaxPool\): padding \(SAME_UPPER\) is not supported"),
+    (lambda: cnn_steps(conv(), SIGN, pool(strides=[1, 1])),
+     r"node 'pool' \(MaxPool\): strides \[1, 1\] differ from kernel_shape \[2, 2\]: .*"
+     r"non-overlapping"),
+    (lambda: cnn_steps(conv(), SIGN, pool(ceil_mode=1)),
+     r"node 'pool' \(MaxPool\): ceil_mode=1 is not supported"),
+    (lambda: cnn_steps(conv(), SIGN, pool(kernel_shape=[2, 3], strides=[2, 3])),
+     r"node 'pool' \(MaxPool\): kernel_shape \[2, 3\] is not square"),
+    (lambda: cnn_steps(conv(), SIGN, pool(dilations=[2, 2])),
+     r"node 'pool' \(MaxPool\): dilations \[2, 2\] are not supported"),
+    (lambda: cnn_steps(pool(), conv()),
+     r"node 'pool' \(MaxPool\): pools the network's input"),
+    (lambda: cnn_steps(conv(), SIGN, pool(), pool(name="pool2")),
+     r"node 'pool2' \(MaxPool\): lowbit pools right after a convolution's activation, once"),
+    (lambda: cnn_steps(conv(), SIGN, ("Mul", (-1.0,), dict(name="neg")), pool()),
+     r"node 'pool' \(MaxPool\): its input is -1 \* x_int \+ b with a negative scale"),
+    (lambda: cnn_steps(conv(), pool(), ("Mul", (np.array([1.0, -1.0] * 4).reshape(8, 1, 1),),
+                                        dict(name="neg")), SIGN),
+     r"node 'pool' \(MaxPool\): pools before the activation 'act' \(Sign\), and the nodes "
+     r"between them scale channel 1 by a negative factor"),
+    (lambda: cnn_steps(conv(), pool(), pool(name="pool2"), SIGN),
+     r"node 'pool2' \(MaxPool\): a second MaxPool after 'pool'"),
+    (lambda: cnn_steps(conv(), ("AveragePool", (), dict(name="avg", kernel_shape=[2, 2],
+                                                        strides=[2, 2])), SIGN),
+     r"node 'avg' \(AveragePool\): AveragePool is not supported: lowbit's only pooling "
+     r"layer is MaxPool2D"),
+    # the graph pads x - 0.5 with 0: the input 0.5, between two input integers
+    (lambda: cnn_steps(("Sub", (0.5,), dict(name="centre")), conv(), SIGN),
+     r"node 'conv' \(Conv\): zero padding: the real value 0 is x_int = 1/2 of the first "
+     r"layer's input quantizer integers \(real = 1 \* x_int - 1/2\); lowbit pads them with "
+     r"0 only"),
+    # a signed 2-bit activation is lowbit's count - 2: the graph's zero is the count 2
+    (lambda: cnn_steps(conv(), ("Quant", (1.0, 0.0, 2.0), dict(
+        name="aq", domain=QONNX, signed=1, narrow=0)), conv(name="conv2",
+                                                            weight=np.ones((8, 8, 3, 3))),
+        SIGN),
+     r"node 'conv2' \(Conv\): zero padding: the real value 0 is x_int = 2 of its unsigned "
+     r"0\.\.3 input integers"),
+    (lambda: cnn_steps(conv(), ("MultiThreshold", (np.zeros((1, 1)),), dict(
+        name="mt", domain=QONNX, out_dtype="BINARY", out_scale=1.0, out_bias=0.5)),
+        conv(name="conv2", weight=np.ones((8, 8, 3, 3))), SIGN),
+     r"node 'conv2' \(Conv\): zero padding: the real value 0 is x_int = -2 of its \+-1 "
+     r"input integers .*-1, 0 or \+1 only"),
+    (lambda: cnn_steps(conv(), ("Add", (np.arange(36.0).reshape(1, 1, 6, 6),),
+                                dict(name="pos")), SIGN),
+     r"node 'pos' \(Add\): constant of shape \(1, 1, 6, 6\) varies over the positions"),
+    (lambda: cnn_steps(conv(), tail=False),
+     r"node 'conv' \(Conv\): its outputs are the graph's output: lowbit's last layer is a "
+     r"Dense"),
+    (lambda: cnn_steps(("Flatten", (), dict(axis=1)), ("MatMul", (np.ones((72, 8)),),
+                                                       dict(name="fc")), SIGN,
+                       ("Reshape", (np.array([-1, 2, 2, 2]),), dict(name="unflatten"))),
+     r"node 'unflatten' \(Reshape\): reshapes a layer's outputs \(8,\) to \(2, 2, 2\)"),
+    (lambda: cnn_steps(("Flatten", (), dict(axis=1)), ("MatMul", (np.ones((72, 8)),),
+                                                       dict(name="fc")), SIGN, pool()),
+     r"node 'pool' \(MaxPool\): its input has per-sample shape \(8,\)"),
+])
+def test_cnn_errors_name_the_node_and_why(graph, pattern):
+    with pytest.raises(ONNXImportError, match=pattern):
+        load_onnx(graph(), input_quantizer=Q)
 
 
 # Files and the command line -------------------------------------------------------------
