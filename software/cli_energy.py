@@ -120,7 +120,8 @@ def _print_rtl(rtl):
 def _print_text(rep, path):
     print(f"{path}: {_pj(rep['total_pj'])} per inference (batch {rep['batch']}), technology "
           f"{rep['technology']['name']}")
-    head = f"{'layer':<10} {'instr':>9} {'precision':>9} {'compute':>10} {'memory':>10} " \
+    width = max([10] + [len(layer["name"]) for layer in rep["per_layer"]])
+    head = f"{'layer':<{width}} {'instr':>6} {'precision':>9} {'compute':>10} {'memory':>10} " \
            f"{'host':>10} {'total':>10}"
     print(head)
     print("-" * len(head))
@@ -130,7 +131,7 @@ def _print_text(rep, path):
         kinds = {k: sum(comps[c] for c in names) for k, names in KINDS.items()}
         first_last = str(len(layer["instructions"]))
         bits = f"a{layer['act_bits']}w{layer['weight_bits']}" if layer["act_bits"] else "-"
-        print(f"{layer['name']:<10} {first_last:>9} {bits:>9} {_pj(kinds['compute']):>10} "
+        print(f"{layer['name']:<{width}} {first_last:>6} {bits:>9} {_pj(kinds['compute']):>10} "
               f"{_pj(kinds['memory']):>10} {_pj(kinds['host']):>10} "
               f"{_pj(layer['total_pj']):>10}")
     shares = {k: f"{v:.1%}" if v >= 0.001 or not v else "<0.1%"

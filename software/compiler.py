@@ -256,7 +256,7 @@ def compile_model(model, config=None, *, batch=16):
                         opcode="NORM", mode=mode, src_addr=0,
                         dst_addr=dst + r0 * dst_row + c0 // word, param_addr=p_addr,
                         rows=rn, channels=cn, src_stride=cn, dst_stride=dst_row))
-            chunks.append((loads, data, body, space == half))
+            chunks.append((loads, data, body, space == half, i))
         if layer.conv is not None and layer.conv.pool:
             # 2-D max pool of the (y, x) pixel rows as two OR passes (+-1 data): windows of
             # `pool` neighbouring pixels into the free region, then of `pool` image rows
@@ -272,20 +272,26 @@ def compile_model(model, config=None, *, batch=16):
     # right after chunk c's first GEMM, so that they stream in while it computes.
     # A chunk that fills the whole weight buffer is loaded after the previous chunk's last
     # instruction instead (nothing of it may be overwritten early).
-    instrs += schedule[0][0]
+    owner = [0]  # the layer each instruction belongs to (the energy model's per-layer view)
+
+    def emit(items, layer):
+        instrs.extend(items)
+        owner.extend([layer] * len(items))
+
+    emit(schedule[0][0], schedule[0][4])
     consts += schedule[0][1]
-    for c, (_, _, body, halved) in enumerate(schedule):
+    for c, (_, _, body, halved, layer_index) in enumerate(schedule):
         following = schedule[c + 1] if c + 1 < len(schedule) else None
         early = following is not None and halved and following[3]
-        instrs.append(body[0])
+        emit(body[:1], layer_index)
         if early:
-            instrs += following[0]
+            emit(following[0], following[4])
             consts += following[1]
-        instrs += body[1:]
+        emit(body[1:], layer_index)
         if following is not None and not early:
-            instrs += following[0]
+            emit(following[0], following[4])
             consts += following[1]
-    instrs.append(dict(opcode="HALT", status=0))
+    emit([dict(opcode="HALT", status=0)], len(layers) - 1)
     last = layers[-1]
     metadata = {
         "kind": METADATA_KIND, "model": model.name, "dataset": model.dataset,
@@ -294,6 +300,11 @@ def compile_model(model, config=None, *, batch=16):
         "input_bits": _bits(layers[0].input_precision),
         "input_features": layers[0].weight.shape[1], "input_conv": _conv_json(layers[0].conv),
         "classes": int(last.weight.shape[0]), "stores": stores,
+        "layers": [{"name": _where(i, layer)[len(f"layer {i} ("):-1],
+                    "instructions": [j for j, o in enumerate(owner) if o == i],
+                    "act_bits": _bits(layer.input_precision),
+                    "weight_bits": _bits(layer.weight_precision)}
+                   for i, layer in enumerate(layers)],
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
     }
     return Program(config, instrs, np.concatenate(consts), metadata)
