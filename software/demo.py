@@ -4,7 +4,8 @@ Trains a binarized MLP on scikit-learn's digits (numpy, straight-through estimat
 compiles it for the default accelerator, generates the accelerator's Verilog, runs the whole
 test set on the instruction-set simulator and 50 test images on the RTL (Verilator, through
 the same runtime a board uses), and prints a report: float vs quantized vs hardware
-accuracy, ISS/RTL agreement, cycles per image, and images per second at the configuration's
+accuracy, ISS/RTL agreement, cycles per image, the energy per image (``lowbit.energy``) and
+images per second at the configuration's
 Fmax when it has been synthesised on this machine (``lowbit synth accelerator --target
 ecp5``; the demo reads the cached result). With ``synth=True`` (``lowbit demo --synth``) it
 runs that synthesis itself: the default configuration does not fit the iCE40UP5K, and
@@ -77,6 +78,7 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False):
     from . import datasets, toolenv
     from .compiler import compile_model
     from .config.accelerator import AcceleratorConfig
+    from .energy import per_inference
     from .hw.accelerator import Accelerator
     from .runtime import ISSTransport, RTLTransport, Runtime
     from .train import train
@@ -150,6 +152,10 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False):
               f"accelerators on iCE40 and ECP5); this configuration has not been synthesised "
               f"here: `lowbit synth accelerator --target ecp5 --json` measures it "
               f"(docs/accelerator_synthesis.md), and the demo then uses it")
+    energy, fp32 = per_inference(program, config)
+    print(f"  energy     {energy / 1e3:,.0f} nJ per image (45 nm action model, `lowbit energy "
+          f"{program_path}`); the same network on an fp32 datapath {fp32 / 1e3:,.0f} nJ, "
+          f"{fp32 / energy:.0f}x more")
     print(f"  RTL simulation {rtl_stats['cycles'] / seconds:,.0f} cycles/s; whole demo "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"  files      {out_dir}/ (model, program, accelerator.v)")
