@@ -209,3 +209,44 @@ def test_icebreaker_bitstream_fits_and_meets_its_clock(tmp_path, capsys):
     assert result["fmax_mhz"] >= 12.0 and result["meets_timing"]
     assert Path(result["bitstream"]) == tmp_path / "top.bin"
     assert (tmp_path / "top.bin").stat().st_size > 100_000   # a UP5K image is 104 kB
+
+
+def test_cli_bitstream_that_does_not_fit(tmp_path, monkeypatch, capsys):
+    # The report of a design too big for the device (the build itself is the synth test's).
+    from lowbit.boards.build import BitstreamError
+
+    figures = {"board": "icebreaker", "part": "iCE40UP5K-SG48", "config": "big.json",
+               "baud": 115200, "luts": 6102, "luts_available": 5280, "bram": 12,
+               "bram_available": 30, "spram": 4, "dsp": 4, "fits": False,
+               "over": {"ICESTORM_LC": [6102, 5280]}}
+
+    def build(*args, **kwargs):
+        raise BitstreamError("the design does not fit the iCEBreaker (iCE40UP5K-SG48): it "
+                             "needs ICESTORM_LC 6102 of 5280", figures)
+
+    monkeypatch.setattr("lowbit.boards.build.build_bitstream", build)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path)])
+    assert exit_info.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == ("icebreaker (iCE40UP5K-SG48), accelerator big.json, UART 115200 baud:\n"
+                   "  logic 6102/5280  BRAM 12/30  SPRAM 4  DSP 4\n")
+    assert err == ("lowbit bitstream: error: the design does not fit the iCEBreaker "
+                   "(iCE40UP5K-SG48): it needs ICESTORM_LC 6102 of 5280\n")
+
+
+def test_cli_bitstream_report(tmp_path, monkeypatch, capsys):
+    figures = {"board": "ulx3s-85f", "part": "LFE5U-85F-CABGA381", "config": "c.json",
+               "baud": 115200, "luts": 4498, "luts_available": 83640, "bram": 68,
+               "bram_available": 208, "spram": 0, "dsp": 8, "fits": True,
+               "meets_timing": True, "fmax_mhz": 38.97, "target_mhz": 25.0,
+               "bitstream": str(tmp_path / "top.bit"), "seconds": 106.2}
+    monkeypatch.setattr("lowbit.boards.build.build_bitstream", lambda *a, **k: figures)
+    assert main(["bitstream", "--board", "ulx3s-85f", "-o", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == (
+        "ulx3s-85f (LFE5U-85F-CABGA381), accelerator c.json, UART 115200 baud:\n"
+        "  logic 4498/83640  BRAM 68/208  SPRAM 0  DSP 8\n"
+        "  Fmax 38.97 MHz: meets the 25 MHz board clock\n"
+        f"  bitstream {tmp_path / 'top.bit'} (106.2 s)\n")
+    assert main(["bitstream", "--board", "ulx3s-85f", "-o", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == figures
