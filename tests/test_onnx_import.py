@@ -815,8 +815,10 @@ def run_qonnx(onnx_model, x):
     from qonnx.transformation.infer_shapes import InferShapes
     fixed = onnx.ModelProto()
     fixed.CopyFrom(onnx_model)
+    constants = {t.name for t in fixed.graph.initializer}
     for value in (*fixed.graph.input, *fixed.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_value = 1
+        if value.name not in constants:
+            value.type.tensor_type.shape.dim[0].dim_value = 1
     wrapper = ModelWrapper(fixed).transform(InferShapes())
     inp, out = wrapper.graph.input[0].name, wrapper.graph.output[0].name
     return np.concatenate([execute_onnx(wrapper, {inp: x[i:i + 1].astype(np.float32)})[out]
@@ -1064,3 +1066,71 @@ def test_brevitas_export_imports(tmp_path):
     with torch.no_grad():
         expected = net(torch.tensor(test, dtype=torch.float32)).argmax(1).numpy()
     assert (model.predict(test) == expected).mean() >= 0.99
+
+
+@pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
+                    "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_brevitas_cnn_export_imports(tmp_path):
+    # Brevitas exports both pooling orders: the first block pools its batch norm's outputs
+    # before the activation (moved after it), the second pools the activations.
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)
+    net = torch.nn.Sequential(
+        QuantIdentity(bit_width=8, signed=False, return_quant_tensor=True),
+        QuantConv2d(1, 8, 3, padding=1, bias=True, weight_bit_width=4),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.MaxPool2d(2),
+        QuantReLU(bit_width=2),
+        QuantConv2d(8, 16, 3, padding=1, bias=False, weight_bit_width=4),
+        torch.nn.BatchNorm2d(16),
+        QuantReLU(bit_width=2),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        QuantLinear(64, 10, bias=False, weight_bit_width=4))
+    digits = load_digits()
+    x = torch.tensor(digits.data[:256] / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(digits.target[:256])
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(10):  # a few steps: the batch norms get real statistics
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+    path = tmp_path / "brevitas_cnn.onnx"
+    export_qonnx(net, torch.zeros(1, 1, 8, 8), export_path=str(path), dynamo=False)
+    model = load_onnx(path)
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "MultiThreshold", "MaxPool2D",
+                                  "Conv2D", "BatchNorm", "MultiThreshold", "MaxPool2D",
+                                  "Flatten", "Dense"]
+    assert [model.layers[i].weight_bits for i in (0, 4, 9)] == [4, 4, 4]
+    test = digits.data[1000:1300] / 16
+    images = test.reshape(-1, 1, 8, 8)
+    scores = model.integer_scores(test)
+    # 2-bit activations and 4-bit weights on one scale: two classes often get exactly the
+    # same score. A float32 execution breaks such a tie by its rounding, so predictions are
+    # compared where the exact top score is unique, and the scores within float32 error.
+    top = np.sort(scores, axis=1)
+    unique = top[:, -1] != top[:, -2]
+    assert unique.mean() > 0.8
+    with torch.no_grad():
+        logits = net(torch.tensor(images, dtype=torch.float32)).numpy().astype(np.float64)
+    assert np.allclose(scores, logits, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(scores.argmax(1)[unique], logits.argmax(1)[unique])
+    graph = onnx.load(path)
+    reference = evaluate(graph, images)  # float64
+    assert np.allclose(scores, reference, rtol=1e-9, atol=1e-9)
+    assert np.array_equal(scores.argmax(1)[unique], reference.argmax(1)[unique])
+    if importlib.util.find_spec("qonnx") is not None:
+        # qonnx's executor (float32), one sample at a time (about 25 ms each)
+        got = run_qonnx(graph, images[:60])
+        assert np.allclose(scores[:60], got, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(scores[:60].argmax(1)[unique[:60]],
+                              got.argmax(1)[unique[:60]])
