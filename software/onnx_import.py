@@ -1,4 +1,4 @@
-"""Import ONNX and QONNX (Brevitas) quantized MLPs into lowbit's intermediate form.
+"""Import ONNX and QONNX (Brevitas) quantized MLPs and CNNs into lowbit's intermediate form.
 
 :func:`load_onnx` reads a graph with the ``onnx`` package only and returns a
 :class:`lowbit.model.QuantModel`. ``docs/onnx_import.md`` is the full description: the
@@ -12,9 +12,17 @@ aside). The importer walks it and keeps, in exact rational arithmetic
 * between layers: ``a * x_int + b`` of the integers ``x_int`` lowbit's accelerator holds
   (the input quantizer's unsigned integers, +-1 after a sign, counts after a
   multi-threshold);
-* after a ``MatMul``/``Gemm``: per output channel ``c``, ``A[c] * acc[c] + B[c]`` of the
-  integer accumulator ``acc = x_int @ w_int.T`` (scales, biases, ``Add``/``Mul``/``Sub``/
-  ``Div`` by constants and ``BatchNormalization`` update ``A`` and ``B``).
+* after a ``MatMul``/``Gemm``/``Conv``: per output channel ``c``, ``A[c] * acc[c] + B[c]``
+  of the integer accumulator ``acc = x_int @ w_int.T`` (for a convolution, at every output
+  position, over the im2col patch); scales, biases, ``Add``/``Mul``/``Sub``/``Div`` by
+  (per-channel) constants and ``BatchNormalization`` update ``A`` and ``B``.
+
+A ``Conv`` pads its real input with 0: that is the integer ``-b / a`` of ``a * x_int + b``,
+which becomes ``Conv2D.pad_value`` when lowbit can pad with it (0 for unsigned inputs; -1, 0
+or +1 for +-1 inputs) and is an error otherwise. A ``MaxPool`` after the activation becomes
+``MaxPool2D`` (the maximum of ``a * x_int + b`` is that of ``x_int`` for ``a >= 0``); one
+before the activation moves after it when every channel's activation is non-decreasing in
+the pooled value (checked exactly, per channel).
 
 At an activation (``Sign``, ``BipolarQuant``, ``Quant``, ``MultiThreshold``) the exact
 integer thresholds on ``acc`` are known. The importer emits ``Dense`` (the integer weights
@@ -1255,7 +1263,10 @@ def _binarizing_step(threshold):
 
 
 def load_onnx(path_or_model, *, input_quantizer=None, name=None):
-    """Import an ONNX or QONNX quantized MLP as a :class:`~lowbit.model.QuantModel`.
+    """Import an ONNX or QONNX quantized MLP or CNN as a :class:`~lowbit.model.QuantModel`.
+
+    A CNN's model takes ``(C, H, W)`` samples as its first ``Conv`` sees them (a
+    ``Reshape`` of the graph's input before it is row-major, so flat rows work too).
 
     Parameters
     ----------
@@ -1294,8 +1305,8 @@ def add_import_command(subparsers):
     on an ``argparse`` subparsers object; return its parser. ``func`` takes
     ``(parser, args)``."""
     p = subparsers.add_parser(
-        "import", help="import an ONNX/QONNX quantized MLP into lowbit's model format",
-        description="Import an ONNX or QONNX (Brevitas) quantized MLP and save it in "
+        "import", help="import an ONNX/QONNX quantized MLP or CNN into lowbit's model format",
+        description="Import an ONNX or QONNX (Brevitas) quantized MLP or CNN and save it in "
         "lowbit's model format (docs/onnx_import.md).")
     p.add_argument("model", metavar="MODEL.onnx", help="ONNX file to read")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.npz",

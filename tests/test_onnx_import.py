@@ -864,6 +864,26 @@ def test_pool_before_the_activation_moves_after_it():
     assert np.array_equal(model.integer_scores(x), expected)
 
 
+def test_flat_input_reshaped_to_images():
+    # (N, 36) rows reshaped to (N, 1, 6, 6) before the Conv: the model takes (1, 6, 6)
+    # samples, and flat rows too (the Reshape is row-major).
+    rng = np.random.default_rng(28)
+    b = Builder((36,), name="flat")
+    b.op("Reshape", np.array([-1, 1, 6, 6]), name="to_image")
+    b.op("Conv", pm1(rng, (8, 1, 3, 3)), name="conv1", strides=[3, 3])
+    b.op("Add", rng.integers(-4, 4, (8, 1, 1)) + 0.5, name="off1")
+    b.op("Sign", name="act1")
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("MatMul", pm1(rng, (32, 10)), name="fc")
+    onnx_model = b.build(10)
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    assert model.input_shape == (1, 6, 6)
+    x = uint_inputs(28, 50, (36,))
+    expected = evaluate(onnx_model, x)  # +-1 and small integers: exact
+    assert np.array_equal(model.integer_scores(x), expected)
+    assert np.array_equal(model.integer_scores(x.reshape(-1, 1, 6, 6)), expected)
+
+
 def cnn_config():
     return AcceleratorConfig(
         xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
