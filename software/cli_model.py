@@ -32,7 +32,7 @@ def write_results(output, array, stats_path, stats, fail):
 
 
 def cmd_compile(parser, args):
-    """``lowbit compile MODEL [--config FILE] [--batch N] -o PROGRAM``."""
+    """``lowbit compile MODEL [--config FILE] [--batch N] [--resident|--stream] -o PROGRAM``."""
     from .compiler import CompileError, compile_model
     from .config.accelerator import AcceleratorConfig
     from .model import QuantModel
@@ -46,7 +46,7 @@ def cmd_compile(parser, args):
         _fail("compile", str(error))
     start = time.perf_counter()
     try:
-        program = compile_model(model, config, batch=args.batch)
+        program = compile_model(model, config, batch=args.batch, resident=args.weights)
     except (CompileError, ValueError) as error:
         _fail("compile", f"{args.model}: {error}")
     seconds = time.perf_counter() - start
@@ -54,9 +54,10 @@ def cmd_compile(parser, args):
         program.save(args.output)
     except OSError as error:
         _fail("compile", f"cannot write {args.output}: {error.strerror or error}")
+    weights = "resident" if program.metadata["resident"] else "streamed with each batch"
     print(f"{Path(args.model).name} -> {args.output}: {len(program)} instructions, "
-          f"{len(program.constants)} constant words, batch {args.batch}, for accelerator "
-          f"{config.fingerprint()} ({seconds:.2f} s)")
+          f"{len(program.constants)} constant words ({weights}), batch {args.batch}, for "
+          f"accelerator {config.fingerprint()} ({seconds:.2f} s)")
     return 0
 
 
@@ -105,6 +106,12 @@ def add_model_commands(sub):
     p.add_argument("--config", metavar="FILE",
                    help="accelerator configuration JSON (default: AcceleratorConfig())")
     p.add_argument("--batch", type=int, default=16, help="inputs per program run")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--resident", dest="weights", action="store_const", const=True,
+                         default=None, help="keep the weights in the weight buffer, sent once "
+                         "per run call (default when they fit)")
+    weights.add_argument("--stream", dest="weights", action="store_const", const=False,
+                         help="send the weights with each batch, overlapping compute")
     p.add_argument("-o", "--output", required=True, metavar="PROGRAM",
                    help="program file to write")
     p.set_defaults(func=cmd_compile)

@@ -159,9 +159,14 @@ def _chunk(config, layer, rows, space):
     return min(n, limit) if limit > 0 else None
 
 
-def compile_model(model, config=None, *, batch=16):
+def compile_model(model, config=None, *, batch=16, resident=None):
     """Compile ``model`` for ``config`` (default ``AcceleratorConfig()``) to a
     :class:`~lowbit.program.Program` running ``batch`` inputs per run.
+
+    ``resident``: keep every weight and threshold in the weight buffer, loaded by a
+    preamble that :func:`run_model` sends once per call (later batches send inputs only);
+    ``None`` (default) when they fit, ``False`` streams them with each batch into alternate
+    halves of the buffer (loads overlapping compute), ``True`` requires it.
 
     Raises
     ------
@@ -256,7 +261,7 @@ def compile_model(model, config=None, *, batch=16):
                         opcode="NORM", mode=mode, src_addr=0,
                         dst_addr=dst + r0 * dst_row + c0 // word, param_addr=p_addr,
                         rows=rn, channels=cn, src_stride=cn, dst_stride=dst_row))
-            chunks.append((loads, data, body, space == half, i))
+            chunks.append((loads, data, body, space == half, i, w_addr))
         if layer.conv is not None and layer.conv.pool:
             # 2-D max pool of the (y, x) pixel rows as two OR passes (+-1 data): windows of
             # `pool` neighbouring pixels into the free region, then of `pool` image rows
@@ -278,9 +283,40 @@ def compile_model(model, config=None, *, batch=16):
         instrs.extend(items)
         owner.extend([layer] * len(items))
 
-    emit(schedule[0][0], schedule[0][4])
-    consts += schedule[0][1]
-    for c, (_, _, body, halved, layer_index) in enumerate(schedule):
+    total = sum(load["count"] for chunk in schedule for load in chunk[0])
+    if resident is None:
+        resident = total <= config.weight_words
+    elif resident and total > config.weight_words:
+        raise CompileError(f"the weights and thresholds take {total} words, the weight buffer "
+                           f"has {config.weight_words}: they cannot stay resident")
+    if resident:
+        # Every chunk at its own address, all loaded by a preamble that run_model sends once
+        # per call: later batches send their inputs only.
+        base = 0
+        for loads, _, body, _, _, w_addr in schedule:
+            shift = base - w_addr
+            for load in loads:
+                load["addr"] += shift
+            for instr in body:
+                if instr["opcode"] == "GEMM_XNOR":
+                    instr["b_addr"] += shift
+                elif instr["opcode"] == "NORM":
+                    instr["param_addr"] += shift
+            base += sum(load["count"] for load in loads)
+        first, owner, instrs = instrs, [], []
+        for loads, data, _, _, layer_index, _ in schedule:
+            emit(loads, layer_index)
+            consts += data
+        preamble = len(instrs)
+        emit(first, 0)
+        for _, _, body, _, layer_index, _ in schedule:
+            emit(body, layer_index)
+    else:
+        emit(schedule[0][0], schedule[0][4])
+        consts += schedule[0][1]
+    for c, (_, _, body, halved, layer_index, _) in enumerate(schedule):
+        if resident:
+            break
         following = schedule[c + 1] if c + 1 < len(schedule) else None
         early = following is not None and halved and following[3]
         emit(body[:1], layer_index)
@@ -306,6 +342,7 @@ def compile_model(model, config=None, *, batch=16):
                     "weight_bits": _bits(layer.weight_precision)}
                    for i, layer in enumerate(layers)],
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
+        "resident": {"instructions": preamble, "constants": total} if resident else None,
     }
     return Program(config, instrs, np.concatenate(consts), metadata)
 
@@ -317,14 +354,17 @@ def _conv_json(conv):
             "stride": conv.stride, "padding": conv.padding, "pad": conv.pad}
 
 
-def run_model(program, runtime, x):
+def run_model(program, runtime, x, progress=None):
     """Run a compiled model's ``program`` on ``runtime`` for model-domain inputs ``x``
     (``(n, *input_shape)``, e.g. rows of ``load_digits().data``): quantize with the model's
     input quantizer, pack ``batch`` inputs per run (the last batch padded with zeros), run,
-    collect the integer scores and apply the host affine.
+    collect the integer scores and apply the host affine. A program with resident weights
+    first runs its preamble (the weight and threshold loads) once; each batch then runs the
+    rest. ``progress(done, n)`` is called after each batch.
 
     Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
-    prediction) and the runs' stats summed (``runs`` counts the program runs).
+    prediction) and the runs' stats summed, the preamble's included (``runs`` counts the
+    batches).
 
     Raises
     ------
@@ -356,6 +396,13 @@ def run_model(program, runtime, x):
     scale, offset = np.array(meta["scale"]), np.array(meta["offset"])
     scores = np.zeros((len(x_int), classes))
     totals = {}
+    resident = meta.get("resident")
+    if resident:
+        n, c = resident["instructions"], resident["constants"]
+        preamble = Program(config, [*program.instructions[:n], dict(opcode="HALT", status=0)],
+                           program.constants[:c])
+        totals.update(runtime.run(preamble).stats)
+        program = Program(config, program.instructions[n:], program.constants[c:])
     for start in range(0, len(x_int), batch):
         block = np.zeros((batch, x_int.shape[1]), dtype=np.int64)
         part = x_int[start:start + batch]
@@ -373,5 +420,7 @@ def run_model(program, runtime, x):
         scores[start:start + len(part)] = acc[:len(part)] * scale + offset
         for name, value in result.stats.items():
             totals[name] = totals.get(name, 0) + value
+        if progress is not None:
+            progress(min(start + batch, len(x_int)), len(x_int))
     totals["runs"] = -(-len(x_int) // batch)
     return scores, totals

@@ -37,16 +37,10 @@ def _bar(done, total, label, start):
 def _run(program, runtime, x, label):
     from .compiler import run_model
 
-    batch = program.metadata["batch"]
     start = time.perf_counter()
-    scores, totals = [], {}
-    for i in range(0, len(x), batch):
-        s, stats = run_model(program, runtime, x[i:i + batch])
-        scores.append(s)
-        for key, value in stats.items():
-            totals[key] = totals.get(key, 0) + value
-        _bar(min(i + batch, len(x)), len(x), label, start)
-    return np.concatenate(scores), totals, time.perf_counter() - start
+    scores, totals = run_model(program, runtime, x,
+                               progress=lambda done, n: _bar(done, n, label, start))
+    return scores, totals, time.perf_counter() - start
 
 
 def _speed(config, synth):
@@ -138,8 +132,11 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False):
           f"({RTL_IMAGES} images)")
     print(f"  agreement  ISS vs RTL scores bit for bit: {agree}; ISS vs numpy predictions: "
           f"{int(np.sum(iss_pred == float_pred))}/{len(iss_pred)}")
-    print(f"  cycles     {cycles_per_image:,.0f} per image at batch 16, weights streamed over "
-          f"the 8-bit host link with each batch; on the {RTL_IMAGES} RTL images: RTL "
+    weights = ("weights resident (sent once), inputs over the 8-bit host link"
+               if program.metadata["resident"] else
+               "weights streamed over the 8-bit host link with each batch")
+    print(f"  cycles     {cycles_per_image:,.0f} per image at batch 16, {weights}; on the "
+          f"{RTL_IMAGES} RTL images: RTL "
           f"{rtl_stats['cycles']:,} cycles, ISS model {model_stats['cycles']:,} "
           f"({100 * (model_stats['cycles'] / rtl_stats['cycles'] - 1):+.1f}%)")
     if speed:

@@ -498,7 +498,8 @@ def layers(program):
 
     From ``metadata["layers"]`` when the program has it (instructions no layer names form a
     last layer, ``other``; ``ValueError`` for an index outside the program or in two
-    layers); otherwise from the dataflow: a
+    layers; a compiled program's resident-weight preamble, ``metadata["resident"]``, is
+    left out: it runs once per call, not per batch); otherwise from the dataflow: a
     ``GEMM`` starts a new layer when it has another reduction length or precision than the
     current layer's, or reads activations that a ``NORM`` or ``MAXPOOL`` of the current
     layer wrote. ``NORM``, ``MAXPOOL`` and ``STORE`` belong to the current layer; a ``LOAD``
@@ -509,7 +510,15 @@ def layers(program):
     instrs, config = program.instructions, program.config
     meta = program.metadata.get("layers") if isinstance(program.metadata, dict) else None
     if meta:
-        return _metadata_layers(meta, len(instrs))
+        found = _metadata_layers(meta, len(instrs))
+        resident = program.metadata.get("resident")
+        if resident:
+            # Resident weights: the preamble that loads them runs once per call, not once
+            # per batch (lowbit.compiler.run_model); it is not part of an inference.
+            for layer in found:
+                layer.instructions = [i for i in layer.instructions
+                                      if i >= resident["instructions"]]
+        return found
     owner = [None] * len(instrs)
     found = []  # (signature, precisions)
     produced = {}

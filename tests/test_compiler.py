@@ -83,10 +83,12 @@ def test_channel_chunks_double_buffered_weights():
     assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
 
 
-def test_rtl_runs_the_compiled_model_like_the_iss():
+@pytest.mark.parametrize("resident", [True, False])
+def test_rtl_runs_the_compiled_model_like_the_iss(resident):
     m = model(3, widths=(64, 24, 16, 10), weight_bits=(1, 1, 1))
     config = config_for(1, act_words=256, weight_words=256, out_words=64)
-    program = compile_model(m, config, batch=4)
+    program = compile_model(m, config, batch=4, resident=resident)
+    assert bool(program.metadata["resident"]) == resident
     x = inputs(5, 4)
     with ISSTransport(config) as iss, AmaranthTransport(config) as rtl:
         expected, iss_stats = run_model(program, Runtime(config, iss), x)
@@ -321,3 +323,36 @@ def test_compiled_cnn_on_the_verilog_matches_iss(tmp_path):
     assert np.array_equal(got, expected)
     assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
     assert stats["runs"] == 2
+
+
+def test_resident_weights_are_sent_once_per_call():
+    m = model(12, widths=(64, 40, 24, 10))
+    config = config_for(1)
+    resident = compile_model(m, config, batch=4)
+    streamed = compile_model(m, config, batch=4, resident=False)
+    pre = resident.metadata["resident"]["instructions"]
+    consts = resident.metadata["resident"]["constants"]
+    assert pre > 0 and consts == len(resident.constants) == len(streamed.constants)
+    # the preamble holds every CONST load, the rest none
+    loads = [(i, instr["source"].name) for i, instr in enumerate(resident.instructions)
+             if instr["opcode"].name == "LOAD"]
+    assert all(src == "CONST" for i, src in loads if i < pre)
+    assert all(src == "INPUT" for i, src in loads if i >= pre)
+    x = inputs(4, 10)  # three batches
+    with ISSTransport(config) as link:
+        got, stats = run_model(resident, Runtime(config, link), x)
+    with ISSTransport(config) as link:
+        expected, stream_stats = run_model(streamed, Runtime(config, link), x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert stats["runs"] == stream_stats["runs"] == 3
+    # the weights crossed the link once instead of three times
+    assert stream_stats["bytes_in"] - stats["bytes_in"] >= 2 * consts * config.word // 8
+    assert stats["cycles"] < stream_stats["cycles"]
+    # per inference, the energy model leaves out the preamble (it runs once per call)
+    from lowbit.energy import estimate
+
+    assert estimate(resident).total_pj < estimate(streamed).total_pj
+    with pytest.raises(CompileError, match=r"the weights and thresholds take \d+ words, the "
+                                           r"weight buffer has 128: they cannot stay resident"):
+        compile_model(m, config.replace(weight_words=128), batch=4, resident=True)
