@@ -239,7 +239,7 @@ def _round(values, mode):
 
 
 def _weight(graph, name, user):
-    """The quantized weights that constant tensor ``name`` holds (for MatMul/Gemm
+    """The quantized weights that constant tensor ``name`` holds (for MatMul/Gemm/Conv
     ``user``)."""
     node = graph.producer.get(name)
     if name in graph.initializers or (node is not None and node.op == "Constant"):
@@ -528,9 +528,14 @@ class _Importer:
                                                          -s))
             if op == "MultiThreshold":
                 if self.phase != "acc":
-                    raise node.error("a MultiThreshold must follow a MatMul/Gemm layer")
-                return self.activation(node, _multithreshold_activation(
-                    self.g, node, len(self.A)))
+                    raise node.error("a MultiThreshold must follow a MatMul/Gemm/Conv layer")
+                act = _multithreshold_activation(self.g, node, len(self.A))
+                if (len(self.shape) == 3 and node.attr("data_layout", "NCHW") == "NHWC"
+                        and len(act.levels) > 1):
+                    # its channel axis would be the last (W) of the NCHW Conv output
+                    raise node.error("per-channel thresholds with data_layout NHWC on the "
+                                     "NCHW output of a Conv: the channels would be columns")
+                return self.activation(node, act)
         where = f"domain {node.domain!r}" if node.domain else "the standard domain"
         raise node.error(f"operator {op} of {where} is not supported by lowbit's importer "
                          f"(docs/onnx_import.md lists what is)")
@@ -654,7 +659,7 @@ class _Importer:
 
     def batchnorm(self, node):
         if self.phase != "acc":
-            raise node.error("BatchNormalization is supported only after a MatMul/Gemm "
+            raise node.error("BatchNormalization is supported only after a MatMul/Gemm/Conv "
                              "layer (a per-feature scale of the inputs would scale the "
                              "weights' columns)")
         if self.relu is not None:
@@ -722,7 +727,7 @@ class _Importer:
             return self.activation(node, _quant_activation(self.g, node))
         if self.phase == "x":
             raise node.error("quantizes values that are already quantized (a Quant must "
-                             "follow a MatMul/Gemm layer or be the input's quantizer)")
+                             "follow a MatMul/Gemm/Conv layer or be the input's quantizer)")
         # The input quantizer.
         scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(self.g, node)
         if self.ra != 1 or self.rb != 0:
@@ -1079,7 +1084,7 @@ class _Importer:
                                  "without arithmetic before it")
             return self._input_sign(node, act)
         if self.phase != "acc":
-            raise node.error(f"{node.op} must follow a MatMul/Gemm layer (its input is "
+            raise node.error(f"{node.op} must follow a MatMul/Gemm/Conv layer (its input is "
                              f"already quantized)")
         n = len(self.A)
         if self.pool is not None:

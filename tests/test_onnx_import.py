@@ -1007,6 +1007,9 @@ def cnn_steps(*steps, shape=(2, 6, 6), tail=True):
     (lambda: cnn_steps(conv(), ("Add", (np.arange(36.0).reshape(1, 1, 6, 6),),
                                 dict(name="pos")), SIGN),
      r"node 'pos' \(Add\): constant of shape \(1, 1, 6, 6\) varies over the positions"),
+    (lambda: cnn_steps(conv(), ("MultiThreshold", (np.arange(8.0).reshape(8, 1),), dict(
+        name="mt", domain=QONNX, out_dtype="BINARY", data_layout="NHWC")), pool()),
+     r"node 'mt' \(MultiThreshold\): per-channel thresholds with data_layout NHWC"),
     (lambda: cnn_steps(conv(), tail=False),
      r"node 'conv' \(Conv\): its outputs are the graph's output: lowbit's last layer is a "
      r"Dense"),
