@@ -332,6 +332,10 @@ def build_parser():
 
     add_energy_command(sub)
 
+    from .cli_explore import add_explore_command
+
+    add_explore_command(sub)
+
     p = sub.add_parser("demo", help="the main job: train, compile, simulate, synthesise")
     p.add_argument("-o", "--output", default="build/demo", help="output folder")
     p.add_argument("--synth", action="store_true",
