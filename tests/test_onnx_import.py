@@ -1153,7 +1153,62 @@ def test_brevitas_cnn_export_imports(tmp_path):
     assert np.array_equal(scores.argmax(1)[unique], reference.argmax(1)[unique])
     if importlib.util.find_spec("qonnx") is not None:
         # qonnx's executor (float32), one sample at a time (about 25 ms each)
-        got = run_qonnx(graph, images[:60])
-        assert np.allclose(scores[:60], got, rtol=1e-5, atol=1e-5)
-        assert np.array_equal(scores[:60].argmax(1)[unique[:60]],
-                              got.argmax(1)[unique[:60]])
+        got = run_qonnx(graph, images[:30])
+        assert np.allclose(scores[:30], got, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(scores[:30].argmax(1)[unique[:30]],
+                              got.argmax(1)[unique[:30]])
+
+
+@pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
+                    "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_brevitas_binarized_cnn_runs_on_the_iss(tmp_path):
+    # Brevitas to the accelerator: a binary-weight Conv with 32 channels, BatchNorm2d,
+    # MaxPool before a binary activation (BipolarQuant in the export), a binary
+    # QuantLinear. The ISS gives the imported model's integer scores exactly.
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+    from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)
+    net = torch.nn.Sequential(
+        QuantIdentity(bit_width=8, signed=False, return_quant_tensor=True),
+        QuantConv2d(1, 32, 3, padding=1, bias=False,
+                    weight_quant=SignedBinaryWeightPerTensorConst),
+        torch.nn.BatchNorm2d(32),
+        torch.nn.MaxPool2d(2),
+        QuantIdentity(act_quant=SignedBinaryActPerTensorConst),
+        torch.nn.Flatten(),
+        QuantLinear(512, 10, bias=False, weight_quant=SignedBinaryWeightPerTensorConst))
+    digits = load_digits()
+    x = torch.tensor(digits.data[:256] / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(digits.target[:256])
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+    path = tmp_path / "brevitas_bcnn.onnx"
+    export_qonnx(net, torch.zeros(1, 1, 8, 8), export_path=str(path), dynamo=False)
+    model = load_onnx(path)
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Flatten",
+                                  "Dense"]
+    config = AcceleratorConfig(
+        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512),
+        lightnorm=LightNormConfig(channels=64, block=4, output="sign", input_width=20),
+        has_lns_mac=False, act_words=4096, weight_words=2048, out_words=256)
+    program = compile_model(model, config, batch=4)
+    test = digits.data[1000:1008] / 16
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), test)
+    assert np.array_equal(scores, model.integer_scores(test))
+    with torch.no_grad():
+        logits = net(torch.tensor(test.reshape(-1, 1, 8, 8), dtype=torch.float32)).numpy()
+    # torch's float32 scores, within its rounding
+    assert np.allclose(scores, logits, rtol=1e-5, atol=1e-5)
