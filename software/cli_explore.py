@@ -46,7 +46,7 @@ def cmd_explore(parser, args):
     out = Path(args.output) if args.output else Path("build/explore") / Path(args.space).stem
     try:
         sweep = explore(space, out, scheduler=args.scheduler, workers=args.workers,
-                        progress=sys.stderr.isatty() or not args.json)
+                        progress=True)
     except OSError as error:
         # A scheduler that cannot be reached, an output folder that cannot be written.
         print(f"lowbit explore: error: {error}", file=sys.stderr)

@@ -1,0 +1,791 @@
+"""Design-space exploration on Dask distributed: ``lowbit explore SPACE.toml``.
+
+A *space file* (TOML, ``docs/explore.md``) names a base accelerator configuration, axes
+whose every combination is a *point* (plus optional extra points), the network (a training
+recipe, or a model file) and the batch. Each point is evaluated on a Dask worker by
+:func:`evaluate_point`:
+
+1. the configuration is validated (on the client: an invalid one never reaches a worker and
+   is recorded with the configuration's own message);
+2. the network, trained once per recipe by a shared task (:func:`train_recipe`), is
+   compiled for the point's configuration and run on the instruction-set simulator over the
+   data set's test images: cycles per image and accuracy;
+3. the energy per image comes from :func:`lowbit.energy.per_inference`;
+4. the accelerator is synthesised, placed and routed (:func:`lowbit.synth.synthesize`):
+   logic cells, LUT4s, block RAMs, Fmax. A design larger than the device is a result
+   (``does-not-fit``, with what it needs), not an error; throughput is Fmax / cycles per
+   image.
+
+The client writes each point's record to ``DIR/points/<key>.json`` the moment it arrives, so
+a worker (or the client) that dies loses no finished point, and a rerun skips every point
+already there. The key is the configuration's fingerprint and a hash of everything else the
+record depends on (target, clock, network recipe, batch, images, :data:`CACHE_VERSION`).
+Failures that are properties of the point (invalid configuration, does not fit, a model the
+configuration cannot run, a tool failure) are recorded; a task that raised (a bug, a worker
+killed too often) is recorded too but not cached, so a rerun tries it again.
+
+At the end :func:`explore` writes ``results.csv`` and three Pareto plots (matplotlib, Agg):
+throughput vs logic cells, energy per image vs accuracy, Fmax vs MACs per cycle.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+__all__ = ["CACHE_VERSION", "COLUMNS", "SpaceError", "Space", "Sweep", "load_space",
+           "parse_space", "apply_overrides", "train_recipe", "evaluate_point", "explore",
+           "pareto_front", "write_csv", "format_table", "plot_pareto"]
+
+#: Part of every point's cache key: bump it when a record's meaning changes.
+CACHE_VERSION = 1
+
+#: Keys of a ``[model]`` table: the arguments of :func:`lowbit.train.train`, or ``file``.
+MODEL_KEYS = {"dataset", "arch", "precision", "hidden", "epochs", "seed", "channels",
+              "batch_size", "lr", "file"}
+#: Keys of a ``[run]`` table (``target`` and ``batch`` may also stand alone in axes/points).
+RUN_KEYS = {"target", "freq_mhz", "batch", "images", "synthesize"}
+_RUN_DEFAULTS = {"target": "ice40", "freq_mhz": None, "batch": 16, "images": None,
+                 "synthesize": True}
+_MODEL_DEFAULTS = {"dataset": "digits", "arch": "mlp", "precision": "w1a1", "hidden": [64],
+                   "epochs": 5, "seed": 0}
+_UNITS = ("xnor_array", "lightnorm", "lns_mac")
+
+#: Columns of ``results.csv`` (and of :func:`evaluate_point`'s records, which also hold
+#: ``config``, the whole configuration, and ``overrides``, the point's own settings).
+COLUMNS = [
+    "index", "key", "status", "stage", "error", "target", "point", "fingerprint",
+    "rows", "cols", "array_word", "max_act_bits", "max_weight_bits", "has_lightnorm",
+    "macs_per_cycle", "model", "batch",
+    "lc", "lut4", "ff", "bram", "spram", "dsp", "fmax_mhz", "over",
+    "cycles_per_image", "images", "accuracy", "energy_nj", "fp32_energy_nj", "images_per_s",
+    "train_seconds", "run_seconds", "synth_seconds", "worker", "cached",
+]
+
+
+class SpaceError(ValueError):
+    """A space file that cannot describe a sweep (unknown keys, empty axes, bad values of
+    the sweep itself); the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """A parsed space file: the points to evaluate.
+
+    Attributes
+    ----------
+    path : Path or None
+        The file it came from.
+    base : AcceleratorConfig
+        The base configuration (``[base]``).
+    points : list of dict
+        Per point, the settings on top of the base: dotted configuration keys
+        (``"xnor_array.rows"``), ``"model.<key>"`` and run keys (``"target"``, ``"batch"``).
+    model : dict
+        The ``[model]`` recipe before a point's ``model.*`` settings. A model file is
+        ``{"file": path, "sha256": ...}``, its bytes in :attr:`model_bytes`.
+    run : dict
+        The ``[run]`` settings (target, freq_mhz, batch, images, synthesize).
+    model_bytes : bytes or None
+        The model file's contents, shipped to the workers (which may not share the disk).
+    """
+
+    path: Path | None
+    base: object
+    points: list
+    model: dict
+    run: dict
+    model_bytes: bytes | None = None
+
+
+def _flatten(table, prefix=""):
+    # TOML `xnor_array.rows = 2` is a nested table; `"xnor_array.rows" = 2` a dotted key:
+    # both become "xnor_array.rows".
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_key(where, key):
+    """Raise :class:`SpaceError` unless ``key`` names a configuration, model or run key."""
+    from .config.accelerator import AcceleratorConfig
+
+    fields = {f.name: f for f in dataclasses.fields(AcceleratorConfig)}
+    head, dot, rest = key.partition(".")
+    if head == "model" and dot:
+        if rest not in MODEL_KEYS - {"file"}:
+            raise SpaceError(f"{where}: unknown model key {rest!r} (known: "
+                             f"{', '.join(sorted(MODEL_KEYS - {'file'}))})")
+        return
+    if head == "run" and dot:
+        head, dot, rest = rest, "", ""
+    if not dot and head in RUN_KEYS:
+        return
+    if head not in fields:
+        raise SpaceError(f"{where}: {key!r} is not an AcceleratorConfig parameter, model.* "
+                         f"or run key (parameters: {', '.join(sorted(fields))})")
+    if dot:
+        if head not in _UNITS:
+            raise SpaceError(f"{where}: {head!r} is not a unit configuration (units: "
+                             f"{', '.join(_UNITS)})")
+        unit_fields = {f.name for f in dataclasses.fields(fields[head].default_factory())}
+        if rest not in unit_fields:
+            raise SpaceError(f"{where}: {type(fields[head].default_factory()).__name__} has "
+                             f"no parameter {rest!r} (known: {', '.join(sorted(unit_fields))})")
+
+
+def apply_overrides(config, overrides):
+    """``config`` with ``overrides`` (``{dotted key: value}``) applied and validated.
+
+    ``"xnor_array.rows"`` reaches into a unit's configuration; an absent unit's
+    configuration is still there to be changed (``has_lightnorm = true`` with
+    ``"lightnorm.channels" = 32``). Values are plain TOML/JSON values (enums as strings).
+
+    Raises
+    ------
+    TypeError, ValueError
+        The configuration's own message for a bad value; ``ValueError`` for an unknown key.
+    """
+    from .config.accelerator import AcceleratorConfig
+
+    values = config.to_dict()
+    for name in _UNITS:
+        if values[name] is None:  # to_dict drops an absent unit; keep it settable
+            inner = getattr(config, name)
+            values[name] = {"type": type(inner).__name__, **inner.to_dict()}
+    for key, value in overrides.items():
+        owner, dot, field = key.partition(".")
+        if dot:
+            if owner not in _UNITS or field == "type":
+                raise ValueError(f"AcceleratorConfig has no parameter {key!r}")
+            values[owner][field] = value
+        else:
+            values[key] = value
+    return AcceleratorConfig.from_dict(values)
+
+
+def load_space(path):
+    """Read and check the space file ``path`` (see :func:`parse_space`)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    return parse_space(text, path)
+
+
+def _list_of_points(where, value):
+    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+        raise SpaceError(f"{where}: [[points]] must be tables of settings")
+    return value
+
+
+def parse_space(text, path=None):
+    """Parse a space file's TOML ``text`` (``path`` names it in messages and anchors a
+    relative ``base.config`` or ``model.file``).
+
+    Tables: ``[base]`` (configuration keys, optionally ``config = "FILE.json"`` to start
+    from), ``[axes]`` (key -> list of values; every combination is a point), ``[[points]]``
+    (extra points: settings on top of the base), ``[model]`` (a :func:`lowbit.train.train`
+    recipe, or ``file``), ``[run]`` (``target``, ``freq_mhz``, ``batch``, ``images``,
+    ``synthesize``). With neither axes nor points the base alone is the one point.
+
+    Raises
+    ------
+    SpaceError
+        For TOML errors, unknown tables or keys, empty axes, an unreadable base
+        configuration or model file. Bad configuration *values* are not errors here: they
+        make invalid points, recorded with the configuration's message.
+    """
+    from .config.accelerator import AcceleratorConfig
+
+    where = str(path) if path else "<space>"
+    root = Path(path).parent if path else Path.cwd()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpaceError(f"{where}: not TOML: {error}") from None
+    unknown = sorted(set(data) - {"base", "axes", "points", "model", "run"})
+    if unknown:
+        raise SpaceError(f"{where}: unknown table(s) {', '.join(map(repr, unknown))} "
+                         f"(known: base, axes, points, model, run)")
+    base_table = dict(data.get("base", {}))
+    base = AcceleratorConfig()
+    if "config" in base_table:
+        config_path = root / base_table.pop("config")
+        try:
+            base = AcceleratorConfig.load(config_path)
+        except OSError as error:
+            raise SpaceError(f"{where}: base.config: cannot read {config_path}: "
+                             f"{error.strerror or error}") from None
+        except (TypeError, ValueError) as error:
+            raise SpaceError(f"{where}: base.config: {error}") from None
+    base_overrides = _flatten(base_table)
+    for key in base_overrides:
+        _check_key(f"{where} [base]", key)
+        if key.startswith(("model.", "run.")) or key in RUN_KEYS:
+            raise SpaceError(f"{where} [base]: {key!r} belongs in [model] or [run]")
+    try:
+        base = apply_overrides(base, base_overrides)
+    except (TypeError, ValueError) as error:
+        raise SpaceError(f"{where} [base]: {error}") from None
+
+    run = dict(_RUN_DEFAULTS)
+    for key, value in data.get("run", {}).items():
+        if key not in RUN_KEYS:
+            raise SpaceError(f"{where} [run]: unknown key {key!r} (known: "
+                             f"{', '.join(sorted(RUN_KEYS))})")
+        run[key] = value
+    model = dict(data.get("model", {}))
+    for key in model:
+        if key not in MODEL_KEYS:
+            raise SpaceError(f"{where} [model]: unknown key {key!r} (known: "
+                             f"{', '.join(sorted(MODEL_KEYS))})")
+    model_bytes = None
+    if "file" in model:
+        extra = sorted(set(model) - {"file", "dataset"})
+        if extra:
+            raise SpaceError(f"{where} [model]: a model file takes only 'dataset' beside "
+                             f"'file', not {', '.join(map(repr, extra))}")
+        model_path = root / model["file"]
+        try:
+            model_bytes = model_path.read_bytes()
+        except OSError as error:
+            raise SpaceError(f"{where} [model]: cannot read {model_path}: "
+                             f"{error.strerror or error}") from None
+        model = {"dataset": model.get("dataset", "digits"), "file": str(model["file"]),
+                 "sha256": hashlib.sha256(model_bytes).hexdigest()}
+    else:
+        model = {**_MODEL_DEFAULTS, **model}
+
+    axes = _flatten(data.get("axes", {}))
+    for key, values in axes.items():
+        _check_key(f"{where} [axes]", key)
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{where} [axes]: {key!r} must be a non-empty list of values, "
+                             f"not {values!r}")
+        if key.startswith("model.") and model_bytes is not None:
+            raise SpaceError(f"{where} [axes]: {key!r} cannot vary a model file")
+    points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] \
+        if axes else []
+    for i, extra in enumerate(_list_of_points(where, data.get("points", []))):
+        extra = _flatten(extra)
+        for key in extra:
+            _check_key(f"{where} [[points]] #{i + 1}", key)
+        points.append(extra)
+    if not points:
+        points = [{}]
+    return Space(Path(path) if path else None, base, points, model, run, model_bytes)
+
+
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(value, length=16):
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()[:length]
+
+
+@dataclasses.dataclass
+class _Point:
+    # One point as the client sees it: its settings, its (validated) configuration or the
+    # validation message, and the spec a worker gets.
+    index: int
+    settings: dict
+    config: object
+    error: str | None
+    recipe: dict
+    run: dict
+
+    @property
+    def recipe_hash(self):
+        return _digest(self.recipe, 12)
+
+    @property
+    def key(self):
+        run = {k: self.run[k] for k in sorted(self.run)}
+        if self.config is None:
+            fingerprint = "invalid-" + _digest(self.settings, 8)
+        else:
+            fingerprint = self.config.fingerprint()
+        rest = _digest([CACHE_VERSION, run, self.recipe], 12)
+        return f"{fingerprint}-{rest}"
+
+
+def _model_label(recipe):
+    if "file" in recipe:
+        return f"{Path(recipe['file']).name} ({recipe['dataset']})"
+    hidden = "-".join(str(n) for n in recipe.get("hidden", []))
+    arch = recipe.get("arch", "mlp")
+    return (f"{recipe['dataset']} {arch} {recipe['precision']} [{hidden}] "
+            f"{recipe['epochs']} ep s{recipe['seed']}")
+
+
+def _points(space):
+    """The space's points, validated: configuration errors become ``error`` strings."""
+    from .units import get_unit
+
+    unit = get_unit("accelerator")
+    out = []
+    for index, settings in enumerate(space.points):
+        config_settings, recipe, run = {}, dict(space.model), dict(space.run)
+        for key, value in settings.items():
+            if key.startswith("model."):
+                recipe[key[len("model."):]] = value
+            elif key.startswith("run."):
+                run[key[len("run."):]] = value
+            elif key in RUN_KEYS:
+                run[key] = value
+            else:
+                config_settings[key] = value
+        config, error = None, None
+        try:
+            config = apply_overrides(space.base, config_settings)
+            # What the gateware itself refuses (cross-unit checks), as `lowbit synth` does;
+            # this probe is never elaborated.
+            unit.make_component(config)._MustUse__silence = True
+        except (TypeError, ValueError) as exc:
+            config, error = None, str(exc)
+        out.append(_Point(index, settings, config, error, recipe, run))
+    return out
+
+
+def _record_base(point):
+    """The fields of a record known before any work: what the point is."""
+    record = dict.fromkeys(COLUMNS)
+    record.update(index=point.index, key=point.key, target=point.run["target"],
+                  point=_canonical(point.settings), model=_model_label(point.recipe),
+                  batch=point.run["batch"], overrides=point.settings, cached=False)
+    config = point.config
+    if config is not None:
+        array = config.xnor_array
+        record.update(fingerprint=config.fingerprint(), config=config.to_dict(),
+                      has_lightnorm=config.has_lightnorm)
+        if config.has_xnor_array:
+            record.update(rows=array.rows, cols=array.cols, array_word=array.word,
+                          max_act_bits=array.max_act_bits,
+                          max_weight_bits=array.max_weight_bits, macs_per_cycle=array.macs)
+    return record
+
+
+def train_recipe(recipe, model_bytes=None):
+    """The network of a point: ``(model, seconds)``. Trains ``recipe`` with
+    :func:`lowbit.train.train` (no progress bar, no float twin), or loads ``model_bytes``
+    (a :meth:`~lowbit.model.QuantModel.save` file's contents). Runs on a worker, once per
+    recipe: the points that share it depend on this one task."""
+    from .model import QuantModel
+    from .train import train
+
+    start = time.perf_counter()
+    if model_bytes is not None:
+        with tempfile.TemporaryDirectory(prefix="lowbit-explore-") as folder:
+            path = Path(folder) / "model.npz"
+            path.write_bytes(model_bytes)
+            model = QuantModel.load(path)
+    else:
+        args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in recipe.items()}
+        model, _ = train(progress=False, twin=False, **args)
+    return model, time.perf_counter() - start
+
+
+def _worker_name():
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def evaluate_point(record, config_dict, run, trained, dataset="digits"):
+    """Evaluate one point on a worker; return its record (``record`` completed).
+
+    ``trained`` is :func:`train_recipe`'s ``(model, seconds)``. Compiles the model for the
+    configuration, runs ``run["images"]`` test images of ``dataset`` (all when ``None``) on
+    the ISS at batch ``run["batch"]`` (cycles per image, accuracy), estimates the energy per
+    image and, with ``run["synthesize"]``, synthesises the accelerator for
+    ``run["target"]``. Every stage that can run does, so a configuration that cannot run
+    the model still gets its synthesis figures, and one that does not fit still gets its
+    cycles. ``status``: ``ok``, ``does-not-fit`` or ``failed`` (``stage`` and ``error`` say
+    where and why); ``cacheable`` is false when a failure may not happen again (a tool
+    timeout, an unexpected exception).
+    """
+    import numpy as np
+
+    from . import datasets
+    from .compiler import CompileError, compile_model, run_model
+    from .config.accelerator import AcceleratorConfig
+    from .energy import per_inference
+    from .iss import ISSError
+    from .runtime import ISSTransport, Runtime
+    from .synth import DoesNotFit, SynthesisError, synthesize
+    from .units import get_unit
+
+    record = dict(record, worker=_worker_name(), status="ok", cacheable=True)
+    model, record["train_seconds"] = trained
+    record["train_seconds"] = round(record["train_seconds"], 2)
+    config = AcceleratorConfig.from_dict(config_dict)
+    failures = []
+
+    start = time.perf_counter()
+    try:
+        program = compile_model(model, config, batch=run["batch"])
+    except (CompileError, ValueError, TypeError) as error:
+        failures.append(("compile", _first_line(error), True))
+    else:
+        data = datasets.load(dataset)
+        count = len(data.x_test) if run["images"] is None else min(run["images"],
+                                                                  len(data.x_test))
+        try:
+            with ISSTransport(config) as link:
+                scores, stats = run_model(program, Runtime(config, link), data.x_test[:count])
+            energy_pj, fp32_pj = per_inference(program, config)
+        except (ISSError, ValueError, RuntimeError) as error:
+            failures.append(("run", _first_line(error), False))
+        else:
+            batch = program.metadata["batch"]
+            # Whole batches (the last one padded), the weight preamble spread over them:
+            # the demo's definition.
+            cycles = stats["cycles"] / (stats["runs"] * batch)
+            record.update(
+                images=count, cycles_per_image=round(cycles, 1),
+                accuracy=round(float(np.mean(scores.argmax(1) == data.y_test[:count])), 4),
+                energy_nj=round(energy_pj / 1e3, 3), fp32_energy_nj=round(fp32_pj / 1e3, 3))
+    record["run_seconds"] = round(time.perf_counter() - start, 2)
+
+    if run["synthesize"]:
+        start = time.perf_counter()
+        result = None
+        try:
+            result = synthesize(get_unit("accelerator"), config, run["target"],
+                                freq_mhz=run["freq_mhz"])
+        except DoesNotFit as error:
+            result = error.result
+            record["status"] = "does-not-fit"
+            record["over"] = ", ".join(f"{name} {need}/{have}" for name, (need, have)
+                                       in result.get("over", {}).items())
+        except SynthesisError as error:
+            # Tool failures are cached by the tools' own cache except timeouts.
+            failures.append(("synthesis", _first_line(error),
+                             "did not finish" not in str(error)))
+        except Exception as error:  # noqa: BLE001 - a bug elsewhere: record, retry next run
+            failures.append(("synthesis", f"{type(error).__name__}: {_first_line(error)}",
+                             False))
+        if result is not None:
+            record.update({name: result.get(name) for name in
+                           ("lc", "lut4", "ff", "bram", "spram", "dsp", "fmax_mhz")})
+        record["synth_seconds"] = round(time.perf_counter() - start, 1)
+
+    if record["fmax_mhz"] and record["cycles_per_image"]:
+        record["images_per_s"] = round(record["fmax_mhz"] * 1e6 / record["cycles_per_image"],
+                                       1)
+    if failures and record["status"] == "ok":
+        record["status"] = "failed"
+    if failures:
+        record["stage"] = ", ".join(stage for stage, _, _ in failures)
+        record["error"] = "; ".join(f"{stage}: {text}" for stage, text, _ in failures)
+        record["cacheable"] = all(ok for _, _, ok in failures)
+    return record
+
+
+@dataclasses.dataclass
+class Sweep:
+    """What :func:`explore` did: ``results`` (one record per point, in point order),
+    ``out_dir``, ``computed`` and ``cached`` (how many points ran now or came from
+    ``out_dir/points``), ``seconds`` and the files written (``files``)."""
+
+    results: list
+    out_dir: Path
+    computed: int
+    cached: int
+    seconds: float
+    files: list
+
+    def summary(self):
+        """One line: points by status, computed and cached, wall time, output folder."""
+        counts = {}
+        for record in self.results:
+            counts[record["status"]] = counts.get(record["status"], 0) + 1
+        statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
+        return (f"{len(self.results)} points ({statuses}); {self.computed} computed, "
+                f"{self.cached} from the cache; {self.seconds:.0f} s; results in "
+                f"{self.out_dir}/")
+
+
+def _write_json(path, record):
+    # Write then rename: a client killed mid-write leaves no half record behind.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _load_cached(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _bar(done, total, failed, start, stream):
+    line = (f"explore {done}/{total} points ({failed} not ok) "
+            f"{time.perf_counter() - start:6.1f} s")
+    if not stream.isatty():
+        # A log file or a pipe: one line per step, no carriage returns.
+        stream.write(line + "\n")
+    else:
+        width = 30
+        filled = width * done // max(total, 1)
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}")
+        if done == total:
+            stream.write("\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def _client(scheduler, workers):
+    """A Dask client: connected to ``scheduler``, or to a new LocalCluster of ``workers``
+    single-threaded worker processes (synthesis and the ISS are single-threaded and hold
+    the GIL), closed on exit."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise OSError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
+        with client:
+            yield client
+        return
+    # dashboard_address ":0": a free port, never a clash with another sweep's dashboard.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=True,
+            on_result=None, plots=True):
+    """Run the sweep ``space`` (a :class:`Space` or a space file path); return a
+    :class:`Sweep`.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder: ``points/`` (one JSON record per finished point, the cache),
+        ``results.csv`` and the plots.
+    scheduler : str or None
+        Address of a running Dask scheduler (``tcp://host:8786``); ``None`` starts a
+        LocalCluster of ``workers`` processes for the sweep. No cluster is started when
+        every point is cached or invalid.
+    client : distributed.Client or None
+        Use this client instead (``scheduler`` and ``workers`` are then ignored).
+    progress : bool
+        Draw a progress bar on stderr.
+    on_result : callable or None
+        Called with each record on the client as soon as it is written.
+    plots : bool
+        Write the Pareto plots.
+    """
+    from distributed import as_completed
+
+    start = time.perf_counter()
+    if not isinstance(space, Space):
+        space = load_space(space)
+    out_dir = Path(out_dir)
+    point_dir = out_dir / "points"
+    point_dir.mkdir(parents=True, exist_ok=True)
+    points = _points(space)
+    results, todo, cached = {}, [], 0
+    for point in points:
+        record = _record_base(point)
+        if point.config is None:
+            record.update(status="invalid", stage="config", error=point.error)
+            results[point.index] = record
+            continue
+        stored = _load_cached(point_dir / f"{point.key}.json")
+        if stored is not None:
+            # The index and the point's own settings may differ from the run that stored it
+            # (another space file sharing the folder): this run's numbering.
+            stored.update(index=point.index, point=record["point"], cached=True)
+            results[point.index] = stored
+            cached += 1
+            continue
+        todo.append((point, record))
+
+    total = len(points)
+    stream = sys.stderr
+    failed = sum(r["status"] != "ok" for r in results.values())
+    if progress:
+        _bar(len(results), total, failed, start, stream)
+    if todo:
+        context = contextlib.nullcontext(client) if client is not None else \
+            _client(scheduler, workers)
+        with context as dask:
+            models = {}
+            futures = {}
+            for point, record in todo:
+                recipe_hash = point.recipe_hash
+                if recipe_hash not in models:
+                    models[recipe_hash] = dask.submit(
+                        train_recipe, point.recipe, space.model_bytes,
+                        key=f"lowbit-train-{recipe_hash}")
+                future = dask.submit(
+                    evaluate_point, record, point.config.to_dict(), point.run,
+                    models[recipe_hash], point.recipe.get("dataset", "digits"),
+                    key=f"lowbit-point-{point.key}")
+                futures[future] = (point, record)
+            for future in as_completed(futures):
+                point, record = futures[future]
+                if future.status == "finished":
+                    record = future.result()
+                    cacheable = record.pop("cacheable", True)
+                else:
+                    # The task raised (training failed, a worker died too often): record
+                    # it, but leave it out of the cache so a rerun tries it again.
+                    error = future.exception()
+                    record = dict(record, status="failed", stage="task",
+                                  error=f"{type(error).__name__}: {_first_line(error)}")
+                    cacheable = False
+                if cacheable:
+                    _write_json(point_dir / f"{point.key}.json", record)
+                results[point.index] = record
+                failed += record["status"] != "ok"
+                if on_result is not None:
+                    on_result(record)
+                if progress:
+                    _bar(len(results), total, failed, start, stream)
+                future.release()
+    records = [results[i] for i in range(total)]
+    files = [write_csv(records, out_dir / "results.csv")]
+    if plots:
+        files += plot_pareto(records, out_dir)
+    return Sweep(records, out_dir, len(todo), cached, time.perf_counter() - start, files)
+
+
+def pareto_front(records, x, y, *, max_x=False, max_y=True):
+    """The records not dominated in (``x``, ``y``), sorted by ``x``: no other record is at
+    least as good in both and better in one. ``max_x``/``max_y`` say which way is better.
+    Records missing either value are left out."""
+    pts = [r for r in records if r.get(x) is not None and r.get(y) is not None]
+
+    def better_or_equal(a, b, key, maximise):
+        return a[key] >= b[key] if maximise else a[key] <= b[key]
+
+    front = []
+    for r in pts:
+        dominated = any(
+            better_or_equal(o, r, x, max_x) and better_or_equal(o, r, y, max_y)
+            and (o[x] != r[x] or o[y] != r[y]) for o in pts)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: (r[x], r[y]))
+
+
+def write_csv(records, path):
+    """Write ``records`` to ``path`` as CSV with :data:`COLUMNS`; return the path."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: ("" if record.get(k) is None else record.get(k))
+                             for k in COLUMNS})
+    return path
+
+
+def _fmt(value, spec=""):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_table(records):
+    """The terminal table of ``records``: one line per point."""
+    header = ["#", "status", "target", "array", "model", "LC", "BRAM", "Fmax", "cyc/img",
+              "acc %", "nJ/img", "img/s", "note"]
+    rows = []
+    for r in records:
+        array = "-"
+        if r.get("rows") is not None:
+            array = (f"{r['rows']}x{r['cols']}x{r['array_word']} "
+                     f"a{r['max_act_bits']}w{r['max_weight_bits']}"
+                     f"{' +norm' if r.get('has_lightnorm') else ''}")
+        note = r.get("over") or r.get("error") or ("cached" if r.get("cached") else "")
+        rows.append([str(r["index"]), r["status"], r.get("target") or "-", array,
+                     r.get("model") or "-", _fmt(r.get("lc")), _fmt(r.get("bram")),
+                     _fmt(r.get("fmax_mhz"), ".1f"), _fmt(r.get("cycles_per_image"), ",.0f"),
+                     _fmt(None if r.get("accuracy") is None else 100 * r["accuracy"], ".1f"),
+                     _fmt(r.get("energy_nj"), ".1f"), _fmt(r.get("images_per_s"), ",.0f"),
+                     note if len(note) <= 60 else note[:57] + "..."])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+#: The plots: file name, x, y, axis labels, which way is better on each axis.
+PLOTS = [
+    ("pareto_throughput_vs_lc.png", "lc", "images_per_s",
+     "logic cells (iCE40 LCs / ECP5 LUT4s)", "throughput (images/s at Fmax)", False, True),
+    ("pareto_energy_vs_accuracy.png", "accuracy", "energy_nj",
+     "accuracy on the ISS (test images)", "energy per image (nJ)", True, False),
+    ("pareto_fmax_vs_macs.png", "macs_per_cycle", "fmax_mhz",
+     "array size (binary MACs per cycle)", "Fmax (MHz)", True, True),
+]
+
+
+def plot_pareto(records, out_dir):
+    """Write the three Pareto plots of :data:`PLOTS` to ``out_dir`` (PNG, matplotlib's Agg
+    back end): every point with both values, labelled by its index, the front as a line.
+    Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    paths = []
+    for name, x, y, xlabel, ylabel, max_x, max_y in PLOTS:
+        # A Figure of its own, not pyplot: no global state, nothing left open.
+        figure = Figure(figsize=(6, 4.2), layout="constrained")
+        ax = figure.add_subplot()
+        pts = [r for r in records if r.get(x) is not None and r.get(y) is not None]
+        for target in sorted({r["target"] for r in pts}):
+            mine = [r for r in pts if r["target"] == target]
+            ax.scatter([r[x] for r in mine], [r[y] for r in mine], label=target, zorder=3)
+        for r in pts:
+            ax.annotate(f"#{r['index']}", (r[x], r[y]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        front = pareto_front(pts, x, y, max_x=max_x, max_y=max_y)
+        if len(front) > 1:
+            ax.plot([r[x] for r in front], [r[y] for r in front], color="gray",
+                    linestyle="--", label="Pareto front", zorder=2)
+        missing = len(records) - len(pts)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        better = f"better: {'higher' if max_x else 'lower'} x, {'higher' if max_y else 'lower'} y"
+        ax.set_title(f"{ylabel} vs {xlabel.split(' (')[0]}\n({better}; {missing} of "
+                     f"{len(records)} points without both values)", fontsize=9)
+        if pts:
+            ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+        path = Path(out_dir) / name
+        figure.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
