@@ -949,8 +949,8 @@ class _Importer:
         pads = {-b / self.a for b in values}
         if len(pads) != 1:
             raise node.error(f"zero padding stands for a different integer in each channel "
-                             f"({sorted(map(str, pads))}) of its {kind} inputs: lowbit pads "
-                             f"every channel with one value")
+                             f"(x_int = {', '.join(map(str, sorted(pads)))}) of its {kind} "
+                             f"inputs: lowbit pads every channel with one value")
         pad = pads.pop()
         first = not self.layers
         if binary and pad in (-1, 0, 1):

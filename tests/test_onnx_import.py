@@ -884,6 +884,39 @@ def test_flat_input_reshaped_to_images():
     assert np.array_equal(model.integer_scores(x.reshape(-1, 1, 6, 6)), expected)
 
 
+def test_per_channel_offsets_fold():
+    # x - mean[c] before an unpadded Conv folds into its bias; an Add per channel after a
+    # Sign passes through MaxPool (the maximum of x + b[c] is max(x) + b[c]) and folds into
+    # the Dense's bias. Integers and halves only: the evaluator's float64 is exact.
+    rng = np.random.default_rng(29)
+    b = Builder((2, 6, 6), name="offsets")
+    b.op("Sub", np.array([3.0, 5.0]).reshape(1, 2, 1, 1), name="centre")
+    b.op("Conv", pm1(rng, (8, 2, 3, 3)), name="conv1")
+    b.op("Add", rng.integers(-4, 4, (8, 1, 1)) + 0.5, name="off1")
+    b.op("Sign", name="act1")
+    b.op("Add", rng.integers(-3, 4, (8, 1, 1)).astype(float), name="shift")
+    b.op("MaxPool", name="pool1", kernel_shape=[2, 2], strides=[2, 2])
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("MatMul", rng.integers(-3, 4, (32, 10)).astype(float), name="fc")
+    onnx_model = b.build(10)
+    model = load_onnx(onnx_model, input_quantizer=InputQuantizer(4, 1.0))
+    assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Flatten",
+                                  "Dense"]
+    x = uint_inputs(29, 60, (2, 6, 6))
+    expected = evaluate(onnx_model, x)
+    assert np.array_equal(model.integer_scores(x), expected)
+    # the same Sub with zero padding: the border would be the input 3 or 5, not 0
+    b = Builder((2, 6, 6), name="offsets_padded")
+    b.op("Sub", np.array([3.0, 5.0]).reshape(1, 2, 1, 1), name="centre")
+    b.op("Conv", pm1(rng, (8, 2, 3, 3)), name="conv1", pads=[1, 1, 1, 1])
+    b.op("Sign", name="act1")
+    b.op("Flatten", name="flatten", axis=1)
+    b.op("MatMul", pm1(rng, (288, 10)), name="fc")
+    with pytest.raises(ONNXImportError, match=r"node 'conv1' \(Conv\): zero padding stands "
+                                              r"for a different integer in each channel"):
+        load_onnx(b.build(10), input_quantizer=InputQuantizer(4, 1.0))
+
+
 def cnn_config():
     return AcceleratorConfig(
         xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
@@ -1010,6 +1043,9 @@ def cnn_steps(*steps, shape=(2, 6, 6), tail=True):
     (lambda: cnn_steps(conv(), ("MultiThreshold", (np.arange(8.0).reshape(8, 1),), dict(
         name="mt", domain=QONNX, out_dtype="BINARY", data_layout="NHWC")), pool()),
      r"node 'mt' \(MultiThreshold\): per-channel thresholds with data_layout NHWC"),
+    (lambda: cnn_steps(("Add", (np.arange(72.0).reshape(1, 2, 6, 6),), dict(name="pos")),
+                       conv()),
+     r"node 'conv' \(Conv\): its input has an offset that varies over positions"),
     (lambda: cnn_steps(conv(), tail=False),
      r"node 'conv' \(Conv\): its outputs are the graph's output: lowbit's last layer is a "
      r"Dense"),
