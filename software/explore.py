@@ -2,8 +2,9 @@
 
 A *space file* (TOML, ``docs/explore.md``) names a base accelerator configuration, axes
 whose every combination is a *point* (plus optional extra points), the network (a training
-recipe, or a model file) and the batch. Each point is evaluated on a Dask worker by
-:func:`evaluate_point`:
+recipe, or a model file) and the batch. Each point is evaluated on Dask workers by tasks
+that points share where they can (one training per recipe, one synthesis per configuration
+and target, one ISS run per configuration and network):
 
 1. the configuration is validated (on the client: an invalid one never reaches a worker and
    is recorded with the configuration's own message);
@@ -43,7 +44,8 @@ import tomllib
 from pathlib import Path
 
 __all__ = ["CACHE_VERSION", "COLUMNS", "SpaceError", "Space", "Sweep", "load_space",
-           "parse_space", "apply_overrides", "train_recipe", "evaluate_point", "explore",
+           "parse_space", "apply_overrides", "train_recipe", "run_network", "synthesize_config",
+           "finish_record", "explore",
            "pareto_front", "write_csv", "format_table", "plot_pareto"]
 
 #: Part of every point's cache key: bump it when a record's meaning changes.
@@ -60,7 +62,7 @@ _MODEL_DEFAULTS = {"dataset": "digits", "arch": "mlp", "precision": "w1a1", "hid
                    "epochs": 5, "seed": 0}
 _UNITS = ("xnor_array", "lightnorm", "lns_mac")
 
-#: Columns of ``results.csv`` (and of :func:`evaluate_point`'s records, which also hold
+#: Columns of ``results.csv`` (and of :func:`finish_record`'s records, which also hold
 #: ``config``, the whole configuration, and ``overrides``, the point's own settings).
 COLUMNS = [
     "index", "key", "status", "stage", "error", "target", "point", "fingerprint",
@@ -322,6 +324,18 @@ class _Point:
         rest = _digest([CACHE_VERSION, run, self.recipe], 12)
         return f"{fingerprint}-{rest}"
 
+    @property
+    def synth_key(self):
+        # Dask key of the synthesis task: points differing only in the network share it.
+        where = _digest([self.run["target"], self.run["freq_mhz"]], 8)
+        return f"lowbit-synth-{self.config.fingerprint()}-{where}"
+
+    @property
+    def run_key(self):
+        # Dask key of the ISS run: points differing only in the target share it.
+        what = _digest([self.recipe, self.run["batch"], self.run["images"]], 12)
+        return f"lowbit-run-{self.config.fingerprint()}-{what}"
+
 
 def _model_label(recipe):
     if "file" in recipe:
@@ -413,19 +427,12 @@ def _first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-def evaluate_point(record, config_dict, run, trained, dataset="digits"):
-    """Evaluate one point on a worker; return its record (``record`` completed).
-
-    ``trained`` is :func:`train_recipe`'s ``(model, seconds)``. Compiles the model for the
-    configuration, runs ``run["images"]`` test images of ``dataset`` (all when ``None``) on
-    the ISS at batch ``run["batch"]`` (cycles per image, accuracy), estimates the energy per
-    image and, with ``run["synthesize"]``, synthesises the accelerator for
-    ``run["target"]``. Every stage that can run does, so a configuration that cannot run
-    the model still gets its synthesis figures, and one that does not fit still gets its
-    cycles. ``status``: ``ok``, ``does-not-fit`` or ``failed`` (``stage`` and ``error`` say
-    where and why); ``cacheable`` is false when a failure may not happen again (a tool
-    timeout, an unexpected exception).
-    """
+def run_network(config_dict, run, trained, dataset="digits"):
+    """The network half of a point, on a worker: compile ``trained`` (:func:`train_recipe`'s
+    ``(model, seconds)``) for the configuration, run ``run["images"]`` test images of
+    ``dataset`` (all when ``None``) on the ISS at batch ``run["batch"]``, estimate the
+    energy per image. Returns ``{"fields": {...}, "failures": [(stage, message,
+    cacheable)]}``; a model the configuration cannot run is a ``compile`` failure."""
     import numpy as np
 
     from . import datasets
@@ -434,16 +441,11 @@ def evaluate_point(record, config_dict, run, trained, dataset="digits"):
     from .energy import per_inference
     from .iss import ISSError
     from .runtime import ISSTransport, Runtime
-    from .synth import DoesNotFit, SynthesisError, synthesize
-    from .units import get_unit
-
-    record = dict(record, worker=_worker_name(), status="ok", cacheable=True)
-    model, record["train_seconds"] = trained
-    record["train_seconds"] = round(record["train_seconds"], 2)
-    config = AcceleratorConfig.from_dict(config_dict)
-    failures = []
 
     start = time.perf_counter()
+    model, train_seconds = trained
+    config = AcceleratorConfig.from_dict(config_dict)
+    fields, failures = {"train_seconds": round(train_seconds, 2)}, []
     try:
         program = compile_model(model, config, batch=run["batch"])
     except (CompileError, ValueError, TypeError) as error:
@@ -463,44 +465,67 @@ def evaluate_point(record, config_dict, run, trained, dataset="digits"):
             # Whole batches (the last one padded), the weight preamble spread over them:
             # the demo's definition.
             cycles = stats["cycles"] / (stats["runs"] * batch)
-            record.update(
+            fields.update(
                 images=count, cycles_per_image=round(cycles, 1),
                 accuracy=round(float(np.mean(scores.argmax(1) == data.y_test[:count])), 4),
                 energy_nj=round(energy_pj / 1e3, 3), fp32_energy_nj=round(fp32_pj / 1e3, 3))
-    record["run_seconds"] = round(time.perf_counter() - start, 2)
+    fields["run_seconds"] = round(time.perf_counter() - start, 2)
+    return {"fields": fields, "failures": failures}
 
-    if run["synthesize"]:
-        start = time.perf_counter()
-        result = None
-        try:
-            result = synthesize(get_unit("accelerator"), config, run["target"],
-                                freq_mhz=run["freq_mhz"])
-        except DoesNotFit as error:
-            result = error.result
+
+def synthesize_config(config_dict, target, freq_mhz=None):
+    """The hardware half of a point, on a worker: :func:`lowbit.synth.synthesize` of the
+    accelerator. Returns ``{"fields": {...}, "failures": [...], "fits": bool}``; a design
+    larger than the device gives its needs (``over``) and ``fits`` false, not a failure."""
+    from .config.accelerator import AcceleratorConfig
+    from .synth import DoesNotFit, SynthesisError, synthesize
+    from .units import get_unit
+
+    start = time.perf_counter()
+    config = AcceleratorConfig.from_dict(config_dict)
+    fields, failures, fits, result = {}, [], True, None
+    try:
+        result = synthesize(get_unit("accelerator"), config, target, freq_mhz=freq_mhz)
+    except DoesNotFit as error:
+        result, fits = error.result, False
+        fields["over"] = ", ".join(f"{name} {need}/{have}" for name, (need, have)
+                                   in result.get("over", {}).items())
+    except SynthesisError as error:
+        # A tool failure happens again on the same design; a timeout might not.
+        failures.append(("synthesis", _first_line(error), "did not finish" not in str(error)))
+    except Exception as error:  # noqa: BLE001 - a bug, not a property of the point
+        failures.append(("synthesis", f"{type(error).__name__}: {_first_line(error)}", False))
+    if result is not None:
+        fields.update({name: result.get(name) for name in
+                       ("lc", "lut4", "ff", "bram", "spram", "dsp", "fmax_mhz")})
+    fields["synth_seconds"] = round(time.perf_counter() - start, 1)
+    return {"fields": fields, "failures": failures, "fits": fits}
+
+
+def finish_record(record, network, synthesis=None):
+    """``record`` completed with the outcomes of :func:`run_network` and (unless
+    synthesis was skipped) :func:`synthesize_config`: throughput (Fmax / cycles per
+    image), ``status`` (``ok``, ``does-not-fit`` or ``failed``), ``stage`` and ``error``
+    (where and why, every failure), ``cacheable`` (false when a failure may not happen
+    again). Every stage that could run did: a configuration that cannot run the model still
+    has its synthesis figures, one that does not fit its cycles."""
+    record = dict(record, worker=_worker_name(), status="ok")
+    failures = list(network["failures"])
+    record.update(network["fields"])
+    if synthesis is not None:
+        record.update(synthesis["fields"])
+        failures += synthesis["failures"]
+        if not synthesis["fits"]:
             record["status"] = "does-not-fit"
-            record["over"] = ", ".join(f"{name} {need}/{have}" for name, (need, have)
-                                       in result.get("over", {}).items())
-        except SynthesisError as error:
-            # Tool failures are cached by the tools' own cache except timeouts.
-            failures.append(("synthesis", _first_line(error),
-                             "did not finish" not in str(error)))
-        except Exception as error:  # noqa: BLE001 - a bug elsewhere: record, retry next run
-            failures.append(("synthesis", f"{type(error).__name__}: {_first_line(error)}",
-                             False))
-        if result is not None:
-            record.update({name: result.get(name) for name in
-                           ("lc", "lut4", "ff", "bram", "spram", "dsp", "fmax_mhz")})
-        record["synth_seconds"] = round(time.perf_counter() - start, 1)
-
-    if record["fmax_mhz"] and record["cycles_per_image"]:
+    if record.get("fmax_mhz") and record.get("cycles_per_image"):
         record["images_per_s"] = round(record["fmax_mhz"] * 1e6 / record["cycles_per_image"],
                                        1)
-    if failures and record["status"] == "ok":
-        record["status"] = "failed"
+    record["cacheable"] = all(cacheable for _, _, cacheable in failures)
     if failures:
+        if record["status"] == "ok":
+            record["status"] = "failed"
         record["stage"] = ", ".join(stage for stage, _, _ in failures)
         record["error"] = "; ".join(f"{stage}: {text}" for stage, text, _ in failures)
-        record["cacheable"] = all(ok for _, _, ok in failures)
     return record
 
 
@@ -636,18 +661,28 @@ def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=
         context = contextlib.nullcontext(client) if client is not None else \
             _client(scheduler, workers)
         with context as dask:
-            models = {}
-            futures = {}
+            # One task per recipe, per synthesis and per network run, shared by the points
+            # that need it (Dask runs a key once); synthesis first, the longest tasks.
+            tasks, futures = {}, {}
+
+            def task(key, function, *args):
+                if key not in tasks:
+                    tasks[key] = dask.submit(function, *args, key=key)
+                return tasks[key]
+
             for point, record in todo:
-                recipe_hash = point.recipe_hash
-                if recipe_hash not in models:
-                    models[recipe_hash] = dask.submit(
-                        train_recipe, point.recipe, space.model_bytes,
-                        key=f"lowbit-train-{recipe_hash}")
-                future = dask.submit(
-                    evaluate_point, record, point.config.to_dict(), point.run,
-                    models[recipe_hash], point.recipe.get("dataset", "digits"),
-                    key=f"lowbit-point-{point.key}")
+                if point.run["synthesize"]:
+                    task(point.synth_key, synthesize_config, point.config.to_dict(),
+                         point.run["target"], point.run["freq_mhz"])
+            for point, record in todo:
+                trained = task(f"lowbit-train-{point.recipe_hash}", train_recipe, point.recipe,
+                               space.model_bytes)
+                dataset = point.recipe.get("dataset", "digits")
+                network = task(point.run_key, run_network, point.config.to_dict(), point.run,
+                               trained, dataset)
+                synthesis = tasks[point.synth_key] if point.run["synthesize"] else None
+                future = dask.submit(finish_record, record, network, synthesis,
+                                     key=f"lowbit-point-{point.key}")
                 futures[future] = (point, record)
             for future in as_completed(futures):
                 point, record = futures[future]

@@ -276,23 +276,22 @@ def test_a_worker_killed_mid_sweep_loses_no_finished_result(tmp_path):
             # shutdown), while the other points are still queued or running.
             seen.append((record["key"], (out / "points" / f"{record['key']}.json").read_text()))
             if not killed:
-                # A worker with point tasks on it: they must run again elsewhere.
-                busy = {addr: keys for addr, keys in dask_client.processing().items()
-                        if any(key.startswith("lowbit-point-") for key in keys)}
-                addr, keys = next(iter(busy.items()))
+                # A worker with ISS runs on it: they must run again elsewhere.
+                busy = {addr: [k for k in keys if k.startswith("lowbit-run-")]
+                        for addr, keys in dask_client.processing().items()}
+                addr = max(busy, key=lambda a: len(busy[a]))
                 os.kill(pids[addr], signal.SIGKILL)
-                killed.append((pids[addr], [k for k in keys if k.startswith("lowbit-point-")]))
+                killed.append((pids[addr], busy[addr], len(seen)))
 
         sweep = explore(space, out, client=dask_client, progress=False, on_result=on_result)
         pids_after = dask_client.run(os.getpid)
 
-    victim, lost_tasks = killed[0]
-    assert victim not in pids_after.values() and lost_tasks
+    victim, lost_tasks, results_then = killed[0]
+    assert victim not in pids_after.values()
+    assert lost_tasks and results_then == 1
     assert len(seen) == 6
-    # The points whose tasks were on the killed worker finished too.
-    done = {f"lowbit-point-{r['key']}": r["status"] for r in sweep.results}
-    assert all(done[key] == "ok" for key in lost_tasks)
-    # Every point finished (Dask ran the killed worker's tasks elsewhere)...
+    # Every point finished, those whose runs were on the killed worker too (Dask ran them
+    # again elsewhere)...
     assert [r["status"] for r in sweep.results] == ["ok"] * 6
     # ...and each record on disk is the one written when it arrived, the first included.
     for key, text in seen:
