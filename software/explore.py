@@ -808,9 +808,10 @@ def plot_pareto(records, out_dir):
             ax.annotate(f"#{r['index']}", (r[x], r[y]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
         front = pareto_front(pts, x, y, max_x=max_x, max_y=max_y)
-        if len(front) > 1:
+        if front:
             ax.plot([r[x] for r in front], [r[y] for r in front], color="gray",
-                    linestyle="--", label="Pareto front", zorder=2)
+                    linestyle="--", marker="o", markersize=12, markerfacecolor="none",
+                    label="Pareto front", zorder=2)
         missing = len(records) - len(pts)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
