@@ -255,6 +255,20 @@ def test_another_recipe_is_another_point(tmp_path, client):
     assert [r["images"] for r in sweep.results] == [50, 50]
 
 
+def test_a_model_file_is_shipped_to_the_workers(tmp_path, client):
+    model, _ = train("digits", precision="w2a2", hidden=(), epochs=2, seed=3, progress=False,
+                     twin=False)
+    model.save(tmp_path / "m.npz")
+    data = datasets.load("digits")
+    expected = float(np.mean(model.predict(data.x_test[:60]) == data.y_test[:60]))
+    space = tmp_path / "space.toml"
+    space.write_text(textwrap.dedent(BASE).replace("max_weight_bits = 1", "max_weight_bits = 2")
+                     + '[model]\nfile = "m.npz"\n[run]\nsynthesize = false\nimages = 60\n')
+    (record,) = explore(space, tmp_path / "out", client=client, progress=False).results
+    assert record["status"] == "ok" and record["model"] == "m.npz (digits)"
+    assert record["accuracy"] == round(expected, 4)
+
+
 def test_a_worker_killed_mid_sweep_loses_no_finished_result(tmp_path):
     from distributed import Client, LocalCluster
 
