@@ -330,16 +330,22 @@ class Accelerator(wiring.Component):
                             m.d.comb += [r_used.eq(used[0] if used else 1), r_buf.eq(buf),
                                          r_addr.eq(addr),
                                          r_rows.eq(rows), r_row.eq(row), r_stride.eq(stride)]
+        # Two stages, one region a cycle: the selected region's `(rows - 1) * stride` is
+        # registered (`p_*`), then its end is added up and compared. Selecting, multiplying,
+        # adding and comparing in one cycle was the longest path on the iCE40.
+        product = (r_rows - 1) * r_stride
+        p_used, p_buf = Signal(), Signal(Buffer.as_shape())
+        p_addr, p_row = Signal.like(r_addr), Signal.like(r_row)
+        p_product = Signal(product.shape())
+        p_short = Signal()  # the stride is shorter than a row
         size = Signal(range(widest + 1))
-        with m.Switch(r_buf):
+        with m.Switch(p_buf):
             for buf, depth in sizes.items():
                 with m.Case(buf.value):
                     m.d.comb += size.eq(depth)
-        r_end = Signal(range((1 << len(r_addr)) + (1 << len(r_rows)) * (1 << len(r_stride))
-                             + (1 << len(r_row))))
-        m.d.comb += r_end.eq(r_addr + (r_rows - 1) * r_stride + r_row)
-        r_bad = r_used & ((r_addr >= size) | ((r_rows > 1) & (r_stride < r_row))
-                          | (r_end > size))
+        r_end = Signal(range((1 << len(p_addr)) + (1 << len(p_product)) + (1 << len(p_row))))
+        m.d.comb += r_end.eq(p_addr + p_product + p_row)
+        r_bad = p_used & ((p_addr >= size) | p_short | (r_end > size))
         address_bad = Signal()
         # Regions of the running compute instruction, per buffer (for LOAD/STORE hazards).
         hull = {buf: (Signal(range(widest + 1), name=f"{buf.name.lower()}_lo"),
@@ -352,11 +358,11 @@ class Accelerator(wiring.Component):
         # The region's buffer's new hull, selected first: one pair of comparators.
         cur_lo = Signal.like(new_hull[Buffer.ACT][0])
         cur_hi = Signal.like(new_hull[Buffer.ACT][1])
-        with m.Switch(r_buf):
+        with m.Switch(p_buf):
             for buf in sizes:
                 with m.Case(buf.value):
                     m.d.comb += [cur_lo.eq(new_hull[buf][0]), cur_hi.eq(new_hull[buf][1])]
-        lower, higher = r_addr < cur_lo, r_end > cur_hi
+        lower, higher = p_addr < cur_lo, r_end > cur_hi
 
         # The front end ----------------------------------------------------------------------
         in_program = Signal()
@@ -444,23 +450,27 @@ class Accelerator(wiring.Component):
                                        n_.channels * (norm.thresholds + 1))),
                     pool_rows.eq(p.rows * p.window),
                     lns_row.eq(ceil_div(q.k, cfg.word // cfg.lns_mac.bits, cfg.lns_mac.max_k)),
-                    rix.eq(0), address_bad.eq(0),
+                    rix.eq(0), address_bad.eq(0), p_used.eq(0),
                 ]
                 for buf in sizes:
                     m.d.sync += [new_hull[buf][0].eq(widest), new_hull[buf][1].eq(0)]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += rix.eq(rix + 1)
+                # Region `rix` enters the first stage while region `rix - 1` is checked
+                # (`p_used` is 0 in the first cycle and for a fourth, absent, region).
+                m.d.sync += [rix.eq(rix + 1), p_used.eq(r_used), p_buf.eq(r_buf),
+                             p_addr.eq(r_addr), p_row.eq(r_row), p_product.eq(product),
+                             p_short.eq((r_rows > 1) & (r_stride < r_row))]
                 with m.If(r_bad):
                     m.d.sync += address_bad.eq(1)
-                with m.Switch(r_buf):
+                with m.Switch(p_buf):
                     for buf in sizes:
                         with m.Case(buf.value):
-                            with m.If(r_used & lower):
-                                m.d.sync += new_hull[buf][0].eq(r_addr)
-                            with m.If(r_used & higher):
+                            with m.If(p_used & lower):
+                                m.d.sync += new_hull[buf][0].eq(p_addr)
+                            with m.If(p_used & higher):
                                 m.d.sync += new_hull[buf][1].eq(r_end)
-                with m.If(rix == 2):
+                with m.If(rix == 3):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 # As the instruction set's decode: any ILLEGAL fault wins over ADDRESS.

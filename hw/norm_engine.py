@@ -348,7 +348,10 @@ class NormEngine(Engine):
                             with m.If(j == jj):
                                 m.d.comb += plane.eq(planes[jj])
                         word_index = og >> log_pw if log_pw else og
-                        m.d.comb += [self.act.addr.eq(dst_row + j * ncw + word_index),
+                        # One plane (sign output): no plane offset, so no multiplier in
+                        # front of the buffer's address (the iCE40's longest path).
+                        plane_row = dst_row + j * ncw if L > 1 else dst_row
+                        m.d.comb += [self.act.addr.eq(plane_row + word_index),
                                      self.act.wdata.eq(plane), self.act.we.eq(1)]
                         with m.If(self.act.grant):
                             m.d.sync += j.eq(j + 1)

@@ -29,8 +29,9 @@ from .isa import NormMode, Opcode, instruction_set, lns_row_words, row_words
 
 __all__ = ["Timing", "CHECK_CYCLES"]
 
-#: Cycles from an instruction's last fetch beat to its dispatch (PRECHECK, 3 x CHECK).
-CHECK_CYCLES = 4
+#: Cycles from an instruction's last fetch beat to its dispatch (PRECHECK, 4 x CHECK: three
+#: regions through a two-stage checker).
+CHECK_CYCLES = 5
 #: Share of front-end buffer accesses that cost a running engine a cycle, given that the
 #: engine wanted the buffer then: the engines' staging registers absorb the rest
 #: (measured on the MLP benchmark and the digits program, docs/accelerator.md).

@@ -185,14 +185,15 @@ def test_pack_unpack_round_trip(bits, signed, k, word, seed):
 
 def test_front_end_cycles():
     # The controller's front end (hw/accelerator.py): a 160-bit instruction takes 20 beats
-    # on the 8-bit link, then 4 check cycles and a dispatch; a LOAD waits a cycle, takes 4
+    # on the 8-bit link, then 5 check cycles (PRECHECK, three regions through the two-stage
+    # region checker) and a dispatch; a LOAD waits a cycle, takes 4
     # beats a word and writes the last word a cycle later; HALT ends the count the cycle
     # after its dispatch. tests/test_timing.py checks the whole model against the RTL.
     program = Program(CONFIG, [
         dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4), HALT])
     result = ISS(CONFIG).run(program, inputs=[1, 2, 3, 4])
-    assert [step["cycles"] for step in result.trace] == [20 + 7 + 16, 20 + 5]
-    assert result.cycles == 20 + 7 + 16 + 20 + 5
+    assert [step["cycles"] for step in result.trace] == [20 + 8 + 16, 20 + 6]
+    assert result.cycles == 20 + 8 + 16 + 20 + 6
     assert result.unit_cycles["host_link"] == 20 + 16 + 20
 
 
@@ -429,7 +430,7 @@ def test_stream_illegal_instruction_stops_the_program():
     assert (code, status, index) == (Status.ILLEGAL, 0, 2)
     # LOAD (fetch, checks, a 4-beat word), STORE (fetch, checks, an 8-byte header), then
     # the bad word's fetch and checks: counting stops at its dispatch.
-    assert counters["cycles"] == (20 + 7 + 4) + (20 + 6 + 8) + (20 + 4)
+    assert counters["cycles"] == (20 + 8 + 4) + (20 + 7 + 8) + (20 + 5)
 
 
 def test_stream_illegal_norm_mode():
