@@ -804,8 +804,12 @@ def plot_pareto(records, out_dir):
         for target in sorted({r["target"] for r in pts}):
             mine = [r for r in pts if r["target"] == target]
             ax.scatter([r[x] for r in mine], [r[y] for r in mine], label=target, zorder=3)
-        for r in pts:
-            ax.annotate(f"#{r['index']}", (r[x], r[y]), textcoords="offset points",
+        labels = {}
+        for r in pts:  # points at the same place share one label: "#0,1"
+            labels.setdefault((r[x], r[y]), []).append(r["index"])
+        for (px, py), names in labels.items():
+            ax.annotate("#" + ",".join(map(str, sorted(names))), (px, py),
+                        textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
         front = pareto_front(pts, x, y, max_x=max_x, max_y=max_y)
         if front:
@@ -815,6 +819,9 @@ def plot_pareto(records, out_dir):
         missing = len(records) - len(pts)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        # Plain numbers: close Fmax values would otherwise read as "+1.953e1" offsets.
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.margins(0.12)  # room for the labels of the outermost points
         better = f"better: {'higher' if max_x else 'lower'} x, {'higher' if max_y else 'lower'} y"
         ax.set_title(f"{ylabel} vs {xlabel.split(' (')[0]}\n({better}; {missing} of "
                      f"{len(records)} points without both values)", fontsize=9)
