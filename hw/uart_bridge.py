@@ -9,8 +9,8 @@ The frame format and the acknowledgement protocol are defined once, in
   arrives; only once its CRC checks is it forwarded to ``to_accel`` and, when the last of
   it has been taken, acknowledged (``ACK`` means "forwarded; send the next one"). A bad
   CRC, a UART framing error, a silence of ``gap_cycles`` inside a frame (a lost byte) or an
-  unexpected sequence number is answered with ``NAK``; nothing unchecked reaches the
-  accelerator.
+  unexpected sequence number is answered with ``NAK`` (once the line is quiet and the
+  receiver hunts for ``SYNC`` again); nothing unchecked reaches the accelerator.
 * **Accelerator to host.** Bytes from ``from_accel`` fill a second buffer; it is sent as a
   ``DATA`` frame when full or when the accelerator has been quiet for ``flush_cycles``, and
   kept until the host acknowledges it (resent on ``NAK`` or after ``resend_cycles``).
@@ -118,8 +118,18 @@ class UARTBridge(wiring.Component):
         index = Signal(8)
         store = Signal()             # this frame's payload goes into rx_mem
         gap = Signal(range(self.gap_cycles + 1))
+        # A NAK waits for a quiet line and a receiver hunting for SYNC: the host's resend
+        # then starts a frame here, instead of being swallowed by a frame misparsed from
+        # the tail of the damaged one (which would draw another NAK, and another resend,
+        # without end).
+        quiet_cycles = max(self.gap_cycles // 8, 1)
+        quiet = Signal(range(quiet_cycles + 1))
         byte = self.rx.payload
         got = Signal()
+        with m.If(self.rx.valid):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != quiet_cycles):
+            m.d.sync += quiet.eq(quiet + 1)
         m.d.comb += [got.eq(self.rx.valid & self.rx.ready),
                      rx_crc.data.eq(byte),
                      rx_wr.addr.eq(index), rx_wr.data.eq(byte)]
@@ -263,7 +273,7 @@ class UARTBridge(wiring.Component):
                     m.d.sync += [s_kind.eq(Kind.RESET), s_seq.eq(0), s_len.eq(0),
                                  reset_pending.eq(0)]
                     m.next = "SYNC"
-                with m.Elif(nak_pending):
+                with m.Elif(nak_pending & receiver.ongoing("HUNT") & (quiet == quiet_cycles)):
                     m.d.sync += [s_kind.eq(Kind.NAK), s_seq.eq(rx_expect), s_len.eq(0),
                                  nak_pending.eq(0)]
                     m.next = "SYNC"

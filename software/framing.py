@@ -17,7 +17,8 @@ length and a CRC, and a stop-and-wait acknowledgement protocol (``docs/boards.md
   once; a repeated ``DATA`` frame (the same ``seq`` again: its ``ACK`` was lost) is
   acknowledged again and not delivered. A bad CRC, a frame cut short (a silence of
   :attr:`FramedTransport.gap` mid-frame: a dropped byte) or an unexpected ``seq`` is
-  answered with ``NAK(expected seq)``; the sender sends its frame again. A sender that
+  answered with ``NAK(expected seq)``, once the line is quiet and the receiver hunts for
+  ``SYNC`` again; the sender sends its frame again. A sender that
   hears nothing resends after a while; one that gets a ``NAK`` for the frame after its
   outstanding one takes it as an ``ACK`` (the ``ACK`` was lost).
 * A session starts with ``RESET`` from the host, repeated until the board answers with
@@ -209,7 +210,7 @@ class FramedTransport(Transport):
         self._last_byte = time.monotonic()
         self._acked = False
         self._nak = False
-        self._retry = False
+        self._nak_due = False
         self._reset_seen = False
         self.stats = dict.fromkeys(("frames_sent", "resent", "naks_received",
                                     "frames_received", "bad_frames", "duplicates",
@@ -259,16 +260,20 @@ class FramedTransport(Transport):
         good = False
         for frame in frames:
             good |= self._handle(frame)
+        if self._nak_due and not chunk and not self._decoder.in_frame:
+            self._nak_due = False
+            self._send_control(Kind.NAK, self._rx_expect)
         return good
 
     def _handle(self, frame):
         # Returns True for a good frame (the link is alive).
         if not frame.ok:
             self.stats["bad_frames"] += 1
-            self._send_control(Kind.NAK, self._rx_expect)
-            # It may have been the ACK we wait for: resend now rather than after `resend`
-            # seconds (a repeat is harmless, the board acknowledges it again).
-            self._retry = True
+            # NAK once the line is quiet and the decoder hunts for SYNC (see _poll), so the
+            # board's resend is not swallowed by a frame misparsed from the damaged one's
+            # tail. Not a reason to resend our own frame at once, though it may have been
+            # its ACK: on a noisy line every resend is more noise (we resend on silence).
+            self._nak_due = True
             return False
         if frame.kind == Kind.DATA:
             if frame.seq == self._rx_expect:
@@ -310,8 +315,7 @@ class FramedTransport(Transport):
     def _send_frame(self, payload):
         frame = encode(Kind.DATA, self._tx_seq, payload)
         self._acked = False
-        tries = 0       # sends answered by NAK or by silence
-        sends = 0
+        tries = 0
         alive = time.monotonic()
         while not self._acked:
             if tries == self.max_tries:
@@ -319,14 +323,13 @@ class FramedTransport(Transport):
                     f"{self.name} did not acknowledge DATA frame {self._tx_seq} after "
                     f"{tries} sends ({self.stats['naks_received']} NAKs so far): the "
                     f"serial link is too noisy or the board is not running lowbit")
-            if sends:
+            if tries:
                 self.stats["resent"] += 1
-            sends += 1
             self.stats["frames_sent"] += 1
             self._send(frame)
-            self._nak = self._retry = False
+            self._nak = False
             sent = time.monotonic()
-            while not (self._acked or self._nak or self._retry):
+            while not (self._acked or self._nak):
                 if self._poll():
                     alive = time.monotonic()
                 now = time.monotonic()
@@ -336,10 +339,7 @@ class FramedTransport(Transport):
                                          f"unacknowledged)")
                 if now - sent > self.resend:
                     break
-            # A repeat after a bad frame (maybe our ACK) does not count as a try: nothing
-            # says the board missed our frame.
-            if self._nak or not self._retry:
-                tries += 1
+            tries += 1
         self._tx_seq = (self._tx_seq + 1) & 0xFF
 
     def read(self, n):
