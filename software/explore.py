@@ -663,7 +663,7 @@ def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=
         with context as dask:
             # One task per recipe, per synthesis and per network run, shared by the points
             # that need it (Dask runs a key once); synthesis first, the longest tasks.
-            tasks, futures = {}, {}
+            tasks, futures, same_key = {}, {}, {}
 
             def task(key, function, *args):
                 if key not in tasks:
@@ -681,29 +681,34 @@ def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=
                 network = task(point.run_key, run_network, point.config.to_dict(), point.run,
                                trained, dataset)
                 synthesis = tasks[point.synth_key] if point.run["synthesize"] else None
-                future = dask.submit(finish_record, record, network, synthesis,
-                                     key=f"lowbit-point-{point.key}")
-                futures[future] = (point, record)
-            for future in as_completed(futures):
-                point, record = futures[future]
+                # Points with the same key (a value repeated on an axis) share one task.
+                key = f"lowbit-point-{point.key}"
+                if key not in futures:
+                    futures[key] = dask.submit(finish_record, record, network, synthesis,
+                                               key=key)
+                same_key.setdefault(key, []).append((point, record))
+            for future in as_completed(list(futures.values())):
                 if future.status == "finished":
-                    record = future.result()
-                    cacheable = record.pop("cacheable", True)
+                    outcome = future.result()
+                    cacheable = outcome.pop("cacheable", True)
                 else:
                     # The task raised (training failed, a worker died too often): record
                     # it, but leave it out of the cache so a rerun tries it again.
                     error = future.exception()
-                    record = dict(record, status="failed", stage="task",
-                                  error=f"{type(error).__name__}: {_first_line(error)}")
+                    outcome = dict(status="failed", stage="task",
+                                   error=f"{type(error).__name__}: {_first_line(error)}")
                     cacheable = False
-                if cacheable:
-                    _write_json(point_dir / f"{point.key}.json", record)
-                results[point.index] = record
-                failed += record["status"] != "ok"
-                if on_result is not None:
-                    on_result(record)
-                if progress:
-                    _bar(len(results), total, failed, start, stream)
+                for point, record in same_key[future.key]:
+                    record = {**record, **outcome, "index": point.index,
+                              "point": record["point"]}
+                    if cacheable:
+                        _write_json(point_dir / f"{point.key}.json", record)
+                    results[point.index] = record
+                    failed += record["status"] != "ok"
+                    if on_result is not None:
+                        on_result(record)
+                    if progress:
+                        _bar(len(results), total, failed, start, stream)
                 future.release()
     records = [results[i] for i in range(total)]
     files = [write_csv(records, out_dir / "results.csv")]
