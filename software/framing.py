@@ -376,7 +376,8 @@ class BoardTransport(FramedTransport):
     baudrate : int
         The bitstream's baud rate (``lowbit bitstream --baud``; default 115200).
     **options
-        As for :class:`FramedTransport`.
+        As for :class:`FramedTransport`; ``resend`` defaults to four frame times (at least
+        1 s) and ``gap`` to 32 byte times (at least 50 ms) at ``baudrate``.
 
     Raises
     ------
@@ -397,4 +398,10 @@ class BoardTransport(FramedTransport):
         except (OSError, ValueError) as error:  # SerialException is an OSError
             raise TransportError(f"cannot open serial port {port}: {error}") from error
         handle.reset_input_buffer()  # bytes of an earlier session are no frames of ours
+        # At low baud rates a whole frame takes a while on the line: resend only after a
+        # few frame times, and take a frame as cut short only after several byte times
+        # (USB-serial adapters also hold bytes back for up to 16 ms).
+        frame_s = 10 * (MAX_PAYLOAD + 6) / baudrate
+        options.setdefault("resend", max(1.0, 4 * frame_s))
+        options.setdefault("gap", max(0.05, 32 * 10 / baudrate))
         super().__init__(_SerialChannel(handle), name=f"the board on {port}", **options)

@@ -250,3 +250,43 @@ def test_cli_bitstream_report(tmp_path, monkeypatch, capsys):
         f"  bitstream {tmp_path / 'top.bit'} (106.2 s)\n")
     assert main(["bitstream", "--board", "ulx3s-85f", "-o", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == figures
+
+
+def test_board_transport_over_a_fake_port(monkeypatch):
+    """BoardTransport is the framed link over pyserial: it resets the port's input, starts
+    a session with RESET and scales its timers with the baud rate."""
+    from lowbit.framing import BoardTransport, Kind, encode
+
+    class FakeSerial:
+        def __init__(self, port, baudrate, timeout):
+            assert (port, baudrate) == ("/dev/fake", 9600)
+            self.incoming = bytearray(b"stale bytes")
+            self.written = bytearray()
+
+        def reset_input_buffer(self):
+            self.incoming.clear()
+
+        def read(self, n):
+            out = bytes(self.incoming[:n])
+            del self.incoming[:n]
+            return out
+
+        def write(self, data):
+            self.written += data
+            if bytes(data) == encode(Kind.RESET, 0):
+                self.incoming += encode(Kind.RESET, 0)   # the board answers
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    fake = type(sys)("serial")
+    fake.Serial = FakeSerial
+    monkeypatch.setitem(sys.modules, "serial", fake)
+    with BoardTransport("/dev/fake", 9600) as link:
+        assert bytes(link.channel.port.written) == encode(Kind.RESET, 0)
+        # 261 bytes of frame at 9600 baud: 0.27 s; 32 byte times: 33 ms.
+        assert link.resend == pytest.approx(4 * 2610 / 9600)
+        assert link.gap == 0.05
