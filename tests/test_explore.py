@@ -260,6 +260,24 @@ def test_another_recipe_is_another_point(tmp_path, client):
     assert [r["images"] for r in sweep.results] == [50, 50, 50]
 
 
+def test_a_task_that_raises_is_recorded_and_tried_again_next_time(tmp_path, client):
+    # A recipe train() refuses: its training task raises on the worker. The point is
+    # recorded as failed but not cached; the sweep goes on with the other point.
+    space = write_space(tmp_path, """
+        [axes]
+        model.precision = ["w3a3", "w1a1"]
+        [run]
+        synthesize = false
+        images = 50
+    """)
+    bad, good = explore(space, tmp_path / "out", client=client, progress=False).results
+    assert (bad["status"], bad["stage"]) == ("failed", "task")
+    assert bad["error"] == ("ValueError: precision must be one of w1a1, w1a2, w2a2, w4a4, "
+                            "not 'w3a3'")
+    assert good["status"] == "ok"
+    assert [p.name for p in (tmp_path / "out" / "points").iterdir()] == [f"{good['key']}.json"]
+
+
 def test_a_model_file_is_shipped_to_the_workers(tmp_path, client):
     model, _ = train("digits", precision="w2a2", hidden=(), epochs=2, seed=3, progress=False,
                      twin=False)
