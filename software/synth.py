@@ -113,7 +113,7 @@ def _cell_count(cells, *names, prefix=None):
 
 
 def _job(unit, config, target, freq_mhz, seed, spram):
-    # (target spec, synthesis command, target MHz, Verilog, cache file) of one run
+    # (target spec, synthesis command, target MHz, Verilog, harness bits, cache file)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     toolenv.setup()
@@ -131,7 +131,7 @@ def _job(unit, config, target, freq_mhz, seed, spram):
         key_parts.append(synth_command)
     key = hashlib.sha256(json.dumps(key_parts).encode())
     cache = toolenv.cache_dir("synth") / f"{unit.name}-{target}-{key.hexdigest()[:16]}.json"
-    return spec, synth_command, freq, verilog, cache
+    return spec, synth_command, freq, verilog, harness.in_bits + harness.out_bits, cache
 
 
 def cached_result(unit, config, target="ice40", *, freq_mhz=None, seed=1, spram=True):
@@ -159,8 +159,8 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     Both are cached. The work folder is removed (unless ``keep_dir``), except after a
     tool failure.
     """
-    spec, synth_command, freq, verilog, cache = _job(unit, config, target, freq_mhz, seed,
-                                                     spram)
+    spec, synth_command, freq, verilog, harness_bits, cache = _job(
+        unit, config, target, freq_mhz, seed, spram)
     if use_cache and cache.exists() and not keep_dir:
         result = json.loads(cache.read_text())
         if not result.get("fits", True):
@@ -212,7 +212,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         "lut4": lut4, "carry": carry, "ff": ff, "lc": lc, "bram": bram, "spram": spram_used,
         "dsp": dsp,
         "fmax_mhz": round(min(fmax), 2) if fmax else None, "target_mhz": freq,
-        "harness_bits": harness.in_bits + harness.out_bits, "synth_command": synth_command,
+        "harness_bits": harness_bits, "synth_command": synth_command,
         "utilization": used, "fits": not over,
     }
     if over:

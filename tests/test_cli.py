@@ -100,6 +100,12 @@ def test_synth_json(target, cell, capsys):
                              max_weight_bits=1)
     cached = cached_result(get_unit("xnor-array"), config, target)
     assert (cached["lc"], cached["fmax_mhz"]) == (result["lc"], result["fmax_mhz"])
+    # the same run without the cache (the tools are deterministic for a given seed)
+    from lowbit.synth import synthesize
+
+    fresh = synthesize(get_unit("xnor-array"), config, target, use_cache=False)
+    assert (fresh["lc"], fresh["fmax_mhz"], fresh["harness_bits"]) == (
+        result["lc"], result["fmax_mhz"], result["harness_bits"])
     assert cached_result(get_unit("xnor-array"), config.replace(max_k=48), target) is None
 
 
