@@ -14,10 +14,12 @@ Buffers hold ``word``-bit words:
   parameters;
 * the **output** buffer holds one signed accumulator value per word (``C`` of a GEMM).
 
-The defaults fit an iCE40UP5K: the activation and weight buffers take two 16-bit wide
-SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 words of
-32 bits). The units keep their own defaults, except the norm unit, which thresholds to
-+-1 (what a binary network needs between layers) for up to 256 channels.
+The default buffers fit an iCE40UP5K: the activation and weight buffers take two 16-bit
+wide SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 words
+of 32 bits). The units keep their own defaults, except the norm unit, which thresholds to
++-1 (what a binary network needs between layers) for up to 256 channels. The default
+accelerator as a whole does not fit an iCE40UP5K's logic; ``configs/up5k.json`` does
+(``docs/accelerator_synthesis.md``).
 """
 
 import dataclasses
