@@ -793,8 +793,9 @@ PLOTS = [
 
 def plot_pareto(records, out_dir):
     """Write the three Pareto plots of :data:`PLOTS` to ``out_dir`` (PNG, matplotlib's Agg
-    back end): every point with both values, labelled by its index, the front as a line.
-    Returns the paths."""
+    back end): every point with both values, labelled by its index; the front, over the
+    ``ok`` points only (a design that does not fit is no option), circled and joined;
+    points that are not ``ok`` as crosses. Returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -806,17 +807,21 @@ def plot_pareto(records, out_dir):
         figure = Figure(figsize=(6, 4.2), layout="constrained")
         ax = figure.add_subplot()
         pts = [r for r in records if r.get(x) is not None and r.get(y) is not None]
-        for target in sorted({r["target"] for r in pts}):
-            mine = [r for r in pts if r["target"] == target]
+        ok = [r for r in pts if r["status"] == "ok"]
+        for target in sorted({r["target"] for r in ok}):
+            mine = [r for r in ok if r["target"] == target]
             ax.scatter([r[x] for r in mine], [r[y] for r in mine], label=target, zorder=3)
+        others = [r for r in pts if r["status"] != "ok"]
+        if others:
+            ax.scatter([r[x] for r in others], [r[y] for r in others], marker="x",
+                       color="tab:red", label="not ok (e.g. does not fit)", zorder=3)
         labels = {}
         for r in pts:  # points at the same place share one label: "#0,1"
             labels.setdefault((r[x], r[y]), []).append(r["index"])
         for (px, py), names in labels.items():
             ax.annotate("#" + ",".join(map(str, sorted(names))), (px, py),
-                        textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
-        front = pareto_front(pts, x, y, max_x=max_x, max_y=max_y)
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = pareto_front(ok, x, y, max_x=max_x, max_y=max_y)
         if front:
             ax.plot([r[x] for r in front], [r[y] for r in front], color="gray",
                     linestyle="--", marker="o", markersize=12, markerfacecolor="none",
@@ -827,7 +832,8 @@ def plot_pareto(records, out_dir):
         # Plain numbers: close Fmax values would otherwise read as "+1.953e1" offsets.
         ax.ticklabel_format(useOffset=False, style="plain")
         ax.margins(0.12)  # room for the labels of the outermost points
-        better = f"better: {'higher' if max_x else 'lower'} x, {'higher' if max_y else 'lower'} y"
+        better = (f"better: {'higher' if max_x else 'lower'} x, "
+                  f"{'higher' if max_y else 'lower'} y")
         ax.set_title(f"{ylabel} vs {xlabel.split(' (')[0]}\n({better}; {missing} of "
                      f"{len(records)} points without both values)", fontsize=9)
         if pts:
