@@ -239,9 +239,10 @@ def test_sweep_on_the_iss_records_failures_and_caches(tmp_path, client, referenc
     assert third.results[2]["cycles_per_image"] == by_index[2]["cycles_per_image"]
 
 
-def test_another_recipe_is_another_point(tmp_path, client):
+def test_another_recipe_is_another_point(tmp_path, client, capsys):
     # The same configuration with another network must not be served from the cache; a
-    # repeated value is the same point, run once.
+    # repeated value is the same point, run once. Through the command line, on a running
+    # scheduler (the module's cluster) as --scheduler reaches one.
     space = write_space(tmp_path, """
         [axes]
         model.seed = [1, 2, 1]
@@ -249,15 +250,17 @@ def test_another_recipe_is_another_point(tmp_path, client):
         synthesize = false
         images = 50
     """)
-    sweep = explore(space, tmp_path / "out", client=client, progress=False)
-    first, second, again = sweep.results
+    assert main(["explore", str(space), "-o", str(tmp_path / "out"), "--scheduler",
+                 client.scheduler.address, "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    first, second, again = records
     assert first["key"] != second["key"] and again["key"] == first["key"]
     assert first["fingerprint"] == second["fingerprint"]  # one configuration
-    assert [r["index"] for r in sweep.results] == [0, 1, 2]
+    assert [r["index"] for r in records] == [0, 1, 2]
     assert {k: v for k, v in again.items() if k != "index"} == \
         {k: v for k, v in first.items() if k != "index"}
     assert len(list((tmp_path / "out" / "points").iterdir())) == 2
-    assert [r["images"] for r in sweep.results] == [50, 50, 50]
+    assert [r["images"] for r in records] == [50, 50, 50]
 
 
 def test_a_task_that_raises_is_recorded_and_tried_again_next_time(tmp_path, client):
