@@ -285,6 +285,9 @@ def parse_space(text, path=None):
         extra = _flatten(extra)
         for key in extra:
             _check_key(f"{where} [[points]] #{i + 1}", key)
+            if key.startswith("model.") and model_bytes is not None:
+                raise SpaceError(f"{where} [[points]] #{i + 1}: {key!r} cannot vary a model "
+                                 f"file")
         points.append(extra)
     if not points:
         points = [{}]

@@ -135,6 +135,10 @@ def test_base_config_and_model_file_are_read_relative_to_the_space_file(tmp_path
     assert space.base.word == 64
     assert space.model_bytes == b"model bytes"
     assert space.model["file"] == "m.npz"
+    path.write_text('[model]\nfile = "m.npz"\n[[points]]\nmodel.epochs = 3\n')
+    with pytest.raises(SpaceError, match=r"\[\[points\]\] #1: 'model.epochs' cannot vary a "
+                                         r"model file$"):
+        parse_space(path.read_text(), path)
     path.write_text('[model]\nfile = "missing.npz"\n')
     with pytest.raises(SpaceError, match="cannot read .*missing.npz"):
         parse_space(path.read_text(), path)
