@@ -115,7 +115,8 @@ def build_bitstream(board, config, *, out_dir, baud=DEFAULT_BAUD, config_name=No
         over = {name: pair for name, pair in used.items() if pair[0] > pair[1]}
         if over:
             result = _figures(board, used, None, out_dir, baud, config_name)
-            result.update(fits=False, over=over, seconds=seconds, meets_timing=False)
+            result.update(fits=False, over=over, seconds=seconds, meets_timing=False,
+                          bitstream=None)
             needs = ", ".join(f"{n} {a} of {b}" for n, (a, b) in over.items())
             raise BitstreamError(f"the design does not fit the {board.title}: it needs "
                                  f"{needs}", result, str(log))
