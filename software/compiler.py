@@ -109,9 +109,21 @@ def _check_conv(config, i, layer, where):
     rows of channel words, pooled by OR-ing rows: ``MAXPOOL``)."""
     conv = layer.conv
     if not layer.first:
-        raise CompileError(f"{where}: a convolution whose inputs are computed on the "
-                           f"accelerator needs an on-chip im2col, which lowbit does not "
-                           f"generate yet; only the first layer may be a convolution")
+        if layer.input_precision.kind != "binary":
+            raise CompileError(f"{where}: a convolution over on-chip activations needs +-1 "
+                               f"inputs (its im2col rows are copied pixel by pixel), not "
+                               f"{layer.input_precision}")
+        if conv.in_shape[0] % config.word:
+            raise CompileError(f"{where}: its {conv.in_shape[0]} input channels must be a "
+                               f"multiple of the {config.word}-bit word")
+        if conv.padding and conv.pad == 0:
+            raise CompileError(f"{where}: +-1 data cannot hold the zero border the model "
+                               f"declares (pad_value 0.0); pad with +1 or -1 (lowbit's trainer "
+                               f"pads +-1 activations with +1)")
+        if not config.has_maxpool:
+            raise CompileError(f"{where}: a convolution over on-chip activations copies its "
+                               f"im2col rows with MAXPOOL, which this accelerator does not "
+                               f"have")
     if layer.output_precision is None or layer.output_precision.kind != "binary":
         raise CompileError(f"{where}: convolutions need +-1 (Sign) outputs on the "
                            f"accelerator; {layer.output_precision} pixels are bit planes a "
@@ -120,6 +132,9 @@ def _check_conv(config, i, layer, where):
         raise CompileError(f"{where}: its {layer.weight.shape[0]} channels must be a "
                            f"multiple of the {config.word}-bit word (a pixel is a row of "
                            f"whole channel words)")
+    if conv.pool and not config.has_maxpool:
+        raise CompileError(f"{where}: its max pool needs MAXPOOL, which this accelerator does "
+                           f"not have")
     if conv.pool:
         oh, ow = conv.conv_shape
         if oh % conv.pool or ow % conv.pool:
@@ -133,12 +148,49 @@ def _hw_columns(prev, layer):
     """Columns of ``layer``'s weights in the order the accelerator holds its inputs: a
     Dense after a convolution reads pixels as rows of channels ``(y, x, c)``; the model
     flattens ``(c, y, x)``."""
+    if layer.conv is not None and not layer.first:
+        # im2col rows copied on chip hold pixels of channel words: (dy, dx, c)
+        c, (kh, kw) = layer.conv.in_shape[0], layer.conv.kernel
+        model_index = np.arange(c * kh * kw).reshape(c, kh, kw).transpose(1, 2, 0).ravel()
+        return layer.weight[:, model_index]
     if prev is None or prev.conv is None:
         return layer.weight
     n = prev.weight.shape[0]
     oh, ow = prev.conv.pooled_shape()
     model_index = np.arange(n * oh * ow).reshape(n, oh, ow).transpose(1, 2, 0).ravel()
     return layer.weight[:, model_index]
+
+
+def _im2col_copies(conv, batch, src, dst, pad_addr, word):
+    """``MAXPOOL`` copies (window 1) that build a convolution's im2col rows from ``batch``
+    samples of ``(y, x, c)`` pixel rows at ``src``: row ``(b, oy, ox)`` at ``dst`` holds, for
+    each kernel row ``dy``, ``kw`` pixels of channel words, pixels outside the image taken
+    from the row of pad words at ``pad_addr``. Runs of neighbouring pixels copy at once."""
+    c, h, w = conv.in_shape
+    cw = row_words(c, 1, word)
+    (kh, kw), stride, p = conv.kernel, conv.stride, conv.padding
+    oh, ow = conv.conv_shape
+    copies = []
+    for b in range(batch):
+        for oy in range(oh):
+            for ox in range(ow):
+                row = dst + ((b * oh + oy) * ow + ox) * kh * kw * cw
+                for dy in range(kh):
+                    iy = oy * stride + dy - p
+                    at = row + dy * kw * cw
+                    dx = 0
+                    while dx < kw:
+                        ix = ox * stride + dx - p
+                        inside = 0 <= iy < h and 0 <= ix < w
+                        run = 1
+                        while dx + run < kw and (0 <= iy < h and 0 <= ix + run < w) == inside:
+                            run += 1
+                        from_addr = (src + ((b * h + iy) * w + ix) * cw) if inside else pad_addr
+                        copies.append(dict(opcode="MAXPOOL", src_addr=from_addr,
+                                           dst_addr=at + dx * cw, rows=1, row_words=run * cw,
+                                           window=1))
+                        dx += run
+    return copies
 
 
 def _chunk(config, layer, rows, space):
@@ -191,16 +243,34 @@ def compile_model(model, config=None, *, batch=16, resident=None):
     act_rows = [row_words(l.weight.shape[1], _bits(l.input_precision), word) for l in layers]
     out_rows = [None if l.last else row_words(l.weight.shape[0], _bits(l.output_precision),
                                               word) for l in layers]
-    widest = max([p * a for p, a in zip(positions, act_rows)]
+    # A convolution over on-chip activations reads im2col rows the accelerator copies into a
+    # third region (MAXPOOL with a window of 1 is a copy), the border from a row of pad
+    # words loaded with each batch.
+    onchip = [l.conv is not None and not l.first for l in layers]
+    widest = max([p * a for p, a, o in zip(positions, act_rows, onchip) if not o]
                  + [p * o for p, o in zip(positions, out_rows) if o is not None])
-    if 2 * batch * widest > config.act_words:
-        raise CompileError(f"a batch of {batch} needs {2 * batch * widest} activation words "
-                           f"(two regions of {batch} samples of {widest} words), the buffer "
-                           f"has {config.act_words}: use a smaller batch")
+    scratch = max([p * a for p, a, o in zip(positions, act_rows, onchip) if o] + [0])
+    pad_words = max([l.conv.kernel[1] * row_words(l.conv.in_shape[0], 1, word)
+                     for l, o in zip(layers, onchip) if o] + [0])
+    need = 2 * batch * widest + batch * scratch + pad_words
+    if need > config.act_words:
+        raise CompileError(f"a batch of {batch} needs {need} activation words (two regions of "
+                           f"{batch} samples of {widest} words"
+                           + (f", im2col rows of {scratch} words per sample" if scratch else "")
+                           + f"), the buffer has {config.act_words}: use a smaller batch")
     regions = (0, batch * widest)
+    im2col_addr = 2 * batch * widest
+    pad_addr = im2col_addr + batch * scratch
     half = config.weight_words // 2
     instrs = [dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0,
                    count=batch * positions[0] * act_rows[0])]
+    head_consts = []
+    if pad_words:
+        pad = next(l.conv.pad for l, o in zip(layers, onchip) if o)
+        instrs.append(dict(opcode="LOAD", buffer="ACT", source="CONST", addr=pad_addr,
+                           count=pad_words))
+        head_consts.append(np.full(pad_words, (1 << word) - 1 if pad > 0 else 0,
+                                   dtype=np.uint64))
     consts, stores, schedule = [], [], []
     chunk_index = 0
     for i, layer in enumerate(layers):
@@ -244,10 +314,13 @@ def compile_model(model, config=None, *, batch=16, resident=None):
                                   addr=p_addr, count=params.size))
                 data.append(params)
             body = []
+            if onchip[i] and not chunks:
+                body += _im2col_copies(layer.conv, batch, src, im2col_addr, pad_addr, word)
+            a_base = im2col_addr if onchip[i] else src
             for r0 in range(0, total, rows):
                 rn = min(rows, total - r0)
                 body.append(dict(
-                    opcode="GEMM_XNOR", a_addr=src + r0 * act_rows[i], b_addr=w_addr,
+                    opcode="GEMM_XNOR", a_addr=a_base + r0 * act_rows[i], b_addr=w_addr,
                     c_addr=0, m=rn, n=cn, k=k, a_stride=act_rows[i],
                     b_stride=weights.shape[1], c_stride=cn, act_bits=_bits(a),
                     act_signed=int(a.kind == "signed"), weight_bits=_bits(w),
@@ -277,7 +350,7 @@ def compile_model(model, config=None, *, batch=16, resident=None):
     # right after chunk c's first GEMM, so that they stream in while it computes.
     # A chunk that fills the whole weight buffer is loaded after the previous chunk's last
     # instruction instead (nothing of it may be overwritten early).
-    owner = [0]  # the layer each instruction belongs to (the energy model's per-layer view)
+    owner = [0] * len(instrs)  # each instruction's layer (the energy model's per-layer view)
 
     def emit(items, layer):
         instrs.extend(items)
@@ -309,9 +382,11 @@ def compile_model(model, config=None, *, batch=16, resident=None):
             consts += data
         preamble = len(instrs)
         emit(first, 0)
+        consts += head_consts
         for _, _, body, _, layer_index, _ in schedule:
             emit(body, layer_index)
     else:
+        consts += head_consts
         emit(schedule[0][0], schedule[0][4])
         consts += schedule[0][1]
     for c, (_, _, body, halved, layer_index, _) in enumerate(schedule):

@@ -283,18 +283,6 @@ def test_cnn_rtl_matches_iss():
 
 def test_cnn_errors_name_the_layer_and_reason():
     config = config_for(1, act_words=4096)
-    rng = np.random.default_rng(0)
-    base = cnn(1)
-    second = QuantModel(
-        name="two", dataset="digits", input_quantizer=InputQuantizer(5, 1.0),
-        input_shape=(1, 4, 4),
-        layers=[*base.layers[:4], Conv2D(rng.normal(size=(32, 32, 3, 3)), padding=1,
-                                         pad_value=1.0), Sign(), Flatten(),
-                Dense(rng.normal(size=(10, 128)))])
-    with pytest.raises(CompileError, match=r"layer 1 \(hidden conv 288 -> 32\): a convolution "
-                                           r"whose inputs are computed on the accelerator "
-                                           r"needs an on-chip im2col"):
-        compile_model(second, config)
     with pytest.raises(CompileError, match=r"layer 0 \(first conv 9 -> 16\): its 16 channels "
                                            r"must be a multiple of the 32-bit word"):
         compile_model(cnn(1, channels=16), config)
@@ -356,3 +344,69 @@ def test_resident_weights_are_sent_once_per_call():
     with pytest.raises(CompileError, match=r"the weights and thresholds take \d+ words, the "
                                            r"weight buffer has 128: they cannot stay resident"):
         compile_model(m, config.replace(weight_words=128), batch=4, resident=True)
+
+
+def cnn2(seed, pad_value=1.0, stride=1, pool2=2, side=8, pool1=2):
+    """Two binarized conv stages: the second over on-chip +-1 activations with a +-1 border."""
+    rng = np.random.default_rng(seed)
+    first = cnn(seed, side=side, pool=pool1)
+    conv = Conv2D(rng.normal(size=(32, 32, 3, 3)), stride=stride, padding=1,
+                  pad_value=pad_value)
+    inner = side // pool1 if pool1 else side
+    out = conv.output_shape((32, inner, inner))
+    layers = [*first.layers[:4 if pool1 else 3], conv,
+              BatchNorm(rng.normal(size=32), rng.normal(size=32) * 0.2,
+                        rng.normal(size=32) * 4, rng.uniform(0.5, 2, 32) * 288), Sign()]
+    features = 32 * out[1] * out[2]
+    if pool2:
+        layers.append(MaxPool2D(pool2))
+        features = 32 * (out[1] // pool2) * (out[2] // pool2)
+    layers += [Flatten(), Dense(rng.normal(size=(10, features)))]
+    return QuantModel(name=f"cnn2-{seed}", dataset="digits",
+                      input_quantizer=InputQuantizer(5, 1.0), input_shape=(1, side, side),
+                      layers=layers)
+
+
+@pytest.mark.parametrize("kw", [{}, {"pad_value": -1.0}, {"stride": 2, "pool2": None}])
+def test_second_convolution_runs_on_chip_im2col(kw):
+    m = cnn2(4, **kw)
+    config = config_for(1, act_words=8192, weight_words=16384,
+                        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512))
+    program = compile_model(m, config, batch=2)
+    x = inputs(6, 3, features=64)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+    assert np.array_equal(scores.argmax(1), m.predict(x, backend="float"))
+    copies = [i for i in program.instructions
+              if i["opcode"].name == "MAXPOOL" and i["window"] == 1]
+    assert copies
+
+
+def test_second_convolution_on_the_rtl():
+    m = cnn2(5, side=4, pool2=None)
+    config = config_for(1, act_words=4096, weight_words=4096, out_words=128,
+                        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512))
+    program = compile_model(m, config, batch=1)
+    x = inputs(7, 1, features=16)
+    with ISSTransport(config) as iss, AmaranthTransport(config) as rtl:
+        expected, _ = run_model(program, Runtime(config, iss), x)
+        got, _ = run_model(program, Runtime(config, rtl), x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+
+
+def test_second_convolution_errors():
+    config = config_for(1, act_words=8192, weight_words=16384,
+                        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512))
+    with pytest.raises(CompileError, match=r"layer 1 \(hidden conv 288 -> 32\): \+-1 data "
+                                           r"cannot hold the zero border the model declares"):
+        compile_model(cnn2(1, pad_value=0.0), config)
+    with pytest.raises(CompileError, match=r"layer 1 \(hidden conv 288 -> 32\): a convolution "
+                                           r"over on-chip activations copies its im2col rows "
+                                           r"with MAXPOOL"):
+        compile_model(cnn2(1, pool1=None, pool2=None, side=4),
+                      config.replace(has_maxpool=False))
+    with pytest.raises(CompileError, match=r"layer 0 \(first conv 9 -> 32\): its max pool "
+                                           r"needs MAXPOOL, which this accelerator does not have"):
+        compile_model(cnn2(1), config.replace(has_maxpool=False))
