@@ -67,15 +67,19 @@ class BoardCore(wiring.Component):
     bad_frame: Out(1)
 
     def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD, resend_cycles=None):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        if config.host_link_bits != 8:
-            raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, not "
-                             f"{config.host_link_bits}")
+        try:
+            if not isinstance(config, AcceleratorConfig):
+                raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+            if config.host_link_bits != 8:
+                raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, "
+                                 f"not {config.host_link_bits}")
+            self.timing = bridge_timing(clk_freq, baud)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # never built: no "created but never used"
+            raise
         self.config = config
         self.clk_freq = clk_freq
         self.baud = baud
-        self.timing = bridge_timing(clk_freq, baud)
         if resend_cycles is not None:
             self.timing["resend_cycles"] = resend_cycles
         super().__init__()

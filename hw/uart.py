@@ -73,7 +73,11 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, clk_freq, baud):
-        self.divisor = baud_divisor(clk_freq, baud)
+        try:
+            self.divisor = baud_divisor(clk_freq, baud)
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used"
+            raise
         super().__init__()
 
     def elaborate(self, platform):
@@ -130,7 +134,11 @@ class UARTRx(wiring.Component):
     error: Out(1)
 
     def __init__(self, *, clk_freq, baud):
-        self.divisor = baud_divisor(clk_freq, baud)
+        try:
+            self.divisor = baud_divisor(clk_freq, baud)
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used"
+            raise
         super().__init__()
 
     def elaborate(self, platform):

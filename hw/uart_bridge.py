@@ -76,6 +76,7 @@ class UARTBridge(wiring.Component):
         for name, value in (("gap_cycles", gap_cycles), ("flush_cycles", flush_cycles),
                             ("resend_cycles", resend_cycles)):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                self._MustUse__silence = True  # never built: no "created but never used"
                 raise ValueError(f"UARTBridge {name} must be a positive integer, not "
                                  f"{value!r}")
         self.gap_cycles = gap_cycles

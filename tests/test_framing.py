@@ -220,3 +220,9 @@ def test_a_link_that_stays_broken_is_an_error():
     with pytest.raises(TransportError, match="^the board did not acknowledge DATA frame 0 "
                                              "after 3 sends"):
         host.write(b"lost")
+
+
+def test_bridge_parameters():
+    with pytest.raises(ValueError, match="^UARTBridge gap_cycles must be a positive integer, "
+                                         "not 0$"):
+        UARTBridge(gap_cycles=0, flush_cycles=1, resend_cycles=1)

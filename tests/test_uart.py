@@ -176,3 +176,10 @@ def test_tx_to_rx_loopback():
     sim.add_testbench(consumer)
     sim.run()
     assert got == data
+
+
+def test_components_refuse_a_bad_baud_rate():
+    for component in (UARTTx, UARTRx):
+        with pytest.raises(ValueError, match="^UART baud rate 4000000 is too high for a 12 MHz "
+                                             "clock"):
+            component(clk_freq=12_000_000, baud=4_000_000)
