@@ -7,7 +7,8 @@ bound by the UART (8N1: 10 line bits per byte; frame headers, CRCs and acknowled
 counted) at a baud rate. These are derived figures (measured cycles and bytes, divided by
 clock and baud), not a timed board.
 
-Run: ``python -m lowbit.bench.boards [--hidden 256,256] [--images 32] [--json FILE]``.
+Run: ``python -m lowbit.bench.boards [--hidden 256,256] [--images 32] [--config FILE]
+[--json FILE]``.
 """
 
 import argparse
@@ -81,9 +82,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", default="256,256", help="hidden layer widths")
     parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--config", metavar="FILE",
+                        help="accelerator configuration JSON (default: BOARD_SIM_CONFIG)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    result = run(hidden=[int(h) for h in args.hidden.split(",")], images=args.images)
+    config = AcceleratorConfig.load(args.config) if args.config else BOARD_SIM_CONFIG
+    result = run(hidden=[int(h) for h in args.hidden.split(",")], images=args.images,
+                 config=config)
     for key, value in result.items():
         if key != "config":
             print(f"{key}: {value:,.1f}" if isinstance(value, float) else f"{key}: {value}")
