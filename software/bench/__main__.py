@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac", "accelerator"]
+BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac", "accelerator", "boards"]
 
 
 def main():
