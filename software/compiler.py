@@ -346,10 +346,11 @@ def compile_model(model, config=None, *, batch=16, resident=None):
                 dict(opcode="MAXPOOL", src_addr=src, dst_addr=dst, rows=batch * oh // s_,
                      row_words=ow // s_ * dst_row, window=s_)])
         schedule += chunks
-    # Pass 5: chunk c + 1's loads (the other half of the weight buffer; across layers too)
-    # right after chunk c's first GEMM, so that they stream in while it computes.
-    # A chunk that fills the whole weight buffer is loaded after the previous chunk's last
-    # instruction instead (nothing of it may be overwritten early).
+    # Pass 5, resident weights: a preamble loads every chunk (below). Streamed weights:
+    # chunk c + 1's loads (the other half of the weight buffer; across layers too) go right
+    # after chunk c's first GEMM, so that they stream in while it computes; a chunk that
+    # fills the whole weight buffer is loaded after the previous chunk's last instruction
+    # instead (nothing of it may be overwritten early).
     owner = [0] * len(instrs)  # each instruction's layer (the energy model's per-layer view)
 
     def emit(items, layer):
@@ -389,19 +390,17 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         consts += head_consts
         emit(schedule[0][0], schedule[0][4])
         consts += schedule[0][1]
-    for c, (_, _, body, halved, layer_index, _) in enumerate(schedule):
-        if resident:
-            break
-        following = schedule[c + 1] if c + 1 < len(schedule) else None
-        early = following is not None and halved and following[3]
-        emit(body[:1], layer_index)
-        if early:
-            emit(following[0], following[4])
-            consts += following[1]
-        emit(body[1:], layer_index)
-        if following is not None and not early:
-            emit(following[0], following[4])
-            consts += following[1]
+        for c, (_, _, body, halved, layer_index, _) in enumerate(schedule):
+            following = schedule[c + 1] if c + 1 < len(schedule) else None
+            early = following is not None and halved and following[3]
+            emit(body[:1], layer_index)
+            if early:
+                emit(following[0], following[4])
+                consts += following[1]
+            emit(body[1:], layer_index)
+            if following is not None and not early:
+                emit(following[0], following[4])
+                consts += following[1]
     emit([dict(opcode="HALT", status=0)], len(layers) - 1)
     last = layers[-1]
     metadata = {
