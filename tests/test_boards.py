@@ -8,6 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lowbit.boards.build import openfpgaloader_path
@@ -290,3 +291,35 @@ def test_board_transport_over_a_fake_port(monkeypatch):
         # 261 bytes of frame at 9600 baud: 0.27 s; 32 byte times: 33 ms.
         assert link.resend == pytest.approx(4 * 2610 / 9600)
         assert link.gap == 0.05
+
+
+# What the iCEBreaker's configuration runs ------------------------------------------------
+
+def test_icebreaker_configuration_runs_a_one_layer_digits_model():
+    # The iCEBreaker's accelerator (configs/up5k.json without the norm unit, which does not
+    # fit beside the UART bridge): 5-bit inputs bit-serially, so a one-layer classifier of
+    # raw digits pixels runs; a hidden layer needs the norm unit and is refused by name.
+    from lowbit.compiler import CompileError, compile_model, run_model
+    from lowbit.model import BatchNorm, Dense, InputQuantizer, QuantModel, Sign
+    from lowbit.runtime import ISSTransport, Runtime
+
+    config = ICEBREAKER.load_config()
+    assert config.xnor_array.max_act_bits >= 5 and not config.has_lightnorm
+    rng = np.random.default_rng(0)
+    quantizer = InputQuantizer(5, 1.0)
+    linear = QuantModel(name="linear", dataset="digits", input_quantizer=quantizer,
+                        input_shape=(64,), layers=[Dense(rng.normal(size=(10, 64)))])
+    program = compile_model(linear, config, batch=8)
+    x = rng.integers(0, 17, (12, 64)).astype(float)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(scores, linear.integer_form().scores(linear.quantize_input(x)))
+    hidden = QuantModel(name="mlp", dataset="digits", input_quantizer=quantizer,
+                        input_shape=(64,),
+                        layers=[Dense(rng.normal(size=(32, 64))),
+                                BatchNorm(np.ones(32), np.zeros(32), np.zeros(32),
+                                          np.ones(32)), Sign(),
+                                Dense(rng.normal(size=(10, 32)))])
+    with pytest.raises(CompileError, match=r"layer 0 \(first dense 64 -> 32\): its activation "
+                                           r"needs the norm unit"):
+        compile_model(hidden, config)
