@@ -21,18 +21,13 @@ memory's buffer is its submodule name without ``_buffer``, an engine's opcode it
 without breaking the monitor.
 """
 
-import collections
-import random
-
 from amaranth.hdl import Const, Fragment
-from amaranth.sim import Simulator
 
 from ..energy import Actions
-from ..hw.accelerator import Accelerator
 from ..hw.buffer_memory import BufferMemory
 from ..hw.buffer_port import Engine
 from ..isa import NormMode, Opcode
-from .amaranth_transport import PERIOD, AmaranthTransport
+from .amaranth_transport import AmaranthTransport
 
 __all__ = ["ActivityTransport", "design_parts", "measure"]
 
@@ -80,30 +75,19 @@ class ActivityTransport(AmaranthTransport):
     """
 
     def __init__(self, config, *, idle=0.0, stall=0.0, seed=0, max_cycles=200_000):
-        # The parent's set-up, except that the simulator runs a design elaborated here, so
-        # that the memories and engines watched are the very objects simulated (every
-        # elaboration makes new ones).
-        self.config = config
-        self.dut = Accelerator(config)
-        self.max_cycles = max_cycles
-        self.cycles = 0
-        self._rng = random.Random(seed)
-        self._idle, self._stall = idle, stall
-        self._in = collections.deque()
-        self._out = bytearray()
-        self._beat_bytes = config.host_link_bits // 8
-        self._time = 0.0
-        self._vcd = None
+        super().__init__(config, idle=idle, stall=stall, seed=seed, max_cycles=max_cycles)
+        self.activity = Actions()
+        self._sim.add_testbench(self._monitor, background=True)
+
+    def _design(self):
+        # The simulator runs a design elaborated here, so that the memories and engines
+        # watched are the very objects simulated (every elaboration makes new ones).
         fragment = Fragment.get(self.dut, None)
         self.memories, self.engines = design_parts(fragment)
         if set(self.memories) != {"act", "weight", "out"}:
             raise RuntimeError(f"expected the act, weight and out buffer memories in the "
                                f"design, found {sorted(self.memories)}")
-        self.activity = Actions()
-        self._sim = Simulator(fragment)
-        self._sim.add_clock(PERIOD)
-        self._sim.add_testbench(self._link, background=True)
-        self._sim.add_testbench(self._monitor, background=True)
+        return fragment
 
     def reset_activity(self):
         """Start counting afresh (between programs on one transport)."""

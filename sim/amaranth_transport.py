@@ -50,7 +50,7 @@ class AmaranthTransport(Transport):
         self._in = collections.deque()
         self._out = bytearray()
         self._beat_bytes = config.host_link_bits // 8
-        self._sim = Simulator(self.dut)
+        self._sim = Simulator(self._design())
         self._sim.add_clock(PERIOD)
         self._sim.add_testbench(self._link, background=True)
         self._time = 0.0
@@ -58,6 +58,11 @@ class AmaranthTransport(Transport):
         if vcd:
             self._vcd = self._sim.write_vcd(vcd)
             self._vcd.__enter__()
+
+    def _design(self):
+        """What the simulator runs: the accelerator (a subclass may elaborate it first, to
+        watch the very submodules that are simulated)."""
+        return self.dut
 
     async def _link(self, ctx):
         dut, rng = self.dut, self._rng
