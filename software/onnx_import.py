@@ -41,7 +41,10 @@ so the two can differ where a pre-activation lies within float32 rounding of a t
 """
 
 import argparse
+import dataclasses
+import logging
 import math
+import re
 import sys
 from fractions import Fraction
 
@@ -50,8 +53,11 @@ import numpy as np
 from .model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MaxPool2D,
                     MultiThreshold, OutputAffine, QuantModel, Sign, fold_layer_thresholds)
 
-__all__ = ["ONNXImportError", "load_onnx", "add_import_command", "cmd_import",
-           "QONNX_DOMAINS"]
+__all__ = ["ONNXImportError", "InputTransform", "InputDescription", "load_onnx",
+           "input_transform", "prepare_input", "add_import_command", "add_input_arguments",
+           "input_description_from_args", "import_for_cli", "cmd_import", "QONNX_DOMAINS"]
+
+_log = logging.getLogger(__name__)
 
 #: Domains whose ``Quant``, ``BipolarQuant`` and ``MultiThreshold`` are QONNX's.
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
@@ -72,6 +78,182 @@ class ONNXImportError(ValueError):
     def __init__(self, node, op_type, reason):
         self.node, self.op_type, self.reason = node, op_type, reason
         super().__init__(f"node {node} ({op_type}): {reason}")
+
+
+_DATATYPE = re.compile(r"^(BIPOLAR|BINARY|UINT([1-8])|INT([2-8]))$")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDescription:
+    """What the graph's raw input holds when the graph does not say it (no input
+    quantizer node and no datatype annotation): a QONNX datatype name and the real value
+    of one step, e.g. ``InputDescription("UINT8", 1/255)`` for pixels in [0, 1] or
+    ``InputDescription("BIPOLAR")`` for +-1 inputs. The CLI's ``--input-datatype`` and
+    ``--input-scale``.
+
+    Parameters
+    ----------
+    datatype : str
+        ``BIPOLAR`` (+-scale), ``BINARY`` (0 or scale), ``UINTk`` (k in 1..8) or ``INTk``
+        (signed, k in 2..8), case-insensitive.
+    scale : float
+        Real value of one integer step (positive, finite; default 1).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range.
+    """
+
+    datatype: str
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.datatype, str):
+            raise TypeError(f"input datatype must be a string, not {self.datatype!r}")
+        datatype = self.datatype.strip().upper()
+        if not _DATATYPE.match(datatype):
+            raise ValueError(f"input datatype {self.datatype!r} is not one of BIPOLAR, "
+                             f"BINARY, UINT1..UINT8, INT2..INT8")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float, Fraction,
+                                                                       np.floating,
+                                                                       np.integer)):
+            raise TypeError(f"input scale must be a number, not {self.scale!r}")
+        scale = float(self.scale)
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"input scale must be positive and finite, not {self.scale!r}")
+        object.__setattr__(self, "datatype", datatype)
+        object.__setattr__(self, "scale", scale)
+
+    @property
+    def bits(self):
+        """The integer width: 1 for BIPOLAR and BINARY."""
+        if self.datatype in ("BIPOLAR", "BINARY"):
+            return 1
+        return int(self.datatype.lstrip("UINT"))
+
+    @property
+    def signed(self):
+        return self.datatype.startswith("INT")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InputTransform:
+    """How the host turns the graph's raw inputs into the imported model's inputs, when
+    lowbit's unsigned :class:`~lowbit.model.InputQuantizer` cannot read them itself (a
+    signed, narrow, zero-pointed or pre-scaled input ``Quant``, a ``MultiThreshold`` on the
+    raw input, a signed ``INTk`` input).
+
+    The raw inputs, reshaped row-major to ``shape`` (per sample), are counted against
+    thresholds: ``count[c] = #{j : v >= thresholds[c][j]}`` with ``v = x`` (or ``v = -x``
+    when ``negate``), ``c`` the channel (axis 1; one row shared by every channel when there
+    is one row). The counts, reshaped to the model's input shape, are the model's inputs,
+    read by ``InputQuantizer(bits, 1.0)``. The thresholds are the float64 values nearest
+    the graph's exact ones on the correct side, so the counts are exact for every float64
+    input (a float32 execution of the graph can differ within its rounding).
+
+    Parameters
+    ----------
+    thresholds : tuple of tuples of float
+        One non-decreasing row, or one per channel.
+    shape : tuple of int
+        The per-sample shape the thresholds apply to.
+    negate : bool
+        Count ``-x`` (the graph scaled its input by a negative factor first).
+    """
+
+    thresholds: tuple
+    shape: tuple
+    negate: bool = False
+
+    def __post_init__(self):
+        rows = tuple(tuple(float(t) for t in row) for row in self.thresholds)
+        if not rows or not rows[0] or any(len(r) != len(rows[0]) for r in rows):
+            raise ValueError("input transform thresholds must be one or more rows of equal, "
+                             "non-zero length")
+        if any(np.any(np.diff(r) < 0) or not np.all(np.isfinite(r)) for r in rows):
+            raise ValueError("input transform thresholds must be finite and non-decreasing")
+        shape = tuple(int(v) for v in self.shape)
+        if len(rows) > 1 and (not shape or shape[0] != len(rows)):
+            raise ValueError(f"{len(rows)} threshold rows for inputs shaped {shape}")
+        object.__setattr__(self, "thresholds", rows)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "negate", bool(self.negate))
+
+    @property
+    def levels(self):
+        """How many thresholds each count can pass."""
+        return len(self.thresholds[0])
+
+    @property
+    def bits(self):
+        """The unsigned width of the counts."""
+        return max(1, self.levels.bit_length())
+
+    def apply(self, x):
+        """The counts (float64 integers, ``(n, *shape)``) of raw inputs ``x``."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"inputs must be real numbers, not {x.dtype}")
+        x = x.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("inputs must be finite (found NaN or infinity)")
+        size = math.prod(self.shape)
+        if x.ndim < 1 or x.size != x.shape[0] * size:
+            raise ValueError(f"inputs must hold (n, {', '.join(map(str, self.shape))}) "
+                             f"values, not {x.shape}")
+        v = x.reshape(x.shape[0], *self.shape)
+        if self.negate:
+            v = -v
+        if len(self.thresholds) == 1:
+            counts = np.searchsorted(np.array(self.thresholds[0]), v, side="right")
+        else:
+            counts = np.stack([np.searchsorted(np.array(row), v[:, c], side="right")
+                               for c, row in enumerate(self.thresholds)], axis=1)
+        return counts.astype(np.float64)
+
+    def to_json(self):
+        return {"thresholds": [list(r) for r in self.thresholds], "shape": list(self.shape),
+                "negate": self.negate}
+
+    @classmethod
+    def from_json(cls, value):
+        return cls(tuple(tuple(r) for r in value["thresholds"]), tuple(value["shape"]),
+                   bool(value.get("negate", False)))
+
+
+def _float_at_least(q):
+    """The smallest float64 ``>= q`` (exact rational ``q``)."""
+    value = float(q)
+    if Fraction(value) < q:
+        value = float(np.nextafter(value, np.inf))
+    return value
+
+
+def _float_above(q):
+    """The smallest float64 ``> q``."""
+    value = float(q)
+    if Fraction(value) <= q:
+        value = float(np.nextafter(value, np.inf))
+    return value
+
+
+def input_transform(model):
+    """The :class:`InputTransform` an imported model's metadata records, or None when the
+    model reads the graph's raw inputs itself."""
+    value = (model.metadata or {}).get("input_transform")
+    return None if value is None else InputTransform.from_json(value)
+
+
+def prepare_input(model, x):
+    """The imported ``model``'s inputs for the graph's raw inputs ``x``: the recorded
+    :class:`InputTransform` applied and reshaped to ``(n, *model.input_shape)``, or ``x``
+    itself when there is none."""
+    transform = input_transform(model)
+    if transform is None:
+        return x
+    counts = transform.apply(x)
+    return counts.reshape(counts.shape[0], *model.input_shape)
 
 
 def _label(node, index):
@@ -183,21 +365,6 @@ class _Graph:
                          f"only initializers, Constant and Identity can give this parameter")
 
 
-def _load(path_or_model):
-    import onnx
-    if isinstance(path_or_model, onnx.ModelProto):
-        return path_or_model, None
-    path = str(path_or_model)
-    try:
-        model = onnx.load(path)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # onnx raises DecodeError and friends
-        raise ValueError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") \
-            from None
-    return model, path
-
-
 # Weights --------------------------------------------------------------------------------
 
 class _Weight:
@@ -295,7 +462,7 @@ class _Activation:
         self.levels, self.strict, self.a, self.b = levels, strict, a, b
 
 
-def _quant_activation(graph, node):
+def _quant_activation(graph, node, any_levels=False):
     scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(graph, node)
     if scale.size != 1:
         raise node.error("per-channel activation scales are not supported (one scale per "
@@ -308,7 +475,7 @@ def _quant_activation(graph, node):
     if bits > _MAX_BITS:
         raise node.error(f"{bits}-bit activations: lowbit supports 1..{_MAX_BITS} bits")
     count = hi - lo
-    if count & (count + 1):
+    if count & (count + 1) and not any_levels:
         raise node.error(f"{count + 1} output levels ({'narrow ' if narrow else ''}"
                          f"{'signed' if signed else 'unsigned'} {bits} bits): lowbit's "
                          f"MultiThreshold needs 2^k levels")
@@ -383,6 +550,34 @@ def _exact_pass_interval(A, B, level, strict, lo, hi):
     return (first, last) if first <= last else (1, 0)
 
 
+def _line_fit(bounds):
+    """Exact ``(u, v)``, ``u > 0``, with ``low_j < u * j + v <= high_j`` for the
+    ``bounds[j - 1] = (low_j, high_j)`` (None: unbounded), or None when there is none."""
+    u_low, u_high = Fraction(0), None
+    for j, (low_j, high_j) in enumerate(bounds, 1):
+        for k, (low_k, high_k) in enumerate(bounds, 1):
+            if k <= j:
+                continue
+            if high_k is not None and low_j is not None:  # u < (high_k - low_j) / (k - j)
+                limit = Fraction(high_k - low_j, k - j)
+                u_high = limit if u_high is None else min(u_high, limit)
+            if low_k is not None and high_j is not None:  # u > (low_k - high_j) / (k - j)
+                u_low = max(u_low, Fraction(low_k - high_j, k - j))
+    if u_high is not None and u_low >= u_high:
+        return None
+    u = u_low + 1 if u_high is None else (u_low + u_high) / 2
+    lows = [low - u * j for j, (low, _) in enumerate(bounds, 1) if low is not None]
+    highs = [high - u * j for j, (_, high) in enumerate(bounds, 1) if high is not None]
+    v_low, v_high = (max(lows) if lows else None), (min(highs) if highs else None)
+    if v_low is not None and v_high is not None:
+        if v_low >= v_high:
+            return None
+        return u, (v_low + v_high) / 2
+    if v_low is not None:
+        return u, v_low + Fraction(1, 2)
+    return u, (v_high - Fraction(1, 2)) if v_high is not None else Fraction(0)
+
+
 def _ir_pass_interval(t, flip, lo, hi):
     first, last = (lo, min(t, hi)) if flip else (max(t, lo), hi)
     return (first, last) if first <= last else (1, 0)
@@ -391,10 +586,13 @@ def _ir_pass_interval(t, flip, lo, hi):
 # The importer ---------------------------------------------------------------------------
 
 class _Importer:
-    def __init__(self, graph, input_quantizer, name, source=None):
+    def __init__(self, graph, input_quantizer, name, source=None, description=None):
         self.g = graph
         self.source = source
         self.user_quantizer = input_quantizer
+        self.user_description = description
+        self.transform = None  # an InputTransform the host applies
+        self.tail = None  # a final ArgMax/TopK
         self.name = name
         self.layers = []
         self.quantizer = None  # determined by the graph (input Quant or input Sign)
@@ -461,8 +659,14 @@ class _Importer:
                                  f"lowbit imports chains (one computed input per node)")
             if len(node.outputs) < 1:
                 raise node.error("has no output")
+            if self.tail is not None:
+                raise node.error(f"follows {self.tail.label} ({self.tail.op}), which must be "
+                                 f"the graph's last node")
             self.step(node, current)
-            current = node.outputs[0]
+            if node is self.tail and node.op == "TopK":
+                current = node.outputs[1] if len(node.outputs) > 1 else ""
+            else:
+                current = node.outputs[0]
         for node in self.g.nodes:
             if node.index not in visited and node.index not in self.g.const_nodes:
                 raise node.error("is not on the chain from the graph input to its output")
@@ -505,6 +709,8 @@ class _Importer:
                 return self.relu_node(node)
             if op in ("Softmax", "LogSoftmax"):
                 return self.softmax(node)
+            if op in ("ArgMax", "TopK"):
+                return self.argmax(node)
             if op == "Conv":
                 return self.conv(node, data)
             if op == "MaxPool":
@@ -527,9 +733,16 @@ class _Importer:
                 return self.activation(node, _Activation([[Fraction(0)]], [False], 2 * s,
                                                          -s))
             if op == "MultiThreshold":
-                if self.phase != "acc":
-                    raise node.error("a MultiThreshold must follow a MatMul/Gemm/Conv layer")
-                act = _multithreshold_activation(self.g, node, len(self.A))
+                if self.phase == "x":
+                    raise node.error("quantizes values that are already quantized (a "
+                                     "MultiThreshold must follow a MatMul/Gemm/Conv layer or "
+                                     "quantize the raw input)")
+                channels = len(self.A) if self.phase == "acc" else self.shape[0]
+                act = _multithreshold_activation(self.g, node, channels)
+                if self.phase == "raw" and len(act.levels) > 1 and \
+                        node.attr("data_layout", "NCHW") == "NHWC" and len(self.shape) > 1:
+                    raise node.error("per-channel thresholds with data_layout NHWC on the "
+                                     "raw input: lowbit reads the input's channels on axis 1")
                 if (len(self.shape) == 3 and node.attr("data_layout", "NCHW") == "NHWC"
                         and len(act.levels) > 1):
                     # its channel axis would be the last (W) of the NCHW Conv output
@@ -710,9 +923,39 @@ class _Importer:
         if axis not in (-1, 1):
             raise node.error(f"{node.op} over axis {axis}, not the classes")
         consumers = self.g.consumers.get(node.outputs[0], [])
-        if consumers:
-            raise node.error(f"{node.op} is supported only as the graph's last node")
+        if consumers and not (len(consumers) == 1 and consumers[0].op in ("ArgMax", "TopK")):
+            raise node.error(f"{node.op} is supported only as the graph's last node (or "
+                             f"before a last ArgMax or TopK)")
         self.mapping.append((node, "dropped: monotone, the argmax is unchanged"))
+
+    def argmax(self, node):
+        """A last ``ArgMax`` or ``TopK`` (k = 1) over the class scores: the graph's output
+        is the prediction, which lowbit's host argmax gives."""
+        if self.phase != "acc":
+            raise node.error(f"{node.op} is supported only on the class scores (the end)")
+        axis = node.attr("axis", -1)
+        if axis not in (-1, 1):
+            raise node.error(f"{node.op} over axis {axis}, not the classes")
+        if node.op == "ArgMax":
+            if node.attr("select_last_index", 0):
+                raise node.error("select_last_index=1: lowbit's argmax takes the first of "
+                                 "equal scores")
+        else:
+            if len(node.inputs) < 2 or not node.inputs[1]:
+                raise node.error("TopK needs its K input")
+            k = self.g.value(node.inputs[1], node).ravel()
+            if k.size != 1 or k[0] != 1:
+                raise node.error(f"TopK with K = {k.tolist()}: lowbit predicts one class "
+                                 f"(K = 1)")
+            if not node.attr("largest", 1):
+                raise node.error("TopK with largest=0 picks the smallest score")
+            output = self.g.model.graph.output[0].name
+            if len(node.outputs) < 2 or node.outputs[1] != output:
+                raise node.error("TopK's indices (its second output) must be the graph's "
+                                 "output")
+        self.tail = node
+        self.mapping.append((node, "the host's argmax of the class scores (the graph's "
+                                   "output is the predicted class)"))
 
     # -- input quantizer ----------------------------------------------------------------
 
@@ -730,23 +973,18 @@ class _Importer:
                              "follow a MatMul/Gemm/Conv layer or be the input's quantizer)")
         # The input quantizer.
         scale, zeropt, bits, signed, narrow, mode, lo, hi = _quant_params(self.g, node)
-        if self.ra != 1 or self.rb != 0:
-            raise node.error("arithmetic before the input Quant is not supported (the "
-                             "quantizer must read the raw input)")
-        if signed:
-            raise node.error("signed inputs are not supported (lowbit's input quantizer is "
-                             "unsigned)")
-        if narrow:
-            raise node.error("narrow unsigned inputs (0..2^b - 2) are not supported")
-        if np.any(zeropt != 0):
-            raise node.error("an input zero point is not supported")
-        if scale.size != 1:
-            raise node.error("per-feature input scales are not supported")
-        if mode != "ROUND":
-            raise node.error(f"rounding_mode {mode} on the input: lowbit's input quantizer "
-                             f"rounds half to even (ROUND)")
         if bits > _MAX_BITS:
             raise node.error(f"{bits}-bit inputs: lowbit supports 1..{_MAX_BITS}")
+        if scale.size != 1:
+            raise node.error("per-feature input scales are not supported (the real value "
+                             "of an input step would scale the weights' columns)")
+        if (self.ra != 1 or self.rb != 0 or signed or narrow or np.any(zeropt != 0)
+                or mode != "ROUND"):
+            # Not lowbit's clip(rint(x / step), 0, 2^b - 1): the host counts the levels.
+            act = _quant_activation(self.g, node, any_levels=True)
+            return self._transform_input(node, act, f"the input Quant's "
+                                         f"{'signed' if signed else 'unsigned'} {bits}-bit "
+                                         f"levels")
         step = float(scale.ravel()[0])
         self._set_quantizer(node, InputQuantizer(bits, step))
         self.mapping.append((node, f"input quantizer uint{bits} x {step:g}"))
@@ -756,20 +994,57 @@ class _Importer:
         """``Sign``/``BipolarQuant`` on the raw input: a 1-bit input quantizer."""
         level = act.levels[0][0]
         if isinstance(self.ra, list) or self.ra <= 0 or isinstance(self.rb, list):
-            raise node.error("binarizing the input needs one positive scale and one offset "
-                             "(x >= threshold with a scalar threshold)")
+            return False
         threshold = (level - self.rb) / self.ra  # passes iff x >= threshold
-        if threshold <= 0:
-            raise node.error(f"binarizes the input at x >= {float(threshold):g}: lowbit's "
-                             f"unsigned input quantizer needs a positive threshold")
+        if threshold <= 0 or act.strict[0]:
+            return False  # not lowbit's quantizer: an input transform (the caller)
         step = _binarizing_step(threshold)
         if step is None:
-            raise node.error(f"no 1-bit input quantizer step gives x >= {float(threshold)!r} "
-                             f"exactly")
+            return False
         self._set_quantizer(node, InputQuantizer(1, step))
         self.mapping.append((node, f"input quantizer uint1 (x >= {float(threshold):g})"))
         # real value: a * count + b with count in {0, 1}
         self._enter_x(act.a, act.b, (0, 1), step)
+        return True
+
+    def _transform_input(self, node, act, what, ra=None, rb=None):
+        """The raw input ``ra * x + rb`` (default: the arithmetic so far) counted against
+        ``act``'s levels by the host (:class:`InputTransform`); the model reads the counts
+        with ``InputQuantizer(bits, 1.0)``."""
+        ra = self.ra if ra is None else ra
+        rb = self.rb if rb is None else rb
+        if isinstance(ra, list) or isinstance(rb, list):
+            raise node.error(f"quantizes the input after a per-feature scale or offset: "
+                             f"{what} need one scale and one offset")
+        if ra == 0:
+            raise node.error("quantizes an input scaled by 0")
+        rows = act.levels
+        if len(rows) > 1 and (len(self.shape) < 1 or len(rows) != self.shape[0]):
+            raise node.error(f"{len(rows)} threshold rows for an input of per-sample shape "
+                             f"{self.shape}")
+        negate = ra < 0
+        thresholds = []
+        for row in rows:
+            out = []
+            for level, st in zip(row, act.strict):
+                # ra * x + rb >= level  <=>  x >= tau (ra > 0), -x >= -tau (ra < 0)
+                tau = (level - rb) / ra
+                tau = -tau if negate else tau
+                out.append(_float_above(tau) if st else _float_at_least(tau))
+            thresholds.append(out)
+        try:
+            transform = InputTransform(tuple(map(tuple, thresholds)), self.shape, negate)
+        except ValueError as error:
+            raise node.error(str(error)) from None
+        if transform.bits > _MAX_BITS:
+            raise node.error(f"{transform.levels} input levels: lowbit's input integers "
+                             f"have at most {_MAX_BITS} bits")
+        self._set_quantizer(node, InputQuantizer(transform.bits, 1.0))
+        self.transform = transform
+        self.mapping.append((node, f"input transform: the host counts {what} "
+                                   f"({transform.levels} thresholds), read as "
+                                   f"uint{transform.bits}"))
+        self._enter_x(act.a, act.b, (0, transform.levels), 1.0)
 
     def _enter_x(self, a, b, xrange, ir_step):
         self.phase = "x"
@@ -787,14 +1062,19 @@ class _Importer:
     def _begin_layer(self, node):
         """Fix the input quantizer from the ``input_quantizer`` argument when the graph has
         not (the first layer)."""
+        if self.phase == "raw" and self.user_quantizer is None:
+            if not self._describe_input(node):
+                raise node.error("the input is undetermined: the graph has no input "
+                                 "quantizer (Quant, BipolarQuant, Sign or MultiThreshold on "
+                                 "the input) and no datatype annotation on its input; give "
+                                 "it with --input-datatype and --input-scale (e.g. "
+                                 "--input-datatype UINT8 --input-scale 1/255 for float "
+                                 "inputs in [0, 1]; in Python input_description="
+                                 "InputDescription('UINT8', 1/255))")
         if self.phase == "raw":
-            quantizer = self.user_quantizer
-            if quantizer is None:
-                raise node.error("the input quantizer is undetermined: the graph has no input "
-                                 "Quant node, so pass input_quantizer= (e.g. "
-                                 "InputQuantizer(8, 1/255) for float inputs in [0, 1])")
             if isinstance(self.ra, list):
                 raise node.error("per-feature input scales are not supported")
+            quantizer = self.user_quantizer
             self.quantizer = quantizer
             step = Fraction(quantizer.step)
             self._enter_x(self.ra * step, self.rb, (0, (1 << quantizer.bits) - 1),
@@ -802,6 +1082,48 @@ class _Importer:
         if not self.layers:
             self.layer_input_shape = self.shape
         self.poolable = False
+
+    def _describe_input(self, node):
+        """Enter the first layer's input from the graph's datatype annotation or the
+        ``input_description`` argument; False when neither says anything."""
+        description = self.user_description
+        annotated = self.g.datatype
+        if annotated is not None:
+            try:
+                from_graph = InputDescription(annotated)
+            except ValueError:
+                raise node.error(f"the graph input's datatype annotation {annotated} is not "
+                                 f"one lowbit reads (BIPOLAR, BINARY, UINT1..UINT8, "
+                                 f"INT2..INT8)") from None
+            if description is not None and description.datatype != from_graph.datatype:
+                raise node.error(f"the graph annotates its input as {annotated}, which "
+                                 f"conflicts with the input description "
+                                 f"{description.datatype}")
+            if description is None:
+                description = from_graph
+        if description is None:
+            return False
+        if isinstance(self.ra, list) or isinstance(self.rb, list):
+            raise node.error("per-feature input scales and offsets are not supported before "
+                             "the first layer")
+        s, bits = Fraction(description.scale), description.bits
+        what = f"input {description.datatype} x {description.scale:g}"
+        if description.signed:
+            low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+            levels = [(q - Fraction(1, 2)) * s for q in range(low + 1, high + 1)]
+            strict = [q % 2 == 1 for q in range(low + 1, high + 1)]
+            act = _Activation([levels], strict, self.ra * s, self.rb + self.ra * s * low)
+            self._transform_input(node, act, f"the {description.datatype} levels",
+                                  ra=Fraction(1), rb=Fraction(0))
+            return True
+        quantizer = InputQuantizer(bits, description.scale)
+        self._set_quantizer(node, quantizer)
+        self.mapping.append((node, what))
+        if description.datatype == "BIPOLAR":  # x = s * (2 * x_int - 1)
+            self._enter_x(2 * self.ra * s, self.rb - self.ra * s, (0, 1), description.scale)
+        else:
+            self._enter_x(self.ra * s, self.rb, (0, (1 << bits) - 1), description.scale)
+        return True
 
     def _quantized(self, node, weight, make):
         """The layer ``make(latent, bits, scale)`` holding ``weight`` (a :class:`_Weight`
@@ -1079,10 +1401,10 @@ class _Importer:
 
     def activation(self, node, act):
         if self.phase == "raw":
-            if len(act.levels[0]) != 1:
-                raise node.error("a multi-level quantizer on the raw input must be a Quant "
-                                 "without arithmetic before it")
-            return self._input_sign(node, act)
+            if len(act.levels) == 1 and len(act.levels[0]) == 1 and \
+                    self._input_sign(node, act):
+                return
+            return self._transform_input(node, act, "the graph's input thresholds")
         if self.phase != "acc":
             raise node.error(f"{node.op} must follow a MatMul/Gemm/Conv layer (its input is "
                              f"already quantized)")
@@ -1099,17 +1421,28 @@ class _Importer:
                         f"nodes between them scale channel {c} by a negative factor (e.g. "
                         f"a BatchNormalization with gamma < 0): the pool takes the minimum "
                         f"where pooling after the activation takes the maximum")
-        row, alpha, beta = _shared_row(act.levels, n, node)
+        shared = None
+        count = len(act.levels[0])
+        if not count & (count + 1) and count <= (1 << _MAX_BITS) - 1:
+            try:
+                shared = _shared_row(act.levels, n, node)
+            except ONNXImportError:
+                shared = None
+        if shared is not None and self.relu is not None:
+            row, alpha, beta = shared
+            # relu(y) passes a level L > 0 (or y > 0) iff y does; other levels always pass.
+            if any(alpha[c] * t + beta[c] < 0 or (alpha[c] * t + beta[c] == 0 and not st)
+                   for c in range(n) for t, st in zip(row, act.strict)):
+                shared = None
+        if shared is None:
+            # Per-channel thresholds that are no affine image of one row, a number of levels
+            # that is not 2^k - 1, or a Relu before levels <= 0: the integer thresholds on
+            # each channel's accumulator, put on one line (exact, see _line_fit).
+            act = self._refit(node, act)
+            shared = _shared_row(act.levels, n, node)
+        row, alpha, beta = shared
         strict = list(act.strict)
         if self.relu is not None:
-            # relu(y) passes a level L > 0 (or y > 0) iff y does; other levels always pass.
-            for c in range(n):
-                for j, t in enumerate(row):
-                    level = alpha[c] * t + beta[c]
-                    if level < 0 or (level == 0 and not strict[j]):
-                        raise node.error(f"follows Relu {self.relu.label} and has a level "
-                                         f"{float(level):g} <= 0 that every value passes: "
-                                         f"not expressible")
             self.mapping.append((self.relu, "dropped: the next activation's levels are "
                                  "positive"))
             self.relu = None
@@ -1160,6 +1493,54 @@ class _Importer:
             self.pool = None
         else:
             self.poolable = len(shape) == 3
+
+    def _refit(self, node, act):
+        """Replace ``A``, ``B`` by a per-channel ``A'[c] * acc + B'[c]`` that passes the
+        shared levels ``1, 2, ..., 2^k - 1`` on exactly the accumulators where the graph's
+        activation (with a Relu before it, if any) passes its per-channel levels; levels
+        past the graph's count never pass. Returns the activation on those levels."""
+        n = len(self.A)
+        rows = act.levels if len(act.levels) > 1 else act.levels * n
+        count = len(rows[0])
+        padded = 1 << max(1, count.bit_length())
+        padded = count if not count & (count + 1) else padded - 1
+        if padded > (1 << _MAX_BITS) - 1:
+            raise node.error(f"{count} thresholds: at most {(1 << _MAX_BITS) - 1}")
+        relu = self.relu is not None
+        top = count + 1
+        for c in range(n):
+            lo, hi = self.acc_low[c], self.acc_high[c]
+            sign = 1 if self.A[c] >= 0 else -1
+            zlo, zhi = (lo, hi) if sign > 0 else (-hi, -lo)
+            bounds = []
+            for level, st in zip(rows[c], act.strict):
+                if relu and (level < 0 or (level == 0 and not st)):
+                    first, last = lo, hi  # relu(y) >= 0 >= level: always
+                else:
+                    first, last = _exact_pass_interval(self.A[c], self.B[c], level, st, lo,
+                                                       hi)
+                if first > last:
+                    bounds.append((zhi, None))  # never: u*j + v > zhi
+                    continue
+                z_first, z_last = (first, last) if sign > 0 else (-last, -first)
+                if z_last != zhi:
+                    raise node.error(f"channel {c}: the activation is not monotone in the "
+                                     f"accumulator")
+                if z_first <= zlo:
+                    bounds.append((None, zlo))  # always: u*j + v <= zlo
+                else:
+                    bounds.append((z_first - 1, z_first))
+            fit = _line_fit(bounds)
+            if fit is None:
+                raise node.error(f"channel {c}: its thresholds are not expressible with "
+                                 f"levels shared across channels (lowbit's MultiThreshold) "
+                                 f"and a per-channel batch norm")
+            u, v = fit
+            self.A[c], self.B[c] = sign / u, -v / u
+            # y = (z - v) / u passes a padded level H only where z >= u * H + v > zhi
+            top = max(top, _floor((zhi - v) / u) + 1)
+        levels = [Fraction(j) for j in range(1, count + 1)] + [Fraction(top)] * (padded - count)
+        return _Activation([levels], [False] * padded, act.a, act.b)
 
     def _fit(self, node, A, B, levels, strict, ir_levels):
         """float64 ``gamma, beta`` whose folded thresholds equal the exact ones."""
@@ -1216,7 +1597,9 @@ class _Importer:
                           input_shape=input_shape, layers=layers, output=self.output,
                           metadata={"importer": "lowbit.onnx_import",
                                     "producer": self.g.model.producer_name or None,
-                                    "source": self.source, "mapping": mapping})
+                                    "source": self.source, "mapping": mapping,
+                                    "input_transform": (None if self.transform is None
+                                                        else self.transform.to_json())})
 
 
 def _scale(value, m):
@@ -1267,93 +1650,160 @@ def _binarizing_step(threshold):
     return None
 
 
-def load_onnx(path_or_model, *, input_quantizer=None, name=None):
-    """Import an ONNX or QONNX quantized MLP or CNN as a :class:`~lowbit.model.QuantModel`.
+def load_onnx(path_or_model, *, input_quantizer=None, input_description=None, name=None):
+    """Import an ONNX, QONNX or FINN-ONNX quantized MLP or CNN as a
+    :class:`~lowbit.model.QuantModel`.
 
-    A CNN's model takes ``(C, H, W)`` samples as its first ``Conv`` sees them (a
-    ``Reshape`` of the graph's input before it is row-major, so flat rows work too).
+    The graph is read, checked (``onnx.checker``) and cleaned by qonnx (constant subgraphs
+    folded, :mod:`lowbit.onnx_passes`), then mapped. A CNN's model takes ``(C, H, W)``
+    samples as its first ``Conv`` sees them (a ``Reshape`` of the graph's input before it
+    is row-major, so flat rows work too). When the graph quantizes its input in a way
+    lowbit's unsigned input quantizer cannot (a signed or zero-pointed input ``Quant``, a
+    ``MultiThreshold`` on the raw input, an ``INTk`` input), the model's metadata records an
+    :class:`InputTransform`: :func:`prepare_input` turns the graph's raw inputs into the
+    model's.
 
     Parameters
     ----------
     path_or_model : str, path or onnx.ModelProto
     input_quantizer : InputQuantizer or None
-        How the model's float inputs become integers when the graph does not say so itself
-        (no input ``Quant`` and no input ``Sign``/``BipolarQuant``), e.g.
-        ``InputQuantizer(8, 1/255)`` for inputs in [0, 1]. When the graph determines the
-        quantizer, this must be None or equal to it.
+        How the model's float inputs become integers when the graph does not say so itself,
+        e.g. ``InputQuantizer(8, 1/255)`` for inputs in [0, 1]. When the graph determines
+        the quantizer, this must be None or equal to it.
+    input_description : InputDescription or None
+        The same said as a datatype and a scale (the CLI's ``--input-datatype`` and
+        ``--input-scale``), used when the graph has no input quantizer; it must agree with
+        the graph's datatype annotation of its input, if any.
     name : str or None
         The model's name (default: the graph's name, else the file's stem, else "onnx").
 
     Raises
     ------
     ONNXImportError
-        For a node that cannot be mapped (its name or ``#index``, its op type and why).
+        For a node that cannot be mapped (its name, its op type and why).
     ValueError
-        For a graph that is not a chain with one input and one output, or an unreadable
-        file.
+        For a graph that is not a chain with one input and one output, an unreadable or
+        malformed file (every failure of a malformed graph is a ``ValueError``).
+    OSError
+        When the file cannot be read.
     """
     if input_quantizer is not None and not isinstance(input_quantizer, InputQuantizer):
         raise TypeError(f"input_quantizer must be an InputQuantizer or None, not "
                         f"{input_quantizer!r}")
-    model, path = _load(path_or_model)
+    if input_description is not None and not isinstance(input_description,
+                                                        InputDescription):
+        raise TypeError(f"input_description must be an InputDescription or None, not "
+                        f"{input_description!r}")
+    from .onnx_passes import prepare, read_model
+    model, path = read_model(path_or_model)
     if name is None:
         import os
         name = model.graph.name or (os.path.splitext(os.path.basename(path))[0] if path
                                     else "onnx")
-    return _Importer(_Graph(model), input_quantizer, name, path).run()
+    try:
+        model, _, datatype = prepare(model)
+        graph = _Graph(model)
+        graph.datatype = datatype
+        return _Importer(graph, input_quantizer, name, path, input_description).run()
+    except (ValueError, TypeError):
+        raise
+    except RecursionError:
+        raise ValueError("the graph is nested too deeply to import") from None
+    except Exception as error:  # a malformed graph that no check above names
+        _log.debug("import failed", exc_info=True)
+        raise ValueError(f"malformed graph: {type(error).__name__}: {error}") from None
 
 
 # Command line ---------------------------------------------------------------------------
 
+def add_input_arguments(parser):
+    """The input-description options of ``lowbit import`` and ``lowbit compile``."""
+    parser.add_argument("--input-datatype", metavar="TYPE",
+                        help="what the graph's raw input holds when the graph does not say "
+                        "it: BIPOLAR, BINARY, UINT1..UINT8 or INT2..INT8")
+    parser.add_argument("--input-scale", type=_step, metavar="S",
+                        help="real value of one input step with --input-datatype (e.g. "
+                        "1/255; default 1)")
+    parser.add_argument("--input-bits", type=int, metavar="B",
+                        help="the same as --input-datatype UINT<B> (older spelling)")
+    parser.add_argument("--input-step", type=_step, metavar="S",
+                        help="real value of one step with --input-bits (default 1)")
+
+
 def add_import_command(subparsers):
-    """Register ``lowbit import MODEL.onnx -o MODEL.npz [--input-bits B --input-step S]``
+    """Register ``lowbit import MODEL.onnx -o MODEL.npz [--input-datatype T --input-scale S]``
     on an ``argparse`` subparsers object; return its parser. ``func`` takes
     ``(parser, args)``."""
     p = subparsers.add_parser(
-        "import", help="import an ONNX/QONNX quantized MLP or CNN into lowbit's model format",
-        description="Import an ONNX or QONNX (Brevitas) quantized MLP or CNN and save it in "
-        "lowbit's model format (docs/onnx_import.md).")
+        "import", help="import an ONNX/QONNX/FINN-ONNX quantized MLP or CNN into lowbit's "
+        "model format",
+        description="Import an ONNX, QONNX (Brevitas) or FINN-ONNX quantized MLP or CNN and "
+        "save it in lowbit's model format (docs/onnx_import.md).")
     p.add_argument("model", metavar="MODEL.onnx", help="ONNX file to read")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.npz",
                    help="model file to write (.npz, lowbit model format)")
-    p.add_argument("--input-bits", type=int, metavar="B",
-                   help="input quantizer width when the graph has no input Quant node")
-    p.add_argument("--input-step", type=_step, metavar="S",
-                   help="real value of one input step (e.g. 1/255; default 1)")
+    add_input_arguments(p)
     p.set_defaults(func=cmd_import)
     return p
 
 
 def _step(text):
     try:
-        return float(Fraction(text))
+        value = float(Fraction(text))
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def input_description_from_args(args):
+    """``(input_quantizer, input_description)`` from the input options; raises
+    ``ValueError`` (or ``TypeError``) with the CLI's message on a bad combination."""
+    bits, step = getattr(args, "input_bits", None), getattr(args, "input_step", None)
+    datatype, scale = getattr(args, "input_datatype", None), getattr(args, "input_scale",
+                                                                     None)
+    if (bits is not None or step is not None) and (datatype is not None or
+                                                   scale is not None):
+        raise ValueError("give --input-datatype/--input-scale or --input-bits/--input-step, "
+                         "not both")
+    if bits is not None or step is not None:
+        if bits is None:
+            raise ValueError("--input-step needs --input-bits")
+        return InputQuantizer(bits, 1.0 if step is None else step), None
+    if datatype is not None or scale is not None:
+        if datatype is None:
+            raise ValueError("--input-scale needs --input-datatype")
+        return None, InputDescription(datatype, 1.0 if scale is None else scale)
+    return None, None
+
+
+def import_for_cli(command, path, args):
+    """The model of ``lowbit import``/``lowbit compile``: :func:`load_onnx` with the input
+    options; errors end the command (status 2, or 1 when the file cannot be read)."""
+    try:
+        quantizer, description = input_description_from_args(args)
+    except (TypeError, ValueError) as error:
+        print(f"lowbit {command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        return load_onnx(path, input_quantizer=quantizer, input_description=description)
+    except OSError as error:
+        print(f"lowbit {command}: cannot read {path}: {error.strerror or error}",
+              file=sys.stderr)
+        raise SystemExit(1)
+    except (ValueError, TypeError) as error:
+        print(f"lowbit {command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def cmd_import(parser, args):
     """Run ``lowbit import``; return the exit status (2 for errors in the model or the
     arguments, 1 when a file cannot be read or written)."""
-    quantizer = None
-    if args.input_bits is not None or args.input_step is not None:
-        if args.input_bits is None:
-            print("lowbit import: error: --input-step needs --input-bits", file=sys.stderr)
-            return 2
-        try:
-            quantizer = InputQuantizer(args.input_bits, 1.0 if args.input_step is None
-                                       else args.input_step)
-        except (TypeError, ValueError) as error:
-            print(f"lowbit import: error: {error}", file=sys.stderr)
-            return 2
     try:
-        model = load_onnx(args.model, input_quantizer=quantizer)
-    except OSError as error:
-        print(f"lowbit import: cannot read {args.model}: {error.strerror or error}",
-              file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as error:
-        print(f"lowbit import: error: {error}", file=sys.stderr)
-        return 2
+        model = import_for_cli("import", args.model, args)
+    except SystemExit as stop:
+        return stop.code
     try:
         model.save(args.output)
     except OSError as error:
@@ -1361,5 +1811,9 @@ def cmd_import(parser, args):
               file=sys.stderr)
         return 1
     print(model.summary())
+    if input_transform(model) is not None:
+        transform = input_transform(model)
+        print(f"input transform: the host counts {transform.levels} thresholds per input "
+              f"(lowbit.onnx_import.prepare_input)")
     print(f"wrote {args.output}")
     return 0
