@@ -31,15 +31,40 @@ def write_results(output, array, stats_path, stats, fail):
                 fail(f"cannot write {path}: {error.strerror or error}")
 
 
+def _is_onnx(path):
+    """Whether ``path`` names an ONNX file: its suffix, or (for another suffix) bytes that
+    are not a zip archive, as every lowbit model file is."""
+    if str(path).lower().endswith(".onnx"):
+        return True
+    if str(path).lower().endswith(".npz"):
+        return False
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) != b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def cmd_compile(parser, args):
-    """``lowbit compile MODEL [--config FILE] [--batch N] [--resident|--stream] -o PROGRAM``."""
+    """``lowbit compile MODEL [--config FILE] [--batch N] [--resident|--stream] -o PROGRAM``;
+    ``MODEL`` is a lowbit model file or an ONNX file, imported first (the input options as
+    for ``lowbit import``)."""
     from .compiler import CompileError, compile_model
     from .config.accelerator import AcceleratorConfig
     from .model import QuantModel
+    from .onnx_import import import_for_cli, input_transform
 
+    onnx_given = _is_onnx(args.model)
     try:
         config = AcceleratorConfig.load(args.config) if args.config else AcceleratorConfig()
-        model = QuantModel.load(args.model)
+        if onnx_given:
+            model = import_for_cli("compile", args.model, args)
+        else:
+            if any(getattr(args, name, None) is not None for name in
+                   ("input_datatype", "input_scale", "input_bits", "input_step")):
+                _fail("compile", "the input options describe an ONNX model's input; "
+                      f"{args.model} is a lowbit model file")
+            model = QuantModel.load(args.model)
     except OSError as error:
         _fail("compile", f"cannot read {error.filename}: {error.strerror or error}")
     except (TypeError, ValueError) as error:
@@ -58,6 +83,10 @@ def cmd_compile(parser, args):
     print(f"{Path(args.model).name} -> {args.output}: {len(program)} instructions, "
           f"{len(program.constants)} constant words ({weights}), batch {args.batch}, for "
           f"accelerator {config.fingerprint()} ({seconds:.2f} s)")
+    if onnx_given and input_transform(model) is not None:
+        print(f"note: the program takes the model's inputs; the graph's raw inputs become "
+              f"them through its input transform ({input_transform(model).levels} thresholds "
+              f"per input, lowbit.onnx_import.prepare_input)")
     return 0
 
 
@@ -96,13 +125,14 @@ def run_compiled(args, config, program, transport, fail):
 
 def add_model_commands(sub):
     """Register ``train``, ``import`` and ``compile`` on the CLI's subparsers."""
-    from .onnx_import import add_import_command
+    from .onnx_import import add_import_command, add_input_arguments
     from .train import add_train_command
 
     add_train_command(sub)
     add_import_command(sub)
     p = sub.add_parser("compile", help="compile a quantized model to an accelerator program")
-    p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train)")
+    p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train), "
+                   "or an ONNX/QONNX/FINN-ONNX file, imported first as lowbit import does")
     p.add_argument("--config", metavar="FILE",
                    help="accelerator configuration JSON (default: AcceleratorConfig())")
     p.add_argument("--batch", type=int, default=16, help="inputs per program run")
@@ -114,4 +144,5 @@ def add_model_commands(sub):
                          help="send the weights with each batch, overlapping compute")
     p.add_argument("-o", "--output", required=True, metavar="PROGRAM",
                    help="program file to write")
+    add_input_arguments(p)
     p.set_defaults(func=cmd_compile)

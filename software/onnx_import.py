@@ -967,7 +967,7 @@ class _Importer:
 
     def quant(self, node):
         if self.phase == "acc":
-            return self.activation(node, _quant_activation(self.g, node))
+            return self.activation(node, _quant_activation(self.g, node, any_levels=True))
         if self.phase == "x":
             raise node.error("quantizes values that are already quantized (a Quant must "
                              "follow a MatMul/Gemm/Conv layer or be the input's quantizer)")
