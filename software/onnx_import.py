@@ -65,6 +65,13 @@ _STANDARD_DOMAINS = ("", "ai.onnx")
 _MAX_BITS = 8
 _NUDGES = 64  # ulps of beta tried per channel when a float64 rounding moved a threshold
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+#: How many inputs (min, max) each mapped operator takes; the first ``min`` are required.
+_ARITY = {"MatMul": (2, 2), "Gemm": (2, 3), "Conv": (2, 3), "Add": (2, 2), "Sub": (2, 2),
+          "Mul": (2, 2), "Div": (2, 2), "BatchNormalization": (5, 5), "Reshape": (2, 2),
+          "Flatten": (1, 1), "Transpose": (1, 1), "Sign": (1, 1), "Relu": (1, 1),
+          "Quant": (4, 4), "BipolarQuant": (2, 2), "MultiThreshold": (2, 2), "TopK": (2, 2),
+          "ArgMax": (1, 1), "Softmax": (1, 1), "LogSoftmax": (1, 1), "MaxPool": (1, 1),
+          "Identity": (1, 1), "Dropout": (1, 3)}
 _NO_OPS = ("Identity", "Dropout")
 
 
@@ -344,8 +351,16 @@ class _Graph:
     def value(self, name, user):
         """The float64 value of constant tensor ``name`` (an initializer, a ``Constant``
         node or an ``Identity`` of one); ``user`` is the node asking (for errors)."""
+        value = self._value(name, user)
+        if value.dtype.kind not in "biuf":
+            raise user.error(f"input {name!r} is a {value.dtype} tensor, not numbers")
+        if not np.all(np.isfinite(value)):
+            raise user.error(f"input {name!r} holds NaN or infinity")
+        return value
+
+    def _value(self, name, user):
         if name in self.initializers:
-            return self.initializers[name]
+            return np.asarray(self.initializers[name])
         node = self.producer.get(name)
         if node is None or name not in self.constant:
             raise user.error(f"input {name!r} must be a constant (an initializer or a "
@@ -359,8 +374,8 @@ class _Graph:
                         value = onnx.numpy_helper.to_array(value)
                     return np.asarray(value, dtype=np.float64)
             raise node.error("Constant without a numeric value attribute")
-        if node.op == "Identity" and node.standard:
-            return self.value(node.inputs[0], node)
+        if node.op == "Identity" and node.standard and node.inputs:
+            return self._value(node.inputs[0], node)
         raise user.error(f"input {name!r} is computed by node {node.label} ({node.op}); "
                          f"only initializers, Constant and Identity can give this parameter")
 
@@ -662,7 +677,7 @@ class _Importer:
             if self.tail is not None:
                 raise node.error(f"follows {self.tail.label} ({self.tail.op}), which must be "
                                  f"the graph's last node")
-            self.step(node, current)
+            self._checked_step(node, current)
             if node is self.tail and node.op == "TopK":
                 current = node.outputs[1] if len(node.outputs) > 1 else ""
             else:
@@ -689,6 +704,25 @@ class _Importer:
 
     # -- dispatch -----------------------------------------------------------------------
 
+    def _checked_step(self, node, data):
+        """:meth:`step`, with the node's arity checked first and what a malformed node
+        raises inside it reported with the node's name."""
+        arity = _ARITY.get(node.op)
+        if arity is not None:
+            low, high = arity
+            given = len(node.inputs)
+            if not low <= given <= high or any(not node.inputs[i] for i in range(low)):
+                want = str(low) if low == high else f"{low} to {high}"
+                raise node.error(f"takes {want} inputs, it has {given}"
+                                 + (" (some of them empty)" if given >= low else ""))
+        try:
+            self.step(node, data)
+        except ONNXImportError:
+            raise
+        except (ArithmeticError, ValueError, TypeError, IndexError, KeyError,
+                AttributeError) as error:
+            raise node.error(f"malformed node ({type(error).__name__}: {error})") from None
+
     def step(self, node, data):
         op = node.op
         if node.standard:
@@ -696,6 +730,8 @@ class _Importer:
                 return
             if op in ("Reshape", "Flatten"):
                 return self.reshape(node)
+            if op == "Transpose":
+                return self.transpose(node)
             if op in ("MatMul", "Gemm"):
                 return self.matmul(node, data)
             if op in _ELEMENTWISE:
@@ -790,6 +826,30 @@ class _Importer:
             self.layers.append(Flatten())
             self.mapping.append((node, f"Flatten {self.shape} -> {new}"))
             self.poolable = False
+        self.shape = new
+
+    def transpose(self, node):
+        """A ``Transpose`` of the data that keeps the batch first and moves only dimensions
+        of size 1 (the row-major order of the values stays): a reshape."""
+        full = (self.batch or 1, *self.shape)
+        perm = node.attr("perm")
+        perm = list(range(len(full)))[::-1] if perm is None else [int(p) for p in perm]
+        if sorted(perm) != list(range(len(full))):
+            raise node.error(f"perm {perm} is not a permutation of the {len(full)} axes")
+        if perm[0] != 0:
+            raise node.error(f"perm {perm} moves the batch dimension")
+        order = [p for p in perm[1:] if full[p] != 1]
+        if order != sorted(order):
+            raise node.error(f"perm {perm} reorders the values of a {self.shape} sample "
+                             f"(lowbit's layers read them in row-major order): only "
+                             f"transposes that move dimensions of size 1 are reshapes")
+        new = tuple(full[p] for p in perm[1:])
+        if self.phase == "acc" and new != self.shape:
+            raise node.error(f"transposes a layer's outputs {self.shape} to {new}")
+        if self.layers and new != self.shape and len(new) != len(self.shape):
+            raise node.error(f"changes the rank of a layer's outputs {self.shape} to {new}")
+        self.mapping.append((node, f"a reshape {self.shape} -> {new} (only dimensions of "
+                                   f"size 1 move)"))
         self.shape = new
 
     # -- elementwise --------------------------------------------------------------------

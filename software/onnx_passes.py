@@ -38,6 +38,9 @@ QONNX_DOMAIN = "qonnx.custom_op.general"
 OLD_DOMAINS = ("finn.custom_op.general", "finn", "onnx.brevitas")
 _CUSTOM_OPS = ("Quant", "BipolarQuant", "MultiThreshold", "Trunc")
 _FLOAT_TYPES = (1, 10, 11)  # FLOAT, FLOAT16, DOUBLE
+_QONNX_OPS = _CUSTOM_OPS + ("IntQuant", "FloatQuant", "Im2Col", "MaxPoolNHWC",
+                            "QuantAvgPool2d", "XnorPopcountMatMul", "DebugMarker",
+                            "GenericPartition")
 _JOIN_OPS = ("Add", "Sub", "Mul", "Div", "Concat", "Sum", "Max", "Min", "Mean")
 
 
@@ -131,6 +134,11 @@ def check_structure(model):
         if not d.HasField("dim_value") or d.dim_value < 1:
             raise ValueError(f"graph input {value.name!r}: every dimension after the batch "
                              f"must be a fixed positive size")
+    for index, node in enumerate(graph.node):
+        if node.domain in (QONNX_DOMAIN, *OLD_DOMAINS) and node.op_type not in _QONNX_OPS:
+            raise ValueError(f"node {repr(node.name) if node.name else f'#{index}'} "
+                             f"({node.op_type}): operator {node.op_type} of domain "
+                             f"{node.domain!r} is not one of QONNX's")
     defined = initializers | {i.name for i in graph.input}
     for index, node in enumerate(graph.node):
         label = repr(node.name) if node.name else f"#{index}"

@@ -522,9 +522,6 @@ Q = InputQuantizer(4, 1.0)
                                        domain=QONNX, signed=0, narrow=0)),
      r"node 'aq' \(Quant\): per-channel activation scales are not supported"),
     (lambda: small(tail=lambda b: b.op("Quant", 1.0, 0.0, 2.0, name="aq", domain=QONNX,
-                                       signed=0, narrow=1)),
-     r"node 'aq' \(Quant\): 3 output levels \(narrow unsigned 2 bits\)"),
-    (lambda: small(tail=lambda b: b.op("Quant", 1.0, 0.0, 2.0, name="aq", domain=QONNX,
                                        signed=0, narrow=0, rounding_mode="STOCHASTIC")),
      r"node 'aq' \(Quant\): rounding_mode 'STOCHASTIC' is not supported"),
 ])
