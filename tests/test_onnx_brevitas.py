@@ -64,7 +64,7 @@ def _train_briefly(net, shape, generator, steps=4, batch=16):
     optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
     for _ in range(steps):
         x = torch.rand((batch, *shape[1:]), generator=generator)
-        y = torch.randint(0, 10, (16,), generator=generator)
+        y = torch.randint(0, 10, (batch,), generator=generator)
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(net(x), y).backward()
         optimizer.step()
