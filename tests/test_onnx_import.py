@@ -312,8 +312,15 @@ def check_predictions(onnx_model, model, x, act, ort=False, iss=True):
                                                providers=["CPUExecutionProvider"])
         got = session.run(None, {"x": x.astype(np.float32)})[0].argmax(1)
         assert np.array_equal(got, expected)
-    if iss:
+    if iss and binary_mlp(model):
         check_iss(model, x, act, expected)
+
+
+def binary_mlp(model):
+    """Whether the rebuilt core runs ``model``: dense layers with +-1 weights only (the
+    others run on the ISS in tests marked ``needs_legacy_core``)."""
+    return all(type(layer).__name__ != "Conv2D" for layer in model.layers) and all(
+        layer.weight_bits == 1 for layer in model.layers if type(layer).__name__ == "Dense")
 
 
 def check_iss(model, x, act, expected):
@@ -415,6 +422,18 @@ def test_qonnx_mlp_matches_the_graph_and_the_iss():
     with pytest.raises(ONNXImportError, match=r"node 'in_quant' \(Quant\): determines the "
                                               r"input quantizer .* conflicts"):
         load_onnx(onnx_model, input_quantizer=InputQuantizer(8, 1.0))
+
+
+@pytest.mark.needs_legacy_core
+def test_iss_matches_onnx_multibit_mlps():
+    """The multi-bit-weight MLPs above, compiled and run on the ISS."""
+    cases = [(quantized_input_mlp(), InputQuantizer(8, 1 / 255), unit_inputs(1, 40, (64,)),
+              2),
+             (qonnx_mlp(), None, unit_inputs(2, 40, (1, 8, 8)), 2)]
+    for onnx_model, quantizer, x, act in cases:
+        model = load_onnx(onnx_model, input_quantizer=quantizer)
+        assert not binary_mlp(model)
+        check_iss(model, x, act, evaluate(onnx_model, x).argmax(1))
 
 
 def test_qonnx_bipolar_mlp_matches_the_graph_and_the_iss():
@@ -913,6 +932,7 @@ def cnn_config():
         has_lns_mac=False, act_words=4096, weight_words=2048, out_words=256)
 
 
+@pytest.mark.needs_legacy_core
 def test_imported_cnn_runs_on_the_iss():
     # A first-layer convolution with 32 Sign channels and 2x2 pooling: what the compiler
     # runs (host-built im2col rows, MAXPOOL); the ISS gives the model's integer scores.
@@ -1192,6 +1212,7 @@ def test_brevitas_cnn_export_imports(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.needs_legacy_core
 def test_brevitas_binarized_cnn_runs_on_the_iss(tmp_path):
     # Brevitas to the accelerator: a binary-weight Conv with 32 channels, BatchNorm2d,
     # MaxPool before a binary activation (BipolarQuant in the export), a binary
