@@ -1,8 +1,11 @@
-"""Import ONNX and QONNX (Brevitas) quantized MLPs and CNNs into lowbit's intermediate form.
+"""Import ONNX, QONNX (Brevitas) and FINN-ONNX quantized MLPs and CNNs into lowbit's
+intermediate form.
 
-:func:`load_onnx` reads a graph with the ``onnx`` package only and returns a
+:func:`load_onnx` runs the passes of :mod:`lowbit.onnx_passes` (read, ``onnx.checker``,
+qonnx's clean-up with constant folding, refusal of joins) and maps the cleaned chain to a
 :class:`lowbit.model.QuantModel`. ``docs/onnx_import.md`` is the full description: the
-supported operators, how each maps, the error messages and what is not supported.
+supported operators, quantizers and input descriptions, how each maps, the error messages
+and what is not supported.
 
 How it works. The graph must be a chain from its one input to its one output (constants
 aside). The importer walks it and keeps, in exact rational arithmetic
@@ -35,7 +38,7 @@ float64 rounding moved one; if that fails the node is reported. The last layer b
 ``Dense`` and an :class:`~lowbit.model.OutputAffine` (``A`` and ``B`` rounded once).
 
 Semantics: the graph is read as exact real arithmetic on its float constants, with
-``Sign(0) = +1`` (REFERENCE.md section 1) and ``sigma = sqrt(var + eps)`` in float64 (the
+``Sign(0) = +1`` (lowbit's sign, docs/model.md) and ``sigma = sqrt(var + eps)`` in float64 (the
 one rounded value, as in lowbit's form). onnxruntime evaluates the same graph in float32,
 so the two can differ where a pre-activation lies within float32 rounding of a threshold.
 """

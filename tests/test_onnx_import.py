@@ -1101,7 +1101,7 @@ def test_import_command_writes_a_model(tmp_path, capsys):
 # Brevitas -------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
-                    "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+                    "pip install -e .[brevitas])")
 # Brevitas and torch's own deprecation notices are not lowbit's to fix.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -1140,7 +1140,7 @@ def test_brevitas_export_imports(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
-                    "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+                    "pip install -e .[brevitas])")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -1208,7 +1208,7 @@ def test_brevitas_cnn_export_imports(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_BREVITAS, reason="torch and brevitas are not installed (optional: "
-                    "pip install torch==2.13.0 brevitas, see ../shared/TOOLCHAIN.md)")
+                    "pip install -e .[brevitas])")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
