@@ -1570,7 +1570,7 @@ class _Importer:
         if padded > (1 << _MAX_BITS) - 1:
             raise node.error(f"{count} thresholds: at most {(1 << _MAX_BITS) - 1}")
         relu = self.relu is not None
-        top = count + 1
+        channel_bounds, ranges = [], []
         for c in range(n):
             lo, hi = self.acc_low[c], self.acc_high[c]
             sign = 1 if self.A[c] >= 0 else -1
@@ -1589,20 +1589,42 @@ class _Importer:
                 if z_last != zhi:
                     raise node.error(f"channel {c}: the activation is not monotone in the "
                                      f"accumulator")
-                if z_first <= zlo:
-                    bounds.append((None, zlo))  # always: u*j + v <= zlo
-                else:
-                    bounds.append((z_first - 1, z_first))
-            fit = _line_fit(bounds)
+                bounds.append((None, zlo) if z_first <= zlo else (z_first - 1, z_first))
+            channel_bounds.append(bounds)
+            ranges.append((sign, zlo, zhi))
+        # Levels every channel always passes (or never does) get one shared level below
+        # (above) every accumulator; the others are put on one line per channel.
+        always = [all(b[j] == (None, r[1]) for b, r in zip(channel_bounds, ranges))
+                  for j in range(count)]
+        never = [all(b[j] == (r[2], None) for b, r in zip(channel_bounds, ranges))
+                 for j in range(count)]
+        middle = [j for j in range(count) if not always[j] and not never[j]]
+        fits = []
+        for c, bounds in enumerate(channel_bounds):
+            fit = _line_fit([bounds[j] for j in middle]) if middle else (Fraction(1),
+                                                                        Fraction(0))
             if fit is None:
                 raise node.error(f"channel {c}: its thresholds are not expressible with "
                                  f"levels shared across channels (lowbit's MultiThreshold) "
                                  f"and a per-channel batch norm")
-            u, v = fit
+            fits.append(fit)
+        top, low = len(middle) + 1, Fraction(0)
+        for (u, v), (sign, zlo, zhi), c in zip(fits, ranges, range(n)):
             self.A[c], self.B[c] = sign / u, -v / u
-            # y = (z - v) / u passes a padded level H only where z >= u * H + v > zhi
+            # y = (z - v) / u passes a level H only where z >= u * H + v: above zhi for
+            # the top level, at or below zlo for the low one
             top = max(top, _floor((zhi - v) / u) + 1)
-        levels = [Fraction(j) for j in range(1, count + 1)] + [Fraction(top)] * (padded - count)
+            low = min(low, _floor((zlo - v) / u))
+        levels, k = [], 0
+        for j in range(count):
+            if always[j]:
+                levels.append(low)
+            elif never[j]:
+                levels.append(Fraction(top))
+            else:
+                k += 1
+                levels.append(Fraction(k))
+        levels += [Fraction(top)] * (padded - count)
         return _Activation([levels], [False] * padded, act.a, act.b)
 
     def _fit(self, node, A, B, levels, strict, ir_levels):

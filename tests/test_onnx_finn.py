@@ -295,3 +295,28 @@ def test_transform_round_trips_and_checks_inputs():
         transform.apply(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="finite"):
         transform.apply(np.array([[np.nan, 0.0]]))
+
+
+@pytest.mark.parametrize("tail", ["narrow", "relu-zero"])
+def test_activations_lowbit_pads_or_drops_match_qonnx(tail):
+    """A narrow unsigned 2-bit Quant (3 values: a never-passed fourth level) and a Relu
+    before a level at 0 (always passed): both import and match qonnx."""
+    g = Graph((16,), seed=11)
+    g.op("Quant", np.float32(1 / 16), np.float32(0), np.float32(4), name="in_q",
+         domain=QONNX, signed=0, narrow=0, rounding_mode="ROUND")
+    g.op("MatMul", pm1(g.rng, (16, 12)), name="fc1")
+    if tail == "narrow":
+        g.op("Quant", np.float32(0.5), np.float32(0), np.float32(2), name="aq",
+             domain=QONNX, signed=0, narrow=1, rounding_mode="ROUND")
+    else:
+        g.op("Add", g.rng.integers(-2, 3, (12,)).astype(np.float32), name="bias")
+        g.op("Relu", name="relu")
+        g.threshold(np.array([[0.0, 0.5, 1.0]], np.float32), "mt", out_dtype="UINT2")
+    g.op("MatMul", pm1(g.rng, (12, 10)), name="fc2")
+    onnx_model = g.build(10)
+    model = load_onnx(onnx_model)
+    x = np.random.default_rng(12).integers(0, 16, (N, 16)).astype(np.float32) / 16
+    expected = run_qonnx(onnx_model, x)
+    assert np.allclose(model.integer_scores(x), expected)
+    assert np.array_equal(model.predict(x), expected.argmax(1))
+    assert model.layers[2].levels.shape == (3,)
