@@ -231,7 +231,7 @@ class ISS:
         answers a ``DATA`` record and each program ends with a ``STATUS`` record: ``OK`` at
         ``HALT``; ``ILLEGAL`` for a word the gateware refuses (it then has no effect and the
         instructions before it complete); ``TRUNCATED`` when the bytes end inside a program
-        (a truncated ``LOAD`` has written the whole lanes that arrived). Bytes after a
+        (a truncated ``LOAD`` has written the memory words that arrived whole). Bytes after a
         ``HALT`` are the next program; after a non-``OK`` status the rest is discarded.
         Memories keep their contents between programs and calls (until :meth:`reset`).
         :attr:`results` holds an :class:`ISSResult` per program of the last call.
@@ -280,15 +280,12 @@ class ISS:
                 payload = np.frombuffer(chunk[:whole * word_bytes],
                                         dtype=f"<u{word_bytes}").astype(np.uint64)
                 if len(chunk) < size:
-                    # The lanes that arrived are written; the rest of the word keeps its
-                    # old contents.
+                    # The memory words that arrived whole are written (the gateware writes a
+                    # word once its last lane has arrived); the rest is lost.
                     name = instr["buffer"].name.lower()
-                    mem = self.memories[name]
-                    flat = mem[(instr["addr"] + np.arange(instr["count"])) % len(mem)]
-                    flat = flat.reshape(-1)
-                    flat[:whole] = payload
-                    self._write(name, instr["addr"], flat.reshape(-1, lanes)[
-                        :-(-whole // lanes)] if whole else flat[:0])
+                    whole_words = whole // lanes
+                    if whole_words:
+                        self._write(name, instr["addr"], payload[:whole_words * lanes])
                     return len(data), self._result(Status.TRUNCATED, 0, index)
             self._execute(instr, payload)
             if instr["opcode"] == Opcode.HALT:

@@ -126,7 +126,7 @@ def pack_weights(values, config):
     n, k = values.shape
     nt, nw = tiles(n, cols), plane_words(k, word)
     bits = np.ones((nt * cols, nw * word), dtype=bool)     # padding elements: 1
-    bits[:, :k] = values > 0
+    bits[:n, :k] = values > 0
     bits[n:] = False                                        # padding channels: 0
     words = _pack_bits(bits, word).reshape(nt, cols, nw).transpose(0, 2, 1)
     return np.ascontiguousarray(words).reshape(nt * nw, cols)
