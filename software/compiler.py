@@ -36,7 +36,7 @@ import logging
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
-from .isa import NO_WAIT, GemmMode, Opcode, instruction_set
+from .isa import NO_WAIT, Opcode, instruction_set
 from .layout import (acc_threshold, dot_from_acc, pack_act, pack_thresholds, pack_weights,
                      plane_words, tiles, unpack_scores)
 from .model import QuantModel
@@ -410,6 +410,7 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
         "resident": ({"instructions": len(preamble), "constants": sizes[0]}
                      if plan["resident"] else None),
+        "regions": {name: plan[name][1] for name in ("in", "act", "score")},
         "schedule": pieces,
     }
     data = np.concatenate(consts) if consts else np.zeros(0, dtype=np.uint64)
