@@ -10,7 +10,7 @@ File layout (all integers little-endian)::
 
     offset  size  field
          0     8  magic b"LOWBIT\\0\\0"
-         8     2  format version (2)
+         8     2  format version (3)
         10     2  bytes per instruction
         12    16  accelerator configuration fingerprint (ASCII hex)
         28     4  instruction count
@@ -103,6 +103,13 @@ class Program:
 
     def __len__(self):
         return len(self.instructions)
+
+    def check_races(self):
+        """Refuse the program (:class:`ProgramError`) if its wait fields leave a race
+        between the accelerator's stages; see :func:`lowbit.races.check_races`."""
+        from .races import check_races  # races imports this module
+
+        check_races(self)
 
     def words(self):
         """The instruction words, as the accelerator receives them."""
