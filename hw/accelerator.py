@@ -128,6 +128,8 @@ class Accelerator(wiring.Component):
             mems[name] = m.submodules[f"{name}_memory"] = CoreMemory(
                 cfg.depth(name), cfg.lanes(name) * W,
                 single_port=name == "weight" and cfg.weight_single_port)
+        #: The memories by name, once elaborated (a simulation reads them).
+        self.memories = mems
         m.submodules.array = pe = PEArray(cfg)
         m.submodules.result = rs = ResultStage(cfg)
         m.d.comb += [
@@ -143,11 +145,14 @@ class Accelerator(wiring.Component):
         cnt = {name: Signal(COUNT_BITS, name=f"n_{name}")
                for name in ("g_disp", "g_start", "g_read", "g_written", "s_disp", "s_done")}
         m.d.sync += cnt["g_written"].eq(cnt["g_written"] + rs.written)
+        self.counters = cnt  # a simulation may watch them
 
         def outstanding(a, b):
+            # a - b, with a snapshot `a` that later completions may have overtaken (then 0):
+            # the counters are never more than 2^(COUNT_BITS - 1) apart.
             diff = Signal(COUNT_BITS)
             m.d.comb += diff.eq(a - b)
-            return diff
+            return Mux(diff[-1], 0, diff)
 
         # Queues ------------------------------------------------------------------------------
         gemm_ops, store_ops = isa.operands[Opcode.GEMM], isa.operands[Opcode.STORE]
@@ -225,9 +230,10 @@ class Accelerator(wiring.Component):
             m.d.sync += ahead.eq(reserve)
         with m.Elif(ahead != 0):
             m.d.sync += ahead.eq(ahead - 1)
-        with m.If(counting & hold):
+        # Every beat and hold of the program's GEMMs, those that run on after an error too.
+        with m.If(hold):
             m.d.sync += holds.eq(holds + 1)
-        with m.If(counting & issue):
+        with m.If(issue):
             m.d.sync += beats.eq(beats + 1)
 
         use_act = f.a_buffer == Buffer.ACT
@@ -357,7 +363,8 @@ class Accelerator(wiring.Component):
         got = Signal()
         m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
         fetch_beats = isa.width // LB
-        beat_no = Signal(range(max(fetch_beats, max(R, C) * lane_beats) + 1))
+        beat_no = Signal(range(max(fetch_beats, max(R, C) * lane_beats,
+                                   STATUS_RECORD.size // LB) + 1))
         in_program = Signal()
         index = Signal(COUNTER_BITS)
         code = Signal(8)

@@ -47,11 +47,17 @@ class CoreMemory(wiring.Component):
         if depth < 1 or depth & (depth - 1):
             raise ValueError(f"CoreMemory depth must be a power of two, not {depth}")
         self.depth, self.width, self.single_port = depth, width, single_port
+        self.ram = None
         abits = max(1, (depth - 1).bit_length())
         super().__init__({
             "waddr": In(abits), "we": In(1), "wdata": In(width),
             "raddr": In(abits), "re": In(1), "rdata": Out(width),
         })
+
+    @property
+    def data(self):
+        """The contents (``MemoryData``) a simulation reads, once elaborated."""
+        return self.ram.data
 
     def elaborate(self, platform):
         m = Module()
@@ -63,8 +69,10 @@ class CoreMemory(wiring.Component):
             ]
             with m.If(self.we):
                 m.d.comb += ram.addr.eq(self.waddr)
+            self.ram = ram
             return m
         m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[])
+        self.ram = mem
         rport, wport = mem.read_port(), mem.write_port()
         m.d.comb += [
             rport.addr.eq(self.raddr), rport.en.eq(self.re), self.rdata.eq(rport.data),

@@ -140,9 +140,6 @@ class ResultStage(wiring.Component):
         w_step = Signal.like(cx.step)
         w_last = Signal()
         w_plane = Signal(range(OB))
-        with m.If(final & cx.complete):
-            m.d.sync += [w_left.eq(cx.out_bits), w_addr.eq(cx.dst_addr), w_step.eq(cx.step),
-                         w_last.eq(cx.last), w_plane.eq(cx.out_bits - 1)]
         with m.If(w_left != 0):
             with m.Switch(w_plane):
                 for q in range(OB):
@@ -153,6 +150,11 @@ class ResultStage(wiring.Component):
                          w_plane.eq(w_plane - 1)]
             with m.If((w_left == 1) & w_last):
                 m.d.comb += plane_done.eq(1)
+
+        # After the writes above: a word completed in their last cycle starts its own.
+        with m.If(final & cx.complete):
+            m.d.sync += [w_left.eq(cx.out_bits), w_addr.eq(cx.dst_addr), w_step.eq(cx.step),
+                         w_last.eq(cx.last), w_plane.eq(cx.out_bits - 1)]
 
         # SCORES: one row of the tile per cycle.
         s_addr = Signal.like(self.score_waddr)

@@ -244,12 +244,20 @@ class InstructionSet:
 
     def link_words(self, instr):
         """``word``-bit words a ``LOAD`` takes from the host or a ``STORE`` sends."""
-        return instr["count"] * self.config.lanes(_name(instr["buffer"]))
+        buffer = instr["buffer"]
+        buffer = Buffer[buffer] if isinstance(buffer, str) else buffer
+        return instr["count"] * self.config.lanes(_name(buffer))
 
     def regions(self, instr):
         """The memory regions an instruction reads and writes: a list of ``(memory, first,
-        words, access)`` with ``access`` ``"r"`` or ``"w"``, in memory words."""
-        op, c = instr["opcode"], self.config
+        words, access)`` with ``access`` ``"r"`` or ``"w"``, in memory words. Enum fields
+        may be members or names."""
+        c = self.config
+        op = self._opcode(instr["opcode"])
+        instr = {name: (self._member(op, name, field.shape, instr[name], False)
+                        if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum)
+                        else instr[name])
+                 for name, field in self.operands[op]}
         if op == Opcode.LOAD:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "w")]
         if op == Opcode.STORE:

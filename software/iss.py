@@ -269,6 +269,7 @@ class ISS:
             try:
                 instr = isa.decode(bits, regions=False)
             except InstructionError:
+                self._timing.illegal()
                 return len(data), self._result(Status.ILLEGAL, 0, index)
             payload = None
             if instr["opcode"] == Opcode.LOAD:

@@ -94,6 +94,11 @@ class Timing:
         self.holds = 0
         self.trace = []
 
+    def illegal(self):
+        """The program ends at the next instruction, which the gateware refuses: it stops
+        counting cycles at that instruction's decode."""
+        self.cycles = self.t + self.fetch_beats
+
     # Helpers: the cycle from which a counter shows that event n-1 (0-based) happened.
     def _read_by(self, n):
         return self.gemms[n - 1].read + 1 if n > 0 else NEVER
