@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_model_commands", "run_compiled", "write_results"]
+__all__ = ["add_model_commands", "run_compiled", "write_results", "usage_stats"]
 
 
 def _fail(command, message):
@@ -29,6 +29,16 @@ def write_results(output, array, stats_path, stats, fail):
                 write(path)
             except OSError as error:
                 fail(f"cannot write {path}: {error.strerror or error}")
+
+
+def usage_stats(stats, macs):
+    """What ``lowbit run --stats`` adds to a run's counters: ``array_beats`` (cycles in
+    which the array took a beat), ``macs`` (the network's useful binary MACs, ``None`` when
+    the program does not say) and ``utilisation``, ``array_beats / cycles`` (``None`` for
+    a run of no cycles)."""
+    beats, cycles = stats.get("array_beats"), stats.get("cycles")
+    return {"array_beats": beats, "macs": macs,
+            "utilisation": beats / cycles if beats is not None and cycles else None}
 
 
 def cmd_compile(parser, args):
@@ -84,6 +94,8 @@ def run_compiled(args, config, program, transport, fail):
     images = len(scores)
     stats.update(backend=args.backend, model=meta["model"], inputs=images,
                  cycles_per_input=stats["cycles"] / (stats["runs"] * meta["batch"]))
+    macs = stats.get("macs")
+    stats.update(usage_stats(stats, macs if isinstance(macs, int) else None))
     write_results(args.output, scores, args.stats, stats, fail)
     line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
             f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "
