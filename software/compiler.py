@@ -23,7 +23,7 @@ Passes, in order:
 5. **schedule**: one stream for all batches of a call: the preamble, the first batch's
    input, then per batch the layer ``GEMM`` s, the next batch's input ``LOAD`` at the place
    the cycle model finds fastest, and a ``STORE`` of the scores; the wait fields make it
-   race-free (:func:`find_races`).
+   race-free (:meth:`lowbit.program.Program.check_races`).
 
 The program file holds the preamble, both input loads, a body per input region and a
 ``HALT``: as it stands it runs two batches; :func:`run_model` assembles the stream for any
@@ -43,7 +43,7 @@ from .model import QuantModel
 from .program import Program
 from .timing import Timing
 
-__all__ = ["CompileError", "compile_model", "run_model", "assemble", "find_races",
+__all__ = ["CompileError", "compile_model", "run_model", "assemble", "batch_stream",
            "METADATA_KIND"]
 
 log = logging.getLogger(__name__)
@@ -323,6 +323,16 @@ def assemble(pieces, batches):
     return instrs, consts
 
 
+def batch_stream(program, batches):
+    """The :class:`~lowbit.program.Program` that runs ``batches`` batches of a compiled
+    ``program``: what :func:`run_model` sends (:func:`assemble`)."""
+    ranges, const_ranges = assemble(program.metadata["schedule"], batches)
+    return Program(program.config,
+                   [i for start, stop in ranges for i in program.instructions[start:stop]],
+                   np.concatenate([program.constants[start:stop]
+                                   for start, stop in const_ranges]))
+
+
 def _stream(instructions, pieces, batches):
     ranges, _ = assemble(pieces, batches)
     return [instr for start, stop in ranges for instr in instructions[start:stop]]
@@ -415,9 +425,10 @@ def compile_model(model, config=None, *, batch=16, resident=None):
     }
     data = np.concatenate(consts) if consts else np.zeros(0, dtype=np.uint64)
     program = Program(config, instrs, data, metadata)
-    races = find_races(program.instructions, config)
-    if races:  # the schedule's own invariant: a bug here, not in the model
-        raise AssertionError(f"the compiled schedule races: {races[0]}")
+    # The schedule's own invariant (a failure is a bug here, not in the model): the stored
+    # program and longer streams are race-free.
+    program.check_races()
+    batch_stream(program, 3).check_races()
     log.info("compiled %s: %d layers, %s weights, next input loaded at body position %d",
              model.name, n_layers, "resident" if plan["resident"] else "streamed", at)
     return program
@@ -437,90 +448,6 @@ def _layout(plan, preamble, bodies, sizes, unread, at):
               "body_constants": [[sizes[0], sizes[0] + sizes[1]],
                                  [sizes[0] + sizes[1], sizes[0] + 2 * sizes[1]]]}
     return instrs, pieces
-
-
-def find_races(instructions, config):
-    """Accesses of a program that its wait fields do not order; ``[]`` when it is race-free.
-
-    ``instructions`` are checked instruction dicts (a :class:`~lowbit.program.Program` 's)
-    in program order. The rules (``lowbit.isa``): the front end runs in program order, so a
-    ``LOAD`` is done before any later instruction is dispatched; ``GEMM`` s run in order in
-    the execute stage (an earlier one has read its operands before a later one writes) and
-    ``STORE`` s in order in the store stage. What must be ordered by wait fields:
-
-    * a ``LOAD`` overwriting what an earlier ``GEMM`` reads: ``unread`` for operands,
-      ``unwritten`` for thresholds (the result stage reads them until the ``GEMM`` has
-      written) and for what it writes;
-    * a ``STORE`` reading scores an earlier ``GEMM`` writes: ``unwritten``;
-    * a ``GEMM`` reading what an earlier ``GEMM`` writes: ``sync`` (its own or a later
-      ``GEMM`` 's before it);
-    * a ``GEMM`` writing scores an earlier ``STORE`` reads: ``unsent``.
-
-    A stage that waited keeps what it waited for: a later instruction of the same stage
-    benefits. Each race is described in a string naming both instructions.
-    """
-    isa = instruction_set(config)
-    gemms, stores = [], []          # (index, regions)
-    front_read = front_written = 0  # GEMMs the front end has seen read / written
-    store_written = 0               # GEMMs written before the store stage's current STORE
-    exec_written = exec_sent = 0    # GEMMs written / STOREs done before the current GEMM
-    races = []
-
-    def overlap(a, b):
-        return a[0] == b[0] and a[1] < b[1] + b[2] and b[1] < a[1] + a[2]
-
-    for index, instr in enumerate(instructions):
-        op = instr["opcode"]
-        regions = isa.regions(instr)
-        if op == Opcode.LOAD:
-            g = len(gemms)
-            if instr["unwritten"] != NO_WAIT:
-                front_written = max(front_written, g - instr["unwritten"])
-            if instr["unread"] != NO_WAIT:
-                front_read = max(front_read, g - instr["unread"])
-            front_read = max(front_read, front_written)
-            target = regions[0]
-            for j, (other, accesses) in enumerate(gemms):
-                for access in accesses:
-                    if not overlap(access, target):
-                        continue
-                    late = access[3] == "w" or access[0] == "thresh"
-                    done = front_written if late else front_read
-                    if j >= done:
-                        races.append(f"instruction {index} (LOAD {target[0]}) may overwrite "
-                                     f"the {access[0]} memory that instruction {other} "
-                                     f"(GEMM) still {'writes' if access[3] == 'w' else 'reads'}")
-            for other, accesses in stores:
-                if any(overlap(a, target) for a in accesses):
-                    races.append(f"instruction {index} (LOAD) may overwrite what "
-                                 f"instruction {other} (STORE) still sends")
-        elif op == Opcode.STORE:
-            if instr["unwritten"] != NO_WAIT:
-                store_written = max(store_written, len(gemms) - instr["unwritten"])
-            for j, (other, accesses) in enumerate(gemms):
-                if j >= store_written and any(a[3] == "w" and overlap(a, regions[0])
-                                              for a in accesses):
-                    races.append(f"instruction {index} (STORE) may send scores before "
-                                 f"instruction {other} (GEMM) has written them")
-            stores.append((index, regions))
-        elif op == Opcode.GEMM:
-            if instr["sync"]:
-                exec_written = len(gemms)
-            if instr["unsent"] != NO_WAIT:
-                exec_sent = max(exec_sent, len(stores) - instr["unsent"])
-            reads = [r for r in regions if r[3] == "r"]
-            writes = [r for r in regions if r[3] == "w"]
-            for j, (other, accesses) in enumerate(gemms):
-                if j >= exec_written and any(a[3] == "w" and overlap(a, r)
-                                             for a in accesses for r in reads):
-                    races.append(f"instruction {index} (GEMM) may read the results of "
-                                 f"instruction {other} (GEMM) before they are written")
-            for k, (other, accesses) in enumerate(stores):
-                if k >= exec_sent and any(overlap(a, w) for a in accesses for w in writes):
-                    races.append(f"instruction {index} (GEMM) may overwrite scores that "
-                                 f"instruction {other} (STORE) still sends")
-            gemms.append((index, regions))
-    return races
 
 
 def _quantize(meta, x):
@@ -576,12 +503,7 @@ def run_model(program, runtime, x, progress=None):
         block[:len(part)] = part
         inputs.append(pack_act(block, meta["input_planes"], config,
                                bipolar=meta["input_bipolar"]).reshape(-1))
-    ranges, const_ranges = assemble(meta["schedule"], batches)
-    stream = Program(config,
-                     [i for start, stop in ranges for i in program.instructions[start:stop]],
-                     np.concatenate([program.constants[start:stop]
-                                     for start, stop in const_ranges]))
-    result = runtime.run(stream, np.concatenate(inputs))
+    result = runtime.run(batch_stream(program, batches), np.concatenate(inputs))
     score = meta["scores"]
     k, pop = score["k"], np.asarray(score["popcount"], dtype=np.int64)
     # dot_from_acc depends on the weights only through K and each channel's popcount.

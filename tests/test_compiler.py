@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lowbit.compiler import (CompileError, assemble, compile_model, find_races, run_model)
+from lowbit.compiler import CompileError, assemble, batch_stream, compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.golden.xnor_array import Precision
@@ -17,7 +17,7 @@ from lowbit.iss import ISS
 from lowbit.layout import unpack_act
 from lowbit.model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MultiThreshold,
                           OutputAffine, QuantModel, Sign)
-from lowbit.program import Program
+from lowbit.program import Program, ProgramError
 from lowbit.runtime import ISSTransport, Runtime
 
 
@@ -71,8 +71,7 @@ def run_iss(program, config, x):
 
 
 def stream(program, batches):
-    ranges, _ = assemble(program.metadata["schedule"], batches)
-    return [instr for start, stop in ranges for instr in program.instructions[start:stop]]
+    return batch_stream(program, batches).instructions
 
 
 CASES = [
@@ -105,7 +104,7 @@ def test_iss_gives_the_integer_scores_exactly(case, resident):
     assert stats["macs"] == len(x) * sum(k * n * p for k, n, p in
                                          zip(widths[:-1], widths[1:], planes))
     for batches in (1, 2, 3, 5):
-        assert find_races(stream(program, batches), config) == []
+        batch_stream(program, batches).check_races()
 
 
 def test_float_reference_agrees_on_classes():
@@ -144,7 +143,7 @@ def test_streamed_whole_memories():
     x = inputs(4, 11)
     scores, _ = run_iss(program, config, x)
     assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
-    assert find_races(stream(program, 4), config) == []
+    batch_stream(program, 4).check_races()
 
 
 def test_streamed_and_resident_agree_and_resident_is_faster():
@@ -249,7 +248,7 @@ def test_schedule_layout_and_waits():
     assert all(l["unread"] == 2 + before for l in loads)
     # The stored program is itself a two-batch run.
     assert program.metadata["batches"] == 2
-    assert find_races(program.instructions, config) == []
+    program.check_races()
 
 
 def test_stream_has_one_preamble_and_alternates_regions():
@@ -270,13 +269,14 @@ def test_stream_has_one_preamble_and_alternates_regions():
 
 
 def tampered(program, batches, change):
-    isa = instruction_set(program.config)
-    instrs = [dict(i) for i in stream(program, batches)]
+    runs = batch_stream(program, batches)
+    instrs = [dict(i) for i in runs.instructions]
     change(instrs)
-    return [isa.check(i) for i in instrs]
+    return Program(program.config, instrs, runs.constants)
 
 
-def test_races_are_found():
+def test_races_are_refused():
+    # Each wait the schedule sets, taken away, leaves a race that lowbit.races finds.
     m = model(12)
     config = config_for()
     resident = compile_model(m, config, batch=4)
@@ -290,8 +290,7 @@ def test_races_are_found():
             2)["unread"] = NO_WAIT
 
     def store(instrs):
-        instrs_ = [i for i in instrs if i["opcode"] == Opcode.STORE]
-        instrs_[1]["unwritten"] = NO_WAIT
+        nth(instrs, lambda i: i["opcode"] == Opcode.STORE, 1)["unwritten"] = NO_WAIT
 
     def sync(instrs):
         nth(instrs, lambda i: i["opcode"] == Opcode.GEMM, 4)["sync"] = 0
@@ -301,24 +300,23 @@ def test_races_are_found():
             2)["unsent"] = NO_WAIT
 
     def thresh(instrs):   # streamed: the thresholds of batch 1's first layer, early
-        load = nth(instrs, lambda i: i["opcode"] == Opcode.LOAD
-                   and i["buffer"].name == "THRESH", 2)
-        load["unwritten"] = NO_WAIT
+        nth(instrs, lambda i: i["opcode"] == Opcode.LOAD and i["buffer"].name == "THRESH",
+            2)["unwritten"] = NO_WAIT
 
     def weight(instrs):
         nth(instrs, lambda i: i["opcode"] == Opcode.LOAD and i["buffer"].name == "WEIGHT",
             2)["unread"] = NO_WAIT
 
-    cases = [(resident, in_load, "(LOAD in) may overwrite the in memory that instruction"),
-             (resident, store, "(STORE) may send scores before instruction"),
-             (resident, sync, "(GEMM) may read the results of instruction"),
-             (resident, unsent, "(GEMM) may overwrite scores that instruction"),
-             (streamed, thresh, "(LOAD thresh) may overwrite the thresh memory"),
-             (streamed, weight, "(LOAD weight) may overwrite the weight memory")]
+    cases = [(resident, in_load, r"\(LOAD\) may overwrite words 0\.\.\d+ of the in memory"),
+             (resident, store, r"\(STORE\) may read words \d+\.\.\d+ of the score memory"),
+             (resident, sync, r"\(GEMM\) may read words \d+\.\.\d+ of the act memory"),
+             (resident, unsent, r"\(GEMM\) may overwrite words 0\.\.\d+ of the score memory"),
+             (streamed, thresh, r"\(LOAD\) may overwrite words \d+\.\.\d+ of the thresh"),
+             (streamed, weight, r"\(LOAD\) may overwrite words \d+\.\.\d+ of the weight")]
     for program, change, message in cases:
-        assert find_races(tampered(program, 3, lambda i: None), config) == []
-        races = find_races(tampered(program, 3, change), config)
-        assert races and message in races[0], (change.__name__, races)
+        tampered(program, 3, lambda i: None).check_races()
+        with pytest.raises(ProgramError, match=message):
+            tampered(program, 3, change).check_races()
 
 
 # Throughput -----------------------------------------------------------------------------------
