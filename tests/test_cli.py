@@ -370,3 +370,30 @@ def test_run_errors_exit_2(tmp_path, capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_run_of_a_compiled_model_writes_its_stats(tmp_path, capsys):
+    # A one-layer digits classifier (64 5-bit pixels -> 10 scores) on the default
+    # accelerator: its useful MACs are 64 x 10 x 5 planes per input.
+    import numpy as np
+
+    from lowbit import datasets
+    from lowbit.train import train
+
+    model, _ = train("digits", precision="w1a1", hidden=(), epochs=1, seed=0,
+                     progress=False, twin=False)
+    model_path, program_path = tmp_path / "m.npz", tmp_path / "m.lbp"
+    model.save(model_path)
+    assert main(["compile", str(model_path), "--batch", "8", "-o", str(program_path)]) == 0
+    x = datasets.load("digits").x_test[:20]
+    np.save(tmp_path / "x.npy", x)
+    stats_path, out = tmp_path / "stats.json", tmp_path / "y.npy"
+    assert main(["run", str(program_path), "--input", str(tmp_path / "x.npy"), "-o", str(out),
+                 "--stats", str(stats_path)]) == 0
+    capsys.readouterr()
+    stats = json.loads(stats_path.read_text())
+    assert stats["macs"] == 20 * 64 * 10 * 5
+    assert stats["runs"] == 3 and stats["inputs"] == 20
+    assert stats["array_beats"] > 0 and stats["cycles"] > stats["array_beats"]
+    assert stats["utilisation"] == stats["array_beats"] / stats["cycles"]
+    assert np.array_equal(np.load(out).argmax(1), model.predict(x))
