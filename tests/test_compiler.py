@@ -319,6 +319,26 @@ def test_races_are_refused():
             tampered(program, 3, change).check_races()
 
 
+@pytest.mark.parametrize("resident", [None, False])
+def test_rtl_runs_the_compiled_model_like_the_iss(resident):
+    # The gateware (Amaranth simulation) on a whole compiled stream: the same scores, and
+    # the cycle model's count exactly.
+    from lowbit.sim.amaranth_transport import AmaranthTransport
+
+    m = model(3, widths=(40, 24, 10), input_bits=2)
+    config = config_for(rows=2, cols=2, word=16, max_k=64, max_act_bits=2, in_depth=64,
+                        act_depth=64, weight_depth=256, thresh_depth=64, score_depth=64)
+    program = compile_model(m, config, batch=3, resident=resident)
+    x = inputs(5, 7, 40, 3)
+    with AmaranthTransport(config) as rtl:
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    expected, iss_stats = run_iss(program, config, x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
+        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
+
+
 # Throughput -----------------------------------------------------------------------------------
 
 
