@@ -82,6 +82,7 @@ CASES = [
     (dict(rows=2, cols=4, word=16, max_k=96), (70, 33, 10), 2, 4, 9),
     (dict(rows=4, cols=2, word=32, max_out_bits=3), (64, 20, 18, 6), 3, 5, 8),
     (dict(rows=2, cols=2, word=32, weight_single_port=True), (64, 48, 10), 1, 5, 4),
+    (dict(rows=2, cols=4, word=16), (64, 10), 1, 5, 6),     # the last layer alone
 ]
 
 
