@@ -213,7 +213,7 @@ class Accelerator(wiring.Component):
             nwo = (hg.n_tiles + (W // C) - 1) >> log_fields
             m.d.sync += [
                 lead.eq(nb + 1 + PL),
-                reserve.eq(nb + PL + Mux(threshold, count, R)),
+                reserve.eq(nb + PL + Mux(threshold, count + hg.out_bits - 1, R)),
                 thr_count.eq(count), out_words.eq(nwo),
                 rt_step.eq(Mux(threshold, hg.out_bits * nwo, R * hg.n_tiles)),
                 tile_step.eq(Mux(threshold, nwo, hg.n_tiles)),

@@ -89,7 +89,14 @@ def random_program(config, rng, *, instructions=12):
             a_words = m_tiles * planes * words
             if not region_fits(a_name, 0, a_words):
                 continue
-            a_addr = int(rng.integers(0, config.depth(a_name) - a_words + 1))
+            if use_act:
+                # Only act words some GEMM wrote (the rest is whatever the memory held).
+                _, first, size = act_written[int(rng.integers(len(act_written)))]
+                if a_words > size:
+                    continue
+                a_addr = first + int(rng.integers(0, size - a_words + 1))
+            else:
+                a_addr = int(rng.integers(0, config.depth(a_name) - a_words + 1))
             b_words = n_tiles * words
             if not region_fits("weight", 0, b_words):
                 continue

@@ -28,8 +28,8 @@ The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed in an
 cycle and its waits hold; its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
 each) start when their beats can go and the result stage will be free when they finish:
 tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
-the result stage then needs it for ``D`` cycles (``T = 2^out_bits - 1`` for
-``THRESHOLD``, ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
+the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
+``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
 ``GEMM``'s first tile no earlier than ``D + K`` after the previous tile minus its own
 ``K``. The store stage pops a ``STORE`` once it is idle and its wait holds, then sends a
 ``HB``-beat header and ``count * cols * WB`` data beats.
@@ -149,7 +149,9 @@ class Timing:
         popped = max(popped, self._stored_by(stores_before - instr["unsent"]))
         beats = instr["planes"] * instr["words"]
         threshold = instr["mode"] == GemmMode.THRESHOLD
-        hold = (1 << instr["out_bits"]) - 1 if threshold else cfg.rows
+        # THRESHOLD: T compare cycles, and the next tile's compares must not end before
+        # this one's out_bits plane writes (T' >= 1): D = T + out_bits - 1.
+        hold = (1 << instr["out_bits"]) + instr["out_bits"] - 2 if threshold else cfg.rows
         lead = beats + 1 + cfg.xnor_array.pipeline
         period = max(beats, hold)
         tiles = instr["m_tiles"] * instr["n_tiles"]
@@ -157,7 +159,8 @@ class Timing:
         last = first + (tiles - 1) * period
         capture = last + lead
         self.res_end = capture + hold
-        written = capture + hold + (instr["out_bits"] if threshold else 0)
+        count = (1 << instr["out_bits"]) - 1
+        written = capture + (count + instr["out_bits"] if threshold else hold)
         holds = (first - popped - 1) + (tiles - 1) * (period - beats)
         self.exec_idle = last + beats
         self.beats += tiles * beats
