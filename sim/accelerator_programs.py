@@ -1,8 +1,8 @@
 """Test programs for the accelerator, built with the encoder and the memory layouts (never
 raw bits), with their expected outputs computed independently in numpy.
 
-:func:`programs` is the suite every backend runs (the ISS tests, the Amaranth and cocotb
-testbenches, the timing comparison, the energy model's tests): single layers of every
+:func:`programs` is a suite for any backend (the ISS and runtime tests run it; an RTL
+test compares the gateware on the same programs): single layers of every
 activation precision, networks whose ``THRESHOLD`` layers feed the next ``GEMM``, split
 ``STORE``\\ s, reloaded weights and thresholds, and a pipelined batch loop whose wait
 fields let the stages overlap. Each entry is ``(name, program, inputs, expected)``:

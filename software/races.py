@@ -20,14 +20,15 @@ order; the gateware computes the same only when the program is *race-free*:
 A wait covers more than its own instruction: the front end does not go on until a
 ``LOAD``'s wait holds, so every later instruction starts after it; the execute stage pops
 ``GEMM``\\ s in order, so a ``sync`` or ``unsent`` wait holds for every later ``GEMM``; the
-store stage pops ``STORE``\\ s in order. :func:`check_races` follows these orders and no
-others: it is conservative where the queues' capacity would order two accesses (a full
-queue stalls the front end), and ``NO_WAIT`` is taken as never waiting however far back
-the other instruction is. Some pairs need no wait at all, and are not checked: a
-``GEMM`` reading what a ``LOAD`` before it wrote (the ``LOAD`` is done before the ``GEMM``
-is queued), a ``GEMM`` overwriting ``act`` words an earlier ``GEMM`` reads (its first
-result comes after the earlier one's last beat) and two ``GEMM``\\ s writing the same words
-(one result stage writes in order). A ``HALT`` waits for every stage.
+store stage pops ``STORE``\\ s in order; a ``LOAD`` into single-ported weight memory waits
+until no ``GEMM`` reads operands. :func:`check_races` follows these orders and no others:
+it is conservative where the queues' capacity would order two accesses (a full queue
+stalls the front end), and ``NO_WAIT`` is taken as never waiting however far back the
+other instruction is. Some pairs need no wait at all, and are not checked: a ``GEMM``
+reading what a ``LOAD`` before it wrote (the ``LOAD`` is done before the ``GEMM`` is
+queued), a ``GEMM`` overwriting ``act`` words an earlier ``GEMM`` reads (its first result
+comes after the earlier one's last beat) and two ``GEMM``\\ s writing the same words (one
+result stage writes in order). A ``HALT`` waits for every stage.
 """
 
 from .isa import NO_WAIT, GemmMode, Opcode, instruction_set
@@ -60,7 +61,8 @@ def _words(lo, hi, first, end):
 class _Checker:
     # The state of one program (up to a HALT): what each stage may still be doing.
 
-    def __init__(self):
+    def __init__(self, config):
+        self.config = config
         self.gemm_reads = {}   # memory -> [(gemm number, first, end, index)]
         self.thresh_reads = []
         self.gemm_writes = {}  # memory -> [(gemm number, first, end, index)]
@@ -77,6 +79,9 @@ class _Checker:
         g = self.gemms
         self.front_written = max(self.front_written, _after(g, instr["unwritten"]))
         self.front_read = max(self.front_read, self.front_written, _after(g, instr["unread"]))
+        if memory == "weight" and self.config.weight_single_port:
+            # Single-ported weight RAM: the LOAD waits until no GEMM reads operands.
+            self.front_read = g
         if memory == "thresh":
             hit = _nearest(self.thresh_reads, self.front_written, lo, hi)
             advice = (f"thresholds are read until a GEMM is written: give the LOAD "
@@ -163,7 +168,7 @@ def check_races(program):
     if not isinstance(program, Program):
         raise TypeError(f"program must be a Program, not {program!r}")
     isa = instruction_set(program.config)
-    state = _Checker()
+    state = _Checker(program.config)
     for index, instr in enumerate(program.instructions):
         op = instr["opcode"]
         regions = isa.regions(instr)
@@ -176,4 +181,4 @@ def check_races(program):
         elif op == Opcode.GEMM:
             state.gemm(index, instr, regions)
         else:
-            state = _Checker()   # HALT: every stage is idle
+            state = _Checker(program.config)   # HALT: every stage is idle

@@ -62,6 +62,16 @@ def test_load_overwriting_operands_a_gemm_reads():
     accepted(gemm(a_addr=0, b_addr=0), load("IN", 1, 10), load("WEIGHT", 1, 10))
 
 
+def test_single_port_weight_loads_wait_by_themselves():
+    # The gateware holds a LOAD into single-ported weight RAM until no GEMM reads operands.
+    single = P.small_config(weight_single_port=True)
+    Program(single, [gemm(b_addr=5), load("WEIGHT", 5), load("IN", 0), P.halt()]) \
+        .check_races()
+    with pytest.raises(ProgramError, match=r"^race: instruction 1 \(LOAD\) may overwrite "
+                                           r"words 5\.\.5 of the weight memory"):
+        Program(CONFIG, [gemm(b_addr=5), load("WEIGHT", 5), P.halt()]).check_races()
+
+
 def test_the_nearest_conflicting_gemm_is_named():
     refused([gemm(b_addr=0), gemm(b_addr=1), gemm(b_addr=7), load("WEIGHT", 0, 4)],
             "instruction 3 (LOAD) may overwrite words 1..1 of the weight memory while "
