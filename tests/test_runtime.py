@@ -414,6 +414,69 @@ def test_socket_transport_connects_by_address():
         SocketTransport(("127.0.0.1", port), timeout=1)
 
 
+class FakeChannel:
+    """A byte channel as StreamTransport wants one: reads give what is queued (b"" for
+    none this poll), then EOFError once closed by the peer; failures on demand."""
+
+    def __init__(self, chunks, *, fail_write=False, fail_read=False):
+        self.chunks = list(chunks)
+        self.written = b""
+        self.fail_write, self.fail_read = fail_write, fail_read
+        self.closed = 0
+
+    def read(self, n):
+        if self.fail_read:
+            raise OSError("device unplugged")
+        if not self.chunks:
+            raise EOFError
+        chunk = self.chunks.pop(0)
+        self.chunks[:0] = [chunk[n:]] if len(chunk) > n else []
+        return chunk[:n]
+
+    def write(self, data):
+        if self.fail_write:
+            raise OSError("broken pipe")
+        self.written += data
+
+    def close(self):
+        self.closed += 1
+
+
+def test_stream_transport_over_a_fake_channel():
+    channel = FakeChannel([b"ab", b"", b"cdef", b"", b"g"])
+    link = StreamTransport(channel, timeout=1, name="the fake")
+    link.write(b"xyz")
+    assert channel.written == b"xyz"
+    assert link.read(3) == b"abc" and link.read(3) == b"def" and link.read(1) == b"g"
+    with pytest.raises(TransportError, match="^the fake closed the link after sending 0 of "
+                                             "the 2 bytes the host waits for$"):
+        link.read(2)
+    link.close()
+    link.close()
+    assert channel.closed == 1
+    with pytest.raises(TransportError, match="^StreamTransport is closed$"):
+        link.read(1)
+    with pytest.raises(TransportError, match="^cannot send to the fake: broken pipe$"):
+        StreamTransport(FakeChannel([], fail_write=True), name="the fake").write(b"x")
+    with pytest.raises(TransportError, match="^cannot receive from the fake: device "
+                                             "unplugged$"):
+        StreamTransport(FakeChannel([], fail_read=True), name="the fake").read(1)
+
+
+def test_runtime_over_a_fake_channel():
+    # The whole reply of the ISS in chunks of 3 bytes with empty polls between them.
+    program, inputs, _ = matmul_program()
+    data = Runtime(CONFIG, Canned(b"")).serialise(program, inputs)
+    reply = ISS(CONFIG).run_stream(data)
+    chunks = [piece for i in range(0, len(reply), 3) for piece in (reply[i:i + 3], b"")]
+    channel = FakeChannel(chunks)
+    result = Runtime(CONFIG, StreamTransport(channel, timeout=1)).run(program, inputs)
+    assert channel.written == data
+    assert result.stats["bytes_out"] == len(reply)
+    assert all(np.array_equal(a, b) for a, b in
+               zip(result.outputs, ISS(CONFIG).run(program, inputs).outputs))
+
+
 def test_stream_transport_checks_its_timeout():
     with pytest.raises(ValueError, match="timeout must be a positive number of seconds, "
                                          "not 0"):
