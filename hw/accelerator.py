@@ -309,23 +309,25 @@ class Accelerator(wiring.Component):
         m.d.comb += s_ok.eq(sq.r_rdy & ~storing & (pending <= s_head.op.unwritten))
         header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
         word_beats = C * lane_beats
+        # The header's bytes are picked by beat from the latched STORE (no shift register).
         s_header = Signal(DATA_HEADER)
+        m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(so.count * C)]
         s_beat = Signal(range(max(header_beats, word_beats)))
         s_in_header = Signal()
         s_words_left = Signal(range(cfg.score_depth + 1))   # memory words still to send
         s_reads_left = Signal(range(cfg.score_depth + 1))
         s_rptr = Signal(range(cfg.score_depth))
-        m.submodules.store_words = wq = fifo.SyncFIFO(width=C * W, depth=4)
+        # Two words in hand keep the link busy when a word takes 3 or more beats.
+        wq_depth = 2 if word_beats >= 3 else 4
+        m.submodules.store_words = wq = fifo.SyncFIFO(width=C * W, depth=wq_depth)
         inflight = Signal()
         shifter = Signal(C * W)
         with m.If(s_ok):
             m.d.comb += sq.r_en.eq(1)
             m.d.sync += [so.eq(s_head.op), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
                          s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
-                         s_rptr.eq(s_head.op.addr),
-                         s_header.eq(DATA_HEADER.const({"kind": Record.DATA}).as_value()
-                                     | (Cat(Const(0, 32), s_head.op.count * C)))]
-        read_now = storing & (s_reads_left != 0) & (wq.level + inflight < 3)
+                         s_rptr.eq(s_head.op.addr)]
+        read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
         m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(read_now),
                      wq.w_data.eq(mems["score"].rdata), wq.w_en.eq(inflight)]
         m.d.sync += inflight.eq(read_now)
@@ -335,9 +337,13 @@ class Accelerator(wiring.Component):
         with m.If(storing):
             m.d.comb += o_by_store.eq(1)
             with m.If(s_in_header):
-                m.d.comb += [o_valid.eq(1), o_payload.eq(s_header.as_value()[:LB])]
+                m.d.comb += o_valid.eq(1)
+                with m.Switch(s_beat):
+                    for k in range(header_beats):
+                        with m.Case(k):
+                            m.d.comb += o_payload.eq(s_header.as_value()[k * LB:(k + 1) * LB])
                 with m.If(sent):
-                    m.d.sync += [s_header.eq(s_header.as_value() >> LB), s_beat.eq(s_beat + 1)]
+                    m.d.sync += s_beat.eq(s_beat + 1)
                     with m.If(s_beat == header_beats - 1):
                         m.d.sync += [s_in_header.eq(0), s_beat.eq(0)]
             with m.Else():
@@ -412,8 +418,16 @@ class Accelerator(wiring.Component):
         o_status = Signal()
         m.d.comb += [self.o_stream.valid.eq(o_valid),
                      self.o_stream.payload.eq(o_payload)]
+        # The record's bytes are picked by beat from the (frozen) registers they report.
+        m.d.comb += [status.kind.eq(Record.STATUS), status.code.eq(code), status.halt.eq(halt),
+                     status.index.eq(index), status.cycles.eq(cycles),
+                     status.array_beats.eq(beats), status.tile_holds.eq(holds)]
         with m.If(o_status):
-            m.d.comb += [o_valid.eq(1), o_payload.eq(status.as_value()[:LB])]
+            m.d.comb += o_valid.eq(1)
+            with m.Switch(beat_no):
+                for k in range(status_beats):
+                    with m.Case(k):
+                        m.d.comb += o_payload.eq(status.as_value()[k * LB:(k + 1) * LB])
 
         def finish(value):
             m.d.sync += [code.eq(value), counting.eq(0)]
@@ -489,16 +503,12 @@ class Accelerator(wiring.Component):
                 with m.If(~busy):
                     m.next = "STATUS"
             with m.State("STATUS"):
-                m.d.sync += [status.eq(STATUS_RECORD.const({"kind": Record.STATUS})),
-                             status.code.eq(code), status.halt.eq(halt),
-                             status.index.eq(index), status.cycles.eq(cycles),
-                             status.array_beats.eq(beats), status.tile_holds.eq(holds),
-                             beat_no.eq(0)]
+                m.d.sync += beat_no.eq(0)
                 m.next = "STATUS_SEND"
             with m.State("STATUS_SEND"):
                 m.d.comb += o_status.eq(1)
                 with m.If(self.o_stream.ready):
-                    m.d.sync += [status.eq(status.as_value() >> LB), beat_no.eq(beat_no + 1)]
+                    m.d.sync += beat_no.eq(beat_no + 1)
                     with m.If(beat_no == status_beats - 1):
                         m.d.sync += [beat_no.eq(0), in_program.eq(0), idle.eq(0)]
                         with m.If(code == Status.OK):
