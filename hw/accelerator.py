@@ -1,48 +1,38 @@
-"""The programmable accelerator: host link, instruction fetch and checks, three buffers and
-the compute engines, from one :class:`~lowbit.config.accelerator.AcceleratorConfig`.
+"""The full-rate accelerator: host link, three decoupled stages, five memories, the PE array
+and the result stage, from one :class:`~lowbit.config.accelerator.AcceleratorConfig`.
 
-The front end reads instructions (and each ``LOAD``'s data) from ``i_stream`` and writes
-records to ``o_stream`` as ``docs/host_link.md`` specifies. Every instruction is checked
-before it runs, the same checks as :meth:`lowbit.isa.InstructionSet.decode` (field ranges
-derived from the instruction set's layouts, then the opcode's own rules, then buffer
-regions), so a bad instruction has no effect and ends the program with an error status.
+* The **front end** fetches instruction words from ``i_stream``, checks each (the checks of
+  :meth:`lowbit.isa.InstructionSet.decode` without the region checks: addresses wrap),
+  runs ``LOAD`` itself (a memory word is assembled from the link and written in one cycle),
+  pushes ``GEMM`` and ``STORE`` into their stages' queues and, at ``HALT``, waits for both
+  stages and sends the ``STATUS`` record.
+* The **execute stage** pops a ``GEMM`` when its waits hold and issues one beat per cycle:
+  one ``rows``-lane word of the ``in`` or ``act`` memory and one ``cols``-lane word of the
+  ``weight`` memory, addresses from counters (no multiplier). A tile starts only when the
+  result stage will be free at its end, so the array never stops.
+* The **store stage** pops a ``STORE`` when its wait holds and sends a ``DATA`` record.
 
-Compute instructions (``GEMM_XNOR``, ``NORM``, ``MAXPOOL``) run in their engine while the
-front end goes on with the next instructions: a ``LOAD`` or ``STORE`` whose region does
-not overlap the running instruction's regions proceeds at once (decoupled load and
-compute, as in VTA); one that overlaps, the next compute instruction and ``HALT`` wait.
-Buffers are single-ported; the front end has priority on them and an engine waits a cycle
-when it collides.
+The stages keep their order through six counters (``GEMM``s dispatched, started, done
+reading, done writing; ``STORE``s dispatched and done) and the wait fields of
+:mod:`lowbit.isa`; :class:`lowbit.timing.Timing` is this module's schedule, cycle for cycle.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import data, enum, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
-from ..isa import Buffer, NormMode, Opcode, Status, instruction_set
-from ..isa import _NORM_OUTPUT as NORM_OUTPUT
-from .buffer_memory import BufferMemory
-from .gemm_lns_engine import GemmLnsEngine
-from .gemm_xnor_engine import GemmXnorEngine
-from .maxpool_engine import MaxPoolEngine
-from .norm_engine import NormEngine
+from ..isa import (DATA_HEADER, LOAD_BUFFERS, STATUS_RECORD, STORE_BUFFERS, Buffer, GemmMode,
+                   Opcode, Record, Status, instruction_set)
+from .core_memory import CoreMemory
+from .pe_array import PEArray
+from .result_stage import ResultStage, tile_context
 
-__all__ = ["Accelerator", "RECORD_DATA", "RECORD_STATUS"]
+__all__ = ["Accelerator"]
 
-RECORD_DATA = 0x01
-RECORD_STATUS = 0x02
+#: Width of the stage counters: more than twice the most instructions ever outstanding.
+COUNT_BITS = 6
 COUNTER_BITS = 32
-
-
-def ceil_div(x, d, limit):
-    """``ceil(x / d)`` for a constant ``d`` and ``0 <= x <= limit``, by a multiplication
-    with the rounded-up reciprocal (exact for every ``x`` in range, no divider)."""
-    n = (limit + d).bit_length()
-    shift = n + d.bit_length()
-    mult = -(-(1 << shift) // d)
-    assert all((v * mult) >> shift == v // d for v in (limit + d - 1, d - 1, d, 2 * d - 1))
-    return ((x + d - 1) * mult) >> shift
 
 
 class Accelerator(wiring.Component):
@@ -55,36 +45,24 @@ class Accelerator(wiring.Component):
     Attributes
     ----------
     i_stream : In(stream.Signature(host_link_bits))
-        Instructions and ``LOAD`` data from the host, bytes little-endian within a beat.
+        Instructions and ``LOAD`` data from the host, little-endian.
     o_stream : Out(stream.Signature(host_link_bits))
         ``DATA`` and ``STATUS`` records to the host.
 
     Raises
     ------
     TypeError
-        If ``config`` is not an :class:`AcceleratorConfig`.
-    ValueError
-        If the configuration has a unit the gateware cannot build yet.
+        If ``config`` is not an :class:`AcceleratorConfig` (before anything is built).
     """
+
+    def __new__(cls, config=None, *args, **kwargs):
+        # Checked before the object exists, so a refused one leaves nothing behind.
+        if config is not None and not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        return super().__new__(cls)
 
     def __init__(self, config=None):
         config = AcceleratorConfig() if config is None else config
-        if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        if config.has_xnor_array and config.xnor_array.word != config.word:
-            self._MustUse__silence = True
-            raise ValueError(f"the XNOR array's word ({config.xnor_array.word}) must equal "
-                             f"the buffer word ({config.word})")
-        if config.has_lightnorm and config.word % config.lightnorm.block:
-            self._MustUse__silence = True
-            raise ValueError(f"the norm unit's block ({config.lightnorm.block}) must divide "
-                             f"the buffer word ({config.word})")
-        if config.has_lns_mac and (config.word // config.lns_mac.bits) % config.lns_mac.lanes:
-            self._MustUse__silence = True
-            raise ValueError(f"the LNS MAC's lanes ({config.lns_mac.lanes}) must divide the "
-                             f"LNS words per buffer word ({config.word // config.lns_mac.bits} "
-                             f"= {config.word} // {config.lns_mac.bits})")
         self.config = config
         self.isa = instruction_set(config)
         super().__init__({
@@ -92,488 +70,453 @@ class Accelerator(wiring.Component):
             "o_stream": Out(stream.Signature(config.host_link_bits)),
         })
 
-    # Instruction checks, derived from the instruction set --------------------------------
+    # Checks derived from the instruction set ----------------------------------------------
 
-    def _field_checks(self, raw_ops, op):
-        """ILLEGAL conditions of ``op``'s fields: ranges and enum values from the layout."""
-        bad = []
-        for name, field in self.isa.operands[op]:
-            value = raw_ops[op][name]
-            shape = field.shape
-            if isinstance(shape, type) and issubclass(shape, enum.Enum):
-                ok = Const(0)
-                for member in shape:
-                    ok = ok | (value == member.value)
-                bad.append(~ok)
-            elif isinstance(shape, range) and not name.endswith("addr"):
-                # Only the bounds a field's bits can break: each comparison is a carry chain.
-                if shape.start > 0:
-                    bad.append(value < shape.start)
-                if shape.stop - 1 < (1 << len(value)) - 1:
-                    bad.append(value > shape.stop - 1)
-        return bad
-
-    def _unused_mask(self, op):
-        """Bits of the instruction word that ``op`` does not use (must be zero)."""
-        used = 0
-        opfield = self.isa.layout["opcode"]
-        used |= ((1 << opfield.width) - 1) << opfield.offset
-        base = self.isa.layout["operands"].offset
-        for _, field in self.isa.operands[op]:
-            used |= ((1 << field.width) - 1) << (base + field.offset)
-        return ((1 << self.isa.width) - 1) & ~used
-
-    def elaborate(self, platform):
-        cfg, isa = self.config, self.isa
-        W, LB = cfg.word, cfg.host_link_bits
-        m = Module()
-
-        # Buffers: single-ported memories, the front end first, then whichever engine asks.
-        sizes = {Buffer.ACT: cfg.act_words, Buffer.WEIGHT: cfg.weight_words,
-                 Buffer.OUT: cfg.out_words}
-        mems, fe = {}, {}
-        for buf, depth in sizes.items():
-            name = buf.name.lower()
-            m.submodules[f"{name}_buffer"] = mem = BufferMemory(depth, W)
-            mems[buf] = {"addr": mem.addr, "re": mem.re, "we": mem.we, "wdata": mem.wdata,
-                         "rdata": mem.rdata}
-            fe[buf] = {"addr": Signal(range(depth), name=f"fe_{name}_addr"),
-                       "re": Signal(name=f"fe_{name}_re"), "we": Signal(name=f"fe_{name}_we"),
-                       "wdata": Signal(W, name=f"fe_{name}_wdata")}
-
-        engines = {}
-        if cfg.has_xnor_array:
-            m.submodules.gemm_xnor = engines[Opcode.GEMM_XNOR] = GemmXnorEngine(cfg)
-        if cfg.has_lightnorm:
-            m.submodules.norm = engines[Opcode.NORM] = NormEngine(cfg)
-        if cfg.has_lns_mac:
-            m.submodules.gemm_lns = engines[Opcode.GEMM_LNS] = GemmLnsEngine(cfg)
-        if cfg.has_maxpool:
-            m.submodules.maxpool = engines[Opcode.MAXPOOL] = MaxPoolEngine(cfg)
-
-        for buf, port in mems.items():
-            name = buf.name.lower()
-            users = [e for e in engines.values() if hasattr(e, name)]
-            fe_req = fe[buf]["re"] | fe[buf]["we"]
-            # Defaults: the front end's request.
-            m.d.comb += [port["addr"].eq(fe[buf]["addr"]), port["wdata"].eq(fe[buf]["wdata"]),
-                         port["re"].eq(fe[buf]["re"]), port["we"].eq(fe[buf]["we"])]
-            for engine in users:
-                eport = getattr(engine, name)
-                m.d.comb += [eport.grant.eq(~fe_req), eport.rdata.eq(port["rdata"])]
-                with m.If(~fe_req & (eport.re | eport.we)):
-                    m.d.comb += [port["addr"].eq(eport.addr), port["wdata"].eq(eport.wdata),
-                                 port["re"].eq(eport.re), port["we"].eq(eport.we)]
-
-        busy = Signal()
-        m.d.comb += busy.eq(Cat(e.busy for e in engines.values()).any())
-
-        # Host link receive: beats shift in from the top, little-endian.
-        # Instruction beats shift straight into `ir` (FETCH below), data beats into `rx`: one
-        # word wide, not an instruction wide, and no copy of a whole instruction.
-        rx = Signal(W)
-        rx_count = Signal(range(max(isa.width, W) // LB + 1))
-        take = Signal()  # accept a beat this cycle
-        got = Signal()
-        m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
-        with m.If(got):
-            m.d.sync += [rx.eq(Cat(rx[LB:], self.i_stream.payload)), rx_count.eq(rx_count + 1)]
-        instr_beats = isa.width // LB
-        word_beats = W // LB
-        ir = Signal(isa.layout)
+    def _illegal(self, m, ir):
+        """A signal: the instruction in ``ir`` is one the gateware refuses (ILLEGAL)."""
+        isa = self.isa
         raw = data.View(isa.raw_layout, ir.as_value())
-        raw_ops = {op: data.View(isa.raw_operands[op],
-                                 ir.operands.as_value()[:isa.raw_operands[op].size])
-                   for op in Opcode}
-        ops = {op: getattr(ir.operands, op.name.lower()) for op in Opcode}
-
-        # Host link transmit: a record is chosen by kind and sent beat by beat.
-        index = Signal(COUNTER_BITS)
-        code = Signal(8)
-        halt_status = Signal(8)
-        cycles = Signal(COUNTER_BITS)
-        counters = {name: Signal(COUNTER_BITS, name=f"{name}_busy")
-                    for name in ("xnor", "norm", "lns")}
-        store_count = Signal(COUNTER_BITS)
-        store_word = Signal(W)
-        store_next = Signal(W)
-        records = {
-            1: Cat(Const(RECORD_DATA, 8), Const(0, 24), store_count),
-            2: store_word,
-            3: Cat(Const(RECORD_STATUS, 8), code, halt_status, Const(0, 8), index, cycles,
-                   counters["xnor"], counters["norm"], counters["lns"]),
-        }
-        tx_kind = Signal(2)
-        tx_beat = Signal(range(192 // LB + 1))
-        tx_last = Signal()
-        beats_of = {kind: len(value) // LB for kind, value in records.items()}
-        m.d.comb += self.o_stream.valid.eq(tx_kind != 0)
-        with m.Switch(tx_kind):
-            for kind, value in records.items():
-                with m.Case(kind):
-                    chunks = Array(value[i * LB:(i + 1) * LB] for i in range(beats_of[kind]))
-                    m.d.comb += [self.o_stream.payload.eq(chunks[tx_beat]),
-                                 tx_last.eq(tx_beat == beats_of[kind] - 1)]
-        with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += tx_beat.eq(tx_beat + 1)
-            with m.If(tx_last):
-                m.d.sync += [tx_beat.eq(0), tx_kind.eq(0)]
-        # Free now, or after the beat leaving this cycle (no bubble between records).
-        tx_free = (tx_kind == 0) | (self.o_stream.valid & self.o_stream.ready & tx_last)
-
-        # Checks ---------------------------------------------------------------------------
-        opcode = raw.opcode
-        known = Cat(opcode == op.value for op in Opcode).any()
-        illegal = Signal()      # ILLEGAL from the opcode and fields
-        unused_bad = Signal()   # ILLEGAL from nonzero unused bits
-        illegal_c, unused_c = Const(0), Const(0)
-        # Unused bits: each bit is ORed once, in the class of bits unused by the same set of
-        # opcodes; an opcode's check ORs its classes. Opcodes of absent units are ILLEGAL
-        # anyway and need no check.
-        present = [op for op in Opcode if op in (Opcode.HALT, Opcode.LOAD, Opcode.STORE)
-                   or op in engines]
-        classes = {}
-        for bit in range(isa.width):
-            owners = frozenset(op for op in present if self._unused_mask(op) >> bit & 1)
-            if owners:
-                classes.setdefault(owners, []).append(bit)
-        class_any = {owners: Cat(ir.as_value()[b] for b in bits).any()
-                     for owners, bits in classes.items()}
+        operands = ir.as_value()[isa.layout["operands"].offset:]
+        bad_any = Const(0)
         for op in Opcode:
-            conds = self._field_checks(raw_ops, op)
-            unit = {Opcode.GEMM_XNOR: cfg.has_xnor_array, Opcode.NORM: cfg.has_lightnorm,
-                    Opcode.GEMM_LNS: cfg.has_lns_mac,
-                    Opcode.MAXPOOL: cfg.has_maxpool}.get(op, True)
-            if not unit:
-                conds.append(Const(1))
-            if op == Opcode.GEMM_XNOR:
-                x, a = raw_ops[op], cfg.xnor_array
-                conds += [x.act_bits > a.max_act_bits, x.weight_bits > a.max_weight_bits,
-                          x.act_signed & (x.act_bits < 2),
-                          x.weight_signed & (x.weight_bits < 2)]
-            if op == Opcode.NORM:
-                x, norm = raw_ops[op], cfg.lightnorm
-                for nm in NormMode:
-                    needs = NORM_OUTPUT[nm]
-                    if needs is not None and norm.output != needs:
-                        conds.append(x.mode == nm.value)
-                stats = x.mode == NormMode.STATISTICS.value
-                conds += [stats & (x.param_addr != 0), stats & (x.rows > norm.max_batch)]
-                if max(norm.sum_bits, norm.spread_bits) > cfg.word or not norm.statistics:
-                    conds.append(stats)
+            view = data.View(isa.raw_operands[op], operands[:isa.raw_operands[op].size])
+            conds = []
+            for name, field in isa.operands[op]:
+                value = view[name]
+                shape = field.shape
+                if isinstance(shape, type) and issubclass(shape, enum.Enum):
+                    allowed = list(shape)
+                    if op == Opcode.LOAD and name == "buffer":
+                        allowed = LOAD_BUFFERS
+                    if op == Opcode.STORE and name == "buffer":
+                        allowed = STORE_BUFFERS
+                    if op == Opcode.GEMM and name == "a_buffer":
+                        allowed = (Buffer.IN, Buffer.ACT)
+                    ok = Const(0)
+                    for member in allowed:
+                        ok = ok | (value == member.value)
+                    conds.append(~ok)
+                elif isinstance(shape, range):
+                    if shape.start > 0:
+                        conds.append(value < shape.start)
+                    if shape.stop - 1 < (1 << len(value)) - 1:
+                        conds.append(value > shape.stop - 1)
+            mask = isa.unused_mask(op)
+            unused = Cat(ir.as_value()[b] for b in range(isa.width) if mask >> b & 1)
+            if len(unused):
+                conds.append(unused.any())
             bad = Const(0)
             for c in conds:
                 bad = bad | c
-            is_op = opcode == op.value
-            illegal_c = illegal_c | (is_op & bad)
-            if op in present:
-                nonzero = Cat(v for owners, v in class_any.items() if op in owners).any()
-                unused_c = unused_c | (is_op & nonzero)
-        m.d.comb += [illegal.eq(~known | illegal_c), unused_bad.eq(unused_c)]
+            bad_any = bad_any | ((raw.opcode == op.value) & bad)
+        known = Const(0)
+        for op in Opcode:
+            known = known | (raw.opcode == op.value)
+        illegal = Signal()
+        m.d.comb += illegal.eq(~known | bad_any)
+        return illegal
 
-        # Regions, one per check cycle through one multiplier: (buffer, addr, rows, row,
-        # stride). Row lengths are registered the cycle before (PRECHECK).
-        nw_a = Signal(range(8 * cfg.xnor_array.max_words + 1))
-        nw_b = Signal.like(nw_a)
-        nc = cfg.lightnorm.channels
-        norm_row = Signal(range(max(8 * (nc // W + 2), nc * (isa.norm_block_words() + 1)) + 1))
-        norm_params = Signal(range(max(cfg.lightnorm.thresholds + 1, 4) * nc + 1))
-        pool_rows = Signal(range(16 * cfg.act_words + 1))
-        widest = max(sizes.values())
-        load_region = (ops[Opcode.LOAD].buffer, ops[Opcode.LOAD].addr, 1,
-                       ops[Opcode.LOAD].count, 1)
-        store_region = (ops[Opcode.STORE].buffer, ops[Opcode.STORE].addr, 1,
-                        ops[Opcode.STORE].count, 1)
-        g, n_, p = ops[Opcode.GEMM_XNOR], ops[Opcode.NORM], ops[Opcode.MAXPOOL]
-        q = ops[Opcode.GEMM_LNS]
-        is_stats = n_.mode == NormMode.STATISTICS
-        lns_row = Signal(range(cfg.lns_mac.max_k + 1))
-        regions = {
-            Opcode.LOAD: [load_region],
-            Opcode.STORE: [store_region],
-            Opcode.GEMM_XNOR: [(Buffer.ACT, g.a_addr, g.m, nw_a, g.a_stride),
-                               (Buffer.WEIGHT, g.b_addr, g.n, nw_b, g.b_stride),
-                               (Buffer.OUT, g.c_addr, g.m, g.n, g.c_stride)],
-            # STATISTICS writes a row of sums and a row of spreads to the output buffer
-            # and has no parameters; the other modes write rows to the activation buffer.
-            Opcode.NORM: [(Buffer.OUT, n_.src_addr, n_.rows, n_.channels, n_.src_stride),
-                          (Mux(is_stats, Buffer.OUT.value, Buffer.ACT.value), n_.dst_addr,
-                           Mux(is_stats, 2, n_.rows), norm_row, n_.dst_stride),
-                          (Buffer.WEIGHT, n_.param_addr, 1, norm_params, 1, ~is_stats)],
-            Opcode.GEMM_LNS: [(Buffer.ACT, q.a_addr, q.m, lns_row, q.a_stride),
-                              (Buffer.WEIGHT, q.b_addr, q.n, lns_row, q.b_stride),
-                              (Buffer.OUT, q.c_addr, q.m, q.n, q.c_stride)],
-            Opcode.MAXPOOL: [(Buffer.ACT, p.src_addr, pool_rows, p.row_words, p.row_words),
-                             (Buffer.ACT, p.dst_addr, p.rows, p.row_words, p.row_words)],
-        }
-        # An absent unit's opcode is ILLEGAL, which wins over ADDRESS, and never starts: its
-        # regions need no checker inputs (this keeps the multiplier's operands narrow).
-        regions = {op: regs for op, regs in regions.items()
-                   if op in (Opcode.LOAD, Opcode.STORE) or op in engines}
-        rix = Signal(range(4))
-        r_used = Signal()
-        r_buf = Signal(Buffer.as_shape())
-        # Each checker input is as wide as its widest source, no wider: the multiplier then
-        # fits one iCE40 SB_MAC16 when no region has more than 16-bit rows and strides.
-        def widest_of(index):
-            return max(Value.cast(reg[index]).shape().width for regs in regions.values()
-                       for reg in regs)
-        r_addr = Signal(widest_of(1))
-        r_rows = Signal(widest_of(2))
-        r_row = Signal(widest_of(3))
-        r_stride = Signal(widest_of(4))
-        with m.Switch(opcode):
-            for op, regs in regions.items():
-                with m.Case(op.value):
-                    for i, (buf, addr, rows, row, stride, *used) in enumerate(regs):
-                        with m.If(rix == i):
-                            m.d.comb += [r_used.eq(used[0] if used else 1), r_buf.eq(buf),
-                                         r_addr.eq(addr),
-                                         r_rows.eq(rows), r_row.eq(row), r_stride.eq(stride)]
-        # Two stages, one region a cycle: the selected region's `(rows - 1) * stride` is
-        # registered (`p_*`), then its end is added up and compared. Selecting, multiplying,
-        # adding and comparing in one cycle was the longest path on the iCE40.
-        product = (r_rows - 1) * r_stride
-        p_used, p_buf = Signal(), Signal(Buffer.as_shape())
-        p_addr, p_row = Signal.like(r_addr), Signal.like(r_row)
-        p_product = Signal(product.shape())
-        p_short = Signal()  # the stride is shorter than a row
-        size = Signal(range(widest + 1))
-        with m.Switch(p_buf):
-            for buf, depth in sizes.items():
-                with m.Case(buf.value):
-                    m.d.comb += size.eq(depth)
-        r_end = Signal(range((1 << len(p_addr)) + (1 << len(p_product)) + (1 << len(p_row))))
-        m.d.comb += r_end.eq(p_addr + p_product + p_row)
-        r_bad = p_used & ((p_addr >= size) | p_short | (r_end > size))
-        address_bad = Signal()
-        # Regions of the running compute instruction, per buffer (for LOAD/STORE hazards).
-        hull = {buf: (Signal(range(widest + 1), name=f"{buf.name.lower()}_lo"),
-                      Signal(range(widest + 1), name=f"{buf.name.lower()}_hi"))
-                for buf in sizes}
-        new_hull = {buf: (Signal(range(widest + 1), name=f"new_{buf.name.lower()}_lo"),
-                          Signal(range(widest + 1), name=f"new_{buf.name.lower()}_hi"))
-                    for buf in sizes}
+    def elaborate(self, platform):
+        cfg, isa = self.config, self.isa
+        R, C, W, LB = cfg.rows, cfg.cols, cfg.word, cfg.host_link_bits
+        PL = cfg.xnor_array.pipeline
+        m = Module()
 
-        # The region's buffer's new hull, selected first: one pair of comparators.
-        cur_lo = Signal.like(new_hull[Buffer.ACT][0])
-        cur_hi = Signal.like(new_hull[Buffer.ACT][1])
-        with m.Switch(p_buf):
-            for buf in sizes:
-                with m.Case(buf.value):
-                    m.d.comb += [cur_lo.eq(new_hull[buf][0]), cur_hi.eq(new_hull[buf][1])]
-        lower, higher = p_addr < cur_lo, r_end > cur_hi
+        # Memories ------------------------------------------------------------------------
+        mems = {}
+        for name in ("in", "act", "weight", "thresh", "score"):
+            mems[name] = m.submodules[f"{name}_memory"] = CoreMemory(
+                cfg.depth(name), cfg.lanes(name) * W,
+                single_port=name == "weight" and cfg.weight_single_port)
+        #: The memories by name, once elaborated (a simulation reads them).
+        self.memories = mems
+        m.submodules.array = pe = PEArray(cfg)
+        m.submodules.result = rs = ResultStage(cfg)
+        m.d.comb += [
+            mems["thresh"].raddr.eq(rs.thr_raddr), mems["thresh"].re.eq(rs.thr_re),
+            rs.thr_rdata.eq(mems["thresh"].rdata),
+            mems["act"].waddr.eq(rs.act_waddr), mems["act"].we.eq(rs.act_we),
+            mems["act"].wdata.eq(rs.act_wdata),
+            mems["score"].waddr.eq(rs.score_waddr), mems["score"].we.eq(rs.score_we),
+            mems["score"].wdata.eq(rs.score_wdata),
+        ]
 
-        # The front end ----------------------------------------------------------------------
-        in_program = Signal()
-        idle_count = Signal(range(cfg.timeout_cycles + 1))
-        waiting_input = Signal()
-        count = Signal(range(widest + 1))  # words moved by LOAD/STORE
-        ptr = Signal(range(widest + 1))
-        word_ready = Signal()
-        reading = Signal()
-        started = Signal()  # an engine was started last cycle (its busy is not up yet)
-        m.d.sync += started.eq(0)
-        running = busy | started
-        op_buf = Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].buffer.as_value(),
-                     ops[Opcode.STORE].buffer.as_value())
-        lo = Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].addr, ops[Opcode.STORE].addr)
-        hi = lo + Mux(opcode == Opcode.LOAD.value, ops[Opcode.LOAD].count,
-                      ops[Opcode.STORE].count)
-        # The buffer's hull is selected first, so one pair of comparators serves all three.
-        hazard = Signal()
-        op_lo, op_hi = Signal.like(hull[Buffer.ACT][0]), Signal.like(hull[Buffer.ACT][1])
-        with m.Switch(op_buf):
-            for buf in sizes:
-                with m.Case(buf.value):
-                    m.d.comb += [op_lo.eq(hull[buf][0]), op_hi.eq(hull[buf][1])]
-        m.d.comb += hazard.eq(running & (lo < op_hi) & (op_lo < hi))
+        # Stage counters (modulo 2^COUNT_BITS) --------------------------------------------
+        cnt = {name: Signal(COUNT_BITS, name=f"n_{name}")
+               for name in ("g_disp", "g_start", "g_read", "g_written", "s_disp", "s_done")}
+        m.d.sync += cnt["g_written"].eq(cnt["g_written"] + rs.written)
+        self.counters = cnt  # a simulation may watch them
 
-        with m.If(got):
-            m.d.sync += idle_count.eq(0)
-        with m.Elif(waiting_input & (idle_count != cfg.timeout_cycles)):
-            m.d.sync += idle_count.eq(idle_count + 1)
-        timed_out = idle_count == cfg.timeout_cycles
+        def outstanding(a, b):
+            # a - b, with a snapshot `a` that later completions may have overtaken (then 0):
+            # the counters are never more than 2^(COUNT_BITS - 1) apart.
+            diff = Signal(COUNT_BITS)
+            m.d.comb += diff.eq(a - b)
+            return Mux(diff[-1], 0, diff)
 
-        # Counters: stop at the status record; idle link cycles with no work do not count.
+        # Queues ------------------------------------------------------------------------------
+        gemm_ops, store_ops = isa.operands[Opcode.GEMM], isa.operands[Opcode.STORE]
+        g_entry = data.StructLayout({"op": gemm_ops, "stores": COUNT_BITS})
+        s_entry = data.StructLayout({"op": store_ops, "gemms": COUNT_BITS})
+        m.submodules.gemm_queue = gq = fifo.SyncFIFO(width=g_entry.size, depth=cfg.queue_depth)
+        m.submodules.store_queue = sq = fifo.SyncFIFO(width=s_entry.size,
+                                                      depth=cfg.queue_depth)
+        g_head = data.View(g_entry, gq.r_data)
+        s_head = data.View(s_entry, sq.r_data)
+
+        # Counters of the status record.
+        cycles = Signal(COUNTER_BITS)
+        beats = Signal(COUNTER_BITS)
+        holds = Signal(COUNTER_BITS)
         counting = Signal()
-        link_stall = (waiting_input & ~self.i_stream.valid) | \
-            (self.o_stream.valid & ~self.o_stream.ready)
-        with m.If(counting & ~(link_stall & ~running)):
+
+        # The execute stage -------------------------------------------------------------------
+        f = Signal(gemm_ops)
+        running = Signal()
+        p = Signal(range(cfg.xnor_array.max_act_bits))
+        w = Signal(range(cfg.max_words))
+        ct = Signal(range(cfg.weight_depth + 1))
+        rt = Signal(range(max(cfg.in_depth, cfg.act_depth) + 1))
+        a_depth = max(cfg.in_depth, cfg.act_depth)
+        a_ptr, a_tile = Signal(range(a_depth)), Signal(range(a_depth))
+        b_ptr, b_tile = Signal(range(cfg.weight_depth)), Signal(range(cfg.weight_depth))
+        thr_tile = Signal(range(cfg.thresh_depth))
+        dst_depth = max(cfg.act_depth, cfg.score_depth)
+        dst_rt, dst_tile = Signal(range(dst_depth)), Signal(range(dst_depth))
+        field = Signal(range(W // C))
+        lead = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 2))
+        reserve = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 2
+                               + max(cfg.max_thresholds, R) + 1))
+        ahead = Signal.like(reserve)   # cycles until the result stage takes a capture
+        thr_count = Signal(range(cfg.max_thresholds + 1))
+        out_words = Signal(range(cfg.weight_depth + 1))
+        rt_step = Signal(range(max(cfg.max_out_bits, R) * (cfg.weight_depth + 1) + 1))
+        tile_step = Signal(range(dst_depth + 1))
+
+        head_ok = Signal()
+        hg = g_head.op
+        unsent = outstanding(g_head.stores, cnt["s_done"])
+        m.d.comb += head_ok.eq(gq.r_rdy & ~running
+                               & (~hg.sync | (cnt["g_written"] == cnt["g_start"]))
+                               & (unsent <= hg.unsent))
+        log_fields = (W // C).bit_length() - 1
+        with m.If(head_ok):
+            m.d.comb += gq.r_en.eq(1)
+            m.d.sync += [f.eq(hg), running.eq(1), cnt["g_start"].eq(cnt["g_start"] + 1),
+                         p.eq(0), w.eq(0), ct.eq(0), rt.eq(0), a_ptr.eq(hg.a_addr),
+                         a_tile.eq(hg.a_addr), b_ptr.eq(hg.b_addr), b_tile.eq(hg.b_addr),
+                         thr_tile.eq(hg.thr_addr), dst_rt.eq(hg.dst_addr),
+                         dst_tile.eq(hg.dst_addr), field.eq(0)]
+            nb = hg.planes * hg.words          # per instruction, not on an address path
+            threshold = hg.mode == GemmMode.THRESHOLD
+            count = (Const(1, cfg.max_out_bits + 1) << hg.out_bits) - 1
+            nwo = (hg.n_tiles + (W // C) - 1) >> log_fields
+            m.d.sync += [
+                lead.eq(nb + 1 + PL),
+                reserve.eq(nb + PL + Mux(threshold, count + hg.out_bits - 1, R)),
+                thr_count.eq(count), out_words.eq(nwo),
+                rt_step.eq(Mux(threshold, hg.out_bits * nwo, R * hg.n_tiles)),
+                tile_step.eq(Mux(threshold, nwo, hg.n_tiles)),
+            ]
+
+        tile_start = (p == 0) & (w == 0)
+        hold = running & tile_start & (ahead > lead)
+        issue = Signal()
+        m.d.comb += issue.eq(running & ~hold)
+        last_word, last_plane = w == f.words - 1, p == f.planes - 1
+        last_ct, last_rt = ct == f.n_tiles - 1, rt == f.m_tiles - 1
+        tile_end = last_word & last_plane
+        with m.If(issue & tile_start):
+            m.d.sync += ahead.eq(reserve)
+        with m.Elif(ahead != 0):
+            m.d.sync += ahead.eq(ahead - 1)
+        # Every beat and hold of the program's GEMMs, those that run on after an error too.
+        with m.If(hold):
+            m.d.sync += holds.eq(holds + 1)
+        with m.If(issue):
+            m.d.sync += beats.eq(beats + 1)
+
+        use_act = f.a_buffer == Buffer.ACT
+        m.d.comb += [
+            mems["in"].raddr.eq(a_ptr), mems["act"].raddr.eq(a_ptr),
+            mems["in"].re.eq(issue & ~use_act), mems["act"].re.eq(issue & use_act),
+            mems["weight"].raddr.eq(b_ptr), mems["weight"].re.eq(issue),
+        ]
+        ctx = Signal(tile_context(cfg))
+        m.d.comb += [
+            ctx.scores.eq(f.mode == GemmMode.SCORES), ctx.out_bits.eq(f.out_bits),
+            ctx.thr_addr.eq(thr_tile), ctx.dst_addr.eq(dst_tile), ctx.field.eq(field),
+            ctx.complete.eq((field == (W // C) - 1) | last_ct), ctx.step.eq(tile_step),
+            ctx.last.eq(last_ct & last_rt),
+        ]
+        with m.If(issue):
+            m.d.sync += [w.eq(w + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1)]
+            with m.If(last_word):
+                m.d.sync += [w.eq(0), p.eq(p + 1), b_ptr.eq(b_tile)]
+            with m.If(tile_end):
+                m.d.sync += [p.eq(0), ct.eq(ct + 1), field.eq(field + 1)]
+                # The next column tile re-reads this row block; its weights follow on.
+                m.d.sync += [a_ptr.eq(a_tile), b_tile.eq(b_tile + f.words),
+                             b_ptr.eq(b_tile + f.words), thr_tile.eq(thr_tile + thr_count)]
+                with m.If(f.mode == GemmMode.THRESHOLD):
+                    with m.If(ctx.complete):
+                        m.d.sync += dst_tile.eq(dst_tile + 1)
+                with m.Else():
+                    m.d.sync += dst_tile.eq(dst_tile + 1)
+                with m.If(last_ct):
+                    m.d.sync += [ct.eq(0), rt.eq(rt + 1), field.eq(0), a_ptr.eq(a_ptr + 1),
+                                 a_tile.eq(a_ptr + 1), b_tile.eq(f.b_addr), b_ptr.eq(f.b_addr),
+                                 thr_tile.eq(f.thr_addr), dst_rt.eq(dst_rt + rt_step),
+                                 dst_tile.eq(dst_rt + rt_step)]
+                    with m.If(last_rt):
+                        m.d.sync += running.eq(0)
+                        m.d.sync += cnt["g_read"].eq(cnt["g_read"] + 1)
+
+        # Operands: RAM output, one register, then the array (2 cycles after the address).
+        a_reg = Signal(R * W)
+        b_reg = Signal(C * W)
+        use_act_1 = Signal()
+        m.d.sync += use_act_1.eq(use_act)
+        m.d.sync += [a_reg.eq(Mux(use_act_1, mems["act"].rdata, mems["in"].rdata)),
+                     b_reg.eq(mems["weight"].rdata)]
+        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "dbl": 1, "last": 1,
+                                        "ctx": tile_context(cfg)})
+        stage0 = Signal(ctl_layout)
+        m.d.comb += [stage0.valid.eq(issue), stage0.first.eq(tile_start),
+                     stage0.dbl.eq((w == 0) & (p != 0)), stage0.last.eq(tile_end),
+                     stage0.ctx.eq(ctx)]
+        line = [stage0]
+        for i in range(2 + PL):
+            reg = Signal(ctl_layout, name=f"ctl_{i}")
+            m.d.sync += reg.eq(line[-1])
+            line.append(reg)
+        beat = line[2]
+        m.d.comb += [
+            pe.valid.eq(beat.valid), pe.first.eq(beat.first), pe.dbl.eq(beat.dbl),
+            pe.last.eq(beat.last),
+            pe.a.eq(a_reg), pe.b.eq(b_reg),
+            rs.capture.eq(pe.capture), rs.tile.eq(pe.tile), rs.ctx.eq(line[-1].ctx),
+        ]
+
+        # The store stage ----------------------------------------------------------------------
+        o_by_store = Signal()
+        o_payload = Signal(LB)
+        o_valid = Signal()
+        storing = Signal()
+        so = Signal(store_ops)
+        s_ok = Signal()
+        pending = outstanding(s_head.gemms, cnt["g_written"])
+        m.d.comb += s_ok.eq(sq.r_rdy & ~storing & (pending <= s_head.op.unwritten))
+        header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
+        word_beats = C * lane_beats
+        # The header's bytes are picked by beat from the latched STORE (no shift register).
+        s_header = Signal(DATA_HEADER)
+        m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(so.count * C)]
+        s_beat = Signal(range(max(header_beats, word_beats)))
+        s_in_header = Signal()
+        s_words_left = Signal(range(cfg.score_depth + 1))   # memory words still to send
+        s_reads_left = Signal(range(cfg.score_depth + 1))
+        s_rptr = Signal(range(cfg.score_depth))
+        # Two words in hand keep the link busy when a word takes 3 or more beats.
+        wq_depth = 2 if word_beats >= 3 else 4
+        m.submodules.store_words = wq = fifo.SyncFIFO(width=C * W, depth=wq_depth)
+        inflight = Signal()
+        shifter = Signal(C * W)
+        with m.If(s_ok):
+            m.d.comb += sq.r_en.eq(1)
+            m.d.sync += [so.eq(s_head.op), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
+                         s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
+                         s_rptr.eq(s_head.op.addr)]
+        read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
+        m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(read_now),
+                     wq.w_data.eq(mems["score"].rdata), wq.w_en.eq(inflight)]
+        m.d.sync += inflight.eq(read_now)
+        with m.If(read_now):
+            m.d.sync += [s_rptr.eq(s_rptr + 1), s_reads_left.eq(s_reads_left - 1)]
+        sent = o_valid & self.o_stream.ready & o_by_store
+        with m.If(storing):
+            m.d.comb += o_by_store.eq(1)
+            with m.If(s_in_header):
+                m.d.comb += o_valid.eq(1)
+                with m.Switch(s_beat):
+                    for k in range(header_beats):
+                        with m.Case(k):
+                            m.d.comb += o_payload.eq(s_header.as_value()[k * LB:(k + 1) * LB])
+                with m.If(sent):
+                    m.d.sync += s_beat.eq(s_beat + 1)
+                    with m.If(s_beat == header_beats - 1):
+                        m.d.sync += [s_in_header.eq(0), s_beat.eq(0)]
+            with m.Else():
+                first = s_beat == 0
+                m.d.comb += [o_valid.eq(~first | wq.r_rdy),
+                             o_payload.eq(Mux(first, wq.r_data[:LB], shifter[:LB]))]
+                with m.If(sent):
+                    m.d.sync += [s_beat.eq(s_beat + 1), shifter.eq(shifter >> LB)]
+                    with m.If(first):
+                        m.d.comb += wq.r_en.eq(1)
+                        m.d.sync += shifter.eq(wq.r_data >> LB)
+                    with m.If(s_beat == word_beats - 1):
+                        m.d.sync += [s_beat.eq(0), s_words_left.eq(s_words_left - 1)]
+                        with m.If(s_words_left == 1):
+                            m.d.sync += [storing.eq(0), cnt["s_done"].eq(cnt["s_done"] + 1)]
+
+        # The front end ------------------------------------------------------------------------
+        ir = Signal(isa.layout)
+        raw = data.View(isa.raw_layout, ir.as_value())
+        ops = {op: getattr(ir.operands, op.name.lower()) for op in Opcode}
+        illegal = self._illegal(m, ir)
+        take = Signal()
+        got = Signal()
+        m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
+        fetch_beats = isa.width // LB
+        beat_no = Signal(range(max(fetch_beats, max(R, C) * lane_beats,
+                                   STATUS_RECORD.size // LB) + 1))
+        in_program = Signal()
+        index = Signal(COUNTER_BITS)
+        code = Signal(8)
+        halt = Signal(8)
+        idle = Signal(range(cfg.timeout_cycles + 1))
+        waiting = Signal()   # the front end wants input
+        timed_out = idle == cfg.timeout_cycles
+        with m.If(got):
+            m.d.sync += idle.eq(0)
+        with m.Elif(waiting & ~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+        busy = Signal()
+        m.d.comb += busy.eq(running | storing | rs.busy | gq.r_rdy | sq.r_rdy
+                            | (cnt["g_written"] != cnt["g_disp"])
+                            | (cnt["s_done"] != cnt["s_disp"]))
+        stall = waiting & ~self.i_stream.valid & ~busy
+        with m.If(counting & ~stall):
             m.d.sync += cycles.eq(cycles + 1)
-        beat_of = {"xnor": Opcode.GEMM_XNOR, "norm": Opcode.NORM, "lns": Opcode.GEMM_LNS}
-        for name, op in beat_of.items():
-            if op in engines:
-                with m.If(counting & engines[op].beat):
-                    m.d.sync += counters[name].eq(counters[name] + 1)
 
-        def start_engine(op):
-            engine = engines[op]
-            m.d.comb += [engine.start.eq(1), engine.instr.eq(ops[op])]
-            m.d.sync += started.eq(1)
-            for buf in sizes:
-                m.d.sync += [hull[buf][0].eq(new_hull[buf][0]), hull[buf][1].eq(new_hull[buf][1])]
+        # LOAD: a memory word assembled beat by beat, written the cycle after it completes.
+        widest = max(R, C) * W
+        sreg = Signal(widest)
+        lptr = Signal(range(max(cfg.depth(b.name.lower()) for b in LOAD_BUFFERS)))
+        lwords = Signal(range(max(cfg.depth(b.name.lower()) for b in LOAD_BUFFERS) + 1))
+        lwrite = Signal()
+        lbuf = Signal(Buffer)
+        lwaddr = Signal.like(lptr)
+        m.d.sync += lwrite.eq(0)
+        for name, buf in (("in", Buffer.IN), ("weight", Buffer.WEIGHT),
+                          ("thresh", Buffer.THRESH)):
+            lanes = cfg.lanes(name)
+            m.d.comb += [mems[name].waddr.eq(lwaddr), mems[name].wdata.eq(sreg[-lanes * W:]),
+                         mems[name].we.eq(lwrite & (lbuf == buf))]
+        lo = ops[Opcode.LOAD]
+        g_pending = outstanding(cnt["g_disp"], cnt["g_read"])
+        g_unwritten = outstanding(cnt["g_disp"], cnt["g_written"])
+        load_ok = (g_pending <= lo.unread) & (g_unwritten <= lo.unwritten)
+        if cfg.weight_single_port:
+            load_ok = load_ok & ((lo.buffer != Buffer.WEIGHT) | (g_pending == 0))
+        word_of = Signal(range(max(R, C) * lane_beats + 1))
+        m.d.comb += word_of.eq(Mux(lo.buffer == Buffer.IN, R * lane_beats, C * lane_beats))
 
-        def finish(status):
-            m.d.sync += [code.eq(status), counting.eq(0)]
+        status = Signal(STATUS_RECORD)
+        status_beats = STATUS_RECORD.size // LB
+        o_status = Signal()
+        m.d.comb += [self.o_stream.valid.eq(o_valid),
+                     self.o_stream.payload.eq(o_payload)]
+        # The record's bytes are picked by beat from the (frozen) registers they report.
+        m.d.comb += [status.kind.eq(Record.STATUS), status.code.eq(code), status.halt.eq(halt),
+                     status.index.eq(index), status.cycles.eq(cycles),
+                     status.array_beats.eq(beats), status.tile_holds.eq(holds)]
+        with m.If(o_status):
+            m.d.comb += o_valid.eq(1)
+            with m.Switch(beat_no):
+                for k in range(status_beats):
+                    with m.Case(k):
+                        m.d.comb += o_payload.eq(status.as_value()[k * LB:(k + 1) * LB])
+
+        def finish(value):
+            m.d.sync += [code.eq(value), counting.eq(0)]
 
         with m.FSM():
             with m.State("FETCH"):
-                m.d.comb += [take.eq(1), waiting_input.eq(in_program)]
-                with m.If(got & ~in_program):
-                    m.d.sync += [in_program.eq(1), counting.eq(1), index.eq(0), cycles.eq(0),
-                                 halt_status.eq(0)]
-                    m.d.sync += [c.eq(0) for c in counters.values()]
+                m.d.comb += [take.eq(1), waiting.eq(in_program)]
                 with m.If(got):
-                    m.d.sync += ir.eq(Cat(ir.as_value()[LB:], self.i_stream.payload))
-                with m.If(got & (rx_count == instr_beats - 1)):
-                    m.d.sync += rx_count.eq(0)
-                    m.next = "PRECHECK"
+                    m.d.sync += [ir.eq(Cat(ir.as_value()[LB:], self.i_stream.payload)),
+                                 beat_no.eq(beat_no + 1)]
+                    with m.If(~in_program):
+                        m.d.sync += [in_program.eq(1), counting.eq(1), index.eq(0),
+                                     cycles.eq(0), beats.eq(0), holds.eq(0), halt.eq(0)]
+                    with m.If(beat_no == fetch_beats - 1):
+                        m.d.sync += beat_no.eq(0)
+                        m.next = "DECODE"
                 with m.Elif(in_program & timed_out):
-                    m.d.sync += rx_count.eq(0)
+                    m.d.sync += beat_no.eq(0)
                     finish(Status.TRUNCATED)
-                    m.next = "DRAIN_ENGINES"
-            with m.State("PRECHECK"):
-                x = ops[Opcode.GEMM_XNOR]
-                block = cfg.lightnorm.block
-                norm_groups = (n_.channels + block - 1) >> (block.bit_length() - 1)
-                log_w = W.bit_length() - 1
-                nw = (x.k + W - 1) >> log_w
-                norm = cfg.lightnorm
-                m.d.sync += [
-                    nw_a.eq(x.act_bits * nw), nw_b.eq(x.weight_bits * nw),
-                    norm_row.eq(Mux(is_stats, n_.channels, Mux(
-                        n_.mode == NormMode.NORMALISE, norm_groups * isa.norm_block_words(),
-                        norm.levels * ((n_.channels + W - 1) >> log_w)))),
-                    norm_params.eq(Mux(n_.mode == NormMode.NORMALISE,
-                                       2 * n_.channels + 2 * norm_groups,
-                                       n_.channels * (norm.thresholds + 1))),
-                    pool_rows.eq(p.rows * p.window),
-                    lns_row.eq(ceil_div(q.k, cfg.word // cfg.lns_mac.bits, cfg.lns_mac.max_k)),
-                    rix.eq(0), address_bad.eq(0), p_used.eq(0),
-                ]
-                for buf in sizes:
-                    m.d.sync += [new_hull[buf][0].eq(widest), new_hull[buf][1].eq(0)]
-                m.next = "CHECK"
-            with m.State("CHECK"):
-                # Region `rix` enters the first stage while region `rix - 1` is checked
-                # (`p_used` is 0 in the first cycle and for a fourth, absent, region).
-                m.d.sync += [rix.eq(rix + 1), p_used.eq(r_used), p_buf.eq(r_buf),
-                             p_addr.eq(r_addr), p_row.eq(r_row), p_product.eq(product),
-                             p_short.eq((r_rows > 1) & (r_stride < r_row))]
-                with m.If(r_bad):
-                    m.d.sync += address_bad.eq(1)
-                with m.Switch(p_buf):
-                    for buf in sizes:
-                        with m.Case(buf.value):
-                            with m.If(p_used & lower):
-                                m.d.sync += new_hull[buf][0].eq(p_addr)
-                            with m.If(p_used & higher):
-                                m.d.sync += new_hull[buf][1].eq(r_end)
-                with m.If(rix == 3):
-                    m.next = "DISPATCH"
-            with m.State("DISPATCH"):
-                # As the instruction set's decode: any ILLEGAL fault wins over ADDRESS.
-                with m.If(illegal | unused_bad):
+                    m.next = "DRAIN"
+            with m.State("DECODE"):
+                with m.If(illegal):
                     finish(Status.ILLEGAL)
-                    m.next = "DRAIN_ENGINES"
-                with m.Elif(address_bad):
-                    finish(Status.ADDRESS)
-                    m.next = "DRAIN_ENGINES"
+                    m.next = "DRAIN"
                 with m.Else():
-                    with m.Switch(opcode):
-                        with m.Case(Opcode.LOAD.value):
-                            m.d.sync += [ptr.eq(ops[Opcode.LOAD].addr), count.eq(0)]
-                            m.next = "LOAD_WAIT"
-                        with m.Case(Opcode.STORE.value):
-                            m.d.sync += [ptr.eq(ops[Opcode.STORE].addr), count.eq(0),
-                                         store_count.eq(ops[Opcode.STORE].count)]
-                            m.next = "STORE_WAIT"
+                    with m.Switch(raw.opcode):
                         with m.Case(Opcode.HALT.value):
-                            m.d.sync += halt_status.eq(ops[Opcode.HALT].status)
+                            m.d.sync += halt.eq(ops[Opcode.HALT].status)
                             m.next = "HALT"
-                        with m.Default():
-                            m.next = "COMPUTE_WAIT"
-            with m.State("COMPUTE_WAIT"):
-                with m.If(~running):
-                    with m.Switch(opcode):
-                        for op in engines:
-                            with m.Case(op.value):
-                                start_engine(op)
-                    m.d.sync += index.eq(index + 1)
-                    m.next = "FETCH"
+                        with m.Case(Opcode.LOAD.value):
+                            m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
+                                         beat_no.eq(0)]
+                            m.next = "LOAD_WAIT"
+                        with m.Case(Opcode.GEMM.value):
+                            m.d.comb += [gq.w_data.eq(Cat(ops[Opcode.GEMM].as_value(),
+                                                          cnt["s_disp"])),
+                                         gq.w_en.eq(1)]
+                            with m.If(gq.w_rdy):
+                                m.d.sync += [cnt["g_disp"].eq(cnt["g_disp"] + 1),
+                                             index.eq(index + 1)]
+                                m.next = "FETCH"
+                        with m.Case(Opcode.STORE.value):
+                            m.d.comb += [sq.w_data.eq(Cat(ops[Opcode.STORE].as_value(),
+                                                          cnt["g_disp"])),
+                                         sq.w_en.eq(1)]
+                            with m.If(sq.w_rdy):
+                                m.d.sync += [cnt["s_disp"].eq(cnt["s_disp"] + 1),
+                                             index.eq(index + 1)]
+                                m.next = "FETCH"
             with m.State("LOAD_WAIT"):
-                with m.If(~hazard):
+                with m.If(load_ok):
                     m.next = "LOAD"
             with m.State("LOAD"):
-                buf_sel = ops[Opcode.LOAD].buffer
-                # Take beats until every word of this LOAD has arrived.
-                m.d.comb += [take.eq(count + word_ready < ops[Opcode.LOAD].count),
-                             waiting_input.eq(take)]
-                with m.If(got & (rx_count == word_beats - 1)):
-                    m.d.sync += [word_ready.eq(1), rx_count.eq(0)]
-                with m.If(word_ready):
-                    with m.Switch(buf_sel):
-                        for buf in sizes:
-                            with m.Case(buf):
-                                m.d.comb += [fe[buf]["addr"].eq(ptr), fe[buf]["we"].eq(1),
-                                             fe[buf]["wdata"].eq(rx[-W:])]
-                    m.d.sync += [word_ready.eq(got & (rx_count == word_beats - 1)),
-                                 ptr.eq(ptr + 1), count.eq(count + 1)]
-                    with m.If(count == ops[Opcode.LOAD].count - 1):
-                        m.d.sync += index.eq(index + 1)
-                        m.next = "FETCH"
+                m.d.comb += [take.eq(1), waiting.eq(1)]
+                with m.If(got):
+                    m.d.sync += [sreg.eq(Cat(sreg[LB:], self.i_stream.payload)),
+                                 beat_no.eq(beat_no + 1)]
+                    with m.If(beat_no == word_of - 1):
+                        m.d.sync += [beat_no.eq(0), lwrite.eq(1), lwaddr.eq(lptr),
+                                     lptr.eq(lptr + 1), lwords.eq(lwords - 1)]
+                        with m.If(lwords == 1):
+                            m.d.sync += index.eq(index + 1)
+                            m.next = "FETCH"
                 with m.Elif(timed_out):
-                    m.d.sync += rx_count.eq(0)
+                    m.d.sync += beat_no.eq(0)
                     finish(Status.TRUNCATED)
-                    m.next = "DRAIN_ENGINES"
-            with m.State("STORE_WAIT"):
-                with m.If(~hazard & tx_free):
-                    m.d.sync += tx_kind.eq(1)
-                    m.next = "STORE_READ"
-            with m.State("STORE_READ"):
-                with m.Switch(ops[Opcode.STORE].buffer):
-                    for buf in sizes:
-                        with m.Case(buf):
-                            m.d.comb += [fe[buf]["addr"].eq(ptr), fe[buf]["re"].eq(1)]
-                m.d.sync += [reading.eq(1), ptr.eq(ptr + 1)]
-                m.next = "STORE_SEND"
-            with m.State("STORE_SEND"):
-                with m.If(reading):
-                    with m.Switch(ops[Opcode.STORE].buffer):
-                        for buf in sizes:
-                            with m.Case(buf):
-                                m.d.sync += store_next.eq(mems[buf]["rdata"])
-                    m.d.sync += reading.eq(0)
-                with m.Elif(tx_free):
-                    # store_word is on the link until tx_free: the next word waits aside.
-                    m.d.sync += [tx_kind.eq(2), store_word.eq(store_next), count.eq(count + 1)]
-                    m.next = "STORE_READ"
-                    with m.If(count == store_count - 1):
-                        m.d.sync += index.eq(index + 1)
-                        m.next = "FETCH"
+                    m.next = "DRAIN"
             with m.State("HALT"):
-                with m.If(~running):
+                with m.If(~busy):
                     finish(Status.OK)
                     m.next = "STATUS"
-            with m.State("DRAIN_ENGINES"):
-                with m.If(~running):
+            with m.State("DRAIN"):
+                with m.If(~busy):
                     m.next = "STATUS"
             with m.State("STATUS"):
-                with m.If(tx_free):
-                    m.d.sync += tx_kind.eq(3)
-                    m.next = "STATUS_SENT"
-            with m.State("STATUS_SENT"):
-                with m.If(tx_free):
-                    m.d.sync += [in_program.eq(0), idle_count.eq(0)]
-                    with m.If(code == Status.OK):
-                        m.next = "FETCH"
-                    with m.Else():
-                        m.next = "DISCARD"
+                m.d.sync += beat_no.eq(0)
+                m.next = "STATUS_SEND"
+            with m.State("STATUS_SEND"):
+                m.d.comb += o_status.eq(1)
+                with m.If(self.o_stream.ready):
+                    m.d.sync += beat_no.eq(beat_no + 1)
+                    with m.If(beat_no == status_beats - 1):
+                        m.d.sync += [beat_no.eq(0), in_program.eq(0), idle.eq(0)]
+                        with m.If(code == Status.OK):
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "DISCARD"
             with m.State("DISCARD"):
-                # After an error, drop input until the host has been quiet for a timeout.
-                m.d.comb += [take.eq(1), waiting_input.eq(1)]
-                m.d.sync += rx_count.eq(0)
+                m.d.comb += [take.eq(1), waiting.eq(1)]
                 with m.If(timed_out):
                     m.next = "FETCH"
         return m

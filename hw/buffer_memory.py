@@ -62,6 +62,7 @@ class BufferMemory(wiring.Component):
             return self._elaborate_spram()
         m = Module()
         m.submodules.mem = mem = Memory(shape=unsigned(self.word), depth=self.depth, init=[])
+        self.data = mem.data  # what a simulation reads the contents through
         rport, wport = mem.read_port(), mem.write_port()
         m.d.comb += [
             rport.addr.eq(self.addr), rport.en.eq(self.re & ~self.we),

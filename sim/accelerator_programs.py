@@ -1,330 +1,370 @@
-"""Test programs for the accelerator, built with the encoder (never raw bits): one per
-instruction, layer sequences, random valid programs and corrupted streams.
+"""Test programs for the accelerator, built with the encoder and the memory layouts (never
+raw bits), with their expected outputs computed independently in numpy.
 
-Each builder returns ``(program, inputs)`` for :meth:`lowbit.runtime.Runtime.run`. Shared
-by the Amaranth-simulator tests, the cocotb testbench, the benchmark and the timing
-calibration, so every backend runs the same programs.
+:func:`programs` is a suite for any backend (the ISS and runtime tests run it; an RTL
+test compares the gateware on the same programs): single layers of every
+activation precision, networks whose ``THRESHOLD`` layers feed the next ``GEMM``, split
+``STORE``\\ s, reloaded weights and thresholds, and a pipelined batch loop whose wait
+fields let the stages overlap. Each entry is ``(name, program, inputs, expected)``:
+``expected`` is the list of the words each ``STORE`` sends (``uint64``), computed from the
+integer matrices by :func:`reference_acc` (``acc = sum_p 2^p * #{a_p == b}`` over the
+padded bit matrices, checked against ``x @ w.T`` on the valid rows and channels) and
+threshold counts on the dot products, not by the ISS.
+
+:func:`faulty_streams` gives broken host-link byte streams with the status and index the
+accelerator must report.
 """
 
 import numpy as np
 
 from ..config.accelerator import AcceleratorConfig
-from ..config.lightnorm import LightNormConfig
 from ..config.xnor_array import XNORArrayConfig
-from ..isa import Opcode, instruction_set, row_words
-from ..golden.lns import LNSTensor
-from ..isa import lns_row_words
-from ..isa import NormMode
-from ..iss import from_signed, pack_bfp_params, pack_lns_rows, pack_rows
+from ..isa import NO_WAIT, Opcode, Status, instruction_set
+from ..layout import acc_threshold, pack_act, pack_thresholds, pack_weights, plane_words, tiles
 from ..program import Program
 
-__all__ = ["small_config", "operand", "load_store", "gemm", "gemm_lns", "norm_threshold",
-           "norm_statistics", "norm_normalise", "maxpool",
-           "binary_mlp", "random_program", "bad_opcode", "bad_address", "bad_unused_bits",
-           "truncated", "precision_name"]
+__all__ = ["small_config", "reference_acc", "score_words", "threshold_counts", "load",
+           "store", "gemm", "halt", "network", "programs", "faulty_streams"]
 
 
 def small_config(**overrides):
-    """A small accelerator that simulates fast: a 2x2x32 array (8-bit bit-serial), a
-    16-channel sign norm unit of block 4, 512/512/128-word buffers."""
-    base = dict(xnor_array=XNORArrayConfig(rows=2, cols=2, word=32, max_k=256),
-                lightnorm=LightNormConfig(channels=16, block=4, output="sign"),
-                has_lns_mac=False, act_words=512, weight_words=512, out_words=128,
-                timeout_cycles=64)
+    """A small accelerator that simulates fast: a 2 x 4 array of 16-bit words (up to 4
+    activation planes, 2-bit outputs), memories of 64..256 words, queues of 2."""
+    base = dict(xnor_array=XNORArrayConfig(rows=2, cols=4, word=16, max_k=256,
+                                           max_act_bits=4, max_weight_bits=1, pipeline=1),
+                max_out_bits=2, in_depth=64, act_depth=64, weight_depth=256,
+                thresh_depth=64, score_depth=64, queue_depth=2, timeout_cycles=64)
     base.update(overrides)
     return AcceleratorConfig(**base)
 
 
-def precision_name(bits, signed):
-    return "binary" if bits == 1 else f"{'' if signed else 'u'}int{bits}"
+# Instructions ------------------------------------------------------------------------------
 
 
-def operand(rng, rows, k, bits, signed):
-    """Random integer operand rows in a precision (+-1 when ``bits == 1``)."""
-    if bits == 1:
-        return rng.choice([-1, 1], (rows, k))
-    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    return rng.integers(low, high + 1, (rows, k))
+def load(buffer, source, addr, count, *, unread=NO_WAIT, unwritten=NO_WAIT):
+    """A ``LOAD`` of ``count`` memory words (waits default to none)."""
+    return dict(opcode="LOAD", buffer=buffer, source=source, addr=addr, count=count,
+                unread=unread, unwritten=unwritten)
 
 
-def _load(buffer, source, addr, count):
-    return dict(opcode="LOAD", buffer=buffer, source=source, addr=addr, count=count)
+def store(addr, count, *, unwritten=0):
+    """A ``STORE`` of ``count`` score words, by default after every earlier ``GEMM``."""
+    return dict(opcode="STORE", buffer="SCORE", addr=addr, count=count, unwritten=unwritten)
 
 
-def _store(buffer, addr, count):
-    return dict(opcode="STORE", buffer=buffer, addr=addr, count=count)
+def gemm(*, a_buffer, a_addr, b_addr, planes, words, m_tiles, n_tiles, mode, dst_addr,
+         out_bits=1, thr_addr=0, sync=0, unsent=NO_WAIT):
+    """A ``GEMM`` instruction dict."""
+    return dict(opcode="GEMM", a_buffer=a_buffer, a_addr=a_addr, b_addr=b_addr,
+                planes=planes, words=words, m_tiles=m_tiles, n_tiles=n_tiles, mode=mode,
+                out_bits=out_bits, dst_addr=dst_addr, thr_addr=thr_addr, sync=sync,
+                unsent=unsent)
 
 
-def _halt(status=0):
+def halt(status=0):
+    """A ``HALT``."""
     return dict(opcode="HALT", status=status)
 
 
-def load_store(config, rng):
-    """LOAD each buffer from the inputs and the constants, STORE parts of them back."""
-    sizes = config.buffer_words
-    instrs, consts, inputs = [], [], []
-    for buffer, size in (("ACT", sizes["act"]), ("WEIGHT", sizes["weight"]),
-                         ("OUT", sizes["out"])):
-        count = int(rng.integers(1, min(size, 9) + 1))
-        addr = int(rng.integers(0, size - count + 1))
-        words = rng.integers(0, 2 ** config.word, count, dtype=np.uint64)
-        source = "CONST" if rng.random() < 0.5 else "INPUT"
-        (consts if source == "CONST" else inputs).extend(words.tolist())
-        instrs.append(_load(buffer, source, addr, count))
-        instrs.append(_store(buffer, addr, count))
-    instrs.append(_halt(int(rng.integers(0, 256))))
-    return Program(config, instrs, consts), np.array(inputs, dtype=np.uint64)
+# The independent reference ----------------------------------------------------------------
 
 
-def gemm(config, rng, m, n, k, act_bits=1, act_signed=0, weight_bits=1, weight_signed=0,
-         *, a_pad=0, b_pad=0, c_pad=0, a_addr=0, b_addr=0, c_addr=0):
-    """``C = A @ B.T`` of random operands, strides padded by ``*_pad`` words; returns
-    ``(program, inputs, expected C)``."""
-    word = config.word
-    a = operand(rng, m, k, act_bits, act_signed)
-    b = operand(rng, n, k, weight_bits, weight_signed)
-    aw = pack_rows(a, act_bits, act_signed, word)
-    bw = pack_rows(b, weight_bits, weight_signed, word)
-    a_stride, b_stride, c_stride = aw.shape[1] + a_pad, bw.shape[1] + b_pad, n + c_pad
-    a_img = np.zeros((m, a_stride), dtype=np.uint64)
-    a_img[:, :aw.shape[1]] = aw
-    b_img = np.zeros((n, b_stride), dtype=np.uint64)
-    b_img[:, :bw.shape[1]] = bw
-    instrs = [
-        _load("ACT", "INPUT", a_addr, a_img.size),
-        _load("WEIGHT", "CONST", b_addr, b_img.size),
-        dict(opcode="GEMM_XNOR", a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, m=m, n=n, k=k,
-             a_stride=a_stride, b_stride=b_stride, c_stride=c_stride, act_bits=act_bits,
-             act_signed=act_signed, weight_bits=weight_bits, weight_signed=weight_signed),
-    ]
-    for i in range(m):
-        instrs.append(_store("OUT", c_addr + i * c_stride, n))
-    instrs.append(_halt(1))
-    return Program(config, instrs, b_img.ravel()), a_img.ravel(), a @ b.T
+def reference_acc(a, w, planes, config, *, bipolar=False, dot=None):
+    """Accumulators ``(m_tiles * rows, n_tiles * cols)`` of a ``GEMM`` over activation rows
+    ``a`` (``(m_tiles * rows, K)`` values, padding rows included: what the memory holds)
+    and +-1 weights ``w`` ``(N, K)``.
+
+    Straight from the definition on padded bit matrices: activation padding elements are
+    0, weight padding elements 1, padding channels 0. With ``dot`` (the valid rows' ``x @
+    w.T``) the valid part is checked against ``layout``'s closed form.
+    """
+    a, w = np.asarray(a, dtype=np.int64), np.asarray(w, dtype=np.int64)
+    rows, k = a.shape
+    n = w.shape[0]
+    width = plane_words(k, config.word) * config.word
+    channels = tiles(n, config.cols) * config.cols
+    b = np.zeros((channels, width), dtype=bool)
+    b[:n] = True
+    b[:n, :k] = w > 0
+    acc = np.zeros((rows, channels), dtype=np.int64)
+    for p in range(planes):
+        bits = np.zeros((rows, width), dtype=bool)
+        bits[:, :k] = a > 0 if bipolar else (a >> p) & 1 == 1
+        acc += (1 << p) * (bits[:, None, :] == b[None]).sum(axis=2)
+    if dot is not None:
+        m = dot.shape[0]
+        if bipolar:
+            closed = (dot + k) // 2
+        else:
+            closed = dot + ((1 << planes) - 1) * (k - (w > 0).sum(axis=1))[None]
+        assert np.array_equal(acc[:m, :n], closed), "reference accumulators disagree"
+    return acc
 
 
-def gemm_lns(config, rng, m, n, k, *, a_pad=0, c_pad=0, a_addr=0, c_addr=0):
-    """``C[i][j] = dot(A_i, B_j)`` of random LNS operands (zeros and both signs)."""
-    lns, word = config.lns_mac, config.word
-
-    def tensor(rows):
-        code = rng.integers(0, 2 ** lns.code_bits, (rows, k))
-        sign = rng.integers(0, 2, (rows, k)) * (code > 0)
-        return LNSTensor(sign, code, 0, lns.bits, lns.gamma)
-
-    aw, bw = pack_lns_rows(tensor(m), lns, word), pack_lns_rows(tensor(n), lns, word)
-    row = lns_row_words(k, lns.bits, word)
-    a_stride, c_stride = row + a_pad, n + c_pad
-    a_img = np.zeros((m, a_stride), dtype=np.uint64)
-    a_img[:, :row] = aw
-    instrs = [
-        _load("ACT", "INPUT", a_addr, a_img.size),
-        _load("WEIGHT", "CONST", 0, bw.size),
-        dict(opcode="GEMM_LNS", a_addr=a_addr, b_addr=0, c_addr=c_addr, m=m, n=n, k=k,
-             a_stride=a_stride, b_stride=row, c_stride=c_stride),
-    ]
-    instrs += [_store("OUT", c_addr + i * c_stride, n) for i in range(m)]
-    instrs.append(_halt(4))
-    return Program(config, instrs, bw.ravel()), a_img.ravel()
+def threshold_counts(acc, thresholds, n, config):
+    """Outputs ``(rows, n_tiles * cols)`` of a ``THRESHOLD`` layer: per row and channel the
+    number of the channel's accumulator thresholds (``(n, T)``) reached; padding channels
+    (threshold ``never``) 0."""
+    out = np.zeros(acc.shape, dtype=np.int64)
+    out[:, :n] = (acc[:, :n, None] >= np.asarray(thresholds)[None]).sum(axis=2)
+    return out
 
 
-def _threshold_params(config, rng, channels, low, high):
-    norm = config.lightnorm
-    t = np.sort(rng.integers(low, high + 1, (channels, norm.thresholds)), axis=1)
-    flip = rng.integers(0, 2, channels)
-    return np.concatenate([from_signed(t.ravel(), config.word), flip.astype(np.uint64)])
+def score_words(acc, config):
+    """The words a ``STORE`` of a ``SCORES`` layer's whole output sends: row ``r``, tile
+    ``n``, lane ``c`` at word ``(r * n_tiles + n) * cols + c``."""
+    return np.asarray(acc, dtype=np.int64).reshape(-1).astype(np.uint64)
 
 
-def norm_threshold(config, rng, rows, channels, *, src_pad=0, dst_pad=0):
-    """``NORM`` in the norm unit's threshold mode over random output-buffer values."""
-    norm, word = config.lightnorm, config.word
-    mode = "THRESHOLD" if norm.output == "sign" else "REQUANTISE"
-    half = 1 << (norm.input_width - 1)
-    x = rng.integers(-min(half, 64), min(half, 64), (rows, channels))
-    src_stride = channels + src_pad
-    x_img = np.zeros((rows, src_stride), dtype=np.uint64)
-    x_img[:, :channels] = from_signed(x, word)
-    params = _threshold_params(config, rng, channels, -64, 64)
-    dst_row = row_words(channels, norm.levels, word)
-    dst_stride = dst_row + dst_pad
-    instrs = [
-        _load("OUT", "INPUT", 0, x_img.size),
-        _load("WEIGHT", "CONST", 0, params.size),
-        dict(opcode="NORM", mode=mode, src_addr=0, dst_addr=0, param_addr=0, rows=rows,
-             channels=channels, src_stride=src_stride, dst_stride=dst_stride),
-        _store("ACT", 0, rows * dst_stride),
-        _halt(2),
-    ]
-    return Program(config, instrs, params), x_img.ravel()
+# Networks ----------------------------------------------------------------------------------
 
 
-def norm_statistics(config, rng, rows, channels, *, src_pad=0, dst_pad=0, scale=200):
-    """``NORM STATISTICS`` of a random batch in the output buffer: sums and spreads written
-    after it, then stored."""
-    isa, word = instruction_set(config), config.word
-    x = rng.integers(-scale, scale + 1, (rows, channels))
-    src_stride = channels + src_pad
-    x_img = np.zeros((rows, src_stride), dtype=np.uint64)
-    x_img[:, :channels] = from_signed(x, word)
-    dst, dst_stride = x_img.size, channels + dst_pad
-    assert isa.norm_dst_words(NormMode.STATISTICS, channels) == channels
-    instrs = [
-        _load("OUT", "INPUT", 0, x_img.size),
-        dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=dst, param_addr=0,
-             rows=rows, channels=channels, src_stride=src_stride, dst_stride=dst_stride),
-        _store("OUT", dst, channels), _store("OUT", dst + dst_stride, channels),
-        _halt(5),
-    ]
-    return Program(config, instrs), x_img.ravel()
+def network(config, rng, batch, sizes, *, planes=1, bipolar=True, out_bits=(), in_addr=0,
+            status=0):
+    """A network ``sizes[0] - sizes[1] - ... - sizes[-1]`` on ``batch`` rows: each layer
+    ``LOAD``\\ s its weights (and thresholds), the first reads the ``in`` memory, every
+    hidden layer thresholds to ``out_bits[i]``-bit activations in the ``act`` memory (two
+    regions in turn), the last writes scores, all of which one ``STORE`` sends.
 
-
-def norm_normalise(config, rng, rows, channels, *, dst_pad=0):
-    """``NORM NORMALISE`` (norm unit built for ``bfp``) with random in-range parameters."""
-    isa, norm, word = instruction_set(config), config.lightnorm, config.word
-    x = rng.integers(-300, 301, (rows, channels))
-    man = lambda: rng.integers(-2 ** (norm.mantissa - 1), 2 ** (norm.mantissa - 1),  # noqa
-                               norm.block).tolist()
-    exp = lambda: int(rng.integers(-2 ** (norm.exponent - 1), 2 ** (norm.exponent - 1)))  # noqa
-    params = [{"scale": man(), "scale_exp": exp(), "offset": man(), "offset_exp": exp()}
-              for _ in range(norm.groups)]
-    pw = pack_bfp_params(params, channels, word)
-    row = isa.norm_dst_words(NormMode.NORMALISE, channels)
-    dst_stride = row + dst_pad
-    instrs = [
-        _load("OUT", "INPUT", 0, x.size),
-        _load("WEIGHT", "CONST", 1, pw.size),
-        dict(opcode="NORM", mode="NORMALISE", src_addr=0, dst_addr=2, param_addr=1,
-             rows=rows, channels=channels, src_stride=channels, dst_stride=dst_stride),
-        _store("ACT", 2, rows * dst_stride), _halt(6),
-    ]
-    return Program(config, instrs, pw), from_signed(x, word).ravel()
-
-
-def maxpool(config, rng, rows, row, window):
-    """``MAXPOOL`` over random activation words."""
-    src = rng.integers(0, 2 ** config.word, rows * window * row, dtype=np.uint64)
-    dst = rows * window * row
-    instrs = [_load("ACT", "INPUT", 0, src.size),
-              dict(opcode="MAXPOOL", src_addr=0, dst_addr=dst, rows=rows, row_words=row,
-                   window=window),
-              _store("ACT", dst, rows * row), _halt(3)]
-    return Program(config, instrs), src
-
-
-def binary_mlp(config, rng, batch, sizes, *, resident=False):
-    """A binary MLP ``sizes[0] - sizes[1] - ... - sizes[-1]`` on a batch: per layer LOAD
-    weights and thresholds, GEMM_XNOR, NORM THRESHOLD into the next layer's activations;
-    the last layer's scores are stored. With ``resident``, all weights are loaded first
-    (they stay on chip between programs)."""
-    word = config.word
-    x = operand(rng, batch, sizes[0], 1, 0)
-    xw = pack_rows(x, 1, 0, word)
-    loads, layers, consts = [], [], []
-    w_addr, a_addr, out_addr = 0, 0, 0
-    act_rows = xw.shape[1]
-    loads.append(_load("ACT", "INPUT", a_addr, xw.size))
+    Returns ``(program, inputs, expected)``.
+    """
+    layers = len(sizes) - 1
+    out_bits = list(out_bits) or [1] * (layers - 1)
+    x = (rng.choice([-1, 1], (batch, sizes[0])) if bipolar
+         else rng.integers(0, 1 << planes, (batch, sizes[0])))
+    xw = pack_act(x, planes, config, bipolar=bipolar)
+    mt = tiles(batch, config.rows)
+    instrs = [load("IN", "INPUT", in_addr, len(xw))]
+    consts = []
+    a_values = np.zeros((mt * config.rows, sizes[0]), dtype=np.int64)
+    a_values[:batch] = x
+    a_buffer, a_addr, a_planes, a_bipolar = "IN", in_addr, planes, bipolar
+    b_addr = thr_addr = 0
+    act_regions = [0, config.act_depth // 2]
     for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-        b = operand(rng, n, k, 1, 0)
-        bw = pack_rows(b, 1, 0, word)
-        consts.append(bw.ravel())
-        load_w = _load("WEIGHT", "CONST", w_addr, bw.size)
-        gemm_i = dict(opcode="GEMM_XNOR", a_addr=a_addr, b_addr=w_addr, c_addr=out_addr, m=batch,
-                      n=n, k=k, a_stride=act_rows, b_stride=bw.shape[1], c_stride=n,
-                      act_bits=1, act_signed=0, weight_bits=1, weight_signed=0)
-        step = [gemm_i]
-        w_next = w_addr + bw.size
-        if i < len(sizes) - 2:
-            params = _threshold_params(config, rng, n, -8, 8)
-            consts.append(params)
-            next_addr = a_addr + batch * act_rows
-            next_rows = row_words(n, 1, word)
-            load_p = _load("WEIGHT", "CONST", w_next, params.size)
-            step.append(dict(opcode="NORM", mode="THRESHOLD", src_addr=out_addr,
-                             dst_addr=next_addr, param_addr=w_next, rows=batch, channels=n,
-                             src_stride=n, dst_stride=next_rows))
-            w_next += params.size
-            a_addr, act_rows = next_addr, next_rows
-            (loads if resident else layers).extend([load_w, load_p])
+        w = rng.choice([-1, 1], (n, k))
+        ww = pack_weights(w, config)
+        instrs.append(load("WEIGHT", "CONST", b_addr, len(ww)))
+        consts.append(ww.reshape(-1))
+        nt, nw = tiles(n, config.cols), plane_words(k, config.word)
+        dot = a_values[:batch] @ w.T
+        acc = reference_acc(a_values, w, a_planes, config, bipolar=a_bipolar, dot=dot)
+        fields = dict(a_buffer=a_buffer, a_addr=a_addr, b_addr=b_addr, planes=a_planes,
+                      words=nw, m_tiles=mt, n_tiles=nt, sync=int(a_buffer == "ACT"))
+        if i < layers - 1:
+            bits = out_bits[i]
+            count = (1 << bits) - 1
+            # Thresholds on the dot product around its spread, a few out of reach both
+            # ways, so that every count occurs.
+            tau = np.sort(rng.integers(-k - 2, k + 3, (n, count)), axis=1)
+            thr = np.clip(acc_threshold(tau, w, a_planes, bipolar=a_bipolar), 0,
+                          config.never)
+            tw = pack_thresholds(thr, config)
+            instrs.append(load("THRESH", "CONST", thr_addr, len(tw)))
+            consts.append(tw.reshape(-1))
+            h = threshold_counts(acc, thr, n, config)
+            assert np.array_equal(h[:batch, :n],
+                                  (dot[:, :, None] >= tau[None]).sum(axis=2))
+            dst = act_regions[i % 2]
+            instrs.append(gemm(**fields, mode="THRESHOLD", out_bits=bits, dst_addr=dst,
+                               thr_addr=thr_addr))
+            thr_addr += len(tw)
+            a_values = h[:, :n]
+            a_buffer, a_addr, a_planes, a_bipolar = "ACT", dst, bits, False
         else:
-            (loads if resident else layers).append(load_w)
-            step.append(_store("OUT", out_addr, batch * n))
-        layers.extend(step)
-        w_addr = w_next
-    if resident:
-        instrs = loads + layers
-    else:
-        instrs = loads[:1] + layers
-    instrs.append(_halt(0))
-    return Program(config, instrs, np.concatenate(consts)), xw.ravel()
+            instrs.append(gemm(**fields, mode="SCORES", dst_addr=0))
+            instrs.append(store(0, mt * config.rows * nt))
+            expected = [score_words(acc, config)]
+        b_addr += len(ww)
+    instrs.append(halt(status))
+    program = Program(config, instrs, np.concatenate(consts))
+    return program, xw.reshape(-1), expected
 
 
-def random_program(config, rng, blocks=3):
-    """A random valid program: ``blocks`` of the builders above (small shapes) in a row,
-    joined into one program (one HALT at the end)."""
-    instrs, consts, inputs = [], [], []
-    array = config.xnor_array
-    for _ in range(blocks):
-        kind = rng.integers(0, 5 if config.has_lns_mac else 4)
-        if kind == 0:
-            prog, inp = load_store(config, rng)
-        elif kind == 1:
-            bits = [1, 2, 3] if array.max_act_bits >= 3 else [1]
-            ab, wb = int(rng.choice(bits)), int(rng.choice(bits))
-            prog, inp, _ = gemm(config, rng, int(rng.integers(1, 4)), int(rng.integers(1, 4)),
-                                int(rng.integers(1, 70)), ab, int(ab > 1 and rng.random() < .5),
-                                wb, int(wb > 1 and rng.random() < .5),
-                                a_pad=int(rng.integers(0, 2)), c_pad=int(rng.integers(0, 2)))
-        elif kind == 2 and config.has_lightnorm:
-            prog, inp = norm_threshold(config, rng, int(rng.integers(1, 3)),
-                                       int(rng.integers(1, config.lightnorm.channels + 1)))
-        elif kind == 4:
-            prog, inp = gemm_lns(config, rng, int(rng.integers(1, 3)), int(rng.integers(1, 4)),
-                                 int(rng.integers(1, 40)), a_pad=int(rng.integers(0, 2)))
-        else:
-            prog, inp = maxpool(config, rng, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
-                                int(rng.integers(1, 4)))
-        instrs.extend(prog.instructions[:-1])
-        consts.extend(prog.constants.tolist())
-        inputs.extend(np.asarray(inp).tolist())
-    instrs.append(_halt(int(rng.integers(0, 256))))
-    return Program(config, instrs, consts), np.array(inputs, dtype=np.uint64)
+def _single(config, rng, batch, n, k, *, planes=1, bipolar=True, a_addr=0, b_addr=0,
+            dst_addr=0):
+    # One SCORES layer at given addresses, its output stored row tile by row tile.
+    x = (rng.choice([-1, 1], (batch, k)) if bipolar
+         else rng.integers(0, 1 << planes, (batch, k)))
+    w = rng.choice([-1, 1], (n, k))
+    xw, ww = pack_act(x, planes, config, bipolar=bipolar), pack_weights(w, config)
+    mt, nt = tiles(batch, config.rows), tiles(n, config.cols)
+    a = np.zeros((mt * config.rows, k), dtype=np.int64)
+    a[:batch] = x
+    acc = reference_acc(a, w, planes, config, bipolar=bipolar, dot=x @ w.T)
+    words = score_words(acc, config)
+    tile_words = config.rows * nt
+    instrs = [load("WEIGHT", "CONST", b_addr, len(ww)), load("IN", "INPUT", a_addr, len(xw)),
+              gemm(a_buffer="IN", a_addr=a_addr, b_addr=b_addr, planes=planes,
+                   words=plane_words(k, config.word), m_tiles=mt, n_tiles=nt, mode="SCORES",
+                   dst_addr=dst_addr)]
+    expected = []
+    for t in range(mt):
+        instrs.append(store(dst_addr + t * tile_words, tile_words))
+        expected.append(words[t * tile_words * config.cols:(t + 1) * tile_words
+                              * config.cols])
+    instrs.append(halt(planes))
+    return Program(config, instrs, ww.reshape(-1)), xw.reshape(-1), expected
 
 
-# Corrupted streams: (bytes, expected status, expected index) -----------------------------
+def _reload(config, rng):
+    # Two layers through the same weight, threshold and score regions: each reload waits
+    # for the GEMM before it (weights: unread; thresholds: unwritten, as they are read
+    # until the GEMM is written; scores: the GEMM waits for the STORE with unsent).
+    k, n, batch = 40, 6, 3
+    mt, nt, nw = tiles(batch, config.rows), tiles(n, config.cols), plane_words(k, config.word)
+    x = rng.choice([-1, 1], (batch, k))
+    xw = pack_act(x, 1, config, bipolar=True)
+    a = np.zeros((mt * config.rows, k), dtype=np.int64)
+    a[:batch] = x
+    instrs = [load("IN", "INPUT", 0, len(xw))]
+    consts, expected = [], []
+    for step in range(2):
+        w = rng.choice([-1, 1], (n, k))
+        ww = pack_weights(w, config)
+        tau = np.sort(rng.integers(-k, k + 1, (n, 1)), axis=1)
+        thr = np.clip(acc_threshold(tau, w, 1, bipolar=True), 0, config.never)
+        tw = pack_thresholds(thr, config)
+        acc = reference_acc(a, w, 1, config, bipolar=True, dot=x @ w.T)
+        wait = 0 if step else NO_WAIT
+        instrs += [load("WEIGHT", "CONST", 0, len(ww), unread=wait),
+                   load("THRESH", "CONST", 0, len(tw), unwritten=wait),
+                   gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=nw, m_tiles=mt,
+                        n_tiles=nt, mode="THRESHOLD", dst_addr=0),
+                   gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=nw, m_tiles=mt,
+                        n_tiles=nt, mode="SCORES", dst_addr=0, unsent=0),
+                   store(0, mt * config.rows * nt)]
+        consts += [ww.reshape(-1), tw.reshape(-1)]
+        expected.append(score_words(acc, config))
+        # The THRESHOLD layer's output is read by a last GEMM of the second step.
+        h = threshold_counts(acc, thr, n, config)
+        assert np.array_equal(h[:batch, :n], (x @ w.T >= tau[:, 0][None]).astype(int))
+    w2 = rng.choice([-1, 1], (5, n))
+    w2w = pack_weights(w2, config)
+    acc2 = reference_acc(h[:, :n], w2, 1, config, dot=h[:batch, :n] @ w2.T)
+    instrs += [load("WEIGHT", "CONST", 64, len(w2w)),
+               gemm(a_buffer="ACT", a_addr=0, b_addr=64, planes=1,
+                    words=plane_words(n, config.word), m_tiles=mt,
+                    n_tiles=tiles(5, config.cols), mode="SCORES", dst_addr=32, sync=1),
+               store(32, mt * config.rows * tiles(5, config.cols)), halt(9)]
+    consts.append(w2w.reshape(-1))
+    expected.append(score_words(acc2, config))
+    return Program(config, instrs, np.concatenate(consts)), xw.reshape(-1), expected
 
-def _words_to_bytes(config, words):
+
+def _pipelined(config, rng, batches=3):
+    # A two-layer network over several batches with resident weights: the input and act
+    # memories and the scores are double-buffered, so the next batch's LOAD and first
+    # GEMM overlap the previous batch's second GEMM and STORE. Waits are as loose as the
+    # reuse allows: a LOAD into an input region waits only for the GEMM that read it two
+    # batches ago (unread=3), a second GEMM only for the STORE two batches ago (unsent=1).
+    k, hidden, n, rows = 36, 10, 6, 3
+    mt = tiles(rows, config.rows)
+    w1, w2 = rng.choice([-1, 1], (hidden, k)), rng.choice([-1, 1], (n, hidden))
+    w1w, w2w = pack_weights(w1, config), pack_weights(w2, config)
+    bits = min(2, config.max_out_bits)
+    tau = np.sort(rng.integers(-k, k + 1, (hidden, (1 << bits) - 1)), axis=1)
+    thr = np.clip(acc_threshold(tau, w1, 1, bipolar=True), 0, config.never)
+    tw = pack_thresholds(thr, config)
+    nt1, nt2 = tiles(hidden, config.cols), tiles(n, config.cols)
+    in_words = mt * plane_words(k, config.word)
+    score = mt * config.rows * nt2
+    instrs = [load("WEIGHT", "CONST", 0, len(w1w)), load("WEIGHT", "CONST", 100, len(w2w)),
+              load("THRESH", "CONST", 0, len(tw))]
+    inputs, expected = [], []
+    for b in range(batches):
+        x = rng.choice([-1, 1], (rows, k))
+        xw = pack_act(x, 1, config, bipolar=True)
+        a = np.zeros((mt * config.rows, k), dtype=np.int64)
+        a[:rows] = x
+        acc1 = reference_acc(a, w1, 1, config, bipolar=True, dot=x @ w1.T)
+        h = threshold_counts(acc1, thr, hidden, config)[:, :hidden]
+        assert np.array_equal(h[:rows], ((x @ w1.T)[:, :, None] >= tau[None]).sum(axis=2))
+        acc2 = reference_acc(h, w2, bits, config, dot=h[:rows] @ w2.T)
+        in_addr, act_addr, dst = (b % 2) * in_words, (b % 2) * 32, (b % 2) * score
+        instrs += [load("IN", "INPUT", in_addr, len(xw), unread=3 if b >= 2 else NO_WAIT),
+                   gemm(a_buffer="IN", a_addr=in_addr, b_addr=0, planes=1,
+                        words=plane_words(k, config.word), m_tiles=mt, n_tiles=nt1,
+                        mode="THRESHOLD", out_bits=bits, dst_addr=act_addr),
+                   gemm(a_buffer="ACT", a_addr=act_addr, b_addr=100, planes=bits,
+                        words=plane_words(hidden, config.word), m_tiles=mt, n_tiles=nt2,
+                        mode="SCORES", dst_addr=dst, sync=1,
+                        unsent=1 if b >= 2 else NO_WAIT),
+                   store(dst, score)]
+        inputs.append(xw.reshape(-1))
+        expected.append(score_words(acc2, config))
+    instrs.append(halt(batches))
+    consts = np.concatenate([w1w.reshape(-1), w2w.reshape(-1), tw.reshape(-1)])
+    return Program(config, instrs, consts), np.concatenate(inputs), expected
+
+
+def programs(config=None, seed=0):
+    """The test suite: a list of ``(name, program, inputs, expected)`` for ``config``
+    (default :func:`small_config`), every ``expected`` the list of each ``STORE``'s
+    words. Shapes are chosen so that reductions, rows and channels leave partial words and
+    tiles."""
+    config = small_config() if config is None else config
+    rng = np.random.default_rng(seed)
+    word = config.word
+    out = [("halt", Program(config, [halt(7)]), np.zeros(0, dtype=np.uint64), [])]
+    out.append(("scores bipolar", *_single(config, rng, 2 * config.rows + 1,
+                                           2 * config.cols + 1, word + 7, a_addr=3,
+                                           b_addr=5, dst_addr=2)))
+    for planes in range(2, min(4, config.xnor_array.max_act_bits) + 1):
+        out.append((f"scores {planes} planes",
+                    *_single(config, rng, config.rows + 1, config.cols + 3, 2 * word - 3,
+                             planes=planes, bipolar=False)))
+    for bits in range(1, config.max_out_bits + 1):
+        out.append((f"mlp out_bits {bits}",
+                    *network(config, rng, config.rows + 1, [word + 5, 2 * config.cols + 1,
+                                                            config.cols + 1],
+                             out_bits=[bits], status=bits)))
+    out.append(("deep unsigned input",
+                *network(config, rng, 2 * config.rows, [20, 9, 2 * config.cols, 3],
+                         planes=min(3, config.xnor_array.max_act_bits), bipolar=False,
+                         out_bits=[config.max_out_bits, 1], in_addr=1)))
+    out.append(("reload", *_reload(config, rng)))
+    out.append(("pipelined", *_pipelined(config, rng)))
+    return out
+
+
+# Broken streams ----------------------------------------------------------------------------
+
+
+def faulty_streams(config=None):
+    """Broken host-link streams: a list of ``(name, bytes, status, index)``, the status
+    and instruction index the accelerator reports. Built from a short valid program (a
+    weight ``LOAD`` of one memory word, a ``GEMM``, a ``STORE``, ``HALT``) cut or followed
+    by words made through the raw layouts."""
+    config = small_config() if config is None else config
     isa = instruction_set(config)
-    return b"".join(w.to_bytes(isa.bytes, "little") for w in words)
+    ww = np.arange(1, config.cols + 1, dtype=np.uint64)
+    program = Program(config, [
+        load("WEIGHT", "CONST", 0, 1),
+        gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1, m_tiles=1, n_tiles=1,
+             mode="SCORES", dst_addr=0),
+        store(0, config.rows), halt(1)], ww)
+    words = [w.to_bytes(isa.bytes, "little") for w in program.words()]
+    data = ww.astype(f"<u{config.word // 8}").tobytes()
+    head = words[0] + data
 
+    def raw(opcode, **fields):
+        operands = 0
+        if opcode in {op.value for op in Opcode}:
+            operands = isa.raw_operands[Opcode(opcode)].const(fields).as_bits()
+        return isa.raw_layout.const({"opcode": opcode, "operands": operands,
+                                     "reserved": 0}).as_bits().to_bytes(isa.bytes, "little")
 
-def bad_opcode(config, opcode=15):
-    """A LOAD/STORE pair, then a word with an unknown opcode."""
-    isa = instruction_set(config)
-    good = Program(config, [_store("ACT", 0, 1)])
-    word = isa.raw_layout.const({"opcode": opcode}).as_bits()
-    assert opcode not in {op.value for op in Opcode}
-    return _words_to_bytes(config, good.words() + [word])
-
-
-def bad_address(config):
-    """A GEMM whose result region runs past the output buffer (built through the raw
-    layout: the encoder refuses it)."""
-    isa = instruction_set(config)
-    op = Opcode.STORE
-    fields = {"buffer": 2, "addr": config.out_words - 1, "count": 2}
-    member = isa.raw_operands[op].const(fields).as_bits()
-    word = isa.raw_layout.const({"opcode": op.value, "operands": member}).as_bits()
-    good = Program(config, [_store("ACT", 0, 1)])
-    return _words_to_bytes(config, good.words() + [word])
-
-
-def bad_unused_bits(config):
-    """A HALT with a reserved bit set."""
-    isa = instruction_set(config)
-    word = Program(config, [_halt(5)]).words()[0]
-    return _words_to_bytes(config, [word | (1 << (isa.width - 1))])
-
-
-def truncated(config, stream, cut):
-    """``stream`` without its last ``cut`` bytes."""
-    return stream[:len(stream) - cut]
+    unknown = max(op.value for op in Opcode) + 1
+    act_load = raw(Opcode.LOAD.value, buffer=1, source=0, addr=0, count=1)  # ACT: illegal
+    halt_word = int.from_bytes(words[3], "little")
+    mask = isa.unused_mask(Opcode.HALT)
+    dirty = (halt_word | mask & -mask).to_bytes(isa.bytes, "little")  # its lowest unused bit
+    return [
+        ("unknown opcode", head + words[1] + raw(unknown), Status.ILLEGAL, 2),
+        ("load into act", head + act_load, Status.ILLEGAL, 1),
+        ("unused bits", head + words[1] + words[2] + dirty, Status.ILLEGAL, 3),
+        ("truncated load data", words[0] + data[:len(data) // 2], Status.TRUNCATED, 0),
+        ("truncated word", head + words[1][:isa.bytes // 2], Status.TRUNCATED, 1),
+        ("no halt", head + words[1] + words[2], Status.TRUNCATED, 3),
+    ]

@@ -50,6 +50,7 @@ class AmaranthTransport(Transport):
         self._in = collections.deque()
         self._out = bytearray()
         self._beat_bytes = config.host_link_bits // 8
+        self._peek = None
         self._sim = Simulator(self._design())
         self._sim.add_clock(PERIOD)
         self._sim.add_testbench(self._link, background=True)
@@ -67,6 +68,9 @@ class AmaranthTransport(Transport):
     async def _link(self, ctx):
         dut, rng = self.dut, self._rng
         while True:
+            if self._peek is not None:
+                data = self._peek
+                self._peek = [ctx.get(data[i]) for i in range(data.depth)]
             beat = None
             if len(self._in) >= self._beat_bytes and rng.random() >= self._idle:
                 beat = bytes(self._in[i] for i in range(self._beat_bytes))
@@ -105,6 +109,26 @@ class AmaranthTransport(Transport):
         out = bytes(self._out[:n])
         del self._out[:n]
         return out
+
+    def wait(self, cycles):
+        """Let the gateware run ``cycles`` cycles with nothing new on the link (after an
+        error it discards input until the link has been quiet for ``timeout_cycles``)."""
+        self._check_open()
+        self._time += cycles * PERIOD
+        self._sim.run_until(self._time)
+
+    def memory(self, name):
+        """The contents of the gateware's memory ``name`` now, as a ``(depth, lanes)`` array
+        of ``uint64`` (the ISS's :attr:`~lowbit.iss.ISS.memories` form)."""
+        import numpy as np
+
+        self._check_open()
+        self._peek = self.dut.memories[name].data
+        self.wait(1)
+        values, self._peek = self._peek, None
+        lanes, word = self.config.lanes(name), self.config.word
+        return np.array([[(v >> (word * j)) & ((1 << word) - 1) for j in range(lanes)]
+                         for v in values], dtype=np.uint64)
 
     def close(self):
         if self._vcd is not None and not self.closed:

@@ -1,11 +1,11 @@
-"""``lowbit energy``: energy estimates of a program (issue 8, :mod:`lowbit.energy`), as a
-per-layer table, a datapath comparison, a stacked-bar plot and JSON. :mod:`lowbit.cli`
-registers the command."""
+"""``lowbit energy``: energy estimates of a program (:mod:`lowbit.energy`), as a per-layer
+table, a datapath comparison, a stacked-bar plot and JSON. :mod:`lowbit.cli` registers the
+command."""
 
 import json
 import sys
 
-__all__ = ["add_energy_command", "cmd_energy", "report", "rtl_report", "plot"]
+__all__ = ["add_energy_command", "cmd_energy", "report", "plot"]
 
 
 def _fail(message):
@@ -24,15 +24,10 @@ def add_energy_command(sub):
     p.add_argument("--tech", metavar="FILE",
                    help="technology table (TOML, every key of lowbit's energy_45nm.toml)")
     p.add_argument("--compare", action="store_true",
-                   help="also cost the network on binary, bit-serial, LNS, int8 and fp32 "
-                   "datapaths, and its batch norm as LightNorm BFP and fp32")
+                   help="also cost the network on binary, int8 and fp32 datapaths")
     p.add_argument("--plot", metavar="FILE",
                    help="write a stacked-bar plot (.png or .svg) of energy per layer and "
                    "component")
-    p.add_argument("--rtl", action="store_true",
-                   help="also run the program on the gateware (Amaranth simulator, zero "
-                   "inputs) and count its activity: slow (about a minute for the digits "
-                   "BNN)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_energy)
     return p
@@ -70,34 +65,7 @@ def report(program, tech, with_compare):
         detail = energy.compare(program, tech)
         out["compare"] = {name: d["total_pj"] for name, d in detail.items()}
         out["compare_detail"] = detail
-        out["norm"] = energy.compare_norm(program, tech)
     return out
-
-
-def rtl_report(program, tech):
-    """Run ``program`` on the gateware with an activity monitor (zero inputs: the counts
-    do not depend on the data) and compare the measured activity with the static counts:
-    ``{"activity": {action: [static, rtl]}, "total_pj"}``, the total per inference with the
-    measured activity and the counted operations."""
-    import numpy as np
-
-    from . import energy
-    from .isa import Opcode, Source
-    from .sim.activity import measure
-
-    config = program.config
-    words = sum(i["count"] for i in program.instructions
-                if i["opcode"] == Opcode.LOAD and i["source"] == Source.INPUT)
-    cycles = 2_000_000
-    _, measured = measure(config, program, np.zeros(words, dtype=np.uint64),
-                          max_cycles=cycles)
-    static = energy.Actions.total(energy.count_program(program))
-    combined = energy.Actions({k: v for k, v in static.items() if k in energy.OPERATIONS})
-    combined.update(measured.activity())
-    batch = energy.estimate(program, tech).batch
-    total = sum(energy.energy_of(combined, config, tech).values()) / batch
-    return {"activity": {k: [static.activity()[k], v] for k, v in measured.activity().items()},
-            "total_pj": total}
 
 
 def _pj(value):
@@ -106,15 +74,6 @@ def _pj(value):
         if abs(value) >= scale or unit == "pJ":
             return f"{value / scale:.3g} {unit}"
     raise AssertionError(value)
-
-
-def _print_rtl(rtl):
-    print(f"\non the gateware (Amaranth simulator): {_pj(rtl['total_pj'])} per inference")
-    print(f"{'action':<24} {'counted':>10} {'RTL':>10}")
-    for name, (static, measured) in rtl["activity"].items():
-        if static or measured:
-            mark = "" if static == measured else f"  ({measured - static:+d})"
-            print(f"{name:<24} {static:>10} {measured:>10}{mark}")
 
 
 def _print_text(rep, path):
@@ -151,13 +110,6 @@ def _print_text(rep, path):
             print(f"{name:<11} {_pj(d['compute_pj']):>10} {_pj(d['memory_pj']):>10} "
                   f"{_pj(d['host_pj']):>10} {_pj(d['total_pj']):>10} "
                   f"{d['total_pj'] / fp32:>8.3f}{mark}")
-        norm = rep["norm"]
-        if norm["values"]:
-            print(f"batch norm of {norm['values']:.0f} values per inference: as built "
-                  f"{_pj(norm['as_built_pj'])}, LightNorm BFP {_pj(norm['lightnorm_bfp_pj'])}"
-                  f", fp32 {_pj(norm['fp32_pj'])}; statistics: range BN "
-                  f"{_pj(norm['lightnorm_statistics_pj'])}, fp32 "
-                  f"{_pj(norm['fp32_statistics_pj'])}")
 
 
 def plot(rep, path):
@@ -223,9 +175,10 @@ def cmd_energy(parser, args):
         _fail(str(error))
     if args.plot and not args.plot.lower().endswith((".png", ".svg")):
         _fail(f"--plot needs a .png or .svg file name, not {args.plot!r}")
-    rep = report(program, tech, args.compare)
-    if args.rtl:
-        rep["rtl"] = rtl_report(program, tech)
+    try:
+        rep = report(program, tech, args.compare)
+    except ValueError as error:  # malformed metadata layers or batch
+        _fail(f"{args.program}: {error}")
     if args.plot:
         try:
             plot(rep, args.plot)
@@ -235,8 +188,6 @@ def cmd_energy(parser, args):
         print(json.dumps(rep))
     else:
         _print_text(rep, args.program)
-        if "rtl" in rep:
-            _print_rtl(rep["rtl"])
         if args.plot:
             print(f"wrote {args.plot}")
     return 0

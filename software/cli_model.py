@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_model_commands", "run_compiled", "write_results"]
+__all__ = ["add_model_commands", "run_compiled", "write_results", "usage_stats"]
 
 
 def _fail(command, message):
@@ -43,6 +43,16 @@ def _is_onnx(path):
             return file.read(4) != b"PK\x03\x04"
     except OSError:
         return False
+
+
+def usage_stats(stats, macs):
+    """What ``lowbit run --stats`` adds to a run's counters: ``array_beats`` (cycles in
+    which the array took a beat), ``macs`` (the network's useful binary MACs, ``None`` when
+    the program does not say) and ``utilisation``, ``array_beats / cycles`` (``None`` for
+    a run of no cycles)."""
+    beats, cycles = stats.get("array_beats"), stats.get("cycles")
+    return {"array_beats": beats, "macs": macs,
+            "utilisation": beats / cycles if beats is not None and cycles else None}
 
 
 def cmd_compile(parser, args):
@@ -113,6 +123,8 @@ def run_compiled(args, config, program, transport, fail):
     images = len(scores)
     stats.update(backend=args.backend, model=meta["model"], inputs=images,
                  cycles_per_input=stats["cycles"] / (stats["runs"] * meta["batch"]))
+    macs = stats.get("macs")
+    stats.update(usage_stats(stats, macs if isinstance(macs, int) else None))
     write_results(args.output, scores, args.stats, stats, fail)
     line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
             f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "

@@ -1,44 +1,58 @@
-"""The compiler: a quantized network (:class:`lowbit.model.QuantModel`) to an accelerator
-program, and the host side that runs it on model-domain inputs (``docs/compiler.md``).
+"""The compiler: a quantized network (:class:`lowbit.model.QuantModel`) to a program for the
+full-rate core, and the host side that runs it on model-domain inputs
+(``docs/compiler.md``).
 
 Passes, in order:
 
 1. **fold**: the model's integer form (:meth:`~lowbit.model.QuantModel.integer_form`):
-   weight scales, input steps and batch norm folded into integer thresholds (exact); the
-   last layer keeps raw integer scores and a host affine;
-2. **check**: every layer against the accelerator: precisions against the XNOR array's
-   bit-serial widths, activations against the norm unit's output mode, dot-product ranges
-   against the norm unit's input width; a layer that cannot run gets a
-   :class:`CompileError` naming it and why;
-3. **datapath**: every dense layer runs on the XNOR array (binary layers as XNOR passes,
-   the k-bit first layer and k-bit weights bit-serially), its activation on the norm unit
-   (``THRESHOLD`` for +-1, ``REQUANTISE`` for k-bit);
-4. **tile**: output channels in chunks that fit half the weight buffer (double
-   buffering), the norm unit and the output buffer; batch rows in blocks that fit the
-   output buffer;
-5. **schedule**: each chunk's weights and thresholds are loaded right after the previous
-   chunk's first GEMM, into the other half of the weight buffer, so they stream in while
-   the array computes (``docs/accelerator.md``, decoupled load and compute);
-6. **pack and emit**: weights and thresholds in the buffer layouts of
-   ``docs/program_format.md``; the program's metadata holds what the host needs
-   (input quantizer and packing, where the scores land, the host affine).
+   weight scales, input steps and batch norm folded into integer thresholds on each
+   channel's dot product (exact); the last layer keeps raw integer scores and a host affine;
+2. **check**: every layer against the core (+-1 weights, unsigned or +-1 inputs of at most
+   ``max_act_bits`` planes, outputs of at most ``max_out_bits`` bits, ``K <= max_k``, no
+   convolutions) and the memories against the batch; what cannot run gets a
+   :class:`CompileError` naming the layer and why;
+3. **datapath**: each dense layer is one ``GEMM`` per batch; a flipped channel (batch norm
+   with ``gamma < 0``: output +1 iff ``dot <= tau``) has its weights and thresholds negated
+   (``-dot >= -tau``), and every threshold on the dot product becomes one on the
+   accumulator (:func:`lowbit.layout.acc_threshold`), clipped to ``0..never``;
+4. **memory plan**: two regions of the ``in`` memory (double-buffered inputs), two of the
+   ``act`` memory (hidden activations ping-pong between layers), two of the ``score``
+   memory (alternating by batch); weights and thresholds resident (loaded once per
+   :func:`run_model` call) when they fit, otherwise streamed with every batch into
+   alternating halves (or the whole) of their memories;
+5. **schedule**: one stream for all batches of a call: the preamble, the first batch's
+   input, then per batch the layer ``GEMM`` s, the next batch's input ``LOAD`` at the place
+   the cycle model finds fastest, and a ``STORE`` of the scores; the wait fields make it
+   race-free (:meth:`lowbit.program.Program.check_races`).
 
-:func:`run_model` then quantizes inputs, packs them batch by batch, runs the program on any
-:class:`~lowbit.runtime.Runtime` and returns float class scores.
+The program file holds the preamble, both input loads, a body per input region and a
+``HALT``: as it stands it runs two batches; :func:`run_model` assembles the stream for any
+number (``metadata["schedule"]``).
 """
+
+import dataclasses
+import logging
 
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
-from .isa import row_words
-from .iss import from_signed, pack_rows, to_signed
-from .model import ConvShape, QuantModel
+from .isa import NO_WAIT, Opcode, instruction_set
+from .layout import (acc_threshold, dot_from_acc, pack_act, pack_thresholds, pack_weights,
+                     plane_words, tiles, unpack_scores)
+from .model import QuantModel
 from .program import Program
+from .timing import Timing
 
-__all__ = ["CompileError", "compile_model", "run_model", "METADATA_KIND"]
+__all__ = ["CompileError", "compile_model", "run_model", "assemble", "batch_stream",
+           "METADATA_KIND"]
+
+log = logging.getLogger(__name__)
 
 #: ``metadata["kind"]`` of a compiled model's program.
 METADATA_KIND = "lowbit-model"
+
+#: The largest wait value that still waits (``NO_WAIT`` never does).
+_MOST_WAIT = NO_WAIT - 1
 
 
 class CompileError(ValueError):
@@ -46,185 +60,297 @@ class CompileError(ValueError):
     the layer and the reason."""
 
 
-def _bits(precision):
-    # Planes of an operand: 1 for +-1; 1-bit unsigned (0/1) values take two planes, since
-    # a 1-bit operand on the array means +-1 (lowbit.isa).
-    if precision.kind == "binary":
-        return 1
-    return max(precision.bits, 2)
-
-
-def _check(config, form):
-    """Every integer layer against the accelerator (pass 2)."""
-    array, norm = config.xnor_array, config.lightnorm
-    if not config.has_xnor_array:
-        raise CompileError("the accelerator has no XNOR array: every dense layer needs it")
-    for i, layer in enumerate(form.layers):
-        where = _where(i, layer)
-        a, w = layer.input_precision, layer.weight_precision
-        if layer.conv is not None:
-            _check_conv(config, i, layer, where)
-        if a.kind == "signed":
-            raise CompileError(f"{where}: signed inputs are not supported (the model's "
-                               f"inputs are {a})")
-        if _bits(a) > array.max_act_bits:
-            raise CompileError(f"{where}: {a} inputs need max_act_bits >= {_bits(a)}, the "
-                               f"XNOR array has {array.max_act_bits}")
-        if _bits(w) > array.max_weight_bits:
-            raise CompileError(f"{where}: {w} weights need max_weight_bits >= {_bits(w)}, "
-                               f"the XNOR array has {array.max_weight_bits}")
-        k = layer.weight.shape[1]
-        if k > array.max_k:
-            raise CompileError(f"{where}: {k} inputs exceed the XNOR array's max_k "
-                               f"{array.max_k}")
-        if layer.last:
-            if layer.acc_bits > config.word:
-                raise CompileError(f"{where}: scores of {layer.acc_bits} bits do not fit a "
-                                   f"{config.word}-bit output word")
-            continue
-        if not config.has_lightnorm:
-            raise CompileError(f"{where}: its activation needs the norm unit, which this "
-                               f"accelerator does not have")
-        out = layer.output_precision
-        need = "sign" if out.kind == "binary" else "multithreshold"
-        if norm.output != need or (need == "multithreshold" and norm.act_bits != out.bits):
-            built = norm.output + (f" act_bits={norm.act_bits}"
-                                   if norm.output == "multithreshold" else "")
-            wanted = need + (f" act_bits={out.bits}" if need == "multithreshold" else "")
-            raise CompileError(f"{where}: {out} activations need the norm unit built for "
-                               f"output={wanted}, it is built for output={built}")
-        if layer.acc_bits > norm.input_width:
-            raise CompileError(f"{where}: dot products need {layer.acc_bits} bits, the norm "
-                               f"unit takes {norm.input_width}-bit inputs")
-
-
 def _where(i, layer):
     kind = "dense" if layer.conv is None else "conv"
     return f"layer {i} ({layer.role} {kind} {layer.weight.shape[1]} -> {layer.weight.shape[0]})"
 
 
-def _check_conv(config, i, layer, where):
-    """A convolution runs as a GEMM over im2col rows the host builds (so only the first
-    layer, whose inputs come from the host), with +-1 outputs in whole words (pixels are
-    rows of channel words, pooled by OR-ing rows: ``MAXPOOL``)."""
-    conv = layer.conv
-    if not layer.first:
-        if layer.input_precision.kind != "binary":
-            raise CompileError(f"{where}: a convolution over on-chip activations needs +-1 "
-                               f"inputs (its im2col rows are copied pixel by pixel), not "
-                               f"{layer.input_precision}")
-        if conv.in_shape[0] % config.word:
-            raise CompileError(f"{where}: its {conv.in_shape[0]} input channels must be a "
-                               f"multiple of the {config.word}-bit word")
-        if conv.padding and conv.pad == 0:
-            raise CompileError(f"{where}: +-1 data cannot hold the zero border the model "
-                               f"declares (pad_value 0.0); pad with +1 or -1 (lowbit's trainer "
-                               f"pads +-1 activations with +1)")
-        if not config.has_maxpool:
-            raise CompileError(f"{where}: a convolution over on-chip activations copies its "
-                               f"im2col rows with MAXPOOL, which this accelerator does not "
-                               f"have")
-    if layer.output_precision is None or layer.output_precision.kind != "binary":
-        raise CompileError(f"{where}: convolutions need +-1 (Sign) outputs on the "
-                           f"accelerator; {layer.output_precision} pixels are bit planes a "
-                           f"row apart, which MAXPOOL and a following Dense cannot read")
-    if layer.weight.shape[0] % config.word:
-        raise CompileError(f"{where}: its {layer.weight.shape[0]} channels must be a "
-                           f"multiple of the {config.word}-bit word (a pixel is a row of "
-                           f"whole channel words)")
-    if conv.pool and not config.has_maxpool:
-        raise CompileError(f"{where}: its max pool needs MAXPOOL, which this accelerator does "
-                           f"not have")
-    if conv.pool:
-        oh, ow = conv.conv_shape
-        if oh % conv.pool or ow % conv.pool:
-            raise CompileError(f"{where}: its {oh}x{ow} output does not divide into "
-                               f"{conv.pool}x{conv.pool} pooling windows")
-        if conv.pool > 16:
-            raise CompileError(f"{where}: pooling window {conv.pool} exceeds MAXPOOL's 16")
+def _planes(precision):
+    # (planes, bipolar) of an activation operand: +-1 is one plane (bit 1 = +1), unsigned
+    # k-bit values k planes (1-bit 0/1 values one plane).
+    if precision.kind == "binary":
+        return 1, True
+    return precision.bits, False
 
 
-def _hw_columns(prev, layer):
-    """Columns of ``layer``'s weights in the order the accelerator holds its inputs: a
-    Dense after a convolution reads pixels as rows of channels ``(y, x, c)``; the model
-    flattens ``(c, y, x)``."""
-    if layer.conv is not None and not layer.first:
-        # im2col rows copied on chip hold pixels of channel words: (dy, dx, c)
-        c, (kh, kw) = layer.conv.in_shape[0], layer.conv.kernel
-        model_index = np.arange(c * kh * kw).reshape(c, kh, kw).transpose(1, 2, 0).ravel()
-        return layer.weight[:, model_index]
-    if prev is None or prev.conv is None:
-        return layer.weight
-    n = prev.weight.shape[0]
-    oh, ow = prev.conv.pooled_shape()
-    model_index = np.arange(n * oh * ow).reshape(n, oh, ow).transpose(1, 2, 0).ravel()
-    return layer.weight[:, model_index]
+def _out_bits(precision):
+    return 1 if precision.kind == "binary" else precision.bits
 
 
-def _im2col_copies(conv, batch, src, dst, pad_addr, word):
-    """``MAXPOOL`` copies (window 1) that build a convolution's im2col rows from ``batch``
-    samples of ``(y, x, c)`` pixel rows at ``src``: row ``(b, oy, ox)`` at ``dst`` holds, for
-    each kernel row ``dy``, ``kw`` pixels of channel words, pixels outside the image taken
-    from the row of pad words at ``pad_addr``. Runs of neighbouring pixels copy at once."""
-    c, h, w = conv.in_shape
-    cw = row_words(c, 1, word)
-    (kh, kw), stride, p = conv.kernel, conv.stride, conv.padding
-    oh, ow = conv.conv_shape
-    copies = []
-    for b in range(batch):
-        for oy in range(oh):
-            for ox in range(ow):
-                row = dst + ((b * oh + oy) * ow + ox) * kh * kw * cw
-                for dy in range(kh):
-                    iy = oy * stride + dy - p
-                    at = row + dy * kw * cw
-                    dx = 0
-                    while dx < kw:
-                        ix = ox * stride + dx - p
-                        inside = 0 <= iy < h and 0 <= ix < w
-                        run = 1
-                        while dx + run < kw and (0 <= iy < h and 0 <= ix + run < w) == inside:
-                            run += 1
-                        from_addr = (src + ((b * h + iy) * w + ix) * cw) if inside else pad_addr
-                        copies.append(dict(opcode="MAXPOOL", src_addr=from_addr,
-                                           dst_addr=at + dx * cw, rows=1, row_words=run * cw,
-                                           window=1))
-                        dx += run
-    return copies
+def _check(config, form):
+    """Every integer layer against the core (pass 2)."""
+    array = config.xnor_array
+    for i, layer in enumerate(form.layers):
+        where = _where(i, layer)
+        a, w = layer.input_precision, layer.weight_precision
+        if layer.conv is not None:
+            raise CompileError(f"{where}: convolutions do not run on the full-rate core yet")
+        if w.kind != "binary":
+            raise CompileError(f"{where}: {w} weights are not supported (the full-rate "
+                               f"core's weights are +-1)")
+        if a.kind == "signed":
+            raise CompileError(f"{where}: signed inputs are not supported (the model's "
+                               f"inputs are {a})")
+        planes, _ = _planes(a)
+        if planes > array.max_act_bits:
+            raise CompileError(f"{where}: {a} inputs need max_act_bits >= {planes}, the "
+                               f"XNOR array has {array.max_act_bits}")
+        if not layer.last:
+            out = layer.output_precision
+            if _out_bits(out) > config.max_out_bits:
+                raise CompileError(f"{where}: {out} outputs need max_out_bits >= "
+                                   f"{_out_bits(out)}, the accelerator has "
+                                   f"{config.max_out_bits}")
+        k = layer.weight.shape[1]
+        if k > array.max_k:
+            raise CompileError(f"{where}: {k} inputs exceed the XNOR array's max_k "
+                               f"{array.max_k}")
 
 
-def _chunk(config, layer, rows, space):
-    """Output channels per chunk (pass 4): within ``space`` weight words, the norm unit and
-    the output buffer; a multiple of the word for +-1 outputs (NORM writes whole words),
-    every channel for k-bit outputs (their bit planes are a whole row apart)."""
-    n, k = layer.weight.shape
-    word = config.word
-    w_row = row_words(k, _bits(layer.weight_precision), word)
-    params = 0 if layer.last else config.lightnorm.thresholds + 1
-    limit = min(space // (w_row + params), config.out_words // rows)
-    if not layer.last:
-        limit = min(limit, config.lightnorm.channels)
-        if layer.output_precision.kind != "binary":
-            return n if n <= limit else None
-        if limit < n:
-            limit = limit // word * word
-    return min(n, limit) if limit > 0 else None
+@dataclasses.dataclass
+class _Layer:
+    """One layer as the core runs it (pass 3)."""
+
+    name: str
+    weight: np.ndarray        # +-1 (N, K) as packed: flipped channels negated
+    planes: int
+    bipolar: bool
+    out_bits: int             # None: the last layer (SCORES)
+    thresholds: np.ndarray    # (N, 2^out_bits - 1) on the accumulator, 0..never; or None
+
+    @property
+    def k(self):
+        return self.weight.shape[1]
+
+    @property
+    def n(self):
+        return self.weight.shape[0]
+
+    def words(self, config):
+        return plane_words(self.k, config.word)
+
+    def n_tiles(self, config):
+        return tiles(self.n, config.cols)
+
+    def weight_words(self, config):
+        return self.n_tiles(config) * self.words(config)
+
+    def thresh_words(self, config):
+        return 0 if self.out_bits is None else \
+            self.n_tiles(config) * ((1 << self.out_bits) - 1)
+
+
+def _datapath(config, form):
+    """Pass 3: weights as packed and thresholds on the accumulator."""
+    out = []
+    for i, layer in enumerate(form.layers):
+        planes, bipolar = _planes(layer.input_precision)
+        weight = np.asarray(layer.weight, dtype=np.int64)
+        name = _where(i, layer)[len(f"layer {i} ("):-1]
+        if layer.last:
+            out.append(_Layer(name, weight, planes, bipolar, None, None))
+            continue
+        tau = np.asarray(layer.thresholds, dtype=np.int64)
+        flip = np.asarray(layer.flip, dtype=bool)
+        # dot(-w) = -dot(w) exactly, and dot <= tau  <=>  -dot >= -tau: a flipped channel
+        # becomes an ordinary one. The count of thresholds passed does not depend on their
+        # order; they are sorted ascending for readability.
+        sign = np.where(flip, -1, 1)
+        weight = weight * sign[:, None]
+        tau = np.sort(tau * sign[:, None], axis=1)
+        acc = acc_threshold(tau, weight, planes, bipolar=bipolar)
+        # acc >= 0 always: a threshold below 0 always passes, as 0 does; one above every
+        # accumulator never passes, as `never` does.
+        acc = np.clip(acc, 0, config.never)
+        out.append(_Layer(name, weight, planes, bipolar, _out_bits(layer.output_precision),
+                          acc))
+    return out
+
+
+def _memory_error(batch, memory, need, region, config):
+    return CompileError(f"a batch of {batch} needs {need} words of the {memory} memory (two "
+                        f"regions of {region}), it has {config.depth(memory)}: use a "
+                        f"smaller batch")
+
+
+def _plan(config, layers, batch, resident):
+    """Pass 4: the regions of every memory; returns a dict of addresses and sizes."""
+    mt = tiles(batch, config.rows)
+    first, last = layers[0], layers[-1]
+    in_region = mt * first.planes * first.words(config)
+    if 2 * in_region > config.in_depth:
+        raise _memory_error(batch, "in", 2 * in_region, in_region, config)
+    isa = instruction_set(config)
+    act_region = max([mt * layer.out_bits * isa.out_words(layer.n_tiles(config))
+                      for layer in layers[:-1]] + [0])
+    if 2 * act_region > config.act_depth:
+        raise _memory_error(batch, "act", 2 * act_region, act_region, config)
+    score_region = mt * config.rows * last.n_tiles(config)
+    if 2 * score_region > config.score_depth:
+        raise _memory_error(batch, "score", 2 * score_region, score_region, config)
+    weights = [layer.weight_words(config) for layer in layers]
+    thresh = [layer.thresh_words(config) for layer in layers]
+    fits = sum(weights) <= config.weight_depth and sum(thresh) <= config.thresh_depth
+    if resident is None:
+        resident = fits
+    elif resident and not fits:
+        raise CompileError(f"the weights and thresholds take {sum(weights)} words of the "
+                           f"weight memory ({config.weight_depth}) and {sum(thresh)} of the "
+                           f"thresh memory ({config.thresh_depth}): they cannot stay "
+                           f"resident")
+    plan = {"m_tiles": mt, "in": [0, in_region], "act": [0, act_region],
+            "score": [0, score_region], "resident": bool(resident)}
+    if resident:
+        plan["weight"] = list(np.cumsum([0] + weights[:-1]).astype(int))
+        plan["thresh"] = list(np.cumsum([0] + thresh[:-1]).astype(int))
+        return plan
+    for i, layer in enumerate(layers):
+        if weights[i] > config.weight_depth:
+            raise CompileError(f"{_where_plain(i, layer)}: its weights take {weights[i]} "
+                               f"words, the weight memory has {config.weight_depth}")
+        if thresh[i] > config.thresh_depth:
+            raise CompileError(f"{_where_plain(i, layer)}: its thresholds take {thresh[i]} "
+                               f"words, the thresh memory has {config.thresh_depth}")
+    # Streamed: layer after layer into alternate halves when every layer fits half (a load
+    # then overlaps the previous layer's GEMM), else into the whole memory (a load waits
+    # for every earlier GEMM).
+    plan["weight_halves"] = max(weights) <= config.weight_depth // 2
+    plan["thresh_halves"] = max(thresh) <= config.thresh_depth // 2
+    return plan
+
+
+def _where_plain(i, layer):
+    return f"layer {i} ({layer.name})"
+
+
+def _gemm(config, layer, plan, i, parity, dst, b_addr, thr_addr, last):
+    mt = plan["m_tiles"]
+    if i == 0:
+        # The batch's inputs: in region `parity`.
+        a_buffer, a_addr = "IN", plan["in"][1] * parity
+    else:
+        # Layer i reads act region i % 2 (the previous layer's output).
+        a_buffer, a_addr = "ACT", plan["act"][1] * (i % 2)
+    return dict(opcode="GEMM", a_buffer=a_buffer, a_addr=a_addr, b_addr=b_addr,
+                planes=layer.planes, words=layer.words(config), m_tiles=mt,
+                n_tiles=layer.n_tiles(config),
+                mode="SCORES" if last else "THRESHOLD",
+                out_bits=1 if last else layer.out_bits, dst_addr=dst, thr_addr=thr_addr,
+                # Layers after the first read activations the previous GEMM writes.
+                sync=int(i > 0),
+                # The last layer overwrites the scores of two batches ago: the STORE of
+                # those (all but the latest STORE) must have finished.
+                unsent=1 if last else NO_WAIT)
+
+
+def _body(config, layers, plan, parity):
+    """The instructions of one batch whose inputs sit in ``in`` region ``parity``, without
+    the next batch's input load; returns ``(instructions, owners, constants)``."""
+    n_layers = len(layers)
+    instrs, owners, consts = [], [], []
+    for i, layer in enumerate(layers):
+        last = i == n_layers - 1
+        # Activations: layer i reads act region i % 2 and writes region (i + 1) % 2.
+        dst = plan["score"][1] * parity if last else plan["act"][1] * ((i + 1) % 2)
+        if plan["resident"]:
+            b_addr, thr_addr = plan["weight"][i], plan["thresh"][i]
+        else:
+            # The GEMM's place in the stream of all batches decides its half.
+            seq = (parity * n_layers + i) % 2
+            b_addr = seq * (config.weight_depth // 2) if plan["weight_halves"] else 0
+            thr_addr = seq * (config.thresh_depth // 2) if plan["thresh_halves"] else 0
+            # Halves: the GEMM two before used this half; the one just before may run on.
+            # Weights are operands (read by the array's beats), thresholds are read by the
+            # result stage until the GEMM has written its results.
+            wait = 1 if plan["weight_halves"] else 0
+            instrs.append(dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=b_addr,
+                               count=layer.weight_words(config), unread=wait,
+                               unwritten=NO_WAIT))
+            owners.append(i)
+            consts.append(pack_weights(layer.weight, config).reshape(-1))
+            if not last:
+                wait = 1 if plan["thresh_halves"] else 0
+                instrs.append(dict(opcode="LOAD", buffer="THRESH", source="CONST",
+                                   addr=thr_addr, count=layer.thresh_words(config),
+                                   unread=wait, unwritten=wait))
+                owners.append(i)
+                consts.append(pack_thresholds(layer.thresholds, config).reshape(-1))
+        instrs.append(_gemm(config, layer, plan, i, parity, dst, b_addr,
+                            0 if last else thr_addr, last))
+        owners.append(i)
+    # The STORE waits for every earlier GEMM, the last layer's included.
+    instrs.append(dict(opcode="STORE", buffer="SCORE", addr=plan["score"][1] * parity,
+                       count=plan["score"][1], unwritten=0))
+    owners.append(n_layers - 1)
+    return instrs, owners, consts
+
+
+def _input_load(plan, region, unread):
+    return dict(opcode="LOAD", buffer="IN", source="INPUT", addr=plan["in"][1] * region,
+                count=plan["in"][1], unread=unread, unwritten=NO_WAIT)
+
+
+def _load_wait(body, at, n_layers):
+    # The next batch's input overwrites the region the previous batch's first GEMM read:
+    # GEMMs dispatched after that one are the previous batch's other layers and the GEMMs
+    # of this batch before the load.
+    gemms = sum(1 for instr in body[:at] if instr["opcode"] == "GEMM")
+    return min(n_layers - 1 + gemms, _MOST_WAIT)
+
+
+def assemble(pieces, batches):
+    """The instruction and constant order of a run of ``batches`` batches.
+
+    ``pieces`` is ``metadata["schedule"]`` of a compiled program; returns ``(instructions,
+    constants)``, two lists of ``(start, stop)`` ranges of the stored program's
+    instructions and constants, in stream order (the last instruction range is ``HALT``).
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be at least 1, not {batches}")
+    instrs, consts = [tuple(pieces["preamble"])], [tuple(pieces["preamble_constants"])]
+    loads = pieces["loads"]
+    at = pieces["load_at"]
+    instrs.append((loads[0], loads[0] + 1))
+    for b in range(batches):
+        start, stop = pieces["bodies"][b % 2]
+        instrs.append((start, start + at))
+        if b + 1 < batches:
+            nxt = loads[(b + 1) % 2]
+            instrs.append((nxt, nxt + 1))
+        instrs.append((start + at, stop))
+        consts.append(tuple(pieces["body_constants"][b % 2]))
+    instrs.append((pieces["halt"], pieces["halt"] + 1))
+    return instrs, consts
+
+
+def batch_stream(program, batches):
+    """The :class:`~lowbit.program.Program` that runs ``batches`` batches of a compiled
+    ``program``: what :func:`run_model` sends (:func:`assemble`)."""
+    ranges, const_ranges = assemble(program.metadata["schedule"], batches)
+    return Program(program.config,
+                   [i for start, stop in ranges for i in program.instructions[start:stop]],
+                   np.concatenate([program.constants[start:stop]
+                                   for start, stop in const_ranges]))
+
+
+def _stream(instructions, pieces, batches):
+    ranges, _ = assemble(pieces, batches)
+    return [instr for start, stop in ranges for instr in instructions[start:stop]]
 
 
 def compile_model(model, config=None, *, batch=16, resident=None):
     """Compile ``model`` for ``config`` (default ``AcceleratorConfig()``) to a
-    :class:`~lowbit.program.Program` running ``batch`` inputs per run.
+    :class:`~lowbit.program.Program` running ``batch`` inputs per batch.
 
-    ``resident``: keep every weight and threshold in the weight buffer, loaded by a
-    preamble that :func:`run_model` sends once per call (later batches send inputs only);
-    ``None`` (default) when they fit, ``False`` streams them with each batch into alternate
-    halves of the buffer (loads overlapping compute), ``True`` requires it.
+    ``resident``: keep every weight and threshold in its memory, loaded by a preamble
+    that :func:`run_model` sends once per call; ``None`` (default) when they fit, ``False``
+    streams them with each batch, ``True`` requires them to fit.
 
     Raises
     ------
     CompileError
-        For a layer the accelerator cannot run (named, with the reason), or a model that
-        does not fit its buffers.
+        For a layer the accelerator cannot run (named, with the reason), or a batch or
+        model that does not fit its memories.
     """
     if not isinstance(model, QuantModel):
         raise TypeError(f"model must be a QuantModel, not {model!r}")
@@ -233,223 +359,98 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    if resident is not None and not isinstance(resident, bool):
+        raise TypeError(f"resident must be True, False or None, not {resident!r}")
     form = model.integer_form()
     _check(config, form)
-    word = config.word
-    layers = form.layers
-    # GEMM rows per sample (a convolution's output positions; 1 for a dense layer) and the
-    # words of every GEMM row of each layer's input and output (k-bit: one plane per bit).
-    positions = [1 if l.conv is None else l.conv.positions for l in layers]
-    act_rows = [row_words(l.weight.shape[1], _bits(l.input_precision), word) for l in layers]
-    out_rows = [None if l.last else row_words(l.weight.shape[0], _bits(l.output_precision),
-                                              word) for l in layers]
-    # A convolution over on-chip activations reads im2col rows the accelerator copies into a
-    # third region (MAXPOOL with a window of 1 is a copy), the border from a row of pad
-    # words loaded with each batch.
-    onchip = [l.conv is not None and not l.first for l in layers]
-    widest = max([p * a for p, a, o in zip(positions, act_rows, onchip) if not o]
-                 + [p * o for p, o in zip(positions, out_rows) if o is not None])
-    scratch = max([p * a for p, a, o in zip(positions, act_rows, onchip) if o] + [0])
-    pad_words = max([l.conv.kernel[1] * row_words(l.conv.in_shape[0], 1, word)
-                     for l, o in zip(layers, onchip) if o] + [0])
-    need = 2 * batch * widest + batch * scratch + pad_words
-    if need > config.act_words:
-        raise CompileError(f"a batch of {batch} needs {need} activation words (two regions of "
-                           f"{batch} samples of {widest} words"
-                           + (f", im2col rows of {scratch} words per sample" if scratch else "")
-                           + f"), the buffer has {config.act_words}: use a smaller batch")
-    regions = (0, batch * widest)
-    im2col_addr = 2 * batch * widest
-    pad_addr = im2col_addr + batch * scratch
-    half = config.weight_words // 2
-    instrs = [dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0,
-                   count=batch * positions[0] * act_rows[0])]
-    head_consts = []
-    if pad_words:
-        pad = next(l.conv.pad for l, o in zip(layers, onchip) if o)
-        instrs.append(dict(opcode="LOAD", buffer="ACT", source="CONST", addr=pad_addr,
-                           count=pad_words))
-        head_consts.append(np.full(pad_words, (1 << word) - 1 if pad > 0 else 0,
-                                   dtype=np.uint64))
-    consts, stores, schedule = [], [], []
-    chunk_index = 0
-    for i, layer in enumerate(layers):
-        n, k = layer.weight.shape
-        a, w = layer.input_precision, layer.weight_precision
-        # GEMM rows (samples, or samples x positions) per GEMM: up to 32, fewer when the
-        # layer's channels cannot be split finely enough for the output buffer.
-        total = batch * positions[i]
-        matrix = _hw_columns(layers[i - 1] if i else None, layer)
-        rows, space = min(total, 32), half
-        nc = _chunk(config, layer, rows, space)
-        if nc is None or nc < min(n, word):
-            rows = max(1, min(total, config.out_words // n))
-            nc = _chunk(config, layer, rows, space)
-        if nc is None:
-            # One chunk in the whole weight buffer: its loads cannot overlap compute.
-            space = config.weight_words
-            nc = _chunk(config, layer, rows, space)
-        if nc is None:
-            raise CompileError(f"{_where(i, layer)}: its {n} "
-                               f"channels do not fit the buffers and the norm unit in one "
-                               f"chunk ({layer.output_precision} outputs cannot be split)")
-        src, dst = regions[i % 2], regions[(i + 1) % 2]
-        out_bits = None if layer.last else _bits(layer.output_precision)
-        dst_row = None if layer.last else row_words(n, out_bits, word)
-        chunks = []
-        for c0 in range(0, n, nc):
-            cn = min(nc, n - c0)
-            w_addr = (chunk_index % 2) * half if space == half else 0
-            chunk_index += 1
-            weights = pack_rows(matrix[c0:c0 + cn], _bits(w), w.kind == "signed", word)
-            loads = [dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=w_addr,
-                          count=weights.size)]
-            data = [weights.ravel()]
-            p_addr = w_addr + weights.size
-            if not layer.last:
-                params = np.concatenate([
-                    from_signed(layer.thresholds[c0:c0 + cn].ravel(), word),
-                    layer.flip[c0:c0 + cn].astype(np.uint64)])
-                loads.append(dict(opcode="LOAD", buffer="WEIGHT", source="CONST",
-                                  addr=p_addr, count=params.size))
-                data.append(params)
-            body = []
-            if onchip[i] and not chunks:
-                body += _im2col_copies(layer.conv, batch, src, im2col_addr, pad_addr, word)
-            a_base = im2col_addr if onchip[i] else src
-            for r0 in range(0, total, rows):
-                rn = min(rows, total - r0)
-                body.append(dict(
-                    opcode="GEMM_XNOR", a_addr=a_base + r0 * act_rows[i], b_addr=w_addr,
-                    c_addr=0, m=rn, n=cn, k=k, a_stride=act_rows[i],
-                    b_stride=weights.shape[1], c_stride=cn, act_bits=_bits(a),
-                    act_signed=int(a.kind == "signed"), weight_bits=_bits(w),
-                    weight_signed=int(w.kind == "signed")))
-                if layer.last:
-                    body.append(dict(opcode="STORE", buffer="OUT", addr=0, count=rn * cn))
-                    stores.append([r0, rn, c0, cn])
-                else:
-                    mode = "THRESHOLD" if out_bits == 1 else "REQUANTISE"
-                    body.append(dict(
-                        opcode="NORM", mode=mode, src_addr=0,
-                        dst_addr=dst + r0 * dst_row + c0 // word, param_addr=p_addr,
-                        rows=rn, channels=cn, src_stride=cn, dst_stride=dst_row))
-            chunks.append((loads, data, body, space == half, i, w_addr))
-        if layer.conv is not None and layer.conv.pool:
-            # 2-D max pool of the (y, x) pixel rows as two OR passes (+-1 data): windows of
-            # `pool` neighbouring pixels into the free region, then of `pool` image rows
-            # back, which leaves the pooled samples contiguous in `dst`.
-            s_, (oh, ow) = layer.conv.pool, layer.conv.conv_shape
-            chunks[-1][2].extend([
-                dict(opcode="MAXPOOL", src_addr=dst, dst_addr=src, rows=batch * oh * ow // s_,
-                     row_words=dst_row, window=s_),
-                dict(opcode="MAXPOOL", src_addr=src, dst_addr=dst, rows=batch * oh // s_,
-                     row_words=ow // s_ * dst_row, window=s_)])
-        schedule += chunks
-    # Pass 5, resident weights: a preamble loads every chunk (below). Streamed weights:
-    # chunk c + 1's loads (the other half of the weight buffer; across layers too) go right
-    # after chunk c's first GEMM, so that they stream in while it computes; a chunk that
-    # fills the whole weight buffer is loaded after the previous chunk's last instruction
-    # instead (nothing of it may be overwritten early).
-    owner = [0] * len(instrs)  # each instruction's layer (the energy model's per-layer view)
+    layers = _datapath(config, form)
+    plan = _plan(config, layers, batch, resident)
+    n_layers = len(layers)
 
-    def emit(items, layer):
-        instrs.extend(items)
-        owner.extend([layer] * len(items))
+    # The preamble: resident weights and thresholds, once per call.
+    preamble, pre_owner, pre_consts = [], [], []
+    if plan["resident"]:
+        for i, layer in enumerate(layers):
+            preamble.append(dict(opcode="LOAD", buffer="WEIGHT", source="CONST",
+                                 addr=plan["weight"][i], count=layer.weight_words(config),
+                                 unread=NO_WAIT, unwritten=NO_WAIT))
+            pre_owner.append(i)
+            pre_consts.append(pack_weights(layer.weight, config).reshape(-1))
+            if layer.out_bits is not None:
+                preamble.append(dict(opcode="LOAD", buffer="THRESH", source="CONST",
+                                     addr=plan["thresh"][i],
+                                     count=layer.thresh_words(config), unread=NO_WAIT,
+                                     unwritten=NO_WAIT))
+                pre_owner.append(i)
+                pre_consts.append(pack_thresholds(layer.thresholds, config).reshape(-1))
+    bodies = [_body(config, layers, plan, parity) for parity in (0, 1)]
+    sizes = [sum(len(c) for c in part) for part in (pre_consts, bodies[0][2])]
 
-    total = sum(load["count"] for chunk in schedule for load in chunk[0])
-    if resident is None:
-        resident = total <= config.weight_words
-    elif resident and total > config.weight_words:
-        raise CompileError(f"the weights and thresholds take {total} words, the weight buffer "
-                           f"has {config.weight_words}: they cannot stay resident")
-    if resident:
-        # Every chunk at its own address, all loaded by a preamble that run_model sends once
-        # per call: later batches send their inputs only.
-        base = 0
-        for loads, _, body, _, _, w_addr in schedule:
-            shift = base - w_addr
-            for load in loads:
-                load["addr"] += shift
-            for instr in body:
-                if instr["opcode"] == "GEMM_XNOR":
-                    instr["b_addr"] += shift
-                elif instr["opcode"] == "NORM":
-                    instr["param_addr"] += shift
-            base += sum(load["count"] for load in loads)
-        first, owner, instrs = instrs, [], []
-        for loads, data, _, _, layer_index, _ in schedule:
-            emit(loads, layer_index)
-            consts += data
-        preamble = len(instrs)
-        emit(first, 0)
-        consts += head_consts
-        for _, _, body, _, layer_index, _ in schedule:
-            emit(body, layer_index)
-    else:
-        consts += head_consts
-        emit(schedule[0][0], schedule[0][4])
-        consts += schedule[0][1]
-        for c, (_, _, body, halved, layer_index, _) in enumerate(schedule):
-            following = schedule[c + 1] if c + 1 < len(schedule) else None
-            early = following is not None and halved and following[3]
-            emit(body[:1], layer_index)
-            if early:
-                emit(following[0], following[4])
-                consts += following[1]
-            emit(body[1:], layer_index)
-            if following is not None and not early:
-                emit(following[0], following[4])
-                consts += following[1]
-    emit([dict(opcode="HALT", status=0)], len(layers) - 1)
-    last = layers[-1]
+    # Where the next batch's input load goes: the place the cycle model finds fastest over
+    # a few batches (before the batch's GEMMs it may hold them up while the previous
+    # batch's first GEMM still reads its region; after them it runs while they compute).
+    best = None
+    for at in range(len(bodies[0][0]) + 1):
+        unread = _load_wait(bodies[0][0], at, n_layers)
+        instrs, pieces = _layout(plan, preamble, bodies, sizes, unread, at)
+        timing = Timing(config)
+        for instr in _stream(instrs, pieces, 4):
+            timing.step(instruction_set(config).check(instr))
+        if best is None or timing.cycles < best[0]:
+            best = (timing.cycles, at, unread)
+    _, at, unread = best
+    instrs, pieces = _layout(plan, preamble, bodies, sizes, unread, at)
+    owners = pre_owner + [0, 0] + bodies[0][1] + bodies[1][1] + [n_layers - 1]
+    consts = pre_consts + bodies[0][2] + bodies[1][2]
+    last = form.layers[-1]
     metadata = {
         "kind": METADATA_KIND, "model": model.name, "dataset": model.dataset,
-        "batch": batch, "input_shape": list(form.input_shape),
+        "batch": batch, "batches": 2, "input_shape": list(form.input_shape),
         "input_quantizer": form.input_quantizer.to_json(),
-        "input_bits": _bits(layers[0].input_precision),
-        "input_features": layers[0].weight.shape[1], "input_conv": _conv_json(layers[0].conv),
-        "classes": int(last.weight.shape[0]), "stores": stores,
-        "layers": [{"name": _where(i, layer)[len(f"layer {i} ("):-1],
-                    "instructions": [j for j, o in enumerate(owner) if o == i],
-                    "act_bits": _bits(layer.input_precision),
-                    "weight_bits": _bits(layer.weight_precision)}
+        "input_planes": layers[0].planes, "input_bipolar": layers[0].bipolar,
+        "input_features": layers[0].k, "classes": layers[-1].n,
+        "scores": {"k": layers[-1].k, "planes": layers[-1].planes,
+                   "bipolar": layers[-1].bipolar,
+                   "popcount": [int(v) for v in (layers[-1].weight > 0).sum(axis=1)]},
+        "layers": [{"name": layer.name,
+                    "instructions": [j for j, o in enumerate(owners) if o == i],
+                    "act_bits": layer.planes, "weight_bits": 1, "k": layer.k,
+                    "n": layer.n, "out_bits": layer.out_bits}
                    for i, layer in enumerate(layers)],
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
-        "resident": {"instructions": preamble, "constants": total} if resident else None,
+        "resident": ({"instructions": len(preamble), "constants": sizes[0]}
+                     if plan["resident"] else None),
+        "regions": {name: plan[name][1] for name in ("in", "act", "score")},
+        "schedule": pieces,
     }
-    return Program(config, instrs, np.concatenate(consts), metadata)
+    data = np.concatenate(consts) if consts else np.zeros(0, dtype=np.uint64)
+    program = Program(config, instrs, data, metadata)
+    # The schedule's own invariant (a failure is a bug here, not in the model): the stored
+    # program and longer streams are race-free.
+    program.check_races()
+    batch_stream(program, 3).check_races()
+    log.info("compiled %s: %d layers, %s weights, next input loaded at body position %d",
+             model.name, n_layers, "resident" if plan["resident"] else "streamed", at)
+    return program
 
 
-def _conv_json(conv):
-    if conv is None:
-        return None
-    return {"in_shape": list(conv.in_shape), "kernel": list(conv.kernel),
-            "stride": conv.stride, "padding": conv.padding, "pad": conv.pad}
+def _layout(plan, preamble, bodies, sizes, unread, at):
+    # Stored program: preamble, the input load of each region, body 0, body 1, HALT.
+    loads = [_input_load(plan, region, unread) for region in (0, 1)]
+    instrs = [*preamble, *loads, *bodies[0][0], *bodies[1][0], dict(opcode="HALT", status=0)]
+    p = len(preamble)
+    b0 = p + 2
+    b1 = b0 + len(bodies[0][0])
+    pieces = {"preamble": [0, p], "loads": [p, p + 1], "bodies": [[b0, b1],
+                                                                  [b1, b1 + len(bodies[1][0])]],
+              "load_at": at, "halt": len(instrs) - 1,
+              "preamble_constants": [0, sizes[0]],
+              "body_constants": [[sizes[0], sizes[0] + sizes[1]],
+                                 [sizes[0] + sizes[1], sizes[0] + 2 * sizes[1]]]}
+    return instrs, pieces
 
 
-def run_model(program, runtime, x, progress=None):
-    """Run a compiled model's ``program`` on ``runtime`` for model-domain inputs ``x``
-    (``(n, *input_shape)``, e.g. rows of ``load_digits().data``): quantize with the model's
-    input quantizer, pack ``batch`` inputs per run (the last batch padded with zeros), run,
-    collect the integer scores and apply the host affine. A program with resident weights
-    first runs its preamble (the weight and threshold loads) once; each batch then runs the
-    rest. ``progress(done, n)`` is called after each batch.
-
-    Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
-    prediction) and the runs' stats summed, the preamble's included (``runs`` counts the
-    batches).
-
-    Raises
-    ------
-    ValueError
-        If ``program`` is not a compiled model or ``x`` has the wrong shape.
-    """
-    meta = program.metadata
-    if meta.get("kind") != METADATA_KIND:
-        raise ValueError("the program is not a compiled model (no model metadata): run it "
-                         "with its input words instead")
-    config = program.config
+def _quantize(meta, x):
     x = np.asarray(x)
     shape = tuple(meta["input_shape"])
     if x.ndim == 2 and len(shape) > 1 and x.shape[1] == int(np.prod(shape)):
@@ -460,41 +461,61 @@ def run_model(program, runtime, x, progress=None):
         else:
             raise ValueError(f"inputs must have shape (n, {', '.join(map(str, shape))}), "
                              f"not {x.shape}")
-    q = meta["input_quantizer"]
-    step, bits = float(q["step"]), int(q["bits"])
     if x.dtype.kind not in "biuf" or not np.all(np.isfinite(x)):
         raise ValueError("inputs must be finite real numbers")
+    q = meta["input_quantizer"]
+    step, bits = float(q["step"]), int(q["bits"])
     x_int = np.clip(np.rint(x.astype(np.float64) / step), 0, 2 ** bits - 1).astype(np.int64)
-    x_int = x_int.reshape(len(x_int), -1)
+    return x_int.reshape(len(x_int), -1)
+
+
+def run_model(program, runtime, x, progress=None):
+    """Run a compiled model's ``program`` on ``runtime`` for model-domain inputs ``x``
+    (``(n, *input_shape)``, e.g. rows of ``load_digits().data``): quantize with the model's
+    input quantizer, pack ``batch`` inputs per batch (the last batch padded with zeros),
+    send one stream for all batches (the preamble once), unpack the scores, turn the
+    accumulators into dot products and apply the host affine. ``progress(done, n)`` is
+    called when the run is done.
+
+    Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
+    prediction) and the run's stats (``cycles``, ``array_beats``, ``tile_holds``, ...),
+    with ``runs`` the number of batches and ``macs`` the network's useful binary MACs
+    (per input and layer ``K x N x planes``, padding rows left out).
+
+    Raises
+    ------
+    ValueError
+        If ``program`` is not a compiled model or ``x`` has the wrong shape.
+    """
+    meta = program.metadata
+    if meta.get("kind") != METADATA_KIND or "schedule" not in meta:
+        raise ValueError("the program is not a compiled model (no model metadata): run it "
+                         "with its input words instead")
+    config = program.config
+    x_int = _quantize(meta, x)
     batch, classes = meta["batch"], meta["classes"]
-    scale, offset = np.array(meta["scale"]), np.array(meta["offset"])
-    scores = np.zeros((len(x_int), classes))
-    totals = {}
-    resident = meta.get("resident")
-    if resident:
-        n, c = resident["instructions"], resident["constants"]
-        preamble = Program(config, [*program.instructions[:n], dict(opcode="HALT", status=0)],
-                           program.constants[:c])
-        totals.update(runtime.run(preamble).stats)
-        program = Program(config, program.instructions[n:], program.constants[c:])
-    for start in range(0, len(x_int), batch):
+    n = len(x_int)
+    batches = max(1, -(-n // batch))
+    inputs = []
+    for b in range(batches):
         block = np.zeros((batch, x_int.shape[1]), dtype=np.int64)
-        part = x_int[start:start + batch]
+        part = x_int[b * batch:(b + 1) * batch]
         block[:len(part)] = part
-        if meta.get("input_conv"):
-            # the host builds the first convolution's im2col rows (padded with its `pad`)
-            c = meta["input_conv"]
-            block = ConvShape(tuple(c["in_shape"]), tuple(c["kernel"]), c["stride"],
-                              c["padding"], c["pad"]).patches(block)
-        words = pack_rows(block, meta["input_bits"], False, config.word)
-        result = runtime.run(program, words.ravel())
-        acc = np.zeros((batch, classes), dtype=np.int64)
-        for (r0, rn, c0, cn), out in zip(meta["stores"], result.outputs):
-            acc[r0:r0 + rn, c0:c0 + cn] = to_signed(out, config.word).reshape(rn, cn)
-        scores[start:start + len(part)] = acc[:len(part)] * scale + offset
-        for name, value in result.stats.items():
-            totals[name] = totals.get(name, 0) + value
-        if progress is not None:
-            progress(min(start + batch, len(x_int)), len(x_int))
-    totals["runs"] = -(-len(x_int) // batch)
-    return scores, totals
+        inputs.append(pack_act(block, meta["input_planes"], config,
+                               bipolar=meta["input_bipolar"]).reshape(-1))
+    result = runtime.run(batch_stream(program, batches), np.concatenate(inputs))
+    score = meta["scores"]
+    k, pop = score["k"], np.asarray(score["popcount"], dtype=np.int64)
+    # dot_from_acc depends on the weights only through K and each channel's popcount.
+    weights = np.where(np.arange(k)[None, :] < pop[:, None], 1, -1)
+    acc = np.concatenate([unpack_scores(np.asarray(out).reshape(-1, config.cols), batch,
+                                        classes, config) for out in result.outputs])
+    dots = dot_from_acc(acc[:n], weights, score["planes"], bipolar=score["bipolar"])
+    scores = dots * np.asarray(meta["scale"]) + np.asarray(meta["offset"])
+    stats = dict(result.stats)
+    stats["runs"] = batches
+    stats["macs"] = n * sum(layer["k"] * layer["n"] * layer["act_bits"]
+                            for layer in meta["layers"])
+    if progress is not None:
+        progress(n, n)
+    return scores, stats

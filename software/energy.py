@@ -1,23 +1,25 @@
-"""Energy estimates of accelerator programs (issue 8), Accelergy-style: the energy of a run
-is the sum over action types of ``count x energy per action``.
+"""Energy estimates of accelerator programs, Accelergy-style: the energy of a run is the
+sum over action types of ``count x energy per action``.
 
 Three parts (``docs/energy.md``):
 
-* a **technology table** (:class:`Technology`): the measured 45 nm entries of
-  ``../shared/REFERENCE.md`` section 5 (default file ``energy_45nm.toml``, shipped with the
-  package) and the entries lowbit derives from them (:meth:`Technology.derived`), each with
-  its derivation;
+* a **technology table** (:class:`Technology`): measured 45 nm entries (M. Horowitz,
+  ISSCC 2014; default file ``energy_45nm.toml``, shipped with the package) and the entries
+  lowbit derives from them (:meth:`Technology.derived`), each with its derivation;
 * **action counts** of a program, from its instructions (:func:`count_instruction`,
-  :func:`count_program`). The :data:`ACTIVITY` actions are what the gateware does and are
-  also counted on the RTL (:mod:`lowbit.sim.activity`): buffer word reads and writes per
-  buffer, beats accepted per unit (``NORM`` by mode), engine starts, host-link bytes. The
-  :data:`OPERATIONS` are derived from the same instructions: logical MACs, bit operations
-  and accumulator adds of the array, LNS products and dot products, norm-unit values;
-* **estimates** (:func:`estimate`): energy per action and per component (compute, buffers,
-  host link), per layer, per inference; and **comparisons** (:func:`compare`) of the same
-  network's operation counts on other datapaths (binary, bit-serial k-bit, 8-bit LNS, int8,
-  fp32), the hypothetical ones costed with their table entries, and of LightNorm's batch
-  norm against an fp32 batch norm (:func:`compare_norm`).
+  :func:`count_program`), by the full-rate core's semantics: what each instruction reads
+  and writes comes from :meth:`lowbit.isa.InstructionSet.regions` and
+  :meth:`~lowbit.isa.InstructionSet.link_words`. A ``GEMM`` takes one beat per cycle,
+  ``tiles x planes x words`` of them; each beat reads one memory word of the activation
+  memory (``rows`` lanes) and one of the weight memory (``cols`` lanes), and every PE does
+  a ``word``-bit XNOR and popcount and one accumulator add; the result stage reads ``T``
+  threshold words per tile and compares every output ``T`` times (``THRESHOLD``) or writes
+  the accumulators (``SCORES``). ``LOAD`` and ``STORE`` move host bytes and memory words;
+  every instruction is fetched over the host link, and ``HALT`` answers a status record;
+* **estimates** (:func:`estimate`): energy per action and per component (array, result
+  stage, each memory, host link), per layer, per inference; and **comparisons**
+  (:func:`compare`) of the same network's work on other datapaths (binary, int8, fp32;
+  the last two hypothetical, costed with their table entries).
 
 Per layer: a program's metadata may list its layers (``metadata["layers"]``, each a dict
 with ``name`` and ``instructions``, a list of instruction indices); otherwise layers are
@@ -31,16 +33,14 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from .config.accelerator import AcceleratorConfig
-from .isa import Buffer, NormMode, Opcode, instruction_set, lns_row_words, row_words
+from .config.accelerator import MEMORIES, AcceleratorConfig
+from .isa import DATA_HEADER, STATUS_RECORD, Buffer, GemmMode, Opcode, instruction_set
 from .program import Program
-from .runtime import RECORD_HEADER, STATUS_COUNTERS
 
 __all__ = ["TechError", "Technology", "default_technology", "MEASURED", "PARAMETERS",
-           "Actions", "ACTIVITY", "OPERATIONS", "count_instruction", "count_program",
-           "Layer", "layers", "action_energy", "energy_of", "COMPONENTS", "KINDS",
-           "Estimate", "estimate", "DATAPATHS", "Datapath", "compare", "compare_norm",
-           "per_inference", "mac_energy"]
+           "Actions", "ACTIONS", "COUNTED", "count_instruction", "count_program", "Layer",
+           "layers", "action_energy", "energy_of", "COMPONENTS", "KINDS", "Estimate",
+           "estimate", "DATAPATHS", "Datapath", "compare", "per_inference", "mac_energy"]
 
 #: The measured entries every technology file must give, in pJ.
 MEASURED = ("int_add_8", "int_add_16", "int_add_32", "int_mul_8", "int_mul_32",
@@ -51,8 +51,10 @@ PARAMETERS = ("gates_per_full_adder", "popcount_full_adders_per_bit", "sram_writ
               "host_dram_per_byte")
 _TEXT = ("name", "source")
 
-#: Bytes of a ``STATUS`` record: its header and four u32 counters (``docs/host_link.md``).
-STATUS_RECORD = RECORD_HEADER + 4 * len(STATUS_COUNTERS)
+#: Bytes of a ``DATA`` record's header and of a whole ``STATUS`` record
+#: (``docs/host_link.md``).
+DATA_HEADER_BYTES = DATA_HEADER.size // 8
+STATUS_BYTES = STATUS_RECORD.size // 8
 
 
 class TechError(ValueError):
@@ -213,69 +215,37 @@ class Technology:
         access (the host reads what it sends from its DRAM, writes what it receives)."""
         return self["dram_access_64b"] / 8 * self.derivation["host_dram_per_byte"]
 
-    def bfp_mul(self, mantissa, exponent):
-        """A BFP multiply: an ``mantissa``-bit integer multiply and an ``exponent``-bit
-        exponent add."""
-        return self.int_mul(mantissa) + self.int_add(exponent)
-
-    def bfp_add(self, width, mantissa):
-        """A BFP add into a ``width``-bit accumulator: the add and an alignment shift of a
-        ``mantissa``-bit operand (a barrel shifter of ``log2(width)`` levels of
-        ``mantissa`` two-gate multiplexers)."""
-        return self.int_add(width) + 2 * self.gate * mantissa * math.ceil(math.log2(width))
-
-    def lns_product(self, code_bits, acc_width, gamma):
-        """One LNS-Madam product and partial sum: a ``code_bits + 1``-bit exponent add, a
-        sign XOR, the decode of ``1 << q`` (one gate per accumulator bit), the selection of
-        ``acc[r]`` (a ``gamma``-way multiplexer per bit: ``gamma - 1`` two-gate muxes)
-        and an ``acc_width``-bit add."""
-        return (self.int_add(code_bits + 1) + self.gate
-                + self.gate * acc_width * (1 + 2 * (gamma - 1) / max(gamma, 1))
-                + self.int_add(acc_width))
-
-    def lns_dot(self, gamma, lut_width, acc_width, total_width):
-        """The per-dot-product finish of LNS-Madam: ``gamma`` LUT reads (``lut_width``
-        bits, one gate each) and constant multiplies ``acc[r] * LUT[r]`` (costed as a
-        multiply of the geometric-mean width) added into a ``total_width``-bit total."""
-        width = math.sqrt(lut_width * acc_width)
-        return gamma * (self.gate * lut_width + self.int_mul(width) + self.int_add(total_width))
-
     def derived(self, config=None):
-        """The derived entries: name -> ``(pJ, derivation)``, for ``config``'s buffer and
-        unit sizes where they depend on them."""
+        """The derived entries: name -> ``(pJ, derivation)``, for ``config``'s memory and
+        accumulator sizes where they depend on them."""
         config = AcceleratorConfig() if config is None else config
         d = self.derivation
         out = {
             "gate": (self.gate, f"int_add_8 / (8 x {d['gates_per_full_adder']:g} gates per "
                                 f"full adder)"),
-            "xnor_popcount_bit": (self.xnor_popcount_bit, "one XNOR/AND gate + "
+            "xnor_popcount_bit": (self.xnor_popcount_bit, "one XNOR gate + "
                                   f"{d['popcount_full_adders_per_bit']:g} full adder(s) of a "
                                   "carry-save popcount tree"),
+            f"int_add_{config.acc_bits}": (self.int_add(config.acc_bits),
+                                           f"the {config.acc_bits}-bit accumulator add or "
+                                           f"threshold compare"),
             "host_byte": (self.host_byte, f"dram_access_64b / 8 x {d['host_dram_per_byte']:g}"
                                           " (host DRAM read or write; link I/O not included)"),
         }
-        for name, words in config.buffer_words.items():
-            out[f"sram_{name}_{config.word}b"] = (
-                self.sram_access(words, config.word),
-                f"{words} x {config.word} bits = {words * config.word // 8192} KB: 64-bit read "
-                f"energy interpolated log-log in size, x {config.word}/64")
-        norm = config.lightnorm
-        out["bfp_mul"] = (self.bfp_mul(norm.mantissa, norm.exponent),
-                          f"int_mul({norm.mantissa}) + int_add({norm.exponent})")
-        out["bfp_add"] = (self.bfp_add(norm.acc_width, norm.mantissa),
-                          f"int_add({norm.acc_width}) + alignment shifter")
-        lns = config.lns_mac
-        out["lns_product"] = (
-            self.lns_product(lns.code_bits, lns.accumulator_width, lns.gamma),
-            f"int_add({lns.code_bits + 1}) exponent add + sign XOR + decode and acc[r] "
-            f"select + int_add({lns.accumulator_width})")
-        out["lns_dot"] = (self.lns_dot(lns.gamma, lns.lut_width, lns.accumulator_width,
-                                       lns.total_width),
-                          f"{lns.gamma} x (LUT read + constant multiply + "
-                          f"int_add({lns.total_width})), once per dot product")
+        for name in MEMORIES:
+            depth, width = config.depth(name), config.lanes(name) * config.word
+            out[f"sram_{name}"] = (
+                self.sram_access(depth, width),
+                f"{depth} x {width} bits = {_kib(depth * width)}: 64-bit read energy "
+                f"interpolated log-log in size, x {width}/64")
         for name, dp in DATAPATHS.items():
             out[f"mac_{name}"] = (mac_energy(self, dp, config), dp.derivation)
         return out
+
+
+def _kib(bits):
+    size = bits / 8192
+    return f"{size:g} KB"
 
 
 def _toml_str(text):
@@ -316,29 +286,25 @@ def default_technology():
 
 # Action counts ---------------------------------------------------------------------------
 
-#: Actions the gateware performs, counted both from a program (:func:`count_instruction`)
-#: and on the RTL (:mod:`lowbit.sim.activity`); the two must agree.
-ACTIVITY = tuple(
-    [f"{b}_{rw}" for b in ("act", "weight", "out") for rw in ("reads", "writes")]
-    + ["xnor_beats", "lns_beats"] + [f"norm_beats_{m.name.lower()}" for m in NormMode]
-    + [f"engine_starts_{op.name.lower()}" for op in
-       (Opcode.GEMM_XNOR, Opcode.GEMM_LNS, Opcode.NORM, Opcode.MAXPOOL)]
-    + ["host_bytes_in", "host_bytes_out"])
+def _memory_actions():
+    return tuple(f"{m}_{rw}" for m in MEMORIES for rw in ("reads", "writes"))
 
-#: Operations derived from the instructions (not probed on the RTL): logical MACs (``m n
-#: k``), bit-plane passes (tiles x plane pairs; 1 per tile when binary), the array's bit
-#: operations (``beats x rows x cols x word``: every PE works on every
-#: beat, padding and idle PEs of partial tiles included) and accumulator adds, LNS products
-#: (``beats x lanes``) and dot products, norm-unit values by mode and parameter beats,
-#: max-pool word ORs.
-OPERATIONS = ("xnor_macs", "xnor_passes", "xnor_bit_ops", "xnor_acc_adds", "lns_macs",
-              "lns_products",
-              "lns_dots") + tuple(f"norm_values_{m.name.lower()}" for m in NormMode) + (
-              "norm_param_beats", "maxpool_words")
+
+#: Actions that cost energy: the array's bit operations (a ``word``-bit XNOR and popcount
+#: share per PE and beat, counted per bit) and accumulator adds (one per PE and beat), the
+#: result stage's threshold compares, memory-word reads and writes per memory, and bytes
+#: over the host link each way.
+ACTIONS = ("xnor_bit_ops", "acc_adds", "threshold_compares", *_memory_actions(),
+           "host_bytes_in", "host_bytes_out")
+#: Actions counted for reference, with no energy of their own (their work is in
+#: :data:`ACTIONS`): array beats (the status record's ``array_beats``), tiles, the
+#: array's MACs (``tiles x rows x cols x words x word``: one per weight element of every
+#: PE's tile, padding included; a bit-serial operand's planes are one MAC), instructions.
+COUNTED = ("array_beats", "tiles", "array_macs", "instructions")
 
 
 class Actions(collections.Counter):
-    """Counts of actions by name (:data:`ACTIVITY` and :data:`OPERATIONS`); a
+    """Counts of actions by name (:data:`ACTIONS` and :data:`COUNTED`); a
     :class:`collections.Counter`, so counts add with ``+`` and missing ones are 0."""
 
     def __add__(self, other):
@@ -354,84 +320,52 @@ class Actions(collections.Counter):
             out.update(item)
         return out
 
-    def activity(self):
-        """Only the :data:`ACTIVITY` counts, every one present (zeros included)."""
-        return {name: int(self[name]) for name in ACTIVITY}
-
 
 def count_instruction(instr, config):
     """The :class:`Actions` of one instruction (in :func:`lowbit.isa.decode` form) on
-    ``config``, its fetch included (``HALT``: and the ``STATUS`` record)."""
+    ``config``: its fetch over the host link included, for ``HALT`` also the ``STATUS``
+    record."""
     isa = instruction_set(config)
-    word, word_bytes = config.word, config.word // 8
+    word_bytes = config.word // 8
     op = instr["opcode"]
-    a = Actions()
-    a["host_bytes_in"] += isa.bytes
+    a = Actions(instructions=1, host_bytes_in=isa.bytes)
+    regions = isa.regions(instr)
     if op == Opcode.HALT:
-        a["host_bytes_out"] += STATUS_RECORD
+        a["host_bytes_out"] += STATUS_BYTES
     elif op == Opcode.LOAD:
-        buffer = Buffer(instr["buffer"]).name.lower()
-        a[f"{buffer}_writes"] += instr["count"]
-        a["host_bytes_in"] += instr["count"] * word_bytes
+        (memory, _, words, _), = regions
+        a[f"{memory}_writes"] += words
+        a["host_bytes_in"] += isa.link_words(instr) * word_bytes
     elif op == Opcode.STORE:
-        buffer = Buffer(instr["buffer"]).name.lower()
-        a[f"{buffer}_reads"] += instr["count"]
-        a["host_bytes_out"] += RECORD_HEADER + instr["count"] * word_bytes
-    elif op == Opcode.GEMM_XNOR:
-        _count_gemm_xnor(instr, config, a)
-    elif op == Opcode.GEMM_LNS:
-        lns = config.lns_mac
-        m, n, k = instr["m"], instr["n"], instr["k"]
-        row = lns_row_words(k, lns.bits, word)
-        beats = m * n * -(-k // lns.lanes)
-        a.update(engine_starts_gemm_lns=1, act_reads=m * n * row, weight_reads=m * n * row,
-                 out_writes=m * n, lns_beats=beats, lns_macs=m * n * k,
-                 lns_products=beats * lns.lanes, lns_dots=m * n)
-    elif op == Opcode.NORM:
-        norm, mode = config.lightnorm, NormMode(instr["mode"])
-        rows, channels = instr["rows"], instr["channels"]
-        groups = -(-channels // norm.block)
-        name = mode.name.lower()
-        a.update(engine_starts_norm=1, out_reads=rows * channels)
-        a[f"norm_values_{name}"] += rows * channels
-        if mode == NormMode.STATISTICS:
-            a.update(out_writes=2 * channels, **{f"norm_beats_{name}": rows * groups})
-        else:
-            a.update(weight_reads=isa.norm_param_words(mode, channels),
-                     act_writes=rows * isa.norm_dst_words(mode, channels),
-                     norm_param_beats=groups,
-                     **{f"norm_beats_{name}": rows * groups + groups})
-    elif op == Opcode.MAXPOOL:
-        words = instr["rows"] * instr["window"] * instr["row_words"]
-        a.update(engine_starts_maxpool=1, act_reads=words,
-                 act_writes=instr["rows"] * instr["row_words"], maxpool_words=words)
+        (memory, _, words, _), = regions
+        a[f"{memory}_reads"] += words
+        a["host_bytes_out"] += DATA_HEADER_BYTES + isa.link_words(instr) * word_bytes
+    elif op == Opcode.GEMM:
+        _count_gemm(instr, config, regions, a)
     return a
 
 
-def _count_gemm_xnor(instr, config, a):
-    # The engine walks XNORArray.schedule: per tile, every bit-plane pair over every word of
-    # the row (a binary operand has a made, not stored, all-ones second plane); each beat
-    # gathers one word per tile row and column present (partial tiles read fewer).
-    array = config.xnor_array
-    m, n, k = instr["m"], instr["n"], instr["k"]
-    ab, wb = instr["act_bits"], instr["weight_bits"]
-    words = -(-k // config.word)
-    if ab == wb == 1:
-        planes_a = planes_w = 1
-        pairs = 1
-    else:
-        na, nb = (2 if ab == 1 else ab), (2 if wb == 1 else wb)
-        pairs = na * nb
-        planes_a = pairs // 2 if ab == 1 else pairs
-        planes_w = pairs // 2 if wb == 1 else pairs
-    row_tiles, col_tiles = -(-m // array.rows), -(-n // array.cols)
-    beats = row_tiles * col_tiles * pairs * words
-    a.update(engine_starts_gemm_xnor=1, xnor_beats=beats,
-             xnor_passes=row_tiles * col_tiles * pairs,
-             act_reads=planes_a * words * m * col_tiles,
-             weight_reads=planes_w * words * n * row_tiles, out_writes=m * n,
-             xnor_macs=m * n * k, xnor_bit_ops=beats * array.rows * array.cols * config.word,
-             xnor_acc_adds=beats * array.rows * array.cols)
+def _count_gemm(instr, config, regions, a):
+    # The execute stage runs tile after tile, each planes x words beats; every beat reads
+    # one activation word (all rows' lanes) and one weight word (all columns' lanes), so the
+    # array re-reads an activation row block once per column tile and a weight column block
+    # once per row tile and plane. The result stage reads a tile's T threshold words once
+    # and writes what regions() says the GEMM writes.
+    rows, cols, word = config.rows, config.cols, config.word
+    tiles = instr["m_tiles"] * instr["n_tiles"]
+    beats = tiles * instr["planes"] * instr["words"]
+    a.update(array_beats=beats, tiles=tiles,
+             array_macs=tiles * rows * cols * instr["words"] * word,
+             xnor_bit_ops=beats * rows * cols * word, acc_adds=beats * rows * cols,
+             weight_reads=beats)
+    a[f"{Buffer(instr['a_buffer']).name.lower()}_reads"] += beats
+    if instr["mode"] == GemmMode.THRESHOLD:
+        count = (1 << instr["out_bits"]) - 1
+        a["thresh_reads"] += tiles * count
+        a["threshold_compares"] += tiles * rows * cols * count
+    for memory, _, words, access in regions:
+        if access == "w":
+            a[f"{memory}_writes"] += words
 
 
 def count_program(program):
@@ -447,7 +381,7 @@ def count_program(program):
 @dataclasses.dataclass
 class Layer:
     """A layer of a program: a name, its instruction indices and its precisions
-    (``act_bits``, ``weight_bits`` of its GEMMs; LNS: ``"lns"``)."""
+    (``act_bits``: the bit planes of its ``GEMM`` s' activations; ``weight_bits``: 1)."""
 
     name: str
     instructions: list
@@ -455,38 +389,9 @@ class Layer:
     weight_bits: object = None
 
 
-def _regions(instr, config):
-    # Buffer regions (buffer name -> (lo, hi)) an instruction reads and writes.
-    isa, word = instruction_set(config), config.word
-    op = instr["opcode"]
-
-    def hull(addr, rows, row, stride):
-        return addr, addr + (rows - 1) * stride + row
-
-    reads, writes = {}, {}
-    if op in (Opcode.GEMM_XNOR, Opcode.GEMM_LNS):
-        k = instr["k"]
-        if op == Opcode.GEMM_XNOR:
-            a_row = row_words(k, instr["act_bits"], word)
-            b_row = row_words(k, instr["weight_bits"], word)
-        else:
-            a_row = b_row = lns_row_words(k, config.lns_mac.bits, word)
-        reads["act"] = hull(instr["a_addr"], instr["m"], a_row, instr["a_stride"])
-        reads["weight"] = hull(instr["b_addr"], instr["n"], b_row, instr["b_stride"])
-        writes["out"] = hull(instr["c_addr"], instr["m"], instr["n"], instr["c_stride"])
-    elif op == Opcode.NORM:
-        mode = NormMode(instr["mode"])
-        dst = "out" if mode == NormMode.STATISTICS else "act"
-        rows = 2 if mode == NormMode.STATISTICS else instr["rows"]
-        writes[dst] = hull(instr["dst_addr"], rows,
-                           isa.norm_dst_words(mode, instr["channels"]), instr["dst_stride"])
-    elif op == Opcode.MAXPOOL:
-        writes["act"] = (instr["dst_addr"], instr["dst_addr"] + instr["rows"]
-                         * instr["row_words"])
-    elif op == Opcode.LOAD:
-        writes[Buffer(instr["buffer"]).name.lower()] = (instr["addr"],
-                                                        instr["addr"] + instr["count"])
-    return reads, writes
+def _span(region):
+    memory, first, words, _ = region
+    return memory, (first, first + words)
 
 
 def _overlap(a, b):
@@ -498,82 +403,73 @@ def layers(program):
 
     From ``metadata["layers"]`` when the program has it (instructions no layer names form a
     last layer, ``other``; ``ValueError`` for an index outside the program or in two
-    layers; a compiled program's resident-weight preamble, ``metadata["resident"]``, is
-    left out: it runs once per call, not per batch); otherwise from the dataflow: a
-    ``GEMM`` starts a new layer when it has another reduction length or precision than the
-    current layer's, or reads activations that a ``NORM`` or ``MAXPOOL`` of the current
-    layer wrote. ``NORM``, ``MAXPOOL`` and ``STORE`` belong to the current layer; a ``LOAD``
-    to the layer of the first later compute instruction that reads what it wrote (the
-    compiler loads a chunk's weights ahead, during the previous chunk), else the current
-    layer. A program without compute instructions is one layer, ``program``.
+    layers; a compiled program's resident-weight preamble, the first
+    ``metadata["resident"]["instructions"]``, is left out: it runs once per call, not per
+    batch); otherwise from the dataflow: a ``GEMM`` starts a new layer when it has another
+    activation memory, plane count, reduction length, mode or output width than the current
+    layer's, or reads activations a ``GEMM`` of the current layer wrote. A ``STORE`` belongs
+    to the current layer; a ``LOAD`` to the layer of the first later ``GEMM`` that reads
+    what it wrote (weights are loaded ahead, while the previous layer computes), else the
+    current layer. A program without ``GEMM`` is one layer, ``program``.
     """
-    instrs, config = program.instructions, program.config
+    instrs, isa = program.instructions, instruction_set(program.config)
     meta = program.metadata.get("layers") if isinstance(program.metadata, dict) else None
     if meta:
         found = _metadata_layers(meta, len(instrs))
         resident = program.metadata.get("resident")
-        if resident:
-            # Resident weights: the preamble that loads them runs once per call, not once
-            # per batch (lowbit.compiler.run_model); it is not part of an inference.
+        if isinstance(resident, dict) and resident.get("instructions"):
+            # Resident weights: the preamble that loads them runs once per call
+            # (lowbit.compiler.run_model), not once per batch: it is no part of an
+            # inference.
             for layer in found:
                 layer.instructions = [i for i in layer.instructions
                                       if i >= resident["instructions"]]
         return found
     owner = [None] * len(instrs)
-    found = []  # (signature, precisions)
-    produced = {}
+    found = []          # (signature, planes)
+    produced = None     # act span written by the current layer
     current = None
     for i, instr in enumerate(instrs):
         op = instr["opcode"]
-        if op in (Opcode.GEMM_XNOR, Opcode.GEMM_LNS):
-            if op == Opcode.GEMM_XNOR:
-                bits = (instr["act_bits"], instr["weight_bits"])
-            else:
-                bits = ("lns", "lns")
-            signature = (op, instr["k"], bits)
-            reads, _ = _regions(instr, config)
-            fresh = _overlap(reads.get("act"), produced.get("act"))
+        if op == Opcode.GEMM:
+            signature = (instr["a_buffer"], instr["planes"], instr["words"], instr["mode"],
+                         instr["out_bits"] if instr["mode"] == GemmMode.THRESHOLD else None)
+            regions = isa.regions(instr)
+            memory, span = _span(regions[0])
+            fresh = memory == "act" and _overlap(span, produced)
             if current is None or found[current][0] != signature or fresh:
-                found.append((signature, bits))
+                found.append((signature, instr["planes"]))
                 current = len(found) - 1
-                produced = {}
+                produced = None
             owner[i] = current
-        elif op in (Opcode.NORM, Opcode.MAXPOOL, Opcode.STORE):
+            for region in regions:
+                memory, span = _span(region)
+                if region[3] == "w" and memory == "act":
+                    produced = span if produced is None else (min(produced[0], span[0]),
+                                                              max(produced[1], span[1]))
+        elif op == Opcode.STORE:
             owner[i] = current
-            _, writes = _regions(instr, config)
-            for buffer, span in writes.items():
-                old = produced.get(buffer)
-                produced[buffer] = span if old is None else (min(old[0], span[0]),
-                                                             max(old[1], span[1]))
     if not found:
         return [Layer("program", list(range(len(instrs))))]
-    # LOADs: to the first later compute instruction reading their region.
     for i, instr in enumerate(instrs):
         if instr["opcode"] != Opcode.LOAD:
             continue
-        _, writes = _regions(instr, config)
-        (buffer, span), = writes.items()
+        memory, span = _span(isa.regions(instr)[0])
         for j in range(i + 1, len(instrs)):
-            other = instrs[j]
-            if other["opcode"] in (Opcode.GEMM_XNOR, Opcode.GEMM_LNS, Opcode.NORM,
-                                   Opcode.MAXPOOL):
-                reads, _ = _regions(other, config)
-                if other["opcode"] == Opcode.NORM:
-                    reads = _norm_reads(other, config)
-                elif other["opcode"] == Opcode.MAXPOOL:
-                    reads = {"act": (other["src_addr"], other["src_addr"] + other["rows"]
-                                     * other["window"] * other["row_words"])}
-                if _overlap(reads.get(buffer), span):
-                    owner[i] = owner[j]
-                    break
+            if instrs[j]["opcode"] != Opcode.GEMM:
+                continue
+            if any(r[0] == memory and r[3] == "r" and _overlap(_span(r)[1], span)
+                   for r in isa.regions(instrs[j])):
+                owner[i] = owner[j]
+                break
     # Anything left (a LOAD nobody reads, the HALT, leading instructions): the layer before
     # (the first layer for leading ones).
-    last = 0
+    last = next(o for o in owner if o is not None)
     for i in range(len(instrs)):
         if owner[i] is None:
             owner[i] = last
         last = owner[i]
-    out = [Layer(f"layer {n}", [], *bits) for n, (_, bits) in enumerate(found)]
+    out = [Layer(f"layer {n}", [], planes, 1) for n, (_, planes) in enumerate(found)]
     for i, n in enumerate(owner):
         out[n].instructions.append(i)
     return out
@@ -583,6 +479,8 @@ def _metadata_layers(meta, count):
     # metadata["layers"]: [{"name", "instructions": [indices], optional act_bits and
     # weight_bits}]; an index list, not a range, because a compiler interleaves layers (it
     # loads the next layer's weights while this one computes).
+    if not isinstance(meta, list):
+        raise ValueError("program metadata layers must be a list")
     out, seen = [], set()
     for n, entry in enumerate(meta):
         if not isinstance(entry, dict) or not isinstance(entry.get("instructions"), list):
@@ -604,71 +502,38 @@ def _metadata_layers(meta, count):
     return out
 
 
-def _norm_reads(instr, config):
-    isa = instruction_set(config)
-    mode = NormMode(instr["mode"])
-    reads = {"out": (instr["src_addr"], instr["src_addr"] + (instr["rows"] - 1)
-                     * instr["src_stride"] + instr["channels"])}
-    if mode != NormMode.STATISTICS:
-        reads["weight"] = (instr["param_addr"], instr["param_addr"]
-                           + isa.norm_param_words(mode, instr["channels"]))
-    return reads
-
-
 # Energy ----------------------------------------------------------------------------------
 
 #: Components of an estimate, and the actions each one sums.
 COMPONENTS = {
-    "xnor_array": ("xnor_bit_ops", "xnor_acc_adds"),
-    "lns_mac": ("lns_products", "lns_dots"),
-    "norm": tuple(f"norm_values_{m.name.lower()}" for m in NormMode) + ("norm_param_beats",),
-    "maxpool": ("maxpool_words",),
-    "act_buffer": ("act_reads", "act_writes"),
-    "weight_buffer": ("weight_reads", "weight_writes"),
-    "out_buffer": ("out_reads", "out_writes"),
+    "xnor_array": ("xnor_bit_ops", "acc_adds"),
+    "result_stage": ("threshold_compares",),
+    **{f"{m}_memory": (f"{m}_reads", f"{m}_writes") for m in MEMORIES},
     "host_link": ("host_bytes_in", "host_bytes_out"),
 }
-#: Which components are compute, memory (on-chip buffers) and host transfer.
-KINDS = {"compute": ("xnor_array", "lns_mac", "norm", "maxpool"),
-         "memory": ("act_buffer", "weight_buffer", "out_buffer"), "host": ("host_link",)}
+#: Which components are compute, memory (on-chip) and host transfer.
+KINDS = {"compute": ("xnor_array", "result_stage"),
+         "memory": tuple(f"{m}_memory" for m in MEMORIES), "host": ("host_link",)}
 
 
 def action_energy(tech, config):
     """Energy per action (pJ) on ``config`` with table ``tech``: action name -> ``(pJ,
-    derivation)``. The beat and engine-start counts of :data:`ACTIVITY` have no energy of
-    their own: their work is in the :data:`OPERATIONS`."""
-    word, array, norm, lns = config.word, config.xnor_array, config.lightnorm, config.lns_mac
+    derivation)``. Each memory's word is ``lanes x word`` bits; its access costs an SRAM of
+    its depth and width. The :data:`COUNTED` actions cost nothing of their own."""
+    word, acc = config.word, config.acc_bits
     e = {}
-    for buffer, words in config.buffer_words.items():
-        e[f"{buffer}_reads"] = (tech.sram_access(words, word),
-                                f"sram {words} x {word} bits, read")
-        e[f"{buffer}_writes"] = (tech.sram_access(words, word, write=True),
-                                 f"sram {words} x {word} bits, write")
+    for memory in MEMORIES:
+        depth, width = config.depth(memory), config.lanes(memory) * word
+        e[f"{memory}_reads"] = (tech.sram_access(depth, width),
+                                f"sram {depth} x {width} bits, read")
+        e[f"{memory}_writes"] = (tech.sram_access(depth, width, write=True),
+                                 f"sram {depth} x {width} bits, write")
     e["host_bytes_in"] = e["host_bytes_out"] = (tech.host_byte, "host_byte")
     e["xnor_bit_ops"] = (tech.xnor_popcount_bit, "xnor_popcount_bit")
-    e["xnor_acc_adds"] = (tech.int_add(array.accumulator_width),
-                          f"int_add({array.accumulator_width}) per PE and beat")
-    e["lns_products"] = (tech.lns_product(lns.code_bits, lns.accumulator_width, lns.gamma),
-                         "lns_product")
-    e["lns_dots"] = (tech.lns_dot(lns.gamma, lns.lut_width, lns.accumulator_width,
-                                  lns.total_width), "lns_dot")
-    compare = tech.int_add(norm.threshold_bits)
-    e["norm_values_threshold"] = e["norm_values_requantise"] = (
-        norm.thresholds * compare, f"{norm.thresholds} x int_add({norm.threshold_bits}) "
-        f"threshold compares per value")
-    e["norm_values_normalise"] = (tech.bfp_mul(norm.mantissa, norm.exponent)
-                                  + tech.bfp_add(norm.acc_width, norm.mantissa),
-                                  "bfp_mul + bfp_add per value (scale, offset)")
-    e["norm_values_statistics"] = (tech.int_add(norm.sum_bits)
-                                   + 2 * tech.int_add(norm.input_width),
-                                   f"int_add({norm.sum_bits}) sum + 2 x "
-                                   f"int_add({norm.input_width}) max/min compares")
-    param_bits = norm.block * (norm.thresholds * norm.threshold_bits + 1)
-    e["norm_param_beats"] = (tech.gate * param_bits,
-                             f"{param_bits} parameter register bits, a gate each")
-    e["maxpool_words"] = (tech.gate * word, f"{word} OR gates")
-    for name in ACTIVITY:
-        e.setdefault(name, (0.0, "counted for checking; its work is in the operations"))
+    e["acc_adds"] = (tech.int_add(acc), f"int_add({acc}) per PE and beat")
+    e["threshold_compares"] = (tech.int_add(acc), f"int_add({acc}) per output and threshold")
+    for name in COUNTED:
+        e[name] = (0.0, "counted for reference; its work is in the other actions")
     return e
 
 
@@ -680,10 +545,11 @@ class Estimate:
     ----------
     program : Program
     batch : int
-        Inferences per run (``metadata["batch"]``, else 1).
+        Inferences per run (``metadata["batch"] x metadata["batches"]``, each 1 when
+        absent).
     per_layer : list of dict
-        Per layer: ``name``, ``instructions``, ``actions`` (counts), ``components`` (pJ
-        per :data:`COMPONENTS` entry), ``total_pj`` (per run).
+        Per layer: ``name``, ``instructions``, ``act_bits``, ``weight_bits``, ``actions``
+        (counts), ``components`` (pJ per :data:`COMPONENTS` entry), ``total_pj`` (per run).
     energy : dict
         Action name -> ``(pJ per action, derivation)``.
     """
@@ -712,6 +578,10 @@ class Estimate:
         """Energy per inference, pJ."""
         return self.total_run_pj / self.batch
 
+    def actions(self):
+        """Counts of every action over the layers (one run)."""
+        return Actions.total(layer["actions"] for layer in self.per_layer)
+
     def components(self):
         """pJ per component, whole run."""
         out = collections.Counter()
@@ -720,7 +590,7 @@ class Estimate:
         return {name: out[name] for name in COMPONENTS}
 
     def shares(self):
-        """Fractions of the total in compute, memory (buffers) and host transfer."""
+        """Fractions of the total in compute, memory and host transfer."""
         comps, total = self.components(), self.total_run_pj or 1.0
         return {kind: sum(comps[c] for c in names) / total for kind, names in KINDS.items()}
 
@@ -732,30 +602,35 @@ def _energy_of(actions, energy):
 
 
 def energy_of(actions, config, tech=None):
-    """pJ per :data:`COMPONENTS` entry of any counts (``actions``: name -> count), on
-    ``config`` with ``tech``: for instance the operations counted from a program with the
-    activity measured on the RTL (:mod:`lowbit.sim.activity`)."""
+    """pJ per :data:`COMPONENTS` entry of any counts (``actions``: name -> count) on
+    ``config`` with ``tech``."""
     tech = default_technology() if tech is None else tech
     return _energy_of(collections.Counter(actions), action_energy(tech, config))[0]
+
+
+def _batch(program):
+    meta = program.metadata if isinstance(program.metadata, dict) else {}
+    batch, batches = meta.get("batch", 1), meta.get("batches", 1)
+    for name, value in (("batch", batch), ("batches", batches)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"program metadata {name} must be a positive integer, not "
+                             f"{value!r}")
+    return batch * batches
 
 
 def estimate(program, tech=None):
     """The :class:`Estimate` of ``program`` with technology ``tech`` (default table)."""
     tech = default_technology() if tech is None else tech
-    config = program.config
     counts = count_program(program)
-    energy = action_energy(tech, config)
+    energy = action_energy(tech, program.config)
     per_layer = []
     for layer in layers(program):
-        actions = Actions()
-        for i in layer.instructions:
-            actions.update(counts[i])
+        actions = Actions.total(counts[i] for i in layer.instructions)
         comps, total = _energy_of(actions, energy)
         per_layer.append({"name": layer.name, "instructions": layer.instructions,
                           "act_bits": layer.act_bits, "weight_bits": layer.weight_bits,
                           "actions": dict(actions), "components": comps, "total_pj": total})
-    batch = program.metadata.get("batch", 1) if isinstance(program.metadata, dict) else 1
-    return Estimate(program, int(batch), per_layer, energy)
+    return Estimate(program, _batch(program), per_layer, energy)
 
 
 # Comparisons -----------------------------------------------------------------------------
@@ -771,66 +646,60 @@ class Datapath:
     derivation: str
 
 
-#: The datapaths :func:`compare` costs the same network's operations on.
+#: The datapaths :func:`compare` costs the same network's work on.
 DATAPATHS = {
-    "binary": Datapath("binary", 1, 1, False, "xnor_popcount_bit + accumulator add share"),
-    "bitserial2": Datapath("bitserial2", 2, 2, False,
-                           "4 AND-popcount passes + accumulator add share per pass"),
-    "bitserial4": Datapath("bitserial4", 4, 4, False,
-                           "16 AND-popcount passes + accumulator add share per pass"),
-    "lns8": Datapath("lns8", 8, 8, False, "lns_product + lns_dot share"),
-    "int8": Datapath("int8", 8, 8, True, "int_mul_8 + int_add(32) (hypothetical)"),
+    "binary": Datapath("binary", 1, 1, False,
+                       "xnor_popcount_bit + 1/word of an accumulator add"),
+    "int8": Datapath("int8", 8, 8, True, "int_mul_8 + int_add_32 (hypothetical)"),
     "fp32": Datapath("fp32", 32, 32, True, "fp_mul_32 + fp_add_32 (hypothetical)"),
 }
 
 
-def mac_energy(tech, datapath, config=None, k=256):
-    """Energy of one MAC on ``datapath`` (a :class:`Datapath` or its name), pJ: the
-    per-dot-product finish (LNS) and the array's accumulator add (one per ``word`` bits
-    of a pass) shared over ``k`` and ``word`` MACs."""
+def mac_energy(tech, datapath, config=None):
+    """Energy of one MAC on ``datapath`` (a :class:`Datapath` or its name), pJ; a binary
+    MAC is one XNOR-popcount bit and a ``1 / word`` share of the accumulator add of its
+    PE's beat."""
     config = AcceleratorConfig() if config is None else config
     dp = DATAPATHS[datapath] if isinstance(datapath, str) else datapath
-    word, array, lns = config.word, config.xnor_array, config.lns_mac
     if dp.name == "fp32":
         return tech["fp_mul_32"] + tech["fp_add_32"]
     if dp.name == "int8":
         return tech["int_mul_8"] + tech["int_add_32"]
-    if dp.name == "lns8":
-        return (tech.lns_product(lns.code_bits, lns.accumulator_width, lns.gamma)
-                + tech.lns_dot(lns.gamma, lns.lut_width, lns.accumulator_width,
-                               lns.total_width) / k)
     passes = dp.act_bits * dp.weight_bits
-    return passes * (tech.xnor_popcount_bit + tech.int_add(array.accumulator_width) / word)
+    return passes * (tech.xnor_popcount_bit + tech.int_add(config.acc_bits) / config.word)
 
 
-def _datapath_norm(tech, dp, config, mode):
-    # Energy per norm value on a datapath: fp32 batch norm (inference: x * a + b, folded),
-    # int8 requantisation (16-bit multiply, 32-bit add), else the norm unit as built.
+def _output_energy(tech, dp, energy, count):
+    # One output of a THRESHOLD GEMM: an fp32 batch norm folded to x * a + b on fp32, an
+    # integer requantisation (16-bit multiply, 32-bit add) on int8, the result stage's
+    # count threshold compares on the binary datapath.
     if dp.name == "fp32":
         return tech["fp_mul_32"] + tech["fp_add_32"]
     if dp.name == "int8":
         return tech.int_mul(16) + tech["int_add_32"]
-    return action_energy(tech, config)[f"norm_values_{mode}"][0]
+    return count * energy["threshold_compares"][0]
 
 
 def compare(program, tech=None, datapaths=None):
     """Energy per inference of ``program``'s network on other datapaths: name ->
     ``{"total_pj", "compute_pj", "memory_pj", "host_pj", "hypothetical"}``.
 
-    Every datapath does the program's logical MACs (``m n k`` per GEMM) at its own MAC
-    energy (:func:`mac_energy`), and moves the program's buffer words and host bytes with
-    the operand traffic scaled to its operand width: activation-buffer traffic and input
-    loads by ``datapath act bits / the layer's act bits``, weight-buffer traffic and weight
-    loads by the weight bits likewise (threshold parameters scale with them: a slight
-    overestimate), output-buffer traffic, results and instructions unchanged (32-bit
-    accumulators in every datapath). Norm values cost an fp32 batch norm on ``fp32``, an
-    integer requantisation on ``int8`` and the norm unit as built on the others. fp32 and
-    int8 are hypothetical: lowbit builds no such datapath, their table entries cost the same
-    operation counts.
+    Every datapath does the array's MACs of each ``GEMM`` (:data:`COUNTED`'s
+    ``array_macs``: padding included, so the hypothetical datapaths are charged for the
+    padding too) at its own MAC energy (:func:`mac_energy`) and each ``THRESHOLD`` output
+    at its own cost (an fp32 batch norm ``x * a + b``, an int8 requantisation, or the
+    threshold compares as built). It moves the program's memory words and host bytes with
+    the operand traffic scaled to its operand width: activation reads by ``datapath act
+    bits / the GEMM's planes``, activation writes by ``act bits / out_bits``, weight reads,
+    writes and loads by the weight bits (the core's are 1), input loads by ``act bits /
+    the planes of the layer that reads them``; thresholds, scores, instructions and records
+    unchanged. fp32 and int8 are hypothetical: lowbit builds no such datapath; their table
+    entries cost the same work.
     """
     tech = default_technology() if tech is None else tech
     datapaths = DATAPATHS if datapaths is None else datapaths
     config = program.config
+    isa = instruction_set(config)
     est = estimate(program, tech)
     counts = count_program(program)
     energy = est.energy
@@ -838,69 +707,39 @@ def compare(program, tech=None, datapaths=None):
     for name, dp in datapaths.items():
         compute = memory = host = 0.0
         for layer in layers(program):
-            ab, wb = layer.act_bits, layer.weight_bits
-            ab = 8 if ab == "lns" else (ab or dp.act_bits)
-            wb = 8 if wb == "lns" else (wb or dp.weight_bits)
-            sa, sw = dp.act_bits / ab, dp.weight_bits / wb
+            planes = layer.act_bits if isinstance(layer.act_bits, int) and \
+                layer.act_bits > 0 else 1
             for i in layer.instructions:
                 instr, a = program.instructions[i], counts[i]
                 op = instr["opcode"]
-                macs = a["xnor_macs"] + a["lns_macs"]
-                compute += macs * mac_energy(tech, dp, config, k=instr.get("k", 256))
-                for mode in NormMode:
-                    values = a[f"norm_values_{mode.name.lower()}"]
-                    compute += values * _datapath_norm(tech, dp, config, mode.name.lower())
-                compute += a["maxpool_words"] * energy["maxpool_words"][0] * sa
-                scale = {"act": sa, "weight": sw, "out": 1.0}
-                if op == Opcode.NORM:
-                    # Parameters stay one word each; the outputs are the next activations.
-                    scale["weight"] = 1.0
-                    scale["act"] = dp.act_bits / config.lightnorm.levels
-                for buffer in ("act", "weight", "out"):
-                    for rw in ("reads", "writes"):
-                        key = f"{buffer}_{rw}"
-                        memory += a[key] * energy[key][0] * scale[buffer]
+                # Scale of each memory action's count on this datapath.
+                scale = {"weight_reads": dp.weight_bits, "weight_writes": dp.weight_bits}
+                if op == Opcode.GEMM:
+                    compute += a["array_macs"] * mac_energy(tech, dp, config)
+                    a_name = Buffer(instr["a_buffer"]).name.lower()
+                    scale[f"{a_name}_reads"] = dp.act_bits / instr["planes"]
+                    if instr["mode"] == GemmMode.THRESHOLD:
+                        t = (1 << instr["out_bits"]) - 1
+                        outputs = a["threshold_compares"] // t
+                        compute += outputs * _output_energy(tech, dp, energy, t)
+                        scale["act_writes"] = dp.act_bits / instr["out_bits"]
+                elif op == Opcode.LOAD:
+                    scale["in_writes"] = dp.act_bits / planes
+                for key in _memory_actions():
+                    memory += a[key] * energy[key][0] * scale.get(key, 1.0)
                 moved = a["host_bytes_in"] + a["host_bytes_out"]
                 if op == Opcode.LOAD:
                     # A LOAD's data words cross the link at the datapath's operand width.
-                    data = instr["count"] * config.word // 8
-                    moved += data * (scale[Buffer(instr["buffer"]).name.lower()] - 1)
+                    data = isa.link_words(instr) * config.word // 8
+                    key = f"{Buffer(instr['buffer']).name.lower()}_writes"
+                    moved += data * (scale.get(key, 1.0) - 1)
                 host += moved * tech.host_byte
         total = compute + memory + host
-        out[name] = {"total_pj": total / est.batch, "compute_pj": compute / est.batch,
-                     "memory_pj": memory / est.batch, "host_pj": host / est.batch,
+        b = est.batch
+        out[name] = {"total_pj": total / b, "compute_pj": compute / b,
+                     "memory_pj": memory / b, "host_pj": host / b,
                      "hypothetical": dp.hypothetical}
     return out
-
-
-def compare_norm(program, tech=None):
-    """The program's batch-norm work on LightNorm's BFP range batch norm and on an fp32
-    batch norm, per inference (pJ): ``{"values", "as_built_pj", "lightnorm_bfp_pj",
-    "fp32_pj", "lightnorm_statistics_pj", "fp32_statistics_pj"}``.
-
-    ``values`` are the norm unit's inputs (rows x channels of every ``NORM``). Applying:
-    as built (the program's modes), LightNorm BFP (``bfp_mul + bfp_add`` per value), fp32
-    batch norm folded to ``x * a + b`` (``fp_mul_32 + fp_add_32``). Statistics of the same
-    values: range batch norm (a sum add and two max/min compares per value, integer) and
-    fp32 batch norm (``fp_add_32`` for the sum, ``fp_mul_32 + fp_add_32`` for the sum of
-    squares; the per-channel square root and division are left out of both).
-    """
-    tech = default_technology() if tech is None else tech
-    config, est = program.config, estimate(program, tech)
-    energy = action_energy(tech, config)
-    values = as_built = 0
-    for a in count_program(program):
-        for mode in NormMode:
-            key = f"norm_values_{mode.name.lower()}"
-            values += a[key]
-            as_built += a[key] * energy[key][0]
-    b = est.batch
-    fp_stats = tech["fp_add_32"] * 2 + tech["fp_mul_32"]
-    return {"values": values / b, "as_built_pj": as_built / b,
-            "lightnorm_bfp_pj": values * energy["norm_values_normalise"][0] / b,
-            "fp32_pj": values * (tech["fp_mul_32"] + tech["fp_add_32"]) / b,
-            "lightnorm_statistics_pj": values * energy["norm_values_statistics"][0] / b,
-            "fp32_statistics_pj": values * fp_stats / b}
 
 
 def per_inference(program, config=None, tech=None):

@@ -9,8 +9,10 @@ and target, one ISS run per configuration and network):
 1. the configuration is validated (on the client: an invalid one never reaches a worker and
    is recorded with the configuration's own message);
 2. the network, trained once per recipe by a shared task (:func:`train_recipe`), is
-   compiled for the point's configuration and run on the instruction-set simulator over the
-   data set's test images: cycles per image and accuracy;
+   compiled for the point's configuration (:func:`lowbit.compiler.compile_model`) and run
+   on the instruction-set simulator over the data set's test images
+   (:func:`lowbit.compiler.run_model`): cycles per image, the array's utilisation (beats
+   per cycle) and accuracy;
 3. the energy per image comes from :func:`lowbit.energy.per_inference`;
 4. the accelerator is synthesised, placed and routed (:func:`lowbit.synth.synthesize`):
    logic cells, LUT4s, block RAMs, Fmax. A design larger than the device is a result
@@ -49,7 +51,7 @@ __all__ = ["CACHE_VERSION", "COLUMNS", "SpaceError", "Space", "Sweep", "load_spa
            "pareto_front", "write_csv", "format_table", "plot_pareto"]
 
 #: Part of every point's cache key: bump it when a record's meaning changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 #: Keys of a ``[model]`` table: the arguments of :func:`lowbit.train.train`, or ``file``.
 MODEL_KEYS = {"dataset", "arch", "precision", "hidden", "epochs", "seed", "channels",
@@ -60,16 +62,18 @@ _RUN_DEFAULTS = {"target": "ice40", "freq_mhz": None, "batch": 16, "images": Non
                  "synthesize": True}
 _MODEL_DEFAULTS = {"dataset": "digits", "arch": "mlp", "precision": "w1a1", "hidden": [64],
                    "epochs": 5, "seed": 0}
-_UNITS = ("xnor_array", "lightnorm", "lns_mac")
+#: Configuration fields that are unit configurations of their own (dotted keys reach in).
+_UNITS = ("xnor_array",)
 
 #: Columns of ``results.csv`` (and of :func:`finish_record`'s records, which also hold
 #: ``config``, the whole configuration, and ``overrides``, the point's own settings).
 COLUMNS = [
     "index", "key", "status", "stage", "error", "target", "point", "fingerprint",
-    "rows", "cols", "array_word", "max_act_bits", "max_weight_bits", "has_lightnorm",
+    "rows", "cols", "array_word", "max_act_bits", "max_weight_bits", "max_out_bits",
     "macs_per_cycle", "model", "batch",
     "lc", "lut4", "ff", "bram", "spram", "dsp", "fmax_mhz", "over",
-    "cycles_per_image", "images", "accuracy", "energy_nj", "fp32_energy_nj", "images_per_s",
+    "cycles_per_image", "utilisation", "images", "accuracy", "energy_nj", "fp32_energy_nj",
+    "images_per_s",
     "train_seconds", "run_seconds", "synth_seconds", "worker", "cached",
 ]
 
@@ -153,9 +157,9 @@ def _check_key(where, key):
 def apply_overrides(config, overrides):
     """``config`` with ``overrides`` (``{dotted key: value}``) applied and validated.
 
-    ``"xnor_array.rows"`` reaches into a unit's configuration; an absent unit's
-    configuration is still there to be changed (``has_lightnorm = true`` with
-    ``"lightnorm.channels" = 32``). Values are plain TOML/JSON values (enums as strings).
+    ``"xnor_array.rows"`` reaches into the array's configuration; the other keys are
+    :class:`~lowbit.config.accelerator.AcceleratorConfig` fields (``in_depth``,
+    ``weight_single_port``, ...). Values are plain TOML/JSON values (enums as strings).
 
     Raises
     ------
@@ -165,10 +169,6 @@ def apply_overrides(config, overrides):
     from .config.accelerator import AcceleratorConfig
 
     values = config.to_dict()
-    for name in _UNITS:
-        if values[name] is None:  # to_dict drops an absent unit; keep it settable
-            inner = getattr(config, name)
-            values[name] = {"type": type(inner).__name__, **inner.to_dict()}
     for key, value in overrides.items():
         owner, dot, field = key.partition(".")
         if dot:
@@ -388,11 +388,9 @@ def _record_base(point):
     if config is not None:
         array = config.xnor_array
         record.update(fingerprint=config.fingerprint(), config=config.to_dict(),
-                      has_lightnorm=config.has_lightnorm)
-        if config.has_xnor_array:
-            record.update(rows=array.rows, cols=array.cols, array_word=array.word,
-                          max_act_bits=array.max_act_bits,
-                          max_weight_bits=array.max_weight_bits, macs_per_cycle=array.macs)
+                      rows=array.rows, cols=array.cols, array_word=array.word,
+                      max_act_bits=array.max_act_bits, max_weight_bits=array.max_weight_bits,
+                      max_out_bits=config.max_out_bits, macs_per_cycle=config.macs)
     return record
 
 
@@ -434,7 +432,9 @@ def run_network(config_dict, run, trained, dataset="digits"):
     """The network half of a point, on a worker: compile ``trained`` (:func:`train_recipe`'s
     ``(model, seconds)``) for the configuration, run ``run["images"]`` test images of
     ``dataset`` (all when ``None``) on the ISS at batch ``run["batch"]``, estimate the
-    energy per image. Returns ``{"fields": {...}, "failures": [(stage, message,
+    energy per image. Cycles per image are the run's cycles over its whole batches (the
+    last one padded), the resident-weight preamble spread over them; the utilisation is
+    the array's beats per cycle. Returns ``{"fields": {...}, "failures": [(stage, message,
     cacheable)]}``; a model the configuration cannot run is a ``compile`` failure."""
     import numpy as np
 
@@ -468,8 +468,10 @@ def run_network(config_dict, run, trained, dataset="digits"):
             # Whole batches (the last one padded), the weight preamble spread over them:
             # the demo's definition.
             cycles = stats["cycles"] / (stats["runs"] * batch)
+            utilisation = stats["array_beats"] / stats["cycles"] if stats["cycles"] else None
             fields.update(
                 images=count, cycles_per_image=round(cycles, 1),
+                utilisation=None if utilisation is None else round(utilisation, 4),
                 accuracy=round(float(np.mean(scores.argmax(1) == data.y_test[:count])), 4),
                 energy_nj=round(energy_pj / 1e3, 3), fp32_energy_nj=round(fp32_pj / 1e3, 3))
     fields["run_seconds"] = round(time.perf_counter() - start, 2)
@@ -760,18 +762,19 @@ def _fmt(value, spec=""):
 def format_table(records):
     """The terminal table of ``records``: one line per point."""
     header = ["#", "status", "target", "array", "model", "LC", "BRAM", "Fmax", "cyc/img",
-              "acc %", "nJ/img", "img/s", "note"]
+              "util %", "acc %", "nJ/img", "img/s", "note"]
     rows = []
     for r in records:
         array = "-"
         if r.get("rows") is not None:
             array = (f"{r['rows']}x{r['cols']}x{r['array_word']} "
-                     f"a{r['max_act_bits']}w{r['max_weight_bits']}"
-                     f"{' +norm' if r.get('has_lightnorm') else ''}")
+                     f"a{r['max_act_bits']}o{r['max_out_bits']}")
         note = r.get("over") or r.get("error") or ("cached" if r.get("cached") else "")
         rows.append([str(r["index"]), r["status"], r.get("target") or "-", array,
                      r.get("model") or "-", _fmt(r.get("lc")), _fmt(r.get("bram")),
                      _fmt(r.get("fmax_mhz"), ".1f"), _fmt(r.get("cycles_per_image"), ",.0f"),
+                     _fmt(None if r.get("utilisation") is None else 100 * r["utilisation"],
+                          ".1f"),
                      _fmt(None if r.get("accuracy") is None else 100 * r["accuracy"], ".1f"),
                      _fmt(r.get("energy_nj"), ".1f"), _fmt(r.get("images_per_s"), ",.0f"),
                      note if len(note) <= 60 else note[:57] + "..."])

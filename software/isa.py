@@ -1,31 +1,45 @@
-"""The accelerator's instruction set, defined once (issue 5, ../shared/STYLE.md point 3).
+"""The accelerator's instruction set and host-link records, defined once.
 
 Every instruction is one fixed-width word laid out by :attr:`InstructionSet.layout`, an
 ``amaranth.lib.data.StructLayout``::
 
     opcode    Opcode (4 bits)
-    operands  UnionLayout: one StructLayout per opcode (load, store, gemm_xnor, ...)
+    operands  UnionLayout: one StructLayout per opcode (halt, load, store, gemm)
     reserved  zero padding up to a multiple of 32 bits and of the host link width
 
-The gateware decoder switches on ``opcode`` of a view of this layout; :func:`encode` builds
-words with ``Layout.const({...}).as_bits()`` and :func:`decode` reads them with
-``Layout.from_bits(...)``. No module packs instruction bits by hand or repeats an opcode
-number: bit positions, widths and opcode values all come from here.
+The gateware decodes through a view of this layout; :func:`encode` builds words with
+``Layout.const({...}).as_bits()`` and :func:`decode` reads them with ``from_bits``. No
+module packs instruction bits by hand or repeats an opcode number. The records the
+accelerator sends back (:data:`DATA_HEADER`, :data:`STATUS_RECORD`) are layouts here too,
+read by the gateware, the ISS and the runtime.
 
-Address and count fields are as wide as the :class:`~lowbit.config.accelerator.
-AcceleratorConfig`'s buffers require, so the format (and the fingerprint that stamps
-programs) follows the configuration. One instruction covers a whole layer: a GEMM names
-``M``, ``N`` and ``K`` and row strides, and the controller loops over array tiles, bit-plane
-passes and words itself. Operand data layout in the buffers is described in
-``docs/program_format.md``.
+Four instructions, each a whole operation (``docs/accelerator.md``):
 
-Both :func:`encode` and :func:`decode` run the same checks and raise
-:class:`InstructionError` (a ``ValueError``) with an exact message: unknown opcode, an
-instruction for a unit the accelerator lacks, missing or unknown fields, values outside a
-field, addresses or regions outside their buffer, zero counts, unsupported precisions, and
-(decode only) nonzero unused bits. Its ``code`` is the :class:`Status` the accelerator
-reports for the word over the host link (``docs/host_link.md``): ``ADDRESS`` for a region
-that leaves its buffer or a stride shorter than a row, ``ILLEGAL`` for everything else.
+* ``LOAD`` moves ``count`` memory words from the host (the program's constants or the run's
+  inputs) into the ``in``, ``weight`` or ``thresh`` memory, lane 0 of a word first;
+* ``STORE`` sends ``count`` words of the ``score`` memory to the host;
+* ``GEMM`` runs a layer: ``m_tiles x n_tiles`` array tiles, each ``planes x words`` beats,
+  its results thresholded into the ``act`` memory (``THRESHOLD``) or kept as integer
+  scores in the ``score`` memory (``SCORES``);
+* ``HALT`` ends the program.
+
+Three stages run them: the front end (fetch and ``LOAD``), the execute stage (``GEMM``, a
+queue of ``queue_depth``) and the store stage (``STORE``, a queue of its own). Their order
+is kept by *wait fields* the compiler sets, counts of instructions still outstanding in
+another stage: a ``LOAD`` waits until at most ``unread`` of the ``GEMM``s dispatched before
+it are still reading operands and at most ``unwritten`` still writing results; a ``STORE``
+waits (in its queue) until at most ``unwritten`` earlier ``GEMM``s are still writing; a
+``GEMM`` waits (in its queue) until at most ``unsent`` earlier ``STORE``s are unfinished,
+and with ``sync`` until every earlier ``GEMM`` has written its results. The value
+:data:`NO_WAIT` (31) never waits.
+
+Both :func:`encode` and :func:`decode` raise :class:`InstructionError` (a ``ValueError``)
+with an exact message. Its ``code`` is the :class:`Status` the accelerator reports:
+``ILLEGAL`` for what the gateware checks itself (unknown opcodes, enum values, fields out of
+range, an opcode's illegal buffers, nonzero unused bits), ``ADDRESS`` for a region that
+leaves its memory. The gateware does not check regions: it takes every address modulo the
+memory's depth, so a malformed program may compute garbage but never leaves a memory
+(:meth:`InstructionSet.decode` with ``regions=False`` is what the gateware accepts).
 """
 
 import functools
@@ -36,34 +50,40 @@ from amaranth.lib import data, enum
 
 from .config.accelerator import AcceleratorConfig
 
-__all__ = ["Opcode", "Buffer", "Source", "NormMode", "Status", "Record", "InstructionError",
-           "InstructionSet", "instruction_set", "encode", "decode", "row_words",
-           "lns_row_words"]
+__all__ = ["Opcode", "Buffer", "Source", "GemmMode", "Status", "Record", "InstructionError",
+           "InstructionSet", "instruction_set", "encode", "decode", "DATA_HEADER",
+           "STATUS_RECORD", "STATUS_COUNTERS", "LOAD_BUFFERS", "STORE_BUFFERS", "NO_WAIT"]
 
-#: Instructions are padded to a multiple of this many bits (and of the host link's width),
-#: so that they are whole bytes, whole buffer words and whole host-link beats.
+#: Instructions are padded to a multiple of this many bits (and of the host link's width).
 INSTRUCTION_ALIGN = 32
+#: The wait-field value that never waits: more instructions than this are never
+#: outstanding (at most ``queue_depth + 2 <= 18``).
+NO_WAIT = 31
 
 
 class Opcode(enum.Enum, shape=4):
-    """What an instruction does. ``HALT`` is zero so that an all-zero (unwritten) word
-    stops the controller rather than running garbage."""
+    """What an instruction does. ``HALT`` is zero so that an all-zero word stops the
+    program rather than running garbage."""
 
     HALT = 0
     LOAD = 1
     STORE = 2
-    GEMM_XNOR = 3
-    GEMM_LNS = 4
-    NORM = 5
-    MAXPOOL = 6
+    GEMM = 3
 
 
-class Buffer(enum.Enum, shape=2):
-    """An on-chip buffer named by ``LOAD`` and ``STORE``."""
+class Buffer(enum.Enum, shape=3):
+    """An accelerator memory (:data:`lowbit.config.accelerator.MEMORIES`)."""
 
-    ACT = 0
-    WEIGHT = 1
-    OUT = 2
+    IN = 0
+    ACT = 1
+    WEIGHT = 2
+    THRESH = 3
+    SCORE = 4
+
+
+#: Memories a ``LOAD`` may write and a ``STORE`` may read.
+LOAD_BUFFERS = (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH)
+STORE_BUFFERS = (Buffer.SCORE,)
 
 
 class Source(enum.Enum, shape=1):
@@ -74,50 +94,49 @@ class Source(enum.Enum, shape=1):
     INPUT = 1
 
 
-class NormMode(enum.Enum, shape=2):
-    """Operation of a ``NORM`` instruction on the norm unit (REFERENCE.md sections 2, 3)."""
+class GemmMode(enum.Enum, shape=1):
+    """Where a ``GEMM``'s results go."""
 
-    STATISTICS = 0
-    NORMALISE = 1
-    THRESHOLD = 2
-    REQUANTISE = 3
+    #: Thresholded, packed as the next layer's activations, into the ``act`` memory.
+    THRESHOLD = 0
+    #: As integer scores (the accumulators) into the ``score`` memory.
+    SCORES = 1
 
 
 class Status(enum.IntEnum, shape=8):
-    """The ``code`` of a ``STATUS`` record on the host link (``docs/host_link.md``): how a
-    program ended. One byte on the link, hence the 8-bit shape."""
+    """The ``code`` of a ``STATUS`` record (``docs/host_link.md``): how a program ended."""
 
     #: ``HALT`` executed.
     OK = 0
-    #: The word is not a legal instruction (any decode error but the three below).
+    #: The word is not a legal instruction (what the gateware checks).
     ILLEGAL = 1
-    #: A legal instruction whose region leaves its buffer, or whose stride is shorter than a
-    #: row.
+    #: A region leaves its memory (found by the host's checks; the gateware wraps).
     ADDRESS = 2
     #: The host stopped sending in the middle of a program.
     TRUNCATED = 3
 
 
 class Record(enum.IntEnum, shape=8):
-    """The kind of a record the accelerator sends to the host (byte 0 of its 8-byte header,
-    ``docs/host_link.md``)."""
+    """The kind of a record the accelerator sends to the host (its first byte)."""
 
     #: The words of one ``STORE``.
     DATA = 0x01
-    #: The end of a program: a :class:`Status` code, the ``HALT`` status, an instruction
-    #: index and four counters.
+    #: The end of a program: its status, the ``HALT`` status, an index and counters.
     STATUS = 0x02
 
 
-# The norm unit's build-time output mode each NORM mode needs (None: any).
-_NORM_OUTPUT = {NormMode.STATISTICS: None, NormMode.NORMALISE: "bfp",
-                NormMode.THRESHOLD: "sign", NormMode.REQUANTISE: "multithreshold"}
+#: The u32 counters of a ``STATUS`` record, in order: all cycles of the program but those in
+#: which the accelerator only waited for the host; cycles in which the array took a beat;
+#: cycles in which the execute stage held a tile back until the result stage could take it.
+STATUS_COUNTERS = ("cycles", "array_beats", "tile_holds")
 
-# The unit each opcode runs on (None: the controller itself).
-_UNIT = {Opcode.GEMM_XNOR: "xnor_array", Opcode.GEMM_LNS: "lns_mac",
-         Opcode.NORM: "lightnorm", Opcode.MAXPOOL: "maxpool"}
+#: The header of a ``DATA`` record; ``count`` ``word``-bit words follow, little-endian.
+DATA_HEADER = data.StructLayout({"kind": 8, "reserved": 24, "count": 32})
 
-_BUFFER_NAMES = {Buffer.ACT: "act", Buffer.WEIGHT: "weight", Buffer.OUT: "out"}
+#: A whole ``STATUS`` record.
+STATUS_RECORD = data.StructLayout({
+    "kind": 8, "code": 8, "halt": 8, "reserved": 8, "index": 32,
+    **{name: 32 for name in STATUS_COUNTERS}})
 
 
 class InstructionError(ValueError):
@@ -127,22 +146,12 @@ class InstructionError(ValueError):
     ----------
     code : Status
         What the accelerator reports for it: ``Status.ADDRESS`` for a region outside its
-        buffer or a stride shorter than a row, ``Status.ILLEGAL`` otherwise.
+        memory, ``Status.ILLEGAL`` otherwise.
     """
 
     def __init__(self, message, code=Status.ILLEGAL):
         super().__init__(message)
         self.code = Status(code)
-
-
-def row_words(elements, bits_per_element, word):
-    """Words of one packed operand row: ``ceil(elements / word)`` words per bit plane."""
-    return bits_per_element * -(-elements // word)
-
-
-def lns_row_words(elements, bits, word):
-    """Words of one packed LNS operand row: ``word // bits`` LNS words per buffer word."""
-    return -(-elements // (word // bits))
 
 
 def _bounds(shape):
@@ -152,28 +161,30 @@ def _bounds(shape):
     return 0, 2 ** shape - 1
 
 
+def _name(buffer):
+    return Buffer(buffer).name.lower()
+
+
 class InstructionSet:
     """The instruction format of one accelerator configuration.
 
     Parameters
     ----------
     config : AcceleratorConfig
-        The accelerator; buffer sizes give the address and count field widths, unit
-        configurations the reduction lengths and precisions.
 
     Attributes
     ----------
     operands : dict of Opcode to data.StructLayout
         The operand fields of each opcode.
     layout : data.StructLayout
-        The whole instruction: ``opcode``, ``operands`` (a union of the above),
-        ``reserved``.
+        The whole instruction: ``opcode``, ``operands`` (a union of the above), ``reserved``.
     raw_layout, raw_operands :
-        The same layouts with every field a plain unsigned integer at the same offset:
-        what the decoder reads an unknown opcode or enum value through (and what tests
-        build malformed words with).
+        The same layouts with every field a plain unsigned integer at the same offset: what
+        the decoder reads an unknown opcode or enum value through.
     width : int
         Instruction width in bits, a multiple of 32 and of the host link width.
+    no_wait : int
+        The wait-field value that never waits (:data:`NO_WAIT`).
 
     Raises
     ------
@@ -184,80 +195,97 @@ class InstructionSet:
     def __init__(self, config):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        self.config = config
-        act, weight, out = config.act_words, config.weight_words, config.out_words
-        widest = max(act, weight, out)
-        bits = range(1, 9)  # operand precision: 1 (binary +-1) .. 8 bits
-        gemm = {
-            "a_addr": range(act), "b_addr": range(weight), "c_addr": range(out),
-            "m": range(1, act + 1), "n": range(1, weight + 1),
-            "a_stride": range(1, act + 1), "b_stride": range(1, weight + 1),
-            "c_stride": range(1, out + 1),
-        }
+        self.config = c = config
+        self.no_wait = NO_WAIT
+        wait = range(NO_WAIT + 1)
+        loadable = max(c.depth(_name(b)) for b in LOAD_BUFFERS)
         self.operands = {
             Opcode.HALT: data.StructLayout({"status": 8}),
             Opcode.LOAD: data.StructLayout({
-                "buffer": Buffer, "source": Source,
-                "addr": range(widest), "count": range(1, widest + 1)}),
+                "buffer": Buffer, "source": Source, "addr": range(loadable),
+                "count": range(1, loadable + 1), "unread": wait, "unwritten": wait}),
             Opcode.STORE: data.StructLayout({
-                "buffer": Buffer, "addr": range(widest), "count": range(1, widest + 1)}),
-            Opcode.GEMM_XNOR: data.StructLayout({
-                **gemm, "k": range(1, config.xnor_array.max_k + 1),
-                "act_bits": bits, "act_signed": 1, "weight_bits": bits, "weight_signed": 1}),
-            Opcode.GEMM_LNS: data.StructLayout({
-                **gemm, "k": range(1, config.lns_mac.max_k + 1)}),
-            Opcode.NORM: data.StructLayout({
-                # The destination is the activation buffer, or the output buffer for
-                # STATISTICS: its fields reach the larger of the two.
-                "mode": NormMode, "src_addr": range(out), "dst_addr": range(max(act, out)),
-                "param_addr": range(weight), "rows": range(1, out + 1),
-                "channels": range(1, config.lightnorm.channels + 1),
-                "src_stride": range(1, out + 1), "dst_stride": range(1, max(act, out) + 1)}),
-            Opcode.MAXPOOL: data.StructLayout({
-                "src_addr": range(act), "dst_addr": range(act), "rows": range(1, act + 1),
-                "row_words": range(1, act + 1), "window": range(1, 17)}),
+                "buffer": Buffer, "addr": range(c.score_depth),
+                "count": range(1, c.score_depth + 1), "unwritten": wait}),
+            Opcode.GEMM: data.StructLayout({
+                "a_buffer": Buffer, "a_addr": range(max(c.in_depth, c.act_depth)),
+                "b_addr": range(c.weight_depth),
+                "planes": range(1, c.xnor_array.max_act_bits + 1),
+                "words": range(1, c.max_words + 1),
+                "m_tiles": range(1, max(c.in_depth, c.act_depth) + 1),
+                "n_tiles": range(1, c.weight_depth + 1),
+                "mode": GemmMode, "out_bits": range(1, c.max_out_bits + 1),
+                "dst_addr": range(max(c.act_depth, c.score_depth)),
+                "thr_addr": range(c.thresh_depth), "sync": 1, "unsent": wait}),
         }
         union = data.UnionLayout({op.name.lower(): layout
                                   for op, layout in self.operands.items()})
         used = Opcode.as_shape().width + union.size
         self.layout = data.StructLayout({
             "opcode": Opcode, "operands": union,
-            "reserved": unsigned(-used % max(INSTRUCTION_ALIGN, config.host_link_bits))})
+            "reserved": unsigned(-used % max(INSTRUCTION_ALIGN, c.host_link_bits))})
         self.width = self.layout.size
-        # Every field as a plain unsigned integer at the same offset: decode reads an
-        # unknown opcode or enum value through these to report it.
         self.raw_layout = data.StructLayout({name: unsigned(field.width)
                                              for name, field in self.layout})
         self.raw_operands = {op: data.StructLayout({name: unsigned(field.width)
                                                     for name, field in layout})
                              for op, layout in self.operands.items()}
-        for op, layout in self.operands.items():
-            assert all(field.offset == self.raw_operands[op][name].offset
-                       for name, field in layout)
 
     @property
     def bytes(self):
         """Bytes of one instruction word."""
         return self.width // 8
 
-    # Validation shared by encode and decode --------------------------------------------
+    # What instructions touch, computed once for the checks, the ISS and the energy model --
+
+    def out_words(self, n_tiles):
+        """Words of one bit plane of a ``THRESHOLD`` layer's output row block."""
+        return -(-n_tiles * self.config.cols // self.config.word)
+
+    def link_words(self, instr):
+        """``word``-bit words a ``LOAD`` takes from the host or a ``STORE`` sends."""
+        buffer = instr["buffer"]
+        buffer = Buffer[buffer] if isinstance(buffer, str) else buffer
+        return instr["count"] * self.config.lanes(_name(buffer))
+
+    def regions(self, instr):
+        """The memory regions an instruction reads and writes: a list of ``(memory, first,
+        words, access)`` with ``access`` ``"r"`` or ``"w"``, in memory words. Enum fields
+        may be members or names."""
+        c = self.config
+        op = self._opcode(instr["opcode"])
+        instr = {name: (self._member(op, name, field.shape, instr[name], False)
+                        if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum)
+                        else instr[name])
+                 for name, field in self.operands[op]}
+        if op == Opcode.LOAD:
+            return [(_name(instr["buffer"]), instr["addr"], instr["count"], "w")]
+        if op == Opcode.STORE:
+            return [(_name(instr["buffer"]), instr["addr"], instr["count"], "r")]
+        if op != Opcode.GEMM:
+            return []
+        m, n = instr["m_tiles"], instr["n_tiles"]
+        out = [(_name(instr["a_buffer"]), instr["a_addr"], m * instr["planes"] * instr["words"],
+                "r"),
+               ("weight", instr["b_addr"], n * instr["words"], "r")]
+        if instr["mode"] == GemmMode.THRESHOLD:
+            bits = instr["out_bits"]
+            out += [("thresh", instr["thr_addr"], n * ((1 << bits) - 1), "r"),
+                    ("act", instr["dst_addr"], m * bits * self.out_words(n), "w")]
+        else:
+            out.append(("score", instr["dst_addr"], m * c.rows * n, "w"))
+        return out
+
+    # Validation shared by encode and decode ---------------------------------------------
 
     def _opcode(self, value):
         if isinstance(value, Opcode):
-            op = value
-        elif isinstance(value, str) and value in Opcode.__members__:
-            op = Opcode[value]
-        else:
-            raise InstructionError(f"unknown opcode {value!r}")
-        unit = _UNIT.get(op)
-        if unit is not None and not getattr(self.config, f"has_{unit}"):
-            raise InstructionError(f"{op.name} needs the {unit} unit, which this accelerator "
-                                   f"does not have")
-        return op
+            return value
+        if isinstance(value, str) and value in Opcode.__members__:
+            return Opcode[value]
+        raise InstructionError(f"unknown opcode {value!r}")
 
-    def _check(self, instr, *, raw=False):
-        """Validate an instruction dict; return it normalised (enum members, ``opcode``
-        first). ``raw`` accepts integers for enum fields (decode)."""
+    def _check(self, instr, *, raw=False, regions=True):
         if not isinstance(instr, dict):
             raise InstructionError(f"an instruction must be a dict, not {instr!r}")
         if "opcode" not in instr:
@@ -282,17 +310,27 @@ class InstructionSet:
                 raise InstructionError(f"{op.name} {name} must be an integer, not {value!r}")
             value = int(value)
             low, high = _bounds(shape)
-            # Addresses are checked against their buffer by the opcode's own check below,
-            # which gives the clearer message.
-            if not name.endswith("addr"):
-                if value < low:
-                    raise InstructionError(f"{op.name} {name} must be at least {low}, not "
-                                           f"{value}")
-                if value > high:
-                    raise InstructionError(f"{op.name} {name} must be at most {high}, not "
-                                           f"{value}")
+            if value < low:
+                raise InstructionError(f"{op.name} {name} must be at least {low}, not {value}")
+            if value > high:
+                raise InstructionError(f"{op.name} {name} must be at most {high}, not {value}")
             out[name] = value
-        getattr(self, f"_check_{op.name.lower()}", lambda instr: None)(out)
+        if op == Opcode.LOAD and out["buffer"] not in LOAD_BUFFERS:
+            raise InstructionError(f"LOAD cannot write the {_name(out['buffer'])} memory "
+                                   f"(only {', '.join(_name(b) for b in LOAD_BUFFERS)})")
+        if op == Opcode.STORE and out["buffer"] not in STORE_BUFFERS:
+            raise InstructionError(f"STORE cannot read the {_name(out['buffer'])} memory "
+                                   f"(only {', '.join(_name(b) for b in STORE_BUFFERS)})")
+        if op == Opcode.GEMM and out["a_buffer"] not in (Buffer.IN, Buffer.ACT):
+            raise InstructionError(f"GEMM a_buffer must be IN or ACT, not "
+                                   f"{out['a_buffer'].name}")
+        if regions:
+            for memory, first, words, _ in self.regions(out):
+                depth = self.config.depth(memory)
+                if first + words > depth:
+                    raise InstructionError(
+                        f"{op.name} region of {words} words at {first} runs past the end of "
+                        f"the {memory} memory ({depth} words)", Status.ADDRESS)
         return out
 
     @staticmethod
@@ -309,150 +347,26 @@ class InstructionSet:
         choices = ", ".join(enum_type.__members__)
         raise InstructionError(f"{op.name} {name} must be one of {choices}, not {value!r}")
 
-    def _region(self, op, what, buffer, addr, rows, row, stride):
-        # A region of `rows` rows of `row` words, `stride` words apart, must fit `buffer`.
-        size = self.config.buffer_words[buffer]
-        name = f"{op.name} {what}" if what else op.name
-        if not 0 <= addr < size:
-            raise InstructionError(f"{name} address {addr} is outside the {buffer} buffer "
-                                   f"(0..{size - 1})", Status.ADDRESS)
-        if rows > 1 and stride < row:
-            raise InstructionError(f"{name} stride {stride} is shorter than a row ({row} "
-                                   f"words)", Status.ADDRESS)
-        if addr + (rows - 1) * stride + row > size:
-            shape = f"of {rows} rows of {row} words (stride {stride})" if rows > 1 else \
-                f"of {row} words"
-            raise InstructionError(f"{name} {shape} at {addr} runs past the end of the "
-                                   f"{buffer} buffer ({size} words)", Status.ADDRESS)
-
-    def _check_load(self, instr):
-        buffer = _BUFFER_NAMES[instr["buffer"]]
-        self._region(instr["opcode"], "", buffer, instr["addr"], 1, instr["count"], 1)
-
-    _check_store = _check_load
-
-    def _check_gemm(self, instr, a_row, b_row):
-        op = instr["opcode"]
-        self._region(op, "operand a", "act", instr["a_addr"], instr["m"], a_row,
-                     instr["a_stride"])
-        self._region(op, "operand b", "weight", instr["b_addr"], instr["n"], b_row,
-                     instr["b_stride"])
-        self._region(op, "result c", "out", instr["c_addr"], instr["m"], instr["n"],
-                     instr["c_stride"])
-
-    def _check_gemm_xnor(self, instr):
-        op, array = instr["opcode"], self.config.xnor_array
-        for name, limit in (("act", array.max_act_bits), ("weight", array.max_weight_bits)):
-            bits, signed = instr[f"{name}_bits"], instr[f"{name}_signed"]
-            if bits > limit:
-                raise InstructionError(f"{op.name} {name}_bits {bits} exceeds the XNOR "
-                                       f"array's {limit}-bit {name} operands")
-            if signed and bits < 2:
-                raise InstructionError(f"{op.name} {name}_signed needs {name}_bits >= 2 "
-                                       f"(1-bit operands are binary +-1)")
-        word = self.config.word
-        self._check_gemm(instr, row_words(instr["k"], instr["act_bits"], word),
-                         row_words(instr["k"], instr["weight_bits"], word))
-
-    def _check_gemm_lns(self, instr):
-        row = lns_row_words(instr["k"], self.config.lns_mac.bits, self.config.word)
-        self._check_gemm(instr, row, row)
-
-    # NORM regions, shared with the ISS (docs/program_format.md, "NORM data") ------------
-
-    def norm_block_words(self):
-        """Buffer words of one ``NORMALISE`` output block: the norm unit's
-        ``output_layout`` (shared exponent and ``block`` mantissas) in whole words."""
-        return -(-self.config.lightnorm.output_layout.size // self.config.word)
-
-    def norm_dst_words(self, mode, channels):
-        """Words of one ``NORM`` destination row of ``channels`` channels: packed
-        activations (``THRESHOLD``, ``REQUANTISE``), whole BFP blocks (``NORMALISE``), or
-        one value per channel (``STATISTICS``: a row of sums, then one of spreads)."""
-        norm, mode = self.config.lightnorm, NormMode(mode)
-        if mode == NormMode.STATISTICS:
-            return channels
-        if mode == NormMode.NORMALISE:
-            return -(-channels // norm.block) * self.norm_block_words()
-        return row_words(channels, norm.levels, self.config.word)
-
-    def norm_param_words(self, mode, channels):
-        """Weight-buffer words of the parameters of a ``NORM`` over ``channels`` channels:
-        ``T + 1`` per channel (thresholds, flip) in threshold modes; two mantissas per
-        channel and two exponents per block of channels in ``NORMALISE``; none for
-        ``STATISTICS``."""
-        norm, mode = self.config.lightnorm, NormMode(mode)
-        if mode == NormMode.STATISTICS:
-            return 0
-        if mode == NormMode.NORMALISE:
-            return 2 * channels + 2 * -(-channels // norm.block)
-        return channels * (norm.thresholds + 1)
-
-    def _check_norm(self, instr):
-        op, norm, mode = instr["opcode"], self.config.lightnorm, instr["mode"]
-        needs = _NORM_OUTPUT[mode]
-        if needs is not None and norm.output != needs:
-            raise InstructionError(f"{op.name} mode {mode.name} needs the norm unit "
-                                   f"in {needs!r} output mode, it is built for "
-                                   f"{norm.output!r}")
-        if mode == NormMode.STATISTICS and not norm.statistics:
-            raise InstructionError(f"{op.name} mode STATISTICS needs the norm unit built with "
-                                   f"statistics, it is built without")
-        channels, rows = instr["channels"], instr["rows"]
-        self._region(op, "source", "out", instr["src_addr"], rows, channels,
-                     instr["src_stride"])
-        row = self.norm_dst_words(mode, channels)
-        if mode == NormMode.STATISTICS:
-            self._check_statistics(instr)
-            # Two rows of signed words in the output buffer: sums, then spreads.
-            self._region(op, "destination", "out", instr["dst_addr"], 2, row,
-                         instr["dst_stride"])
-            return
-        self._region(op, "destination", "act", instr["dst_addr"], rows, row,
-                     instr["dst_stride"])
-        self._region(op, "parameters", "weight", instr["param_addr"], 1,
-                     self.norm_param_words(mode, channels), 1)
-
-    def _check_statistics(self, instr):
-        op, norm, word = instr["opcode"], self.config.lightnorm, self.config.word
-        if instr["param_addr"] != 0:
-            raise InstructionError(f"{op.name} mode STATISTICS takes no parameters: "
-                                   f"param_addr must be 0, not {instr['param_addr']}")
-        if instr["rows"] > norm.max_batch:
-            raise InstructionError(f"{op.name} mode STATISTICS rows {instr['rows']} exceed "
-                                   f"the norm unit's max_batch {norm.max_batch}")
-        need = max(norm.sum_bits, norm.spread_bits)
-        if need > word:
-            raise InstructionError(f"{op.name} mode STATISTICS needs {need}-bit buffer words "
-                                   f"for its sums, this accelerator's are {word} bits")
-
-    def _check_maxpool(self, instr):
-        op = instr["opcode"]
-        rows, row, window = instr["rows"], instr["row_words"], instr["window"]
-        self._region(op, "source", "act", instr["src_addr"], rows * window, row, row)
-        self._region(op, "destination", "act", instr["dst_addr"], rows, row, row)
-
-    # Encode and decode -----------------------------------------------------------------
+    # Encode and decode ------------------------------------------------------------------
 
     def check(self, instr):
         """Validate an instruction dict and return it normalised (enum members)."""
         return self._check(instr)
 
     def encode(self, instr):
-        """The instruction word (an ``int`` of :attr:`width` bits) of an instruction dict.
-
-        ``instr`` holds ``opcode`` (an :class:`Opcode` or its name) and exactly the fields
-        of ``operands[opcode]``; enum fields take members or names.
-        """
+        """The instruction word (an ``int`` of :attr:`width` bits) of an instruction dict:
+        ``opcode`` (an :class:`Opcode` or its name) and exactly ``operands[opcode]``'s
+        fields; enum fields take members or names."""
         instr = self._check(instr)
         op = instr["opcode"]
         fields = {name: value for name, value in instr.items() if name != "opcode"}
         return self.layout.const({"opcode": op, "operands": {op.name.lower(): fields},
                                   "reserved": 0}).as_bits()
 
-    def decode(self, bits):
+    def decode(self, bits, *, regions=True):
         """The instruction dict of an instruction word; raises :class:`InstructionError`
-        for any word :meth:`encode` would not produce."""
+        for any word :meth:`encode` would not produce. ``regions=False`` skips the region
+        checks, as the gateware does (it wraps addresses instead)."""
         if not isinstance(bits, int) or isinstance(bits, bool) or not \
                 0 <= bits < 2 ** self.width:
             raise InstructionError(f"an instruction word must be a {self.width}-bit unsigned "
@@ -461,26 +375,22 @@ class InstructionSet:
         if raw.opcode not in {op.value for op in Opcode}:
             raise InstructionError(f"unknown opcode {raw.opcode}")
         op = Opcode(raw.opcode)
-        # The union member of this opcode (a view of its own bits), read with raw fields.
         member = getattr(self.layout.from_bits(bits).operands, op.name.lower())
         view = self.raw_operands[op].from_bits(member.as_bits())
         fields = {name: view[name] for name, _ in self.operands[op]}
-        # Anything outside the opcode's own fields (union padding, reserved) must be zero:
-        # the word rebuilt from the fields alone must be the same word.
         operands = self.raw_operands[op].const(fields).as_bits()
         clean = self.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()
-        unused = InstructionError(f"unused bits of a {op.name} instruction are not zero")
-        try:
-            instr = self._check({"opcode": op, **fields}, raw=True)
-        except InstructionError as error:
-            # A word with both kinds of fault is ILLEGAL (docs/host_link.md), so nonzero
-            # unused bits win over an address fault (the field checks come first anyway).
-            if error.code == Status.ADDRESS and clean != bits:
-                raise unused from None
-            raise
         if clean != bits:
-            raise unused
-        return instr
+            raise InstructionError(f"unused bits of a {op.name} instruction are not zero")
+        return self._check({"opcode": op, **fields}, raw=True, regions=regions)
+
+    def unused_mask(self, op):
+        """Bits of the instruction word that ``op`` does not use (they must be zero)."""
+        used = ((1 << self.layout["opcode"].width) - 1) << self.layout["opcode"].offset
+        base = self.layout["operands"].offset
+        for _, field in self.operands[op]:
+            used |= ((1 << field.width) - 1) << (base + field.offset)
+        return ((1 << self.width) - 1) & ~used
 
 
 @functools.lru_cache(maxsize=32)
@@ -494,6 +404,6 @@ def encode(instr, config):
     return instruction_set(config).encode(instr)
 
 
-def decode(bits, config):
+def decode(bits, config, *, regions=True):
     """Decode an instruction word for ``config``; see :meth:`InstructionSet.decode`."""
-    return instruction_set(config).decode(bits)
+    return instruction_set(config).decode(bits, regions=regions)

@@ -1,5 +1,4 @@
-"""Accelerator programs and their file format (issue 5; described in
-``docs/program_format.md``).
+"""Accelerator programs and their file format (described in ``docs/program_format.md``).
 
 A :class:`Program` is a list of instructions (dicts in :mod:`lowbit.isa` form) plus the
 constant data its ``LOAD`` instructions with ``source=CONST`` consume in order (weights,
@@ -11,7 +10,7 @@ File layout (all integers little-endian)::
 
     offset  size  field
          0     8  magic b"LOWBIT\\0\\0"
-         8     2  format version (2)
+         8     2  format version (3)
         10     2  bytes per instruction
         12    16  accelerator configuration fingerprint (ASCII hex)
         28     4  instruction count
@@ -35,8 +34,9 @@ __all__ = ["MAGIC", "VERSION", "HEADER", "ProgramError", "Program"]
 
 #: First bytes of every program file.
 MAGIC = b"LOWBIT\0\0"
-#: The format version this module writes and reads (2 added the metadata section).
-VERSION = 2
+#: The format version this module writes and reads (2 added the metadata section, 3 is the
+#: full-rate core's instruction set).
+VERSION = 3
 #: The file header (the byte layout of a file, not of an instruction: instructions are laid
 #: out by :mod:`lowbit.isa` alone).
 HEADER = struct.Struct("<8sHH16sIII")
@@ -88,7 +88,7 @@ class Program:
         if bad:
             raise ProgramError(f"constant {bad[0]} does not fit a {config.word}-bit word")
         self.constants = np.array(values, dtype=np.uint64)
-        loaded = sum(i["count"] for i in checked
+        loaded = sum(isa.link_words(i) for i in checked
                      if i["opcode"] == Opcode.LOAD and i["source"] == Source.CONST)
         if loaded != len(values):
             raise ProgramError(f"program loads {loaded} constant words but carries "
@@ -103,6 +103,13 @@ class Program:
 
     def __len__(self):
         return len(self.instructions)
+
+    def check_races(self):
+        """Refuse the program (:class:`ProgramError`) if its wait fields leave a race
+        between the accelerator's stages; see :func:`lowbit.races.check_races`."""
+        from .races import check_races  # races imports this module
+
+        check_races(self)
 
     def words(self):
         """The instruction words, as the accelerator receives them."""

@@ -2,13 +2,15 @@
 
 A :class:`Runtime` turns a :class:`~lowbit.program.Program` and its input words into the
 byte stream the accelerator consumes, sends it through a :class:`Transport` and parses the
-records that come back. The same runtime drives every accelerator (../shared/STYLE.md point
-5: the host code a board runs is the code the tests run):
+records that come back, laid out by :data:`lowbit.isa.DATA_HEADER` and
+:data:`lowbit.isa.STATUS_RECORD`. The same runtime drives every accelerator, so the host
+code a board runs is the code the tests run:
 
 * :class:`ISSTransport`: the instruction-set simulator (:meth:`lowbit.iss.ISS.run_stream`);
 * :class:`RTLTransport`: the generated Verilog under cocotb (Verilator or Icarus), bridged
   to a local socket by :mod:`lowbit.sim.accelerator_bridge`;
-* :class:`SerialTransport`: a board's UART (issue 7 adds framing with a CRC there);
+* :class:`SerialTransport`: a raw serial port (:mod:`lowbit.framing` adds frames with a CRC
+  for a board's UART);
 * :class:`StreamTransport` / :class:`SocketTransport`: any byte channel; the RTL and serial
   transports are this same code over a socket and a serial port.
 
@@ -17,7 +19,7 @@ Usage::
     with ISSTransport(config) as link:
         result = Runtime(config, link).run(program, inputs)
     result.outputs      # one uint64 array per STORE
-    result.stats        # cycles, instructions, unit busy cycles, bytes moved
+    result.stats        # cycles, array beats, tile holds, instructions, bytes moved
 
 Faults are exceptions: :class:`AcceleratorError` for a non-``OK`` status record (its
 ``code`` is a :class:`lowbit.isa.Status`), :class:`ProtocolError` for bytes that are not a
@@ -36,26 +38,28 @@ import time
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
-from .isa import Opcode, Source, Status, instruction_set
+from .isa import (DATA_HEADER, STATUS_COUNTERS, STATUS_RECORD, STORE_BUFFERS,
+                  InstructionError, Opcode, Record, Source, Status, instruction_set)
 from .program import Program, ProgramError
 
-__all__ = ["DATA", "STATUS", "RECORD_HEADER", "STATUS_COUNTERS", "TransportError",
+__all__ = ["DATA", "STATUS", "RECORD_HEADER", "STATUS_BYTES", "STATUS_COUNTERS",
+           "TransportError",
            "ProtocolError", "AcceleratorError", "Transport", "ISSTransport",
            "StreamTransport", "SocketTransport", "SerialTransport", "RTLTransport",
            "RunResult", "Runtime"]
 
-#: Record kinds (byte 0 of a record header, ``docs/host_link.md``).
-DATA = 0x01
-STATUS = 0x02
-#: Bytes of a record header.
-RECORD_HEADER = 8
-#: The u32 counters after a ``STATUS`` header, in order.
-STATUS_COUNTERS = ("cycles", "xnor_busy", "norm_busy", "lns_busy")
+#: Record kinds (the first byte of a record, ``docs/host_link.md``).
+DATA = Record.DATA.value
+STATUS = Record.STATUS.value
+#: Bytes of a ``DATA`` record's header (the words follow it).
+RECORD_HEADER = DATA_HEADER.size // 8
+#: Bytes of a whole ``STATUS`` record.
+STATUS_BYTES = STATUS_RECORD.size // 8
 
 # What each non-OK status means, for AcceleratorError's message.
 _MEANING = {
     Status.ILLEGAL: "not a legal instruction for this accelerator",
-    Status.ADDRESS: "a region outside its buffer or a stride shorter than a row",
+    Status.ADDRESS: "a region outside its memory",
     Status.TRUNCATED: "the host stopped sending in the middle of the program",
 }
 
@@ -502,18 +506,26 @@ class RunResult:
     Attributes
     ----------
     outputs : list of numpy.ndarray
-        The words of each ``STORE``, in order (``uint64``, one value per buffer word).
+        The ``word``-bit words of each ``STORE``, in order (``uint64``; ``count * lanes``
+        words, lane 0 of a memory word first).
     status : int
         The ``HALT`` instruction's status byte.
     stats : dict
-        ``cycles``, ``xnor_busy``, ``norm_busy``, ``lns_busy`` (the status record's
-        counters), ``instructions`` (executed, ``HALT`` included), ``bytes_in`` and
-        ``bytes_out`` (bytes moved over the link by this run, record headers included).
+        The status record's counters (:data:`lowbit.isa.STATUS_COUNTERS`: ``cycles``,
+        ``array_beats``, ``tile_holds``), ``instructions`` (executed, ``HALT`` included),
+        ``bytes_in`` and ``bytes_out`` (bytes moved over the link by this run, records
+        included).
     """
 
     outputs: list
     status: int
     stats: dict
+
+
+def _field_bytes(layout, name):
+    # (first byte, bytes) of a byte-aligned field of a record layout.
+    field = layout[name]
+    return field.offset // 8, field.width // 8
 
 
 class Runtime:
@@ -544,7 +556,7 @@ class Runtime:
     # Host to accelerator --------------------------------------------------------------
 
     def _input_words(self, inputs):
-        # The run's input words as a flat uint64 array, each checked to fit a buffer word.
+        # The run's input words as a flat uint64 array, each checked to fit a word.
         word = self.config.word
         flat = np.asarray(inputs).reshape(-1)
         if flat.size == 0:
@@ -570,7 +582,8 @@ class Runtime:
 
     def serialise(self, program, inputs=()):
         """The bytes that run ``program`` with ``inputs`` (``docs/host_link.md``): each
-        instruction word, and after a ``LOAD`` its words from the constants (``CONST``) or
+        instruction word, and after a ``LOAD`` its ``count * lanes`` words
+        (:meth:`lowbit.isa.InstructionSet.link_words`) from the constants (``CONST``) or
         the inputs (``INPUT``), each consumed in order.
 
         Raises
@@ -579,7 +592,7 @@ class Runtime:
             If ``program`` was built for another accelerator configuration.
         ValueError
             If ``inputs`` holds more or fewer words than the ``INPUT`` loads take, or a
-            value that does not fit a buffer word.
+            value that does not fit a word.
         """
         if not isinstance(program, Program):
             raise TypeError(f"program must be a Program, not {program!r}")
@@ -588,7 +601,7 @@ class Runtime:
             raise ProgramError(f"program was built for accelerator configuration {theirs}, "
                                f"this accelerator is {ours}")
         streams = {Source.CONST: program.constants, Source.INPUT: self._input_words(inputs)}
-        wanted = sum(i["count"] for i in program.instructions
+        wanted = sum(self.isa.link_words(i) for i in program.instructions
                      if i["opcode"] == Opcode.LOAD and i["source"] == Source.INPUT)
         given = len(streams[Source.INPUT])
         if given != wanted:
@@ -600,7 +613,7 @@ class Runtime:
         for instr, word in zip(program.instructions, program.words()):
             parts.append(word.to_bytes(self.isa.bytes, "little"))
             if instr["opcode"] == Opcode.LOAD:
-                source, count = instr["source"], instr["count"]
+                source, count = instr["source"], self.isa.link_words(instr)
                 words = streams[source][pos[source]:pos[source] + count]
                 parts.append(words.astype(dtype).tobytes())
                 pos[source] += count
@@ -636,48 +649,75 @@ class Runtime:
 
     # Accelerator to host --------------------------------------------------------------
 
+    def _reserved(self, layout, bits, offset, what):
+        # A ProtocolError at the first nonzero byte of a record's reserved field.
+        first, size = _field_bytes(layout, "reserved")
+        raw = bits.to_bytes(layout.size // 8, "little")
+        for i in range(first, first + size):
+            if raw[i]:
+                raise ProtocolError(offset + i, raw[i], f"a reserved byte of a {what}, which "
+                                    f"must be zero")
+
+    def _store_counts(self):
+        # (lanes, most words) of each memory a STORE reads: a DATA record's count is a
+        # whole number of memory words.
+        return [(self.config.lanes(b.name.lower()), self.config.flat_words(b.name.lower()))
+                for b in STORE_BUFFERS]
+
     def _records(self):
         # Read DATA records up to the STATUS record: (outputs, (code, halt, index), stats).
         word_bytes = self.config.word // 8
-        longest = max(self.config.buffer_words.values())
+        _, kind_bytes = _field_bytes(DATA_HEADER, "kind")
+        counters_at = STATUS_RECORD[STATUS_COUNTERS[0]].offset // 8
         outputs, offset = [], 0
         while True:
-            header = self.transport.read(RECORD_HEADER)
-            kind = header[0]
+            head = self.transport.read(kind_bytes)
+            kind = int.from_bytes(head, "little")
             if kind == DATA:
-                for i in (1, 2, 3):
-                    if header[i]:
-                        raise ProtocolError(offset + i, header[i], "a reserved byte of a DATA "
-                                            "record header, which must be zero")
-                count = int.from_bytes(header[4:8], "little")
-                if not 1 <= count <= longest:
-                    raise ProtocolError(offset + 4, header[4], f"the start of a DATA record's "
-                                        f"count {count}, which no STORE sends (1.."
-                                        f"{longest} words)")
+                head += self.transport.read(RECORD_HEADER - kind_bytes)
+                bits = int.from_bytes(head, "little")
+                self._reserved(DATA_HEADER, bits, offset, "DATA record header")
+                count = DATA_HEADER.from_bits(bits).count
+                stores = self._store_counts()
+                if not any(count % lanes == 0 and 0 < count <= most
+                           for lanes, most in stores):
+                    at, _ = _field_bytes(DATA_HEADER, "count")
+                    sends = " or ".join(f"multiples of {lanes} up to {most} words"
+                                        for lanes, most in stores)
+                    raise ProtocolError(offset + at, head[at], f"the start of a DATA "
+                                        f"record's count {count}, which no STORE sends "
+                                        f"({sends})")
                 body = self.transport.read(count * word_bytes)
                 outputs.append(np.frombuffer(body, dtype=f"<u{word_bytes}")
                                .astype(np.uint64))
                 offset += RECORD_HEADER + len(body)
             elif kind == STATUS:
-                if header[3]:
-                    raise ProtocolError(offset + 3, header[3], "a reserved byte of a STATUS "
-                                        "record header, which must be zero")
-                if header[1] not in {s.value for s in Status}:
-                    raise ProtocolError(offset + 1, header[1], "not a status code (0..3)")
-                counters = self.transport.read(4 * len(STATUS_COUNTERS))
-                stats = {name: int.from_bytes(counters[4 * i:4 * i + 4], "little")
-                         for i, name in enumerate(STATUS_COUNTERS)}
-                index = int.from_bytes(header[4:8], "little")
-                stats["instructions"] = index + 1
-                stats["bytes_out"] = offset + RECORD_HEADER + len(counters)
-                return outputs, (Status(header[1]), header[2], index), stats
+                # The fields before the counters first: a malformed record is reported
+                # even when the counters never come.
+                head += self.transport.read(counters_at - kind_bytes)
+                head += bytes(STATUS_BYTES - counters_at)
+                bits = int.from_bytes(head, "little")
+                self._reserved(STATUS_RECORD, bits, offset, "STATUS record")
+                view = STATUS_RECORD.from_bits(bits)
+                if view.code not in {s.value for s in Status}:
+                    at, _ = _field_bytes(STATUS_RECORD, "code")
+                    raise ProtocolError(offset + at, view.code, f"not a status code "
+                                        f"(0..{max(Status).value})")
+                counters = self.transport.read(STATUS_BYTES - counters_at)
+                view = STATUS_RECORD.from_bits(int.from_bytes(head[:counters_at] + counters,
+                                                              "little"))
+                stats = {name: int(view[name]) for name in STATUS_COUNTERS}
+                stats["instructions"] = int(view.index) + 1
+                stats["bytes_out"] = offset + STATUS_BYTES
+                return outputs, (Status(view.code), int(view.halt), int(view.index)), stats
             else:
                 raise ProtocolError(offset, kind, f"not a record kind (DATA 0x{DATA:02x} or "
                                     f"STATUS 0x{STATUS:02x})")
 
     def _opcode_at(self, data, index):
         # The opcode name of instruction `index` of a stream, found as the accelerator finds
-        # it (skipping each LOAD's data); None where the stream cannot be followed that far.
+        # it (decoding each word and skipping each LOAD's data); None where the stream
+        # cannot be followed that far.
         isa, word_bytes = self.isa, self.config.word // 8
         pos = 0
         for i in range(index + 1):
@@ -685,15 +725,15 @@ class Runtime:
                 return None
             bits = int.from_bytes(data[pos:pos + isa.bytes], "little")
             pos += isa.bytes
-            number = isa.raw_layout.from_bits(bits).opcode
-            if number not in {op.value for op in Opcode}:
-                return f"opcode {number}" if i == index else None
-            op = Opcode(number)
             if i == index:
-                return op.name
-            if op == Opcode.LOAD:
-                # Read through the raw layout, as the decoder does: the word may hold any
-                # value in the LOAD's enum fields.
-                member = isa.layout.from_bits(bits).operands.load
-                pos += isa.raw_operands[op].from_bits(member.as_bits()).count * word_bytes
+                number = isa.raw_layout.from_bits(bits).opcode
+                if number not in {op.value for op in Opcode}:
+                    return f"opcode {number}"
+                return Opcode(number).name
+            try:
+                instr = isa.decode(bits, regions=False)
+            except InstructionError:
+                return None  # the accelerator would have stopped here
+            if instr["opcode"] == Opcode.LOAD:
+                pos += isa.link_words(instr) * word_bytes
         return None

@@ -1,251 +1,179 @@
-"""Cycle model of the accelerator, calibrated against the gateware (``hw/accelerator.py``).
+"""The accelerator's cycle model: the gateware's schedule, exactly, for an ideal host.
 
-The ISS executes instructions with the golden models; this model says when. It follows the
-controller: a front end that fetches instruction words from the host link (one beat a
-cycle), checks them (five cycles), runs ``LOAD`` and ``STORE`` itself and hands compute
-instructions to their engine, which runs while the front end goes on. A ``LOAD`` or
-``STORE`` whose region overlaps the running instruction's regions, the next compute
-instruction and ``HALT`` wait for the engine. Cycle counts are those of the ``STATUS``
-record's ``cycles``: the host link is assumed to keep up (the gateware does not count
-cycles in which it only waits for the host).
+The gateware (``docs/accelerator.md``) has three stages that run at once: the front end
+(instruction fetch and ``LOAD``), the execute stage (``GEMM``, behind a queue) and the store
+stage (``STORE``, behind a queue of its own). Nothing arbitrates at run time: each memory
+port has one user, and the stages wait for each other only where an instruction's wait
+fields (or a full queue) say so. So the cycle at which every event happens follows from
+the program alone, instruction by instruction in program order, with the closed forms
+below; :class:`Timing` computes them and is what the ISS reports. ``tests/`` check it
+against the gateware's own count, cycle for cycle.
 
-The engine figures were measured on the gateware (``tests/test_timing.py`` checks the whole
-model against the RTL within 5% on the test programs, ``docs/accelerator.md`` explains
-each term):
+"Ideal host": a host-link beat is available every cycle the accelerator wants one, and
+every beat it sends is taken at once (what the testbenches do). Over a real link the
+accelerator waits for the host and its ``cycles`` counter leaves out the cycles in which
+it did nothing else.
 
-* ``GEMM_XNOR``: a beat every ``S = max(rows, cols)`` cycles (one word per buffer per
-  cycle), one cycle per skipped bit-plane pair, ``max(0, rows * cols - 1 - S)`` cycles
-  between tiles (the array waits while the previous tile is written back), and
-  ``5 + rows * cols`` cycles of start-up and final write-back;
-* ``GEMM_LNS``: two cycles per beat, at least ``gamma + 1`` per dot product (the
-  finaliser), plus ``gamma + 7``;
-* ``NORM``: per channel group, one cycle per parameter word plus 1-2 to send them, and per
-  row ``block + 1..2`` cycles; ``STATISTICS`` adds ``2 * block`` cycles per group to write
-  sums and spreads;
-* ``MAXPOOL``: ``window + 2`` cycles per output word.
+Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats per lane,
+``HB = 64 / link`` beats per ``DATA`` header, cycle 0 the first beat of the program):
+
+* every instruction: ``IB`` fetch cycles, then a decode cycle ``d``;
+* ``GEMM`` / ``STORE``: pushed into its queue at ``d``, or once the queue has room;
+* ``LOAD``: waits from ``d + 1`` until its wait fields hold, then ``count * lanes * WB``
+  beats;
+* ``HALT``: waits from ``d + 1`` until every stage is idle; the program's ``cycles`` end
+  there.
+
+The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed in an earlier
+cycle and its waits hold; its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
+each) start when their beats can go and the result stage will be free when they finish:
+tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
+the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
+``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
+``GEMM``'s first tile no earlier than ``D + K`` after the previous tile minus its own
+``K``. The store stage pops a ``STORE`` once it is idle and its wait holds, then sends a
+``HB``-beat header and ``count * cols * WB`` data beats.
 """
 
-from .isa import NormMode, Opcode, instruction_set, lns_row_words, row_words
+import dataclasses
 
-__all__ = ["Timing", "CHECK_CYCLES"]
+from .config.accelerator import AcceleratorConfig
+from .isa import Buffer, GemmMode, Opcode, instruction_set
 
-#: Cycles from an instruction's last fetch beat to its dispatch (PRECHECK, 4 x CHECK: three
-#: regions through a two-stage checker).
-CHECK_CYCLES = 5
-#: Share of front-end buffer accesses that cost a running engine a cycle, given that the
-#: engine wanted the buffer then: the engines' staging registers absorb the rest
-#: (measured on the MLP benchmark and the digits program, docs/accelerator.md).
-STEAL = 0.75
+__all__ = ["Timing", "GemmTiming"]
+
+NEVER = -(1 << 60)
 
 
-def _ceil(a, b):
-    return -(-a // b)
+@dataclasses.dataclass
+class GemmTiming:
+    """When one ``GEMM``'s events happen (cycles of the program)."""
+
+    pushed: int
+    popped: int
+    first_tile: int
+    read: int      #: last beat issued (operands all read)
+    written: int   #: last result written
+    beats: int
+    holds: int
 
 
 class Timing:
-    """The cycle timeline of one program on one accelerator configuration.
+    """The cycle model of one configuration, fed instruction by instruction.
 
-    ``fe`` is the cycle in which the front end takes the next instruction's first beat
-    (the program's first beat is cycle 0); ``engine_idle`` the first cycle in which no
-    engine runs; ``regions`` the running instruction's buffer regions (``lo``, ``hi``) by
-    buffer name.
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Call :meth:`step` with each instruction dict in program order (``HALT`` last); then
+    :attr:`cycles`, :attr:`beats` and :attr:`holds` are those of the status record.
     """
 
     def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self.config = config
-        self.isa = instruction_set(config)
+        self.isa = isa = instruction_set(config)
         link = config.host_link_bits
-        self.fetch = self.isa.width // link
-        self.word_beats = config.word // link
+        self.fetch_beats = isa.width // link
+        self.lane_beats = config.word // link
         self.header_beats = 64 // link
-        self.fe = 0
-        self.engine_idle = 0
-        self.tx_free = 0
-        self.regions = {}
-        self.uses = {}
-        self.finished = None
+        self.reset()
 
-    # Hazards and buffer-port sharing ---------------------------------------------------
+    def reset(self):
+        """Start a new program (its first beat is cycle 0)."""
+        self.t = 0                 # cycle of the next instruction's first beat
+        self.gemms = []            # GemmTiming per GEMM, program order
+        self.store_pop = []
+        self.store_end = []
+        self.exec_idle = 0         # first cycle the execute stage is idle
+        self.store_idle = 0
+        self.res_end = NEVER       # first cycle the result stage can take a capture
+        self.cycles = 0
+        self.beats = 0
+        self.holds = 0
+        self.trace = []
 
-    def _wait_hazard(self, buffer, lo, hi, ready):
-        # A LOAD/STORE waits (from cycle `ready`) while it overlaps the running instruction.
-        span = self.regions.get(buffer)
-        if span and ready < self.engine_idle and lo < span[1] and span[0] < hi:
-            return self.engine_idle
-        return ready
+    def illegal(self):
+        """The program ends at the next instruction, which the gateware refuses: it stops
+        counting cycles at that instruction's decode."""
+        self.cycles = self.t + self.fetch_beats
 
-    def _steal(self, buffer, start, words):
-        # A front-end access costs the running engine a cycle when the engine was about to
-        # use that buffer in that cycle: on average, its share of the engine's cycles.
-        share = self.uses.get(buffer, 0)
-        if share and start < self.engine_idle:
-            self.engine_idle += round(words * share * STEAL)
+    # Helpers: the cycle from which a counter shows that event n-1 (0-based) happened.
+    def _read_by(self, n):
+        return self.gemms[n - 1].read + 1 if n > 0 else NEVER
 
-    # Instructions ------------------------------------------------------------------------
+    def _written_by(self, n):
+        return self.gemms[n - 1].written + 1 if n > 0 else NEVER
 
-    def dispatch(self):
-        """The cycle of the current instruction's dispatch (after fetch and checks)."""
-        return self.fe + self.fetch + CHECK_CYCLES
+    def _stored_by(self, n):
+        return self.store_end[n - 1] + 1 if n > 0 else NEVER
 
-    def load(self, instr):
-        buffer = instr["buffer"].name.lower()
-        addr, count = instr["addr"], instr["count"]
-        wait = self._wait_hazard(buffer, addr, addr + count, self.dispatch() + 1)
-        start = wait + 1
-        beats = count * self.word_beats
-        self._steal(buffer, start, min(count, max(0, self.engine_idle - start)
-                                       // self.word_beats + 1))
-        self.fe = start + beats + 1
-
-    def store(self, instr):
-        buffer = instr["buffer"].name.lower()
-        addr, count = instr["addr"], instr["count"]
-        ready = max(self.dispatch() + 1, self.tx_free)
-        header = self._wait_hazard(buffer, addr, addr + count, ready)
-        period = max(self.word_beats, 3)
-        last = header + self.header_beats + (count - 1) * period
-        self._steal(buffer, header, count)
-        self.fe = last + 1
-        self.tx_free = last + self.word_beats
-
-    def compute(self, instr, span, regions, uses=None):
-        """Start ``instr``'s engine for ``span`` cycles (busy) on ``regions``; ``uses``
-        gives, per buffer, the share of those cycles in which the engine accesses it (all
-        of them by default)."""
-        start = max(self.dispatch() + 1, self.engine_idle)
-        self.engine_idle = start + span + 1
-        self.regions = regions
-        self.uses = {buffer: 1.0 for buffer in regions} if uses is None else uses
-        self.fe = start + 1
-
-    def halt(self):
-        self.finished = max(self.dispatch() + 1, self.engine_idle)
-        return self.finished
-
-    def fault(self):
-        """A refused instruction: counting stops at its dispatch."""
-        self.finished = self.dispatch()
-        return self.finished
-
-    def truncated(self, received_bytes):
-        """The host stopped ``received_bytes`` into an instruction (or its data)."""
-        beats = received_bytes * 8 // self.config.host_link_bits
-        if received_bytes >= self.isa.bytes:
-            beats += CHECK_CYCLES + 2  # a LOAD whose data stopped: its checks and wait ran
-        self.finished = max(self.fe + beats, self.engine_idle)
-        return self.finished
-
-    # Engine spans (busy cycles) ----------------------------------------------------------
-
-    def span(self, instr):
-        """Busy cycles of a compute instruction's engine, its buffer regions, and the
-        share of its cycles that access each buffer (``None``: every cycle)."""
-        result = getattr(self, f"_{instr['opcode'].name.lower()}")(instr)
-        return result if len(result) == 3 else (*result, None)
-
-    def _gemm_regions(self, instr, a_row, b_row):
-        def hull(addr, rows, row, stride):
-            return (addr, addr + (rows - 1) * stride + row)
-        return {"act": hull(instr["a_addr"], instr["m"], a_row, instr["a_stride"]),
-                "weight": hull(instr["b_addr"], instr["n"], b_row, instr["b_stride"]),
-                "out": hull(instr["c_addr"], instr["m"], instr["n"], instr["c_stride"])}
-
-    def _gemm_xnor(self, instr):
-        array, word = self.config.xnor_array, self.config.word
-        rows, cols = array.rows, array.cols
-        s = max(rows, cols)
-        m, n, k = instr["m"], instr["n"], instr["k"]
-        ab, wb = instr["act_bits"], instr["weight_bits"]
-        nw = _ceil(k, word)
-        if ab == wb == 1:
-            pairs, iterations, trailing = 1, 1, 0
-        else:
-            na = 2 if ab == 1 else ab
-            nb = 2 if wb == 1 else wb
-            top = (1 if ab == 1 else ab - 1) + (1 if wb == 1 else wb - 1)
-            pairs, iterations = na * nb, (top + 1) * na
-            # Group 0 has one pass: the act plane of exponent 0 (last for binary acts).
-            trailing = 0 if ab == 1 else na - 1
-        tiles = _ceil(m, rows) * _ceil(n, cols)
-        per_tile = pairs * nw * s + iterations - pairs
-        # A binary tile's results drain while the next tile computes, which waits for them;
-        # a bit-serial tile's group passes hide part of the drain, from none to all of it
-        # by shape: half is the fit (4x4 array: within 2.6% on seven bit-serial shapes,
-        # where the full drain overestimated the digits BNN's first layer by 5%).
-        drain = max(0, rows * cols - 1 - s)
-        if not ab == wb == 1:
-            drain //= 2
-        span = tiles * per_tile - trailing + (tiles - 1) * drain + 5 + rows * cols
-        # Gather cycles that read each buffer: a binary operand's ones plane is made, not
-        # read, and a slot past the tile's rows or columns reads nothing.
-        data_a = pairs if ab == wb == 1 else (pairs // 2 if ab == 1 else pairs)
-        data_w = pairs if ab == wb == 1 else (pairs // 2 if wb == 1 else pairs)
-        uses = {"act": tiles * data_a * nw * min(rows, m) / span,
-                "weight": tiles * data_w * nw * min(cols, n) / span,
-                "out": tiles * rows * cols / span}
-        regions = self._gemm_regions(instr, row_words(k, ab, word), row_words(k, wb, word))
-        return span, regions, uses
-
-    def _gemm_lns(self, instr):
-        lns = self.config.lns_mac
-        beats = _ceil(instr["k"], lns.lanes)
-        dots = instr["m"] * instr["n"]
-        span = dots * max(2 * beats, lns.gamma + 1) + lns.gamma + 7
-        row = lns_row_words(instr["k"], lns.bits, self.config.word)
-        words = dots * row / span
-        return span, self._gemm_regions(instr, row, row), {
-            "act": words, "weight": words, "out": dots / span}
-
-    def _norm(self, instr):
-        norm, isa = self.config.lightnorm, self.isa
-        b, mode = norm.block, instr["mode"]
-        channels, rows = instr["channels"], instr["rows"]
-        groups = _ceil(channels, b)
-        # A group's last read (or, past `channels`, none) delays its send by a cycle.
-        last = sum(1 for g in range(groups) if g * b + b - 1 < channels)
-        data = rows * (groups * (b + 1) + last)
-        dst_row = isa.norm_dst_words(mode, channels)
-        regions = {"out": (instr["src_addr"], instr["src_addr"]
-                           + (rows - 1) * instr["src_stride"] + channels)}
-        if mode == NormMode.STATISTICS:
-            span = data + 2 * b * groups + 2
-            regions["out"] = (min(regions["out"][0], instr["dst_addr"]),
-                              max(regions["out"][1],
-                                  instr["dst_addr"] + instr["dst_stride"] + dst_row))
-            return span, regions
-        if mode == NormMode.NORMALISE:
-            params = groups * (2 * b + 4)
-            tail = 7 + isa.norm_block_words()
-        else:
-            params = groups * (b * (norm.thresholds + 1) + 1) + last
-            tail = 3 + norm.levels
-        regions["act"] = (instr["dst_addr"], instr["dst_addr"]
-                          + (rows - 1) * instr["dst_stride"] + dst_row)
-        regions["weight"] = (instr["param_addr"], instr["param_addr"]
-                             + isa.norm_param_words(mode, channels))
-        span = params + data + tail
-        reads = groups * b * (norm.thresholds + 1 if mode != NormMode.NORMALISE else 2)
-        return span, regions, {"weight": reads / span, "out": rows * groups * b / span,
-                               "act": rows * dst_row / span}
-
-    def _maxpool(self, instr):
-        rows, row, window = instr["rows"], instr["row_words"], instr["window"]
-        src, dst = instr["src_addr"], instr["dst_addr"]
-        lo = min(src, dst)
-        hi = max(src + rows * window * row, dst + rows * row)
-        return rows * row * (window + 2) + 1, {"act": (lo, hi)}
-
-    def instruction(self, instr):
-        """Advance over one executed instruction; return the cycle it ends (``HALT``) or
-        ``None``."""
-        op = instr["opcode"]
-        if op == Opcode.LOAD:
-            self.load(instr)
+    def step(self, instr):
+        """Advance over one instruction; return the cycle its front-end work ends."""
+        cfg, op = self.config, instr["opcode"]
+        start = self.t
+        d = self.t + self.fetch_beats
+        q = cfg.queue_depth
+        if op == Opcode.GEMM:
+            j = len(self.gemms)
+            push = d if j < q else max(d, self.gemms[j - q].popped + 1)
+            self._gemm(instr, push, len(self.store_end))
+            self.t = push + 1
         elif op == Opcode.STORE:
-            self.store(instr)
+            k = len(self.store_end)
+            push = d if k < q else max(d, self.store_pop[k - q] + 1)
+            self._store(instr, push, len(self.gemms))
+            self.t = push + 1
+        elif op == Opcode.LOAD:
+            g = len(self.gemms)
+            wait = max(d + 1, self._read_by(g - instr["unread"]),
+                       self._written_by(g - instr["unwritten"]))
+            if instr["buffer"] == Buffer.WEIGHT and cfg.weight_single_port:
+                wait = max(wait, self._read_by(g))
+            beats = self.isa.link_words(instr) * self.lane_beats
+            self.t = wait + beats + 1
         elif op == Opcode.HALT:
-            return self.halt()
-        else:
-            span, regions, uses = self.span(instr)
-            self.compute(instr, span, regions, uses)
-        return None
+            end = max(d + 1, self._written_by(len(self.gemms)),
+                      self._stored_by(len(self.store_end)))
+            self.cycles = end
+            self.t = end
+        self.trace.append({"opcode": op.name, "start": start, "end": self.t})
+        return self.t
+
+    def _gemm(self, instr, push, stores_before):
+        cfg = self.config
+        popped = max(push + 1, self.exec_idle)
+        if instr["sync"]:
+            popped = max(popped, self._written_by(len(self.gemms)))
+        popped = max(popped, self._stored_by(stores_before - instr["unsent"]))
+        beats = instr["planes"] * instr["words"]
+        threshold = instr["mode"] == GemmMode.THRESHOLD
+        # THRESHOLD: T compare cycles, and the next tile's compares must not end before
+        # this one's out_bits plane writes (T' >= 1): D = T + out_bits - 1.
+        hold = (1 << instr["out_bits"]) + instr["out_bits"] - 2 if threshold else cfg.rows
+        lead = beats + 1 + cfg.xnor_array.pipeline
+        period = max(beats, hold)
+        tiles = instr["m_tiles"] * instr["n_tiles"]
+        first = max(popped + 1, self.res_end - lead)
+        last = first + (tiles - 1) * period
+        capture = last + lead
+        self.res_end = capture + hold
+        count = (1 << instr["out_bits"]) - 1
+        written = capture + (count + instr["out_bits"] if threshold else hold)
+        holds = (first - popped - 1) + (tiles - 1) * (period - beats)
+        self.exec_idle = last + beats
+        self.beats += tiles * beats
+        self.holds += holds
+        self.gemms.append(GemmTiming(push, popped, first, last + beats - 1, written,
+                                     tiles * beats, holds))
+
+    def _store(self, instr, push, gemms_before):
+        cfg = self.config
+        popped = max(push + 1, self.store_idle,
+                     self._written_by(gemms_before - instr["unwritten"]))
+        beats = self.header_beats + self.isa.link_words(instr) * self.lane_beats
+        end = popped + beats
+        self.store_idle = end + 1
+        self.store_pop.append(popped)
+        self.store_end.append(end)

@@ -68,7 +68,7 @@ def _array_macs(config):
 
 
 def _accelerator_macs(config):
-    return config.xnor_array.macs if config.has_xnor_array else 0
+    return config.macs
 
 
 def _lanes(config):

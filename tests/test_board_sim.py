@@ -11,7 +11,6 @@ from sklearn.datasets import load_digits
 from lowbit.boards.core import sim_unit
 from lowbit.compiler import compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
-from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.framing import FramedTransport
 from lowbit.runtime import AcceleratorError, ISSTransport, RTLTransport, Runtime
@@ -20,12 +19,12 @@ from lowbit.train import train
 
 pytestmark = pytest.mark.cocotb
 
-# A small accelerator with the norm unit (thresholds between binary layers); the board's
-# host link stalls for resends, so its TRUNCATED timeout is long (docs/boards.md).
+# A small accelerator; the board's host link stalls for resends, so its TRUNCATED timeout
+# is long (docs/boards.md).
 CONFIG = AcceleratorConfig(
-    xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
-    lightnorm=LightNormConfig(channels=64, block=4, output="sign"), has_lns_mac=False,
-    act_words=1024, weight_words=2048, out_words=256, timeout_cycles=1 << 26)
+    xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128, max_act_bits=5, max_weight_bits=1),
+    max_out_bits=1, in_depth=64, act_depth=64, weight_depth=512, thresh_depth=64,
+    score_depth=64, queue_depth=2, timeout_cycles=1 << 26)
 
 
 class _Shared:

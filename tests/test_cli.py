@@ -1,5 +1,5 @@
-"""The ``lowbit`` command: Verilog both simulators accept, cocotb runs, synthesis JSON, and
-clear errors for bad input."""
+"""The ``lowbit`` command: Verilog both simulators accept, cocotb runs, synthesis JSON,
+``lowbit run`` and its statistics, and clear errors for bad input."""
 
 import json
 import re
@@ -111,8 +111,8 @@ def test_synth_json(target, cell, capsys):
 
 # --config FILE (verilog, sim, synth) ------------------------------------------------------
 
-SMALL_ACCELERATOR = {"has_lns_mac": False, "act_words": 64, "weight_words": 64,
-                     "out_words": 16}
+SMALL_ACCELERATOR = {"in_depth": 64, "act_depth": 64, "weight_depth": 64,
+                     "thresh_depth": 16, "score_depth": 16}
 
 
 def _accelerator_file(tmp_path, **changes):
@@ -126,7 +126,7 @@ def _accelerator_file(tmp_path, **changes):
 def test_verilog_of_an_accelerator_config_file(tmp_path, capsys):
     out = tmp_path / "acc.v"
     args = ["verilog", "accelerator", "--config", str(_accelerator_file(tmp_path)),
-            "--set", "weight_words=128", "-o", str(out)]
+            "--set", "weight_depth=128", "-o", str(out)]
     assert main(args) == 0
     text = out.read_text()
     assert "module accelerator" in text and "i_stream__payload" in text
@@ -167,13 +167,14 @@ def test_config_file_then_set_for_every_unit_command(tmp_path, captured, command
     from lowbit.config.accelerator import AcceleratorConfig
     from lowbit.config.xnor_array import XNORArrayConfig
 
-    path = _accelerator_file(tmp_path, out_words=32)
+    path = _accelerator_file(tmp_path, score_depth=32)
     assert main([command[0], "accelerator", *command[1:], "--config", str(path),
-                 "--set", "act_words=4096", "--set", "xnor_array.rows=2",
-                 "--set", "has_lightnorm=False"]) == 0
-    expected = AcceleratorConfig(**{**SMALL_ACCELERATOR, "out_words": 32, "act_words": 4096,
-                                    "has_lightnorm": False},
-                                 xnor_array=XNORArrayConfig(rows=2))
+                 "--set", "act_depth=4096", "--set", "xnor_array.rows=2",
+                 "--set", "weight_single_port=True"]) == 0
+    base = AcceleratorConfig().xnor_array
+    expected = AcceleratorConfig(**{**SMALL_ACCELERATOR, "score_depth": 32, "act_depth": 4096,
+                                    "weight_single_port": True},
+                                 xnor_array=base.replace(rows=2))
     assert captured[-1] == expected
 
     flat = tmp_path / "array.json"
@@ -199,9 +200,9 @@ def test_config_file_round_trips_the_synthesis_report(tmp_path, captured, capsys
 
 @pytest.mark.parametrize("unit, text, message", [
     ("accelerator", None, "lowbit: error: cannot read {path}: No such file or directory"),
-    ("accelerator", '{"act_words": 40', "lowbit: error: {path}: not a JSON accelerator "
+    ("accelerator", '{"act_depth": 40', "lowbit: error: {path}: not a JSON accelerator "
      "configuration"),
-    ("accelerator", '{"act_words": 64, "colour": 1}',
+    ("accelerator", '{"act_depth": 64, "colour": 1}',
      "lowbit: error: {path}: AcceleratorConfig has no parameter(s) 'colour'"),
     ("accelerator", '{"xnor_array": {"type": "XNORArrayConfig", "rows": 0}}',
      "lowbit: error: {path}: XNORArrayConfig rows must be at least 1, not 0"),
@@ -232,12 +233,16 @@ def test_bad_config_file_exits_with_a_clear_message(tmp_path, capsys, command, u
     (["--set", "xnor_array.colour=1"], "XNORArrayConfig has no parameter 'colour'"),
     (["--set", "gpu.rows=1"], "AcceleratorConfig has no unit configuration 'gpu'"),
     (["--set", "xnor_array.word=16"],
-     "the XNOR array's word (16) must equal the buffer word (32)"),
-    (["--set", "act_words=0"], "AcceleratorConfig act_words must be at least 1, not 0"),
+     "AcceleratorConfig the 19-bit accumulators (max_k 2048, max_act_bits 8) do not fit a "
+     "16-bit threshold or score lane"),
+    (["--set", "xnor_array.max_weight_bits=2"],
+     "AcceleratorConfig needs +-1 weights: xnor_array.max_weight_bits must be 1, not 2"),
+    (["--set", "act_depth=0"], "AcceleratorConfig act_depth must be at least 1, not 0"),
+    (["--set", "act_depth=100"], "AcceleratorConfig act_depth must be a power of two, not 100"),
 ])
 def test_bad_accelerator_set_exits_with_a_clear_message(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["verilog", "accelerator", "--set", "has_lns_mac=false", *args])
+        main(["verilog", "accelerator", *args])
     assert exit_info.value.code == 2
     assert f"lowbit: error: {message}" in capsys.readouterr().err
 
@@ -258,3 +263,137 @@ def test_synth_of_a_design_that_does_not_fit_reports_what_it_needs(monkeypatch, 
     assert json.loads(capsys.readouterr().out) == needs
     assert main(["synth", "xnor-array"]) == 1
     assert "DOES NOT FIT: ICESTORM_LC 9100/5280" in capsys.readouterr().out
+
+
+def test_synth_json_has_the_arrays_macs_per_cycle(monkeypatch, capsys):
+    # A result without the figure (a cached or does-not-fit one): the JSON still has it.
+    import lowbit.synth
+
+    def synthesize(unit, config, target, **kwargs):
+        return {"unit": unit.name, "lc": 4000, "fmax_mhz": 30.0, "fits": True}
+
+    monkeypatch.setattr(lowbit.synth, "synthesize", synthesize)
+    assert main(["synth", "accelerator", "--json", "--set", "xnor_array.rows=4",
+                 "--set", "xnor_array.cols=2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # 4 x 2 PEs of 32 bits.
+    assert result == {"unit": "accelerator", "lc": 4000, "fmax_mhz": 30.0, "fits": True,
+                      "macs_per_cycle": 4 * 2 * 32}
+
+
+# lowbit run -------------------------------------------------------------------------------
+
+def _scores_program(tmp_path, metadata=None):
+    # The default accelerator (8 x 8 array of 32-bit PEs): one tile of one plane of two
+    # words, all +1 against all +1 weights: every accumulator is 64; its 8 rows of 8 lanes
+    # stored.
+    import numpy as np
+
+    from lowbit.config.accelerator import AcceleratorConfig
+    from lowbit.isa import NO_WAIT
+    from lowbit.program import Program
+
+    config = AcceleratorConfig()
+    instrs = [
+        dict(opcode="LOAD", buffer="IN", source="INPUT", addr=0, count=2, unread=NO_WAIT,
+             unwritten=NO_WAIT),
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=2,
+             unread=NO_WAIT, unwritten=NO_WAIT),
+        dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=2,
+             m_tiles=1, n_tiles=1, mode="SCORES", out_bits=1, dst_addr=0, thr_addr=0,
+             sync=0, unsent=NO_WAIT),
+        dict(opcode="STORE", buffer="SCORE", addr=0, count=8, unwritten=0),
+        dict(opcode="HALT", status=0)]
+    ones = (1 << 32) - 1
+    program = Program(config, instrs, np.full(16, ones, dtype=np.uint64), metadata)
+    path, inputs = tmp_path / "p.lbp", tmp_path / "x.npy"
+    program.save(path)
+    np.save(inputs, np.full(16, ones, dtype=np.uint64))
+    return path, inputs
+
+
+def test_run_writes_outputs_and_stats(tmp_path, capsys):
+    import numpy as np
+
+    from lowbit.config.accelerator import AcceleratorConfig
+    from lowbit.isa import instruction_set
+
+    path, inputs = _scores_program(tmp_path)
+    out, stats_path = tmp_path / "y.npy", tmp_path / "stats.json"
+    assert main(["run", str(path), "--input", str(inputs), "-o", str(out),
+                 "--stats", str(stats_path)]) == 0
+    assert "HALT status 0, 5 instructions" in capsys.readouterr().out
+    assert np.array_equal(np.load(out), np.full(64, 64, dtype=np.uint64))
+    stats = json.loads(stats_path.read_text())
+    word = instruction_set(AcceleratorConfig()).bytes
+    # In: 5 instructions and 2 + 2 memory words of 8 lanes of 4 bytes. Out: a DATA record
+    # (8-byte header, 64 lanes) and the 20-byte STATUS record.
+    assert stats["instructions"] == 5
+    assert stats["bytes_in"] == 5 * word + 4 * 8 * 4
+    assert stats["bytes_out"] == 8 + 64 * 4 + 20
+    assert stats["array_beats"] == 2 and stats["tile_holds"] >= 0
+    assert stats["stores"] == [64] and stats["status"] == 0 and stats["backend"] == "iss"
+    assert stats["macs"] is None
+    assert stats["cycles"] > 2
+    assert stats["utilisation"] == 2 / stats["cycles"]
+
+
+def test_run_stats_take_the_macs_from_the_metadata(tmp_path, capsys):
+    path, inputs = _scores_program(tmp_path, metadata={"macs": 4096})
+    stats_path = tmp_path / "stats.json"
+    assert main(["run", str(path), "--input", str(inputs), "--stats", str(stats_path)]) == 0
+    capsys.readouterr()
+    assert json.loads(stats_path.read_text())["macs"] == 4096
+
+
+def test_run_errors_exit_2(tmp_path, capsys):
+    path, inputs = _scores_program(tmp_path)
+    text = tmp_path / "x.txt"
+    text.write_text("not numpy")
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(SMALL_ACCELERATOR))
+    cases = [
+        (["run", str(tmp_path / "none.lbp")],
+         f"lowbit run: error: cannot read {tmp_path / 'none.lbp'}: No such file"),
+        (["run", str(path), "--input", str(text)],
+         f"lowbit run: error: {text} is not a .npy array"),
+        (["run", str(path), "--config", str(small)],
+         f"lowbit run: error: {path}: program was built for accelerator configuration"),
+        (["run", str(path)], "lowbit run: error: the program's INPUT loads take 16 words, 0 "
+         "given"),
+        (["run", str(path), "--input", str(inputs), "--stats",
+          str(tmp_path / "no" / "s.json")], "lowbit run: error: cannot write"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_run_of_a_compiled_model_writes_its_stats(tmp_path, capsys):
+    # A one-layer digits classifier (64 5-bit pixels -> 10 scores) on the default
+    # accelerator: its useful MACs are 64 x 10 x 5 planes per input.
+    import numpy as np
+
+    from lowbit import datasets
+    from lowbit.train import train
+
+    model, _ = train("digits", precision="w1a1", hidden=(), epochs=1, seed=0,
+                     progress=False, twin=False)
+    model_path, program_path = tmp_path / "m.npz", tmp_path / "m.lbp"
+    model.save(model_path)
+    assert main(["compile", str(model_path), "--batch", "8", "-o", str(program_path)]) == 0
+    x = datasets.load("digits").x_test[:20]
+    np.save(tmp_path / "x.npy", x)
+    stats_path, out = tmp_path / "stats.json", tmp_path / "y.npy"
+    assert main(["run", str(program_path), "--input", str(tmp_path / "x.npy"), "-o", str(out),
+                 "--stats", str(stats_path)]) == 0
+    capsys.readouterr()
+    stats = json.loads(stats_path.read_text())
+    assert stats["macs"] == 20 * 64 * 10 * 5
+    assert stats["runs"] == 3 and stats["inputs"] == 20
+    assert stats["array_beats"] > 0 and stats["cycles"] > stats["array_beats"]
+    assert stats["utilisation"] == stats["array_beats"] / stats["cycles"]
+    assert np.array_equal(np.load(out).argmax(1), model.predict(x))

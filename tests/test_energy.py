@@ -1,6 +1,6 @@
-"""The energy model (lowbit.energy, issue 8): hand-computed totals from the table's own
-entries, static action counts against the RTL's (Amaranth simulator), table overrides and
-their errors, the seeds' orders of magnitude, and ``lowbit energy``."""
+"""The energy model (lowbit.energy): action counts of small hand-written programs on the
+full-rate core against hand-computed numbers, totals from the table's own entries, layers,
+comparisons, table overrides and their errors, and ``lowbit energy``."""
 
 import json
 import math
@@ -11,31 +11,90 @@ import pytest
 
 from lowbit import energy as E
 from lowbit.cli import main
-from lowbit.config.lightnorm import LightNormConfig
-from lowbit.config.lns import LNSMacConfig
-from lowbit.isa import instruction_set
+from lowbit.config.accelerator import AcceleratorConfig
+from lowbit.config.xnor_array import XNORArrayConfig
+from lowbit.isa import NO_WAIT, instruction_set
+from lowbit.iss import ISS
 from lowbit.program import Program
-from lowbit.sim import accelerator_programs as P
-from lowbit.sim.activity import measure
 
-CONFIG = P.small_config()
+# A 2 x 2 array of 32-bit PEs: every memory word is 2 lanes = 64 bits. K <= 128 with 4
+# planes: the largest accumulator is 15 x 4 x 32 = 1920, so 11-bit accumulators.
+CONFIG = AcceleratorConfig(
+    xnor_array=XNORArrayConfig(rows=2, cols=2, word=32, max_k=128, max_act_bits=4,
+                               max_weight_bits=1, pipeline=2),
+    max_out_bits=2, in_depth=64, act_depth=64, weight_depth=256, thresh_depth=64,
+    score_depth=64)
 TECH = E.default_technology()
+W = NO_WAIT
 
-# The measured entries, as REFERENCE.md section 5 gives them (pJ).
-INT_ADD = {8: 0.03, 16: 0.05, 32: 0.1}
+# The measured entries, as Horowitz's ISSCC 2014 table gives them (pJ).
 DRAM_64 = 1300.0
+HOST_BYTE = DRAM_64 / 8
+GATE = 0.03 / (8 * 5)                       # int_add_8 over 8 full adders of 5 gates
+XNOR_BIT = 6 * GATE                         # an XNOR and one full adder of the tree
+ADD_11 = 0.03 + (0.05 - 0.03) * 3 / 8       # 11 bits: between the 8- and 16-bit adds
+# Memories of 64-bit words: 64 words are 512 bytes, 256 words 2 KB. Below 8 KB the 8 KB
+# read energy (10 pJ) scales with the 8 -> 32 KB slope (10 -> 20 pJ over 4x: size^0.5).
+SRAM_64 = 10.0 * (512 / 8192) ** 0.5        # 2.5 pJ
+SRAM_256 = 10.0 * (2048 / 8192) ** 0.5      # 5 pJ
+INSTR = 8                                   # bytes of one instruction word of CONFIG
+STATUS = 20                                 # kind, code, halt, reserved, index, 3 counters
+DATA = 8                                    # a DATA record's header
 
 
-def sram_small():
-    # 512 words x 32 bits = 2 KB: 8 KB's 10 pJ scaled by (2/8)^slope, slope of 8 -> 32 KB
-    # (10 -> 20 pJ over 4x: 0.5), times 32/64 bits.
-    return 10.0 * (2 / 8) ** 0.5 * 32 / 64
+def load(buffer, count, source="CONST", addr=0):
+    return dict(opcode="LOAD", buffer=buffer, source=source, addr=addr, count=count,
+                unread=W, unwritten=W)
 
 
-def sram_out():
-    # The 128-word output buffer: 512 bytes.
-    return 10.0 * (0.5 / 8) ** 0.5 * 32 / 64
+def gemm(**fields):
+    base = dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1,
+                m_tiles=1, n_tiles=1, mode="SCORES", out_bits=1, dst_addr=0, thr_addr=0,
+                sync=0, unsent=W)
+    return {**base, **fields}
 
+
+def store(count, addr=0):
+    return dict(opcode="STORE", buffer="SCORE", addr=addr, count=count, unwritten=0)
+
+
+HALT = dict(opcode="HALT", status=0)
+
+
+def program_of(instrs, metadata=None):
+    # Constants: as many words as the CONST loads take (count x 2 lanes), all zero.
+    words = sum(2 * i["count"] for i in instrs
+                if i["opcode"] == "LOAD" and i["source"] == "CONST")
+    return Program(CONFIG, instrs, np.zeros(words, dtype=np.uint64), metadata)
+
+
+def scores_program(metadata=None):
+    # One row tile (2 rows) of 2-plane, 2-word activations against 3 column tiles: 12
+    # beats; the scores of 2 rows x 3 tiles (6 words) stored.
+    return program_of([
+        load("IN", 4, "INPUT"),                 # 1 tile x 2 planes x 2 words
+        load("WEIGHT", 6),                      # 3 tiles x 2 words
+        gemm(planes=2, words=2, n_tiles=3),
+        store(6),
+        HALT], metadata)
+
+
+def two_layer_program(metadata=None):
+    # Layer 0: 2 row tiles of 3-plane, 1-word inputs x 2 column tiles, 2-bit outputs (3
+    # thresholds per channel); its 4 channels are layer 1's 2-plane inputs of 1 word (4
+    # elements). Layer 1: 2 row tiles x 1 column tile, scores.
+    return program_of([
+        load("IN", 6, "INPUT"),                 # 2 tiles x 3 planes x 1 word
+        load("WEIGHT", 2),                      # 2 tiles x 1 word
+        load("THRESH", 6),                      # 2 tiles x 3 thresholds
+        gemm(planes=3, m_tiles=2, n_tiles=2, mode="THRESHOLD", out_bits=2),
+        load("WEIGHT", 1, addr=2),
+        gemm(a_buffer="ACT", planes=2, m_tiles=2, b_addr=2, sync=1),
+        store(4),                               # 2 tiles x 2 rows x 1 column tile
+        HALT], metadata)
+
+
+# The technology table -------------------------------------------------------------------
 
 def test_default_table_holds_the_reference_entries():
     assert TECH["int_add_8"] == 0.03 and TECH["int_add_32"] == 0.1
@@ -45,191 +104,237 @@ def test_default_table_holds_the_reference_entries():
     assert TECH["sram_read_64b_8kb"] == 10 and TECH["sram_read_64b_1mb"] == 100
     assert "Horowitz" in TECH.source and "ISSCC 2014" in TECH.source
     derived = TECH.derived(CONFIG)
-    for name in ("gate", "xnor_popcount_bit", "host_byte", "bfp_mul", "lns_product",
-                 "sram_act_32b", "mac_fp32"):
+    for name in ("gate", "xnor_popcount_bit", "host_byte", "int_add_11", "sram_in",
+                 "sram_weight", "sram_score", "mac_binary", "mac_fp32"):
         pj, how = derived[name]
         assert pj > 0 and how
+    assert derived["sram_weight"][0] == pytest.approx(SRAM_256)
+    assert "256 x 64 bits = 2 KB" in derived["sram_weight"][1]
 
 
 def test_derived_entries_by_hand():
-    gate = 0.03 / (8 * 5)
-    assert TECH.gate == pytest.approx(gate)
-    assert TECH.xnor_popcount_bit == pytest.approx(gate * 6)
+    assert TECH.gate == pytest.approx(GATE)
+    assert TECH.xnor_popcount_bit == pytest.approx(XNOR_BIT)
     assert TECH.int_add(24) == pytest.approx(0.05 + 0.05 * 8 / 16)
+    assert TECH.int_add(11) == pytest.approx(ADD_11)
     assert TECH.int_add(4) == pytest.approx(0.015)
     assert TECH.int_mul(8) == pytest.approx(0.2) and TECH.int_mul(32) == pytest.approx(3.1)
-    assert TECH.sram_access(512, 32) == pytest.approx(sram_small())
-    # 64 KB (the default 16384 x 32-bit buffers): between 32 KB (20) and 1 MB (100).
+    assert TECH.sram_access(64, 64) == pytest.approx(SRAM_64)
+    # 64 KB (16384 x 32 bits): between 32 KB (20 pJ) and 1 MB (100 pJ).
     slope = math.log(5) / math.log(32)
     assert TECH.sram_access(16384, 32) == pytest.approx(20 * 2 ** slope / 2)
-    assert TECH.host_byte == pytest.approx(DRAM_64 / 8)
+    assert TECH.host_byte == pytest.approx(HOST_BYTE)
 
 
-def _load_store_program():
-    instrs = [dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=2),
-              dict(opcode="STORE", buffer="ACT", addr=0, count=2),
-              dict(opcode="HALT", status=0)]
-    return Program(CONFIG, instrs)
+# Action counts ----------------------------------------------------------------------------
+
+def test_counts_of_a_scores_gemm_by_hand():
+    program = scores_program()
+    per = E.count_program(program)
+    # The GEMM: 3 tiles x 2 planes x 2 words = 12 beats, each an activation word and a
+    # weight word; 4 PEs x 32 bits per beat; the 2 x 3 score words written.
+    assert dict(per[2]) == {"instructions": 1, "host_bytes_in": INSTR, "array_beats": 12,
+                            "tiles": 3, "array_macs": 3 * 4 * 2 * 32,
+                            "xnor_bit_ops": 12 * 4 * 32, "acc_adds": 12 * 4,
+                            "in_reads": 12, "weight_reads": 12, "score_writes": 6}
+    # LOAD: memory words written, 2 lanes of 4 bytes each over the link.
+    assert dict(per[0]) == {"instructions": 1, "host_bytes_in": INSTR + 4 * 2 * 4,
+                            "in_writes": 4}
+    assert dict(per[1]) == {"instructions": 1, "host_bytes_in": INSTR + 6 * 2 * 4,
+                            "weight_writes": 6}
+    # STORE: 6 score words read, a DATA record of 12 lanes sent.
+    assert dict(per[3]) == {"instructions": 1, "host_bytes_in": INSTR, "score_reads": 6,
+                            "host_bytes_out": DATA + 6 * 2 * 4}
+    assert dict(per[4]) == {"instructions": 1, "host_bytes_in": INSTR,
+                            "host_bytes_out": STATUS}
 
 
-def test_hand_computed_load_store():
-    program = _load_store_program()
-    ib = instruction_set(CONFIG).bytes
-    bytes_in = 3 * ib + 2 * 4
-    bytes_out = (8 + 2 * 4) + (8 + 16)  # DATA record, STATUS record
-    expected = 2 * sram_small() + 2 * sram_small() + (bytes_in + bytes_out) * DRAM_64 / 8
-    est = E.estimate(program)
-    assert est.total_pj == pytest.approx(expected)
+def test_counts_of_a_two_layer_program_by_hand():
+    program = two_layer_program()
+    total = E.Actions.total(E.count_program(program))
+    # Layer 0: 4 tiles x 3 planes = 12 beats; 3 threshold words per tile; 4 x 4 outputs
+    # compared 3 times; 2 row tiles x 2 planes x 1 word of activations written.
+    # Layer 1: 2 tiles x 2 planes = 4 beats from the act memory; 2 x 2 score words.
+    assert total["array_beats"] == 12 + 4
+    assert total["in_reads"] == 12 and total["act_reads"] == 4
+    assert total["weight_reads"] == 16
+    assert total["thresh_reads"] == 12 and total["threshold_compares"] == 48
+    assert total["act_writes"] == 4 and total["score_writes"] == 4
+    assert total["score_reads"] == 4
+    assert (total["in_writes"], total["weight_writes"], total["thresh_writes"]) == (6, 3, 6)
+    assert total["xnor_bit_ops"] == 16 * 4 * 32 and total["acc_adds"] == 16 * 4
+    assert total["host_bytes_in"] == 8 * INSTR + (6 + 2 + 6 + 1) * 2 * 4
+    assert total["host_bytes_out"] == DATA + 4 * 2 * 4 + STATUS
+    # The simulator's own counts of the same run agree.
+    result = ISS(CONFIG).run(program, np.zeros(12, dtype=np.uint64))
+    assert result.counters["array_beats"] == total["array_beats"]
+    assert (result.bytes_in, result.bytes_out) == (total["host_bytes_in"],
+                                                   total["host_bytes_out"])
+
+
+def test_total_of_a_scores_gemm_by_hand():
+    est = E.estimate(scores_program())
+    compute = 1536 * XNOR_BIT + 48 * ADD_11
+    memory = (4 + 12) * SRAM_64 + (6 + 12) * SRAM_256 + (6 + 6) * SRAM_64
+    host = (5 * INSTR + (4 + 6) * 8 + DATA + 48 + STATUS) * HOST_BYTE
     assert est.batch == 1
+    assert est.total_pj == pytest.approx(compute + memory + host)
     comps = est.components()
-    assert comps["act_buffer"] == pytest.approx(4 * sram_small())
-    assert comps["host_link"] == pytest.approx((bytes_in + bytes_out) * 162.5)
+    assert comps["xnor_array"] == pytest.approx(compute)
+    assert comps["in_memory"] == pytest.approx(16 * SRAM_64)
+    assert comps["weight_memory"] == pytest.approx(18 * SRAM_256)
+    assert comps["host_link"] == pytest.approx(host)
+    assert comps["result_stage"] == comps["act_memory"] == comps["thresh_memory"] == 0
+    shares = est.shares()
+    assert sum(shares.values()) == pytest.approx(1)
+    assert shares["host"] == pytest.approx(host / (compute + memory + host))
+    assert sum(i["total_pj"] for i in est.per_instruction()) == pytest.approx(est.total_pj)
 
 
-def _gemm_program(m, n, k):
-    rng = np.random.default_rng(1)
-    program, inputs, _ = P.gemm(CONFIG, rng, m, n, k)
-    return program, inputs
+def test_total_of_thresholds_by_hand():
+    est = E.estimate(two_layer_program())
+    compute = 16 * 4 * 32 * XNOR_BIT + 16 * 4 * ADD_11 + 48 * ADD_11
+    memory = SRAM_64 * (6 + 12 + 4 + 4 + 6 + 12 + 4 + 4) + SRAM_256 * (3 + 16)
+    host = (8 * INSTR + 15 * 8 + DATA + 32 + STATUS) * HOST_BYTE
+    assert est.total_pj == pytest.approx(compute + memory + host)
+    assert est.components()["result_stage"] == pytest.approx(48 * ADD_11)
 
 
-def test_hand_computed_binary_gemm():
-    # 3 x 3 outputs of K = 40 on the 2 x 2 x 32 array: 4 tiles of 2 words, 8 beats; each
-    # beat works all 4 PEs over 32 bits and adds into 4 25-bit accumulators. The engine
-    # reads a word per tile row (or column) present: 6 of each per word.
-    program, _ = _gemm_program(3, 3, 40)
-    counts = E.Actions.total(E.count_program(program))
-    assert counts["xnor_beats"] == 8 and counts["xnor_macs"] == 3 * 3 * 40
-    assert counts["xnor_passes"] == 4
-    assert counts["act_reads"] == 12 and counts["weight_reads"] == 12
-    gate = 0.03 / 40
-    acc_add = 0.05 + 0.05 * (25 - 16) / 16
-    compute = 8 * 4 * (32 * 6 * gate + acc_add)
-    ib = instruction_set(CONFIG).bytes
-    act, weight = 3 * 2, 3 * 2                       # words loaded
-    bytes_in = len(program) * ib + (act + weight) * 4
-    bytes_out = 3 * (8 + 3 * 4) + 24
-    memory = (act + weight + 12 + 12) * sram_small() + (9 + 9) * sram_out()
-    expected = compute + memory + (bytes_in + bytes_out) * 162.5
-    assert E.estimate(program).total_pj == pytest.approx(expected)
-
-
-def test_changed_entry_changes_exactly_the_expected_totals():
-    rng = np.random.default_rng(2)
-    program, _ = P.binary_mlp(CONFIG, rng, 3, [40, 16, 10])
+def test_a_changed_entry_changes_exactly_the_expected_totals():
+    program = two_layer_program()
     base = E.estimate(program)
     counts = E.Actions.total(E.count_program(program))
-    host_bytes = counts["host_bytes_in"] + counts["host_bytes_out"]
-    dearer = TECH.replace(dram_access_64b=2600.0)
-    est = E.estimate(program, dearer)
-    assert est.total_pj == pytest.approx(base.total_pj + host_bytes * 1300 / 8)
-    for name, value in est.components().items():
+    moved = counts["host_bytes_in"] + counts["host_bytes_out"]
+    dearer = E.estimate(program, TECH.replace(dram_access_64b=2600.0))
+    assert dearer.total_pj == pytest.approx(base.total_pj + moved * 1300 / 8)
+    for name, value in dearer.components().items():
         if name != "host_link":
             assert value == pytest.approx(base.components()[name])
-    # fp32 multiplies: the design and every datapath but fp32 stay; fp32 pays 1 pJ more per
-    # MAC and per batch-norm value (its batch norm is x * a + b in fp32).
+    # fp32 multiplies: the accelerator and the other datapaths stay; fp32 pays 1 pJ more
+    # per MAC (the array's: 6 tiles x 4 PEs x 32) and per thresholded output (16).
     before, after = E.compare(program), E.compare(program, TECH.replace(fp_mul_32=4.7))
     assert E.estimate(program, TECH.replace(fp_mul_32=4.7)).total_pj == base.total_pj
-    multiplies = 3 * (40 * 16 + 16 * 10) + 3 * 16
-    assert counts["xnor_macs"] + counts["norm_values_threshold"] == multiplies
     assert after["fp32"]["total_pj"] == pytest.approx(before["fp32"]["total_pj"]
-                                                      + multiplies)
+                                                      + 6 * 4 * 32 + 16)
     for name in before:
         if name != "fp32":
             assert after[name]["total_pj"] == before[name]["total_pj"]
 
 
-def _configs():
-    return {
-        "sign": CONFIG,
-        "requantise": CONFIG.replace(lightnorm=LightNormConfig(
-            channels=16, block=4, output="multithreshold", act_bits=2)),
-        "bfp": CONFIG.replace(lightnorm=LightNormConfig(channels=16, block=4, output="bfp")),
-        "lns": CONFIG.replace(has_lns_mac=True, lns_mac=LNSMacConfig(lanes=2)),
-    }
+def test_a_program_without_gemm_and_the_batch():
+    program = program_of([load("IN", 2, "INPUT"), HALT], metadata={"batch": 2,
+                                                                   "batches": 3})
+    est = E.estimate(program)
+    assert [(layer["name"], layer["instructions"]) for layer in est.per_layer] == [
+        ("program", [0, 1])]
+    # Six inferences per run.
+    run = 2 * SRAM_64 + (2 * INSTR + 2 * 8 + STATUS) * HOST_BYTE
+    assert est.batch == 6
+    assert est.total_pj == pytest.approx(run / 6)
+    with pytest.raises(ValueError, match="^program metadata batches must be a positive "
+                                         "integer, not 0$"):
+        E.estimate(program_of([HALT], metadata={"batches": 0}))
 
 
-def _programs():
-    rng = np.random.default_rng(5)
-    c = _configs()
-    return {
-        "load_store": (CONFIG, P.load_store(CONFIG, rng)),
-        "gemm_binary_partial_tiles": (CONFIG, _gemm_program(3, 5, 70)),
-        "gemm_uint2_int3": (CONFIG, P.gemm(CONFIG, rng, 3, 2, 33, 2, 0, 3, 1, a_pad=1)[:2]),
-        "threshold": (CONFIG, P.norm_threshold(CONFIG, rng, 2, 10, dst_pad=1)),
-        "requantise": (c["requantise"], P.norm_threshold(c["requantise"], rng, 3, 13)),
-        "statistics": (CONFIG, P.norm_statistics(CONFIG, rng, 5, 11, src_pad=1)),
-        "normalise": (c["bfp"], P.norm_normalise(c["bfp"], rng, 3, 11)),
-        "lns": (c["lns"], P.gemm_lns(c["lns"], rng, 2, 3, 21, a_pad=1)),
-        "maxpool": (CONFIG, P.maxpool(CONFIG, rng, 2, 2, 3)),
-        "mlp": (CONFIG, P.binary_mlp(CONFIG, rng, 3, [40, 16, 10])),
-        "random_a": (c["lns"], P.random_program(c["lns"], np.random.default_rng(7), 4)),
-        "random_b": (c["lns"], P.random_program(c["lns"], np.random.default_rng(8), 4)),
-    }
-
-
-@pytest.mark.parametrize("name", list(_programs()))
-def test_static_counts_equal_rtl_activity(name):
-    # Ten hand-written programs and two random ones (blocks of the same builders).
-    config, (program, inputs) = _programs()[name]
-    _, activity = measure(config, program, inputs, idle=0.1, stall=0.1)
-    static = E.Actions.total(E.count_program(program)).activity()
-    assert activity.activity() == static
-    # Something happened beyond the link (every program moves buffer words).
-    assert sum(static[k] for k in E.ACTIVITY if k.endswith(("_reads", "_writes"))) > 0
-
+# Layers -----------------------------------------------------------------------------------
 
 def test_layers_from_the_dataflow():
-    rng = np.random.default_rng(3)
-    program, _ = P.binary_mlp(CONFIG, rng, 3, [40, 16, 10])
-    # LOAD x, LOAD w0, LOAD t0, GEMM, NORM, LOAD w1, GEMM, STORE, HALT
-    found = E.layers(program)
-    assert [layer.instructions for layer in found] == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
-    assert (found[0].act_bits, found[0].weight_bits) == (1, 1)
+    found = E.layers(two_layer_program())
+    # The second weight LOAD is read by the second GEMM: it belongs to layer 1.
+    assert [layer.instructions for layer in found] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [(layer.act_bits, layer.weight_bits) for layer in found] == [(3, 1), (2, 1)]
+    # Two GEMMs of one shape over different rows: one layer.
+    program = program_of([load("IN", 2, "INPUT"), load("WEIGHT", 1), gemm(),
+                          gemm(a_addr=1, dst_addr=2), store(4), HALT])
+    assert [layer.instructions for layer in E.layers(program)] == [[0, 1, 2, 3, 4, 5]]
 
 
-def test_layers_from_metadata_and_batch():
-    program = _load_store_program()
-    tagged = Program(CONFIG, program.instructions, metadata={
-        "batch": 2, "layers": [{"name": "in", "instructions": [0]},
-                               {"name": "out", "instructions": [1]}]})
+def test_layers_from_metadata_and_the_resident_preamble():
+    tagged = two_layer_program(metadata={"layers": [
+        {"name": "hidden", "instructions": [0, 1, 2, 3], "act_bits": 3, "weight_bits": 1},
+        {"name": "out", "instructions": [4, 5, 6]}]})
     est = E.estimate(tagged)
     # The HALT, in no layer, makes a last one.
-    assert [layer["name"] for layer in est.per_layer] == ["in", "out", "other"]
-    assert [layer["instructions"] for layer in est.per_layer] == [[0], [1], [2]]
-    assert est.total_pj == pytest.approx(E.estimate(program).total_pj / 2)
-    total, fp32 = E.per_inference(tagged)
+    assert [layer["name"] for layer in est.per_layer] == ["hidden", "out", "other"]
+    assert [layer["instructions"] for layer in est.per_layer] == [[0, 1, 2, 3], [4, 5, 6],
+                                                                  [7]]
+    assert est.total_pj == pytest.approx(E.estimate(two_layer_program()).total_pj)
+    # A resident preamble (the first three LOADs) runs once per call: left out.
+    resident = two_layer_program(metadata={
+        "layers": [{"name": "all", "instructions": list(range(8))}],
+        "resident": {"instructions": 3}})
+    est = E.estimate(resident)
+    assert est.per_layer[0]["instructions"] == [3, 4, 5, 6, 7]
+    preamble = (14 * 2 * 4 + 3 * INSTR) * HOST_BYTE + SRAM_64 * 12 + SRAM_256 * 2
+    assert est.total_pj == pytest.approx(E.estimate(two_layer_program()).total_pj
+                                         - preamble)
+    total, fp32 = E.per_inference(resident)
     assert total == pytest.approx(est.total_pj)
-    assert fp32 == pytest.approx(E.compare(tagged)["fp32"]["total_pj"])
+    assert fp32 == pytest.approx(E.compare(resident)["fp32"]["total_pj"])
+    with pytest.raises(ValueError, match="another accelerator configuration"):
+        E.per_inference(resident, AcceleratorConfig())
 
 
 @pytest.mark.parametrize("layers,message", [
-    ([{"name": "a", "instructions": [0, 3]}], r"layer 0 names instruction 3, the program "
-                                              r"has 3"),
+    ([{"name": "a", "instructions": [0, 5]}], r"layer 0 names instruction 5, the program "
+                                              r"has 5"),
     ([{"instructions": [0]}, {"instructions": [0, 1]}], "puts instruction 0 in two layers"),
     ([{"name": "a", "instructions": "0-2"}], "layer 0 must be a dict with an 'instructions' "
                                              "list"),
 ])
 def test_bad_metadata_layers(layers, message):
-    program = Program(CONFIG, _load_store_program().instructions,
-                      metadata={"layers": layers})
     with pytest.raises(ValueError, match=message):
-        E.estimate(program)
+        E.estimate(scores_program(metadata={"layers": layers}))
+
+
+# Comparisons ------------------------------------------------------------------------------
+
+def test_compare_by_hand_on_a_scores_gemm():
+    # fp32: the array's 768 MACs at fp_mul_32 + fp_add_32; the 2-plane activations' reads
+    # and loads 16 times as many words, the binary weights' 32 times; the scores, the
+    # instructions and the records as they are.
+    fp32 = E.compare(scores_program())["fp32"]
+    compute = 768 * (3.7 + 0.9)
+    memory = 16 * (12 + 4) * SRAM_64 + 32 * (12 + 6) * SRAM_256 + (6 + 6) * SRAM_64
+    host = 5 * INSTR + 16 * 4 * 8 + 32 * 6 * 8 + DATA + 48 + STATUS
+    assert fp32["compute_pj"] == pytest.approx(compute)
+    assert fp32["memory_pj"] == pytest.approx(memory)
+    assert fp32["host_pj"] == pytest.approx(host * HOST_BYTE)
+    assert fp32["total_pj"] == pytest.approx(compute + memory + host * HOST_BYTE)
+    assert fp32["hypothetical"] and not E.compare(scores_program())["binary"]["hypothetical"]
+    # Binary: one pass per MAC, half the activation words.
+    binary = E.compare(scores_program())["binary"]
+    assert binary["compute_pj"] == pytest.approx(768 * (XNOR_BIT + ADD_11 / 32))
+    assert binary["memory_pj"] == pytest.approx(0.5 * 16 * SRAM_64 + 18 * SRAM_256
+                                                + 12 * SRAM_64)
+
+
+def test_compare_costs_thresholded_outputs():
+    got = E.compare(two_layer_program())
+    # 16 outputs: an fp32 batch norm each, an int8 requantisation (int_mul(16) by the
+    # power law through the 8- and 32-bit multiplies, a 32-bit add), 3 compares as built.
+    exponent = math.log(3.1 / 0.2) / math.log(4)
+    macs = 6 * 4 * 32
+    assert got["fp32"]["compute_pj"] == pytest.approx(macs * 4.6 + 16 * 4.6)
+    assert got["int8"]["compute_pj"] == pytest.approx(
+        macs * 0.3 + 16 * (0.2 * 2 ** exponent + 0.1))
+    assert got["binary"]["compute_pj"] == pytest.approx(macs * (XNOR_BIT + ADD_11 / 32)
+                                                        + 48 * ADD_11)
 
 
 def test_seed_claims_orders_of_magnitude():
-    # BDNN: binary ops "at least two orders of magnitude" below float; XNOR-Net: 58x fewer
-    # high-precision operations. One binary MAC: an XNOR and a popcount full adder (6
-    # gates of int_add_8 / 40) and 1/32 of a 25-bit accumulator add.
+    # Binary networks: operations "at least two orders of magnitude" cheaper than float.
+    # One binary MAC: an XNOR and a popcount full adder (6 gates of int_add_8 / 40) and
+    # 1/32 of an 11-bit accumulator add.
     binary = E.mac_energy(TECH, "binary", CONFIG)
-    assert binary == pytest.approx(6 * 0.03 / 40 + (0.05 + 0.05 * 9 / 16) / 32)
+    assert binary == pytest.approx(XNOR_BIT + ADD_11 / 32)
     fp32 = E.mac_energy(TECH, "fp32", CONFIG)
     assert fp32 == pytest.approx(3.7 + 0.9)
     assert fp32 / binary > 100
-    # LNS-Madam: "more than 90%" saved against fp32, for 8-bit LNS at K = 256.
-    lns = E.mac_energy(TECH, "lns8")
-    assert 1 - lns / fp32 > 0.9
     assert E.mac_energy(TECH, "int8") == pytest.approx(0.2 + 0.1)
 
+
+# Technology files -------------------------------------------------------------------------
 
 def _write(tmp_path, text):
     path = tmp_path / "tech.toml"
@@ -263,115 +368,79 @@ def test_bad_technology_files(tmp_path, edit, message):
         E.Technology.load(path)
 
 
-def test_cli_json_plot_and_errors(tmp_path, capsys):
-    rng = np.random.default_rng(4)
-    program, _ = P.binary_mlp(CONFIG, rng, 3, [40, 16, 10])
-    prog_path, config_path = tmp_path / "mlp.lbp", tmp_path / "config.json"
+# The command line -------------------------------------------------------------------------
+
+@pytest.fixture
+def files(tmp_path):
+    program = two_layer_program()
+    prog_path, config_path = tmp_path / "two.lbp", tmp_path / "config.json"
     program.save(prog_path)
     CONFIG.save(config_path)
+    return program, ["energy", str(prog_path), "--config", str(config_path)]
+
+
+def test_cli_json_and_plot(tmp_path, files, capsys):
+    program, base = files
     png, svg = tmp_path / "e.png", tmp_path / "e.svg"
-    base = ["energy", str(prog_path), "--config", str(config_path)]
     assert main(base + ["--json", "--compare", "--plot", str(png)]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["total_pj"] == pytest.approx(E.estimate(program).total_pj)
     assert [layer["name"] for layer in rep["per_layer"]] == ["layer 0", "layer 1"]
+    assert rep["per_layer"][0]["actions"]["threshold_compares"] == 48
     assert sum(layer["total_pj"] for layer in rep["per_layer"]) == pytest.approx(
         rep["total_pj"])
-    assert set(rep["compare"]) >= {"binary", "int8", "fp32", "lns8", "bitserial2"}
+    assert set(rep["compare"]) == {"binary", "int8", "fp32"}
     assert rep["compare"]["binary"] < rep["compare"]["int8"] < rep["compare"]["fp32"]
     assert [i["opcode"] for i in rep["per_instruction"]] == [
-        i["opcode"].name for i in program.instructions]
-    assert sum(i["total_pj"] for i in rep["per_instruction"]) == pytest.approx(
-        rep["total_run_pj"])
+        "LOAD", "LOAD", "LOAD", "GEMM", "LOAD", "GEMM", "STORE", "HALT"]
+    assert rep["energy_per_action_pj"]["acc_adds"] == pytest.approx(ADD_11)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(base + ["--plot", str(svg)]) == 0
+    assert main(base + ["--compare", "--plot", str(svg)]) == 0
     out = capsys.readouterr().out
     assert "per inference" in out and "layer 1" in out and f"wrote {svg}" in out
+    assert "fp32" in out and "(hypothetical)" in out
     assert b"<svg" in svg.read_bytes()[:400]
-    # The same program on the gateware: the measured activity is the counted one.
-    assert main(base + ["--json", "--rtl"]) == 0
-    rtl = json.loads(capsys.readouterr().out)["rtl"]
-    assert all(static == measured for static, measured in rtl["activity"].values())
-    assert rtl["activity"]["xnor_beats"][1] > 0
-    assert rtl["total_pj"] == pytest.approx(rep["total_pj"])
-    # A changed table through --tech, and a bad one.
+
+
+def test_cli_tech_file_and_errors(tmp_path, files, capsys):
+    program, base = files
     dearer = _write(tmp_path, TECH.replace(dram_access_64b=2600.0).to_toml())
     assert main(base + ["--json", "--tech", str(dearer)]) == 0
-    assert json.loads(capsys.readouterr().out)["total_pj"] > rep["total_pj"]
+    assert json.loads(capsys.readouterr().out)["total_pj"] > E.estimate(program).total_pj
     bad = _write(tmp_path, TECH.to_toml().replace("fp_add_16 = 0.4\n", ""))
-    with pytest.raises(SystemExit) as info:
-        main(base + ["--tech", str(bad)])
-    assert info.value.code == 2
-    assert f"lowbit energy: error: {bad}: missing key(s) energy_pj.fp_add_16" in \
-        capsys.readouterr().err
-
-
-def test_collisions_only_add_rtl_reads():
-    # A LOAD into the weight buffer while a GEMM runs: when the front end takes the weight
-    # buffer in a cycle in which the engine read an activation word for the same slot, the
-    # engine reads that word again. The static counts are the collision-free ones: the RTL
-    # reads at most one activation word more per word the front end wrote meanwhile, and
-    # everything else is equal.
-    rng = np.random.default_rng(0)
-    program, inputs, _ = P.gemm(CONFIG, rng, 4, 4, 96)
-    extra = rng.integers(0, 2 ** 32, 60, dtype=np.uint64)
-    instrs = list(program.instructions)
-    instrs.insert(3, dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=400,
-                          count=60))
-    assert instrs[2]["opcode"].name == "GEMM_XNOR"
-    busy = Program(CONFIG, instrs, np.concatenate([program.constants, extra]))
-    _, activity = measure(CONFIG, busy, inputs)
-    static = E.Actions.total(E.count_program(busy)).activity()
-    measured = activity.activity()
-    assert static["act_reads"] <= measured["act_reads"] <= static["act_reads"] + 60
-    del static["act_reads"], measured["act_reads"]
-    assert measured == static
-
-
-def test_compare_by_hand_on_a_gemm():
-    # fp32 on the 3 x 3 x 40 binary GEMM: 360 MACs at fp_mul_32 + fp_add_32; activation
-    # and weight words (loaded, and read by the engine) 32 times as many; the outputs, the
-    # instructions and the records as they are.
-    program, _ = _gemm_program(3, 3, 40)
-    ib = instruction_set(CONFIG).bytes
-    compute = 360 * (3.7 + 0.9)
-    memory = 32 * (6 + 6 + 12 + 12) * sram_small() + (9 + 9) * sram_out()
-    host = len(program) * ib + 32 * (6 + 6) * 4 + 3 * (8 + 3 * 4) + 24
-    fp32 = E.compare(program)["fp32"]
-    assert fp32["compute_pj"] == pytest.approx(compute)
-    assert fp32["memory_pj"] == pytest.approx(memory)
-    assert fp32["host_pj"] == pytest.approx(host * 162.5)
-    assert fp32["total_pj"] == pytest.approx(compute + memory + host * 162.5)
-    assert fp32["hypothetical"] and not E.compare(program)["binary"]["hypothetical"]
-
-
-def test_compare_norm_by_hand():
-    rng = np.random.default_rng(6)
-    program, _ = P.norm_threshold(CONFIG, rng, 3, 10)
-    got = E.compare_norm(program)
-    values = 3 * 10
-    gate = 0.03 / 40
-    int_add = {6: 0.03 * 6 / 8, 17: 0.05 + 0.05 / 16, 19: 0.05 + 0.05 * 3 / 16,
-               28: 0.05 + 0.05 * 12 / 16, 16: 0.05}
-    # Sign output: one threshold compare of input_width + 1 = 17 bits per value.
-    assert got["values"] == values
-    assert got["as_built_pj"] == pytest.approx(values * int_add[17])
-    # BFP (m = 8, e = 6): int_mul(8) + int_add(6), then a 19-bit add and a shifter of
-    # ceil(log2 19) = 5 levels of 8 two-gate muxes.
-    bfp = 0.2 + int_add[6] + int_add[19] + 2 * gate * 8 * 5
-    assert got["lightnorm_bfp_pj"] == pytest.approx(values * bfp)
-    assert got["fp32_pj"] == pytest.approx(values * (3.7 + 0.9))
-    # Statistics: a 28-bit sum (16-bit inputs, max_batch 4096) and two 16-bit compares.
-    assert got["lightnorm_statistics_pj"] == pytest.approx(values * (int_add[28]
-                                                                     + 2 * int_add[16]))
-    assert got["fp32_statistics_pj"] == pytest.approx(values * (2 * 0.9 + 3.7))
+    cases = [
+        (base + ["--tech", str(bad)],
+         f"lowbit energy: error: {bad}: missing key(s) energy_pj.fp_add_16"),
+        (base + ["--plot", "e.pdf"],
+         "lowbit energy: error: --plot needs a .png or .svg file name, not 'e.pdf'"),
+        (["energy", str(tmp_path / "none.lbp")],
+         f"lowbit energy: error: cannot read {tmp_path / 'none.lbp'}: No such file"),
+        # The gateware activity count is gone with the old core.
+        (base + ["--rtl"], "unrecognized arguments: --rtl"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 def test_cli_refuses_a_program_for_another_configuration(tmp_path, capsys):
-    program, _ = _gemm_program(1, 1, 8)
     path = tmp_path / "g.lbp"
-    program.save(path)
+    scores_program().save(path)
     with pytest.raises(SystemExit) as info:
         main(["energy", str(path)])
     assert info.value.code == 2
     assert "program was built for accelerator configuration" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_metadata(tmp_path, capsys):
+    path, config = tmp_path / "m.lbp", tmp_path / "c.json"
+    scores_program(metadata={"layers": [{"instructions": [9]}]}).save(path)
+    CONFIG.save(config)
+    with pytest.raises(SystemExit) as info:
+        main(["energy", str(path), "--config", str(config)])
+    assert info.value.code == 2
+    assert (f"lowbit energy: error: {path}: program metadata layer 0 names instruction 9, "
+            f"the program has 5") in capsys.readouterr().err

@@ -18,17 +18,19 @@ from lowbit.explore import (COLUMNS, SpaceError, apply_overrides, explore, parse
 from lowbit.train import train
 
 # An accelerator that runs a one-layer binary-weight classifier of digits (64 uint5 inputs
-# -> 10 scores, no hidden layer, so no norm unit): a 1x1 array with 5-bit activations.
+# -> 10 scores, no hidden layer): a 1x1 array with 5-bit activations and small memories.
 BASE = """
 [base]
-has_lightnorm = false
-has_lns_mac = false
-has_maxpool = false
-act_words = 4096
-weight_words = 4096
+max_out_bits = 1
+in_depth = 512
+act_depth = 64
+weight_depth = 1024
+thresh_depth = 64
+score_depth = 512
 [base.xnor_array]
 rows = 1
 cols = 1
+max_k = 256
 max_act_bits = 5
 max_weight_bits = 1
 """
@@ -80,7 +82,7 @@ def test_axes_make_a_grid_and_points_add_to_it():
         "xnor_array.rows" = [1, 2]
         model.precision = ["w1a1", "w1a2"]
         [[points]]
-        out_words = 512
+        score_depth = 1024
         target = "ecp5"
     """))
     assert space.points == [
@@ -88,9 +90,9 @@ def test_axes_make_a_grid_and_points_add_to_it():
         {"xnor_array.rows": 1, "model.precision": "w1a2"},
         {"xnor_array.rows": 2, "model.precision": "w1a1"},
         {"xnor_array.rows": 2, "model.precision": "w1a2"},
-        {"out_words": 512, "target": "ecp5"},
+        {"score_depth": 1024, "target": "ecp5"},
     ]
-    assert space.base.xnor_array.max_act_bits == 5 and not space.base.has_lightnorm
+    assert space.base.xnor_array.max_act_bits == 5 and space.base.in_depth == 512
     assert space.model["hidden"] == [] and space.model["dataset"] == "digits"
     assert space.run["target"] == "ice40" and space.run["batch"] == 16
 
@@ -107,7 +109,12 @@ def test_no_axes_is_one_point():
     ("[axes]\ncolour = [1]", "<space> [axes]: 'colour' is not an AcceleratorConfig parameter"),
     ('[axes]\n"xnor_array.colour" = [1]',
      "<space> [axes]: XNORArrayConfig has no parameter 'colour'"),
-    ('[axes]\n"word.size" = [1]', "<space> [axes]: 'word' is not a unit configuration"),
+    ('[axes]\n"in_depth.size" = [1]', "<space> [axes]: 'in_depth' is not a unit "
+                                       "configuration (units: xnor_array)"),
+    ('[axes]\n"lightnorm.channels" = [1]',
+     "<space> [axes]: 'lightnorm.channels' is not an AcceleratorConfig parameter"),
+    ("[axes]\nact_words = [1]", "<space> [axes]: 'act_words' is not an AcceleratorConfig "
+                                "parameter"),
     ('[axes]\n"model.depth" = [1]', "<space> [axes]: unknown model key 'depth'"),
     ("[run]\nboard = 'icebreaker'", "<space> [run]: unknown key 'board'"),
     ("[[points]]\nspeed = 3", "<space> [[points]] #1: 'speed' is not an AcceleratorConfig"),
@@ -127,12 +134,12 @@ def test_a_bad_base_value_is_refused_with_the_configurations_message():
 
 def test_base_config_and_model_file_are_read_relative_to_the_space_file(tmp_path):
     (tmp_path / "sub").mkdir()
-    AcceleratorConfig().replace(word=64).save(tmp_path / "sub" / "acc.json")
+    AcceleratorConfig().replace(max_out_bits=1).save(tmp_path / "sub" / "acc.json")
     (tmp_path / "sub" / "m.npz").write_bytes(b"model bytes")
     path = tmp_path / "sub" / "space.toml"
     path.write_text('[base]\nconfig = "acc.json"\n[model]\nfile = "m.npz"\n')
     space = parse_space(path.read_text(), path)
-    assert space.base.word == 64
+    assert space.base.max_out_bits == 1
     assert space.model_bytes == b"model bytes"
     assert space.model["file"] == "m.npz"
     path.write_text('[model]\nfile = "m.npz"\n[[points]]\nmodel.epochs = 3\n')
@@ -144,14 +151,18 @@ def test_base_config_and_model_file_are_read_relative_to_the_space_file(tmp_path
         parse_space(path.read_text(), path)
 
 
-def test_overrides_reach_into_absent_units():
-    base = AcceleratorConfig().replace(has_lightnorm=False)
-    config = apply_overrides(base, {"has_lightnorm": True, "lightnorm.channels": 32,
-                                    "xnor_array.rows": 2})
-    assert config.has_lightnorm and config.lightnorm.channels == 32
-    assert config.xnor_array.rows == 2
-    with pytest.raises(ValueError, match="^LightNormConfig channels must be at least 1"):
-        apply_overrides(base, {"lightnorm.channels": 0})
+def test_overrides_reach_into_the_array():
+    base = AcceleratorConfig()
+    config = apply_overrides(base, {"xnor_array.rows": 2, "in_depth": 1024,
+                                    "weight_single_port": True})
+    assert config.xnor_array.rows == 2 and config.xnor_array.cols == base.xnor_array.cols
+    assert config.in_depth == 1024 and config.weight_single_port
+    with pytest.raises(ValueError, match="^AcceleratorConfig in_depth must be a power of "
+                                         "two, not 3$"):
+        apply_overrides(base, {"in_depth": 3})
+    with pytest.raises(ValueError, match="^AcceleratorConfig has no parameter "
+                                         "'lightnorm.channels'$"):
+        apply_overrides(base, {"lightnorm.channels": 32})
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
@@ -171,17 +182,17 @@ def test_invalid_points_are_recorded_without_a_cluster(tmp_path, capsys):
     space = write_space(tmp_path, """
         [axes]
         "xnor_array.rows" = [0, 1]
-        word = [16]
+        "xnor_array.max_weight_bits" = [2]
     """)
-    # Every point is invalid (rows 0; a 16-bit word cannot hold the accumulators): the
-    # sweep finishes without a worker, so a scheduler nobody listens on is never contacted.
+    # Every point is invalid (rows 0; the core's weights are +-1): the sweep finishes
+    # without a worker, so a scheduler nobody listens on is never contacted.
     assert main(["explore", str(space), "-o", str(tmp_path / "out"), "--scheduler",
                  DEAD_SCHEDULER, "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in records] == ["invalid", "invalid"]
     assert records[0]["error"] == "XNORArrayConfig rows must be at least 1, not 0"
-    assert records[1]["error"].startswith("AcceleratorConfig word 16 cannot hold the XNOR "
-                                          "array's")
+    assert records[1]["error"] == ("AcceleratorConfig needs +-1 weights: "
+                                   "xnor_array.max_weight_bits must be 1, not 2")
     lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert lines[0].split(",") == COLUMNS and len(lines) == 3
     # Invalid points are checked again on every run, never cached.
@@ -214,6 +225,8 @@ def test_sweep_on_the_iss_records_failures_and_caches(tmp_path, client, referenc
     for ok in (by_index[0], by_index[2]):
         assert ok["accuracy"] == round(reference_accuracy, 4)
         assert ok["images"] == 120 and ok["energy_nj"] > 0 and ok["cycles_per_image"] > 0
+        assert 0 < ok["utilisation"] <= 1 and ok["energy_nj"] < ok["fp32_energy_nj"]
+        assert ok["macs_per_cycle"] == ok["rows"] * 32 and ok["max_out_bits"] == 1
         assert ok["fmax_mhz"] is None and ok["images_per_s"] is None  # no synthesis asked
     # Two rows of PEs take two activation rows per beat: fewer cycles per image.
     assert by_index[2]["cycles_per_image"] < by_index[0]["cycles_per_image"]
@@ -286,13 +299,13 @@ def test_a_task_that_raises_is_recorded_and_tried_again_next_time(tmp_path, clie
 
 
 def test_a_model_file_is_shipped_to_the_workers(tmp_path, client):
-    model, _ = train("digits", precision="w2a2", hidden=(), epochs=2, seed=3, progress=False,
+    model, _ = train("digits", precision="w1a1", hidden=(), epochs=2, seed=3, progress=False,
                      twin=False)
     model.save(tmp_path / "m.npz")
     data = datasets.load("digits")
     expected = float(np.mean(model.predict(data.x_test[:60]) == data.y_test[:60]))
     space = tmp_path / "space.toml"
-    space.write_text(textwrap.dedent(BASE).replace("max_weight_bits = 1", "max_weight_bits = 2")
+    space.write_text(textwrap.dedent(BASE)
                      + '[model]\nfile = "m.npz"\n[run]\nsynthesize = false\nimages = 60\n')
     (record,) = explore(space, tmp_path / "out", client=client, progress=False).results
     assert record["status"] == "ok" and record["model"] == "m.npz (digits)"
@@ -355,8 +368,11 @@ def test_sweep_with_synthesis_records_a_point_that_does_not_fit(tmp_path, client
     space = write_space(tmp_path, """
         [[points]]
         [[points]]
-        # Three 32-bit buffers of at least 64 kbit: 6 SPRAMs, the iCE40UP5K has 4.
-        out_words = 4096
+        # Three memories of 4096 x 32 bits (128 kbit each, two SPRAMs): 6 SPRAMs, the
+        # iCE40UP5K has 4.
+        in_depth = 4096
+        score_depth = 4096
+        weight_depth = 4096
         [run]
         images = 100
     """)

@@ -1,5 +1,6 @@
-"""The accelerator configuration and the instruction set: round trips, bit positions taken
-from the layout, and exact error messages."""
+"""The accelerator configuration and the instruction set: round trips over every opcode,
+bit positions taken from the layouts, regions, exact error messages and their status
+codes, and the host-link record layouts."""
 
 import io
 import json
@@ -7,178 +8,231 @@ import re
 import tokenize
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hypothesis import event, given, settings
-from hypothesis import strategies as st
 
-from lowbit import isa as isa_module
-from lowbit import iss as iss_module
 from lowbit import program as program_module
+from lowbit import races as races_module
+from lowbit import runtime as runtime_module
 from lowbit.config.accelerator import AcceleratorConfig
-from lowbit.config.lightnorm import LightNormConfig
-from lowbit.config.lns import LNSMacConfig
 from lowbit.config.xnor_array import XNORArrayConfig
-from lowbit.isa import (Buffer, InstructionError, InstructionSet, NormMode, Opcode, Source,
-                        Status, decode, encode, instruction_set, row_words)
+from lowbit.isa import (DATA_HEADER, LOAD_BUFFERS, NO_WAIT, STATUS_COUNTERS, STATUS_RECORD,
+                        STORE_BUFFERS, Buffer, GemmMode, InstructionError, InstructionSet,
+                        Opcode, Record, Source, Status, decode, encode, instruction_set)
 
 DEFAULT = AcceleratorConfig()
-# Small buffers (not powers of two, so address fields can hold out-of-range values).
-SMALL = AcceleratorConfig(xnor_array=XNORArrayConfig(max_k=64), act_words=200,
-                          weight_words=300, out_words=100,
-                          lightnorm=LightNormConfig(channels=32, block=16,
-                                                    output="multithreshold", act_bits=2))
-BINARY = AcceleratorConfig(xnor_array=XNORArrayConfig(max_act_bits=1, max_weight_bits=1),
-                           has_lns_mac=False, has_lightnorm=False)
-# A norm unit that normalises to BFP, an output buffer larger than the activation buffer.
-NORMALISING = AcceleratorConfig(lightnorm=LightNormConfig(channels=64, output="bfp"),
-                                has_lns_mac=False, act_words=300, weight_words=500,
-                                out_words=400)
-CONFIGS = [DEFAULT, SMALL, BINARY, NORMALISING]
-
-
-def gemm(**changes):
-    instr = dict(opcode="GEMM_XNOR", a_addr=0, b_addr=0, c_addr=0, m=4, n=4, k=64,
-                 a_stride=2, b_stride=2, c_stride=4, act_bits=1, act_signed=0,
-                 weight_bits=1, weight_signed=0)
-    instr.update(changes)
-    return instr
+# Small memories of different depths, a narrow array, a 16-bit link.
+SMALL = AcceleratorConfig(
+    xnor_array=XNORArrayConfig(rows=2, cols=4, word=16, max_k=100, max_act_bits=4,
+                               max_weight_bits=1, pipeline=1),
+    max_out_bits=3, in_depth=32, act_depth=64, weight_depth=128, thresh_depth=16,
+    score_depth=8, queue_depth=2, host_link_bits=16)
+# A 64-bit word and link, one-plane activations, 4-bit outputs.
+WIDE = AcceleratorConfig(
+    xnor_array=XNORArrayConfig(rows=4, cols=64, word=64, max_k=512, max_act_bits=1,
+                               max_weight_bits=1),
+    max_out_bits=4, host_link_bits=64, weight_single_port=True)
+CONFIGS = [DEFAULT, SMALL, WIDE]
 
 
 def load(**changes):
-    instr = dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=4)
+    instr = dict(opcode="LOAD", buffer="IN", source="INPUT", addr=0, count=4,
+                 unread=NO_WAIT, unwritten=NO_WAIT)
     instr.update(changes)
     return instr
 
 
-def norm(**changes):
-    instr = dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=100, param_addr=0,
-                 rows=4, channels=16, src_stride=16, dst_stride=16)
+def store(**changes):
+    instr = dict(opcode="STORE", buffer="SCORE", addr=0, count=4, unwritten=0)
     instr.update(changes)
     return instr
+
+
+def gemm(**changes):
+    instr = dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=2,
+                 m_tiles=2, n_tiles=3, mode="THRESHOLD", out_bits=2, dst_addr=0,
+                 thr_addr=0, sync=0, unsent=NO_WAIT)
+    instr.update(changes)
+    return instr
+
+
+HALT = dict(opcode="HALT", status=0)
 
 
 # AcceleratorConfig ------------------------------------------------------------------------
 
-def test_config_defaults_fit_an_ice40up5k():
-    cfg = AcceleratorConfig()
-    # Activation and weight buffers: two 16-bit SPRAMs each; output: eight 4-kbit EBRs.
-    assert cfg.word * cfg.act_words == 2 * 256 * 1024
-    assert cfg.word * cfg.weight_words == 2 * 256 * 1024
-    assert cfg.word * cfg.out_words == 8 * 4096
-    assert cfg.host_link_bits == 8
-    assert cfg.lightnorm.output == "sign"
+
+def test_config_derived_quantities():
+    c = DEFAULT
+    assert (c.rows, c.cols, c.word) == (8, 8, 32)
+    assert c.max_words == 2048 // 32
+    # The largest accumulator: (2^8 - 1) * 64 words * 32 bits = 522240 < 2^19.
+    assert c.acc_bits == 19 and c.never == 2 ** 19 - 1
+    assert c.max_thresholds == 3
+    assert [c.lanes(m) for m in ("in", "act", "weight", "thresh", "score")] == \
+        [8, 8, 8, 8, 8]
+    assert [SMALL.lanes(m) for m in ("in", "act", "weight", "thresh", "score")] == \
+        [2, 2, 4, 4, 4]
+    assert SMALL.flat_words("act") == 64 * 2 and SMALL.flat_words("weight") == 128 * 4
+    assert SMALL.depth("thresh") == 16
+    assert c.macs == 8 * 8 * 32
 
 
 @pytest.mark.parametrize("changes, error, message", [
     (dict(xnor_array={"rows": 4}), TypeError,
      "AcceleratorConfig xnor_array must be a XNORArrayConfig, not {'rows': 4}"),
-    (dict(lns_mac=None), TypeError, "AcceleratorConfig lns_mac must be a LNSMacConfig, not None"),
-    (dict(has_lightnorm=1), TypeError, "AcceleratorConfig has_lightnorm must be a bool, not 1"),
-    (dict(has_xnor_array=False, has_lightnorm=False, has_lns_mac=False), ValueError,
-     "AcceleratorConfig needs at least one unit: has_xnor_array, has_lightnorm and "
-     "has_lns_mac are all False"),
-    (dict(word=24), ValueError, "AcceleratorConfig word must be 8, 16, 32 or 64, not 24"),
-    (dict(word=16), ValueError,
-     "AcceleratorConfig word 16 cannot hold the XNOR array's 27-bit accumulators"),
-    (dict(word=16, has_xnor_array=False), ValueError,
-     "AcceleratorConfig word 16 cannot hold the LNS MAC's 26-bit dot products"),
-    (dict(word=8, has_xnor_array=False, lns_mac=LNSMacConfig(bits=12)), ValueError,
-     "AcceleratorConfig word 8 cannot hold the LNS MAC's 12-bit operands"),
-    (dict(act_words=0), ValueError, "AcceleratorConfig act_words must be at least 1, not 0"),
-    (dict(out_words=2 ** 20 + 1), ValueError,
-     "AcceleratorConfig out_words must be at most 1048576, not 1048577"),
-    (dict(weight_words=1.5), TypeError,
-     "AcceleratorConfig weight_words must be an integer, not 1.5"),
+    (dict(xnor_array=XNORArrayConfig(max_weight_bits=2)), ValueError,
+     "AcceleratorConfig needs +-1 weights: xnor_array.max_weight_bits must be 1, not 2"),
+    (dict(xnor_array=XNORArrayConfig(word=12, max_weight_bits=1)), ValueError,
+     "AcceleratorConfig xnor_array.word must be 8, 16, 32 or 64, not 12"),
+    (dict(xnor_array=XNORArrayConfig(cols=3, max_weight_bits=1)), ValueError,
+     "AcceleratorConfig xnor_array.cols 3 must be a power of two no larger than the word "
+     "(32): a tile's outputs fill whole fields of an activation word"),
+    (dict(xnor_array=XNORArrayConfig(cols=64, max_weight_bits=1)), ValueError,
+     "AcceleratorConfig xnor_array.cols 64 must be a power of two no larger than the word "
+     "(32)"),
+    (dict(max_out_bits=5), ValueError, "AcceleratorConfig max_out_bits must be at most 4, "
+                                       "not 5"),
+    (dict(max_out_bits=0), ValueError, "AcceleratorConfig max_out_bits must be at least 1, "
+                                       "not 0"),
+    (dict(in_depth=3), ValueError, "AcceleratorConfig in_depth must be a power of two, not 3"),
+    (dict(score_depth=0), ValueError, "AcceleratorConfig score_depth must be at least 1, "
+                                      "not 0"),
+    (dict(weight_depth=1 << 17), ValueError,
+     "AcceleratorConfig weight_depth must be at most 65536, not 131072"),
+    (dict(act_depth=2.0), TypeError, "AcceleratorConfig act_depth must be an integer, not 2.0"),
+    (dict(weight_single_port=1), TypeError,
+     "AcceleratorConfig weight_single_port must be a bool, not 1"),
+    (dict(queue_depth=17), ValueError, "AcceleratorConfig queue_depth must be at most 16, "
+                                       "not 17"),
     (dict(host_link_bits=12), ValueError,
      "AcceleratorConfig host_link_bits must be 8, 16, 32 or 64, not 12"),
-    (dict(word=16, host_link_bits=32), ValueError,
-     "AcceleratorConfig host_link_bits 32 must not exceed word 16"),
+    (dict(xnor_array=XNORArrayConfig(word=16, max_k=64, max_act_bits=2, max_weight_bits=1),
+          host_link_bits=32), ValueError,
+     "AcceleratorConfig host_link_bits 32 must not exceed the word (16)"),
     (dict(timeout_cycles=8), ValueError,
      "AcceleratorConfig timeout_cycles must be at least 16, not 8"),
+    # (2^8 - 1) * 128 words * 16 bits = 522240 needs 19 bits.
+    (dict(xnor_array=XNORArrayConfig(word=16, cols=8, max_k=2048, max_act_bits=8,
+                                     max_weight_bits=1)), ValueError,
+     "AcceleratorConfig the 19-bit accumulators (max_k 2048, max_act_bits 8) do not fit a "
+     "16-bit threshold or score lane"),
 ])
 def test_config_errors(changes, error, message):
-    with pytest.raises(error, match=re.escape(message)):
+    with pytest.raises(error) as info:
         AcceleratorConfig(**changes)
+    assert str(info.value).startswith(message)
 
 
-def test_config_fingerprint_covers_nested_configs():
-    base = AcceleratorConfig()
-    assert json.loads(json.dumps(base.to_dict()))["xnor_array"]["rows"] == 4
-    assert base.fingerprint() == AcceleratorConfig().fingerprint()
-    others = [base.replace(xnor_array=XNORArrayConfig(rows=8)),
-              base.replace(lightnorm=LightNormConfig(channels=32, output="sign")),
-              base.replace(lns_mac=LNSMacConfig(lanes=8)), base.replace(act_words=8192),
-              base.replace(host_link_bits=16), base.replace(has_lns_mac=False)]
-    prints = {base.fingerprint()} | {cfg.fingerprint() for cfg in others}
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+def test_config_round_trips_through_dict_and_json(config, tmp_path):
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["xnor_array"]["type"] == "XNORArrayConfig"
+    assert AcceleratorConfig.from_dict(d) == config
+    path = tmp_path / "accel.json"
+    config.save(path)
+    loaded = AcceleratorConfig.load(path)
+    assert loaded == config and loaded.fingerprint() == config.fingerprint()
+
+
+def test_config_from_dict_keeps_defaults_for_missing_keys():
+    assert AcceleratorConfig.from_dict({"queue_depth": 8}) == AcceleratorConfig(queue_depth=8)
+    assert AcceleratorConfig.from_dict({"xnor_array": {"rows": 2}}).xnor_array == \
+        DEFAULT.xnor_array.replace(rows=2)
+
+
+@pytest.mark.parametrize("d, error, message", [
+    ([], TypeError, "AcceleratorConfig.from_dict needs a dict, not []"),
+    ({"colour": 1}, ValueError,
+     "AcceleratorConfig has no parameter(s) 'colour' (known: act_depth, host_link_bits, "),
+    ({"xnor_array": 4}, TypeError,
+     "AcceleratorConfig xnor_array must be a dict with a 'type' key, not 4"),
+    ({"xnor_array": {"type": "LNSMacConfig"}}, ValueError,
+     "AcceleratorConfig xnor_array type must be 'XNORArrayConfig', not 'LNSMacConfig'"),
+    ({"xnor_array": {"colour": 1}}, ValueError,
+     "XNORArrayConfig has no parameter(s) 'colour' (known: acc_width, cols, dataflow, "),
+    ({"in_depth": 12}, ValueError, "AcceleratorConfig in_depth must be a power of two, not 12"),
+])
+def test_config_from_dict_errors(d, error, message):
+    with pytest.raises(error) as info:
+        AcceleratorConfig.from_dict(d)
+    assert str(info.value).startswith(message)
+
+
+def test_config_load_errors(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{queue_depth: 8")
+    with pytest.raises(ValueError, match=r"bad\.json: not a JSON accelerator configuration: "):
+        AcceleratorConfig.load(path)
+    path.write_text('{"queue_depth": 0}')
+    with pytest.raises(ValueError, match=r"bad\.json: AcceleratorConfig queue_depth must be "
+                                         r"at least 1, not 0$"):
+        AcceleratorConfig.load(path)
+    with pytest.raises(FileNotFoundError):
+        AcceleratorConfig.load(tmp_path / "missing.json")
+
+
+def test_config_fingerprint_covers_every_field():
+    others = [DEFAULT.replace(xnor_array=DEFAULT.xnor_array.replace(rows=4)),
+              DEFAULT.replace(max_out_bits=1), DEFAULT.replace(score_depth=1024),
+              DEFAULT.replace(weight_single_port=True), DEFAULT.replace(queue_depth=2),
+              DEFAULT.replace(host_link_bits=16), DEFAULT.replace(timeout_cycles=1000)]
+    prints = {DEFAULT.fingerprint()} | {c.fingerprint() for c in others}
     assert len(prints) == len(others) + 1
+    assert AcceleratorConfig().fingerprint() == DEFAULT.fingerprint()
 
 
-def test_config_absent_unit_does_not_enter_the_fingerprint():
-    a = AcceleratorConfig(has_lns_mac=False)
-    b = AcceleratorConfig(has_lns_mac=False, lns_mac=LNSMacConfig(lanes=16))
-    assert a.to_dict()["lns_mac"] is None
-    assert a.fingerprint() == b.fingerprint()
+# Layouts ----------------------------------------------------------------------------------
 
 
-# Layout -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("cfg", CONFIGS)
-def test_layout_is_fixed_width_and_defined_once(cfg):
-    isa = instruction_set(cfg)
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+def test_layout_is_fixed_width_and_defined_once(config):
+    isa = instruction_set(config)
     assert isa.layout["opcode"].shape is Opcode
-    assert isa.width % 32 == 0 and isa.width == isa.layout.size
-    assert set(name for name, _ in isa.layout["operands"].shape) == \
+    assert isa.width == isa.layout.size and isa.bytes * 8 == isa.width
+    assert isa.width % 32 == 0 and isa.width % config.host_link_bits == 0
+    assert {name for name, _ in isa.layout["operands"].shape} == \
         {op.name.lower() for op in Opcode}
-    assert isa.bytes * 8 == isa.width
+    # The reserved padding is less than one alignment unit.
+    assert isa.layout["reserved"].width < max(32, config.host_link_bits)
+    assert isa.no_wait == NO_WAIT == 31
+    assert instruction_set(config) is isa
 
 
-def test_address_fields_follow_the_buffer_sizes():
-    small, default = instruction_set(SMALL), instruction_set(DEFAULT)
-    assert small.operands[Opcode.GEMM_XNOR]["a_addr"].width == 8  # 200 words
-    assert small.operands[Opcode.GEMM_XNOR]["b_addr"].width == 9  # 300 words
-    assert default.operands[Opcode.GEMM_XNOR]["a_addr"].width == 14  # 16384 words
-    assert small.width < default.width
-
-
-def test_norm_regions():
-    isa = instruction_set(NORMALISING)
-    # A BFP block: a 6-bit exponent and 16 8-bit mantissas, 134 bits, five 32-bit words.
-    assert NORMALISING.lightnorm.output_layout.size == 134 and isa.norm_block_words() == 5
-    assert isa.norm_dst_words(NormMode.NORMALISE, 64) == 4 * 5
-    assert isa.norm_dst_words(NormMode.NORMALISE, 17) == 2 * 5
-    assert isa.norm_param_words(NormMode.NORMALISE, 17) == 2 * 17 + 2 * 2
-    assert isa.norm_dst_words(NormMode.STATISTICS, 17) == 17
-    assert isa.norm_param_words(NormMode.STATISTICS, 17) == 0
-    small = instruction_set(SMALL)  # 2-bit activations, 3 thresholds
-    assert small.norm_dst_words(NormMode.REQUANTISE, 40) == 2 * 2
-    assert small.norm_param_words(NormMode.REQUANTISE, 40) == 40 * 4
-    # NORM destinations reach the larger of the activation and output buffers.
-    assert isa.operands[Opcode.NORM]["dst_addr"].shape == range(400)
-    assert isa.operands[Opcode.NORM]["dst_stride"].shape == range(1, 401)
-
-
-def test_instruction_width_follows_the_host_link():
-    assert instruction_set(DEFAULT.replace(word=64, host_link_bits=64)).width % 64 == 0
+def test_field_ranges_follow_the_configuration():
+    ops = instruction_set(SMALL).operands
+    assert ops[Opcode.LOAD]["addr"].shape == range(128)        # the deepest loadable memory
+    assert ops[Opcode.LOAD]["count"].shape == range(1, 129)
+    assert ops[Opcode.STORE]["addr"].shape == range(8)
+    assert ops[Opcode.GEMM]["a_addr"].shape == range(64)       # max(in 32, act 64)
+    assert ops[Opcode.GEMM]["m_tiles"].shape == range(1, 65)
+    assert ops[Opcode.GEMM]["n_tiles"].shape == range(1, 129)
+    assert ops[Opcode.GEMM]["words"].shape == range(1, 8)      # ceil(100 / 16)
+    assert ops[Opcode.GEMM]["planes"].shape == range(1, 5)
+    assert ops[Opcode.GEMM]["out_bits"].shape == range(1, 4)
+    assert ops[Opcode.GEMM]["dst_addr"].shape == range(64)     # max(act 64, score 8)
+    assert ops[Opcode.GEMM]["thr_addr"].shape == range(16)
+    for op, wait in [(Opcode.LOAD, "unread"), (Opcode.LOAD, "unwritten"),
+                     (Opcode.STORE, "unwritten"), (Opcode.GEMM, "unsent")]:
+        assert ops[op][wait].shape == range(32)
+    assert ops[Opcode.GEMM]["sync"].width == 1
+    assert instruction_set(SMALL).width < instruction_set(DEFAULT).width
 
 
 def test_instruction_set_needs_a_config():
-    with pytest.raises(TypeError, match=re.escape(
-            "config must be an AcceleratorConfig, not 'x'")):
+    with pytest.raises(TypeError, match=re.escape("config must be an AcceleratorConfig, "
+                                                  "not 'x'")):
         InstructionSet("x")
 
 
-def _code_tokens(module):
+@pytest.mark.parametrize("module", [program_module, runtime_module, races_module])
+def test_no_hand_written_bit_positions(module):
+    # Fields come from the layouts: no shift operator in the code (docstrings and comments
+    # are not operator tokens).
     source = Path(module.__file__).read_text()
-    return [tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-            if tok.type == tokenize.OP]
-
-
-@pytest.mark.parametrize("module", [isa_module, program_module, iss_module])
-def test_no_hand_written_shifts(module):
-    # Bit positions come from the layouts only: no shift operator in the code (docstrings
-    # and comments are not tokens of type OP).
-    tokens = _code_tokens(module)
-    assert not {"<<", ">>", "<<=", ">>="} & set(tokens)
+    tokens = {tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+              if tok.type == tokenize.OP}
+    assert not {"<<", ">>", "<<=", ">>="} & tokens
 
 
 def test_bit_positions_come_from_the_layout():
@@ -186,347 +240,290 @@ def test_bit_positions_come_from_the_layout():
     word = encode(load(count=5), DEFAULT)
     view = isa.layout.from_bits(word)
     assert view.opcode == Opcode.LOAD
-    assert view.operands.load.count == 5 and view.operands.load.buffer == Buffer.ACT
-    # Changing one field changes exactly the bits the layout assigns to it.
-    count = isa.layout["operands"].offset + isa.operands[Opcode.LOAD]["count"].offset
-    width = isa.operands[Opcode.LOAD]["count"].width
+    assert view.operands.load.count == 5 and view.operands.load.buffer == Buffer.IN
+    field = isa.operands[Opcode.LOAD]["count"]
+    low = isa.layout["operands"].offset + field.offset
     diff = word ^ encode(load(count=6), DEFAULT)
-    assert diff & (2 ** (count + width) - 2 ** count) == diff and diff
+    assert diff and diff & (2 ** (low + field.width) - 2 ** low) == diff
     assert isa.raw_layout.from_bits(word).opcode == Opcode.LOAD.value
 
 
-# Round trip (hypothesis) ------------------------------------------------------------------
-
-def _rows(size, row):
-    """Most rows of `row` words that fit `size` words."""
-    return (size - row) // row + 1
-
-
-def _region(draw, size, row, rows):
-    """(stride, addr) of `rows` rows of `row` words that fit `size` words."""
-    high = (size - row) // (rows - 1) if rows > 1 else size
-    stride = draw(st.integers(row, min(high, row + 4, size)))
-    addr = draw(st.integers(0, size - ((rows - 1) * stride + row)))
-    return stride, addr
+def test_enum_values():
+    assert [op.value for op in Opcode] == [0, 1, 2, 3]
+    assert [b.value for b in Buffer] == [0, 1, 2, 3, 4]
+    assert (Source.CONST.value, Source.INPUT.value) == (0, 1)
+    assert (GemmMode.THRESHOLD.value, GemmMode.SCORES.value) == (0, 1)
+    assert [s.value for s in Status] == [0, 1, 2, 3]
+    assert (Record.DATA, Record.STATUS) == (0x01, 0x02)
+    assert LOAD_BUFFERS == (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH)
+    assert STORE_BUFFERS == (Buffer.SCORE,)
 
 
-@st.composite
-def instructions(draw, cfg):
-    ops = [Opcode.HALT, Opcode.LOAD, Opcode.STORE] + [Opcode.MAXPOOL] * cfg.has_maxpool
-    ops += [op for op, unit in ((Opcode.GEMM_XNOR, "xnor_array"), (Opcode.GEMM_LNS, "lns_mac"),
-                                (Opcode.NORM, "lightnorm")) if getattr(cfg, f"has_{unit}")]
-    op = draw(st.sampled_from(ops))
-    sizes = {Buffer.ACT: cfg.act_words, Buffer.WEIGHT: cfg.weight_words,
-             Buffer.OUT: cfg.out_words}
-    if op == Opcode.HALT:
-        return {"opcode": op, "status": draw(st.integers(0, 255))}
-    if op in (Opcode.LOAD, Opcode.STORE):
-        buffer = draw(st.sampled_from(list(Buffer)))
-        addr = draw(st.integers(0, sizes[buffer] - 1))
-        instr = {"opcode": op, "buffer": buffer, "addr": addr,
-                 "count": draw(st.integers(1, sizes[buffer] - addr))}
-        if op == Opcode.LOAD:
-            instr["source"] = draw(st.sampled_from(list(Source)))
-        return instr
-    if op == Opcode.MAXPOOL:
-        row = draw(st.integers(1, 8))
-        window = draw(st.integers(1, min(16, cfg.act_words // row)))
-        rows = draw(st.integers(1, cfg.act_words // (row * window)))
-        return {"opcode": op, "rows": rows, "row_words": row, "window": window,
-                "src_addr": draw(st.integers(0, cfg.act_words - rows * window * row)),
-                "dst_addr": draw(st.integers(0, cfg.act_words - rows * row))}
-    if op == Opcode.NORM:
-        norm, isa = cfg.lightnorm, instruction_set(cfg)
-        own = {"sign": NormMode.THRESHOLD, "multithreshold": NormMode.REQUANTISE,
-               "bfp": NormMode.NORMALISE}[norm.output]
-        mode = draw(st.sampled_from([NormMode.STATISTICS, own]))
-        if mode == NormMode.STATISTICS:
-            # Sums and spreads: two rows of `channels` words in the output buffer.
-            channels = draw(st.integers(1, min(norm.channels, cfg.out_words // 2)))
-            rows = draw(st.integers(1, min(_rows(cfg.out_words, channels), norm.max_batch,
-                                           64)))
-            src_stride, src = _region(draw, cfg.out_words, channels, rows)
-            dst_stride, dst = _region(draw, cfg.out_words, channels, 2)
-            param = 0
+def test_record_layouts():
+    assert DATA_HEADER.size == 64
+    assert [(name, f.offset, f.width) for name, f in DATA_HEADER] == \
+        [("kind", 0, 8), ("reserved", 8, 24), ("count", 32, 32)]
+    assert STATUS_COUNTERS == ("cycles", "array_beats", "tile_holds")
+    assert STATUS_RECORD.size == 64 + 3 * 32
+    assert [(name, f.offset, f.width) for name, f in STATUS_RECORD] == \
+        [("kind", 0, 8), ("code", 8, 8), ("halt", 16, 8), ("reserved", 24, 8),
+         ("index", 32, 32), ("cycles", 64, 32), ("array_beats", 96, 32),
+         ("tile_holds", 128, 32)]
+    record = STATUS_RECORD.const({"kind": Record.STATUS, "code": Status.TRUNCATED,
+                                  "halt": 7, "index": 0x01020304, "cycles": 5,
+                                  "tile_holds": 2 ** 32 - 1}).as_bits()
+    raw = record.to_bytes(20, "little")
+    assert raw[:8] == bytes([2, 3, 7, 0, 4, 3, 2, 1])
+    assert raw[8:] == bytes([5, 0, 0, 0]) + bytes(4) + bytes([255] * 4)
+
+
+# Regions ----------------------------------------------------------------------------------
+
+
+def test_regions_and_link_words():
+    isa = instruction_set(SMALL)   # rows 2, cols 4, word 16
+    assert isa.regions(isa.check(load(buffer="WEIGHT", addr=3, count=5))) == \
+        [("weight", 3, 5, "w")]
+    assert isa.link_words(isa.check(load(buffer="WEIGHT", addr=3, count=5))) == 5 * 4
+    assert isa.link_words(isa.check(load(buffer="IN", count=5))) == 5 * 2
+    assert isa.regions(isa.check(store(addr=2, count=3))) == [("score", 2, 3, "r")]
+    assert isa.link_words(isa.check(store(addr=2, count=3))) == 3 * 4
+    # 2 row tiles x 3 planes x 2 words; 5 column tiles x 2 words; 5 x 3 thresholds;
+    # 2 row tiles x 2 planes x ceil(5 * 4 / 16) = 2 words.
+    g = isa.check(gemm(a_buffer="ACT", a_addr=1, b_addr=2, planes=3, words=2, m_tiles=2,
+                       n_tiles=5, out_bits=2, dst_addr=30, thr_addr=1))
+    assert isa.regions(g) == [("act", 1, 12, "r"), ("weight", 2, 10, "r"),
+                              ("thresh", 1, 15, "r"), ("act", 30, 8, "w")]
+    # SCORES: 2 row tiles x 1 plane x 2 words read; 2 row tiles x 2 rows x 1 column
+    # tile written.
+    s = isa.check(gemm(mode="SCORES", m_tiles=2, n_tiles=1, dst_addr=4))
+    assert isa.regions(s) == [("in", 0, 4, "r"), ("weight", 0, 2, "r"), ("score", 4, 4, "w")]
+    assert isa.regions(isa.check(HALT)) == []
+    assert isa.out_words(5) == 2 and isa.out_words(4) == 1
+    assert instruction_set(DEFAULT).out_words(1) == 1
+
+
+# Round trips ------------------------------------------------------------------------------
+
+
+def _random_fields(rng, isa, op):
+    # Any in-range value of every field of `op` (enums as members, any of their values).
+    fields = {}
+    for name, field in isa.operands[op]:
+        shape = field.shape
+        if isinstance(shape, range):
+            fields[name] = int(rng.integers(shape.start, shape.stop))
+        elif isinstance(shape, type):
+            fields[name] = list(shape)[int(rng.integers(len(shape)))]
         else:
-            fits = [c for c in range(1, min(norm.channels, cfg.out_words) + 1)
-                    if isa.norm_param_words(mode, c) <= cfg.weight_words]
-            channels = draw(st.sampled_from(fits))
-            dst_row = isa.norm_dst_words(mode, channels)
-            rows = draw(st.integers(1, min(_rows(cfg.out_words, channels),
-                                           _rows(cfg.act_words, dst_row), 64)))
-            src_stride, src = _region(draw, cfg.out_words, channels, rows)
-            dst_stride, dst = _region(draw, cfg.act_words, dst_row, rows)
-            param = draw(st.integers(0, cfg.weight_words - isa.norm_param_words(mode,
-                                                                               channels)))
-        return {"opcode": op, "mode": mode, "src_addr": src, "dst_addr": dst,
-                "param_addr": param, "rows": rows, "channels": channels,
-                "src_stride": src_stride, "dst_stride": dst_stride}
-    if op == Opcode.GEMM_XNOR:
-        array = cfg.xnor_array
-        k = draw(st.integers(1, array.max_k))
-        act_bits = draw(st.integers(1, array.max_act_bits))
-        weight_bits = draw(st.integers(1, array.max_weight_bits))
-        extra = {"act_bits": act_bits, "weight_bits": weight_bits,
-                 "act_signed": draw(st.integers(0, 1)) if act_bits > 1 else 0,
-                 "weight_signed": draw(st.integers(0, 1)) if weight_bits > 1 else 0}
-        a_row = row_words(k, act_bits, cfg.word)
-        b_row = row_words(k, weight_bits, cfg.word)
-    else:
-        k = draw(st.integers(1, cfg.lns_mac.max_k))
-        a_row = b_row = -(-k // (cfg.word // cfg.lns_mac.bits))
-        extra = {}
-    n = draw(st.integers(1, min(_rows(cfg.weight_words, b_row), cfg.out_words, 64)))
-    m = draw(st.integers(1, min(_rows(cfg.act_words, a_row), _rows(cfg.out_words, n), 64)))
-    a_stride, a_addr = _region(draw, cfg.act_words, a_row, m)
-    b_stride, b_addr = _region(draw, cfg.weight_words, b_row, n)
-    c_stride, c_addr = _region(draw, cfg.out_words, n, m)
-    return {"opcode": op, "a_addr": a_addr, "b_addr": b_addr, "c_addr": c_addr, "m": m,
-            "n": n, "k": k, "a_stride": a_stride, "b_stride": b_stride, "c_stride": c_stride,
-            **extra}
+            fields[name] = int(rng.integers(0, 2 ** field.width))
+    if op == Opcode.LOAD:
+        fields["buffer"] = LOAD_BUFFERS[int(rng.integers(3))]
+    elif op == Opcode.STORE:
+        fields["buffer"] = Buffer.SCORE
+    elif op == Opcode.GEMM:
+        fields["a_buffer"] = (Buffer.IN, Buffer.ACT)[int(rng.integers(2))]
+    return {"opcode": op, **fields}
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "small", "binary", "bfp"])
-@settings(max_examples=150)
-@given(data=st.data())
-def test_round_trip(cfg, data):
-    instr = data.draw(instructions(cfg))
-    event(instr["opcode"].name)
-    word = encode(instr, cfg)
-    isa = instruction_set(cfg)
-    assert 0 <= word < 2 ** isa.width
-    decoded = decode(word, cfg)
-    assert decoded == {"opcode": instr["opcode"], **{
-        name: instr[name] for name, _ in isa.operands[instr["opcode"]]}}
-    assert encode(decoded, cfg) == word
-    # The fields sit where the layout says: read them back through an Amaranth view.
-    view = isa.layout.from_bits(word)
-    assert view.opcode == instr["opcode"]
-    member = getattr(view.operands, instr["opcode"].name.lower())
-    for name, _ in isa.operands[instr["opcode"]]:
-        assert member[name] == instr[name]
+def _fit(rng, isa, instr):
+    # Shrink sizes and addresses until every region fits its memory (a valid instruction).
+    config = isa.config
+    for _ in range(64):
+        bad = [(memory, first, words) for memory, first, words, _ in isa.regions(instr)
+               if first + words > config.depth(memory)]
+        if not bad:
+            return instr
+        for key in ("count", "m_tiles", "n_tiles", "words", "planes", "out_bits"):
+            if key in instr and instr[key] > 1:
+                instr[key] = max(1, instr[key] // 2)
+        for key in ("addr", "a_addr", "b_addr", "dst_addr", "thr_addr"):
+            if key in instr:
+                instr[key] //= 2
+    raise AssertionError(f"could not fit {instr}")
 
 
-def test_names_are_accepted_for_enums():
-    a = encode(load(buffer="WEIGHT", source="CONST"), DEFAULT)
-    b = encode(load(buffer=Buffer.WEIGHT, source=Source.CONST, opcode=Opcode.LOAD), DEFAULT)
-    assert a == b
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
+def test_round_trip_of_random_valid_instructions(config, op):
+    isa = instruction_set(config)
+    rng = np.random.default_rng(op.value)
+    for _ in range(60):
+        instr = _fit(rng, isa, _random_fields(rng, isa, op))
+        word = isa.encode(instr)
+        assert 0 <= word < 2 ** isa.width
+        assert isa.decode(word) == instr
+        assert word & isa.unused_mask(op) == 0
+        # Names for enum members encode the same word.
+        named = {k: v.name if hasattr(v, "name") else v for k, v in instr.items()}
+        assert encode(named, config) == word and decode(word, config) == instr
+
+
+@pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
+def test_decode_without_regions_takes_any_in_range_fields(op):
+    # Words built through the layout itself, regions unchecked: what the gateware accepts.
+    isa = instruction_set(SMALL)
+    rng = np.random.default_rng(10 + op.value)
+    for _ in range(60):
+        instr = _random_fields(rng, isa, op)
+        fields = {k: v for k, v in instr.items() if k != "opcode"}
+        word = isa.layout.const({"opcode": op, "operands": {op.name.lower(): fields}}) \
+            .as_bits()
+        assert isa.decode(word, regions=False) == instr
 
 
 def test_zero_word_is_halt():
     assert decode(0, DEFAULT) == {"opcode": Opcode.HALT, "status": 0}
+    assert encode(HALT, DEFAULT) == 0
 
 
-# Error messages ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("cfg, instr, message", [
-    (DEFAULT, dict(opcode="FOO"), "unknown opcode 'FOO'"),
-    (DEFAULT, dict(opcode=3), "unknown opcode 3"),
-    (DEFAULT, dict(buffer="ACT"), "instruction has no opcode"),
-    (DEFAULT, load(count=0), "LOAD count must be at least 1, not 0"),
-    (DEFAULT, load(addr=16384), "LOAD address 16384 is outside the act buffer (0..16383)"),
-    (DEFAULT, load(buffer="OUT", addr=1020, count=5),
-     "LOAD of 5 words at 1020 runs past the end of the out buffer (1024 words)"),
-    (DEFAULT, load(count=16385), "LOAD count must be at most 16384, not 16385"),
-    (DEFAULT, load(addr=-1), "LOAD address -1 is outside the act buffer (0..16383)"),
-    (DEFAULT, load(count="4"), "LOAD count must be an integer, not '4'"),
-    (DEFAULT, load(count=True), "LOAD count must be an integer, not True"),
-    (DEFAULT, load(buffer="FLASH"),
-     "LOAD buffer must be one of ACT, WEIGHT, OUT, not 'FLASH'"),
-    (DEFAULT, load(buffer=0), "LOAD buffer must be one of ACT, WEIGHT, OUT, not 0"),
-    (DEFAULT, {k: v for k, v in load().items() if k != "source"},
-     "LOAD is missing field(s) source"),
-    (DEFAULT, load(stride=1), "LOAD has no field(s) stride"),
-    (DEFAULT, dict(opcode="HALT", status=256), "HALT status must be at most 255, not 256"),
-    (DEFAULT, gemm(k=0), "GEMM_XNOR k must be at least 1, not 0"),
-    (DEFAULT, gemm(k=1025), "GEMM_XNOR k must be at most 1024, not 1025"),
-    (DEFAULT, gemm(a_addr=16384),
-     "GEMM_XNOR operand a address 16384 is outside the act buffer (0..16383)"),
-    (DEFAULT, gemm(c_addr=1022),
-     "GEMM_XNOR result c of 4 rows of 4 words (stride 4) at 1022 runs past the end of the "
-     "out buffer (1024 words)"),
-    (DEFAULT, gemm(a_stride=1),
-     "GEMM_XNOR operand a stride 1 is shorter than a row (2 words)"),
-    (DEFAULT, gemm(act_bits=9), "GEMM_XNOR act_bits must be at most 8, not 9"),
-    (DEFAULT, gemm(act_signed=1),
-     "GEMM_XNOR act_signed needs act_bits >= 2 (1-bit operands are binary +-1)"),
-    (BINARY, gemm(weight_bits=2, b_stride=4),
-     "GEMM_XNOR weight_bits 2 exceeds the XNOR array's 1-bit weight operands"),
-    (BINARY, dict(opcode="GEMM_LNS"),
-     "GEMM_LNS needs the lns_mac unit, which this accelerator does not have"),
-    (DEFAULT, dict(opcode="NORM", mode="REQUANTISE", src_addr=0, dst_addr=0, param_addr=0,
-                   rows=1, channels=16, src_stride=16, dst_stride=1),
-     "NORM mode REQUANTISE needs the norm unit in 'multithreshold' output mode, it is built "
-     "for 'sign'"),
-    (DEFAULT, dict(opcode="NORM", mode="THRESHOLD", src_addr=0, dst_addr=0, param_addr=0,
-                   rows=1, channels=257, src_stride=257, dst_stride=9),
-     "NORM channels must be at most 256, not 257"),
-    (DEFAULT, norm(param_addr=5),
-     "NORM mode STATISTICS takes no parameters: param_addr must be 0, not 5"),
-    (DEFAULT.replace(lightnorm=LightNormConfig(channels=256, output="sign", max_batch=8)),
-     norm(rows=9), "NORM mode STATISTICS rows 9 exceed the norm unit's max_batch 8"),
-    (AcceleratorConfig(word=16, has_xnor_array=False, has_lns_mac=False), norm(),
-     "NORM mode STATISTICS needs 28-bit buffer words for its sums, this accelerator's are "
-     "16 bits"),
-    (DEFAULT, norm(dst_addr=1000),
-     "NORM destination of 2 rows of 16 words (stride 16) at 1000 runs past the end of the "
-     "out buffer (1024 words)"),
-    (DEFAULT, norm(dst_stride=15), "NORM destination stride 15 is shorter than a row (16 "
-     "words)"),
-    (DEFAULT, norm(dst_addr=1024), "NORM destination address 1024 is outside the out buffer "
-     "(0..1023)"),
-    (NORMALISING, norm(mode="NORMALISE", param_addr=480, dst_addr=0, dst_stride=5),
-     "NORM parameters of 34 words at 480 runs past the end of the weight buffer (500 "
-     "words)"),
-    (NORMALISING, norm(mode="NORMALISE", dst_addr=0, dst_stride=4),
-     "NORM destination stride 4 is shorter than a row (5 words)"),
-    (NORMALISING, norm(mode="NORMALISE", channels=64, src_stride=64, rows=1, dst_addr=290,
-                       dst_stride=20),
-     "NORM destination of 20 words at 290 runs past the end of the act buffer (300 words)"),
-    (NORMALISING, norm(mode="THRESHOLD"),
-     "NORM mode THRESHOLD needs the norm unit in 'sign' output mode, it is built for 'bfp'"),
-    (DEFAULT, dict(opcode="MAXPOOL", src_addr=16380, dst_addr=0, rows=2, row_words=1,
-                   window=4),
-     "MAXPOOL source of 8 rows of 1 words (stride 1) at 16380 runs past the end of the act "
-     "buffer (16384 words)"),
-])
-def test_encode_errors(cfg, instr, message):
-    with pytest.raises(InstructionError, match=re.escape(message)) as info:
-        encode(instr, cfg)
-    # Region faults are ADDRESS, everything else ILLEGAL (docs/host_link.md).
-    assert info.value.code is _expected_code(message)
+def test_check_normalises_names():
+    checked = instruction_set(DEFAULT).check(load(buffer="WEIGHT", source="CONST"))
+    assert checked["opcode"] is Opcode.LOAD and checked["buffer"] is Buffer.WEIGHT
+    assert checked["source"] is Source.CONST
 
 
-# The three messages of InstructionSet._region: the only ADDRESS faults.
-_ADDRESS_MESSAGES = re.compile(r"address -?\d+ is outside the \w+ buffer|stride \d+ is "
-                               r"shorter than a row|runs past the end of the \w+ buffer")
-
-
-def _expected_code(message):
-    return Status.ADDRESS if _ADDRESS_MESSAGES.search(message) else Status.ILLEGAL
-
-
-def test_status_codes_are_the_host_link_bytes():
-    assert [(s.name, int(s)) for s in Status] == \
-        [("OK", 0), ("ILLEGAL", 1), ("ADDRESS", 2), ("TRUNCATED", 3)]
-    assert isinstance(Status.OK, int)
-    assert InstructionError("x").code is Status.ILLEGAL
-    assert isinstance(InstructionError("x"), ValueError)
+# Errors -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("instr, message", [
-    (load(addr=16384), "LOAD address 16384 is outside the act buffer (0..16383)"),
-    (gemm(a_stride=1), "GEMM_XNOR operand a stride 1 is shorter than a row (2 words)"),
-    (load(buffer="OUT", addr=1020, count=5),
-     "LOAD of 5 words at 1020 runs past the end of the out buffer (1024 words)"),
+    ("HALT", "an instruction must be a dict, not 'HALT'"),
+    ({"status": 0}, "instruction has no opcode"),
+    (dict(opcode="FOO"), "unknown opcode 'FOO'"),
+    (dict(opcode=3), "unknown opcode 3"),
+    (dict(opcode="HALT"), "HALT is missing field(s) status"),
+    (dict(opcode="STORE", buffer="SCORE"), "STORE is missing field(s) addr, count, unwritten"),
+    (dict(HALT, colour=1, addr=0), "HALT has no field(s) addr, colour"),
+    (dict(HALT, status=256), "HALT status must be at most 255, not 256"),
+    (dict(HALT, status=-1), "HALT status must be at least 0, not -1"),
+    (dict(HALT, status=1.0), "HALT status must be an integer, not 1.0"),
+    (dict(HALT, status=True), "HALT status must be an integer, not True"),
+    (load(count=0), "LOAD count must be at least 1, not 0"),
+    (load(count=8193), "LOAD count must be at most 8192, not 8193"),
+    (load(addr=8192), "LOAD addr must be at most 8191, not 8192"),
+    (load(unread=32), "LOAD unread must be at most 31, not 32"),
+    (load(buffer="OUT"), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, not 'OUT'"),
+    (load(buffer=0), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, not 0"),
+    (load(source="HOST"), "LOAD source must be one of CONST, INPUT, not 'HOST'"),
+    (load(buffer="ACT"), "LOAD cannot write the act memory (only in, weight, thresh)"),
+    (load(buffer="SCORE"), "LOAD cannot write the score memory (only in, weight, thresh)"),
+    (store(buffer="WEIGHT"), "STORE cannot read the weight memory (only score)"),
+    (store(count=513), "STORE count must be at most 512, not 513"),
+    (gemm(a_buffer="WEIGHT"), "GEMM a_buffer must be IN or ACT, not WEIGHT"),
+    (gemm(mode="SIGN"), "GEMM mode must be one of THRESHOLD, SCORES, not 'SIGN'"),
+    (gemm(planes=9), "GEMM planes must be at most 8, not 9"),
+    (gemm(words=65), "GEMM words must be at most 64, not 65"),
+    (gemm(out_bits=3), "GEMM out_bits must be at most 2, not 3"),
+    (gemm(sync=2), "GEMM sync must be at most 1, not 2"),
+    (gemm(m_tiles=0), "GEMM m_tiles must be at least 1, not 0"),
+])
+def test_encode_errors_are_illegal(instr, message):
+    with pytest.raises(InstructionError) as info:
+        encode(instr, DEFAULT)
+    assert str(info.value) == message
+    assert info.value.code is Status.ILLEGAL
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("instr, message", [
+    (load(addr=510, count=3),
+     "LOAD region of 3 words at 510 runs past the end of the in memory (512 words)"),
+    (load(buffer="WEIGHT", addr=8000, count=193),
+     "LOAD region of 193 words at 8000 runs past the end of the weight memory (8192 words)"),
+    (load(buffer="THRESH", addr=600, count=1),
+     "LOAD region of 1 words at 600 runs past the end of the thresh memory (512 words)"),
+    (store(addr=500, count=13),
+     "STORE region of 13 words at 500 runs past the end of the score memory (512 words)"),
+    # 200 row tiles x 2 planes x 2 words = 800 words of the in memory.
+    (gemm(m_tiles=200, planes=2),
+     "GEMM region of 800 words at 0 runs past the end of the in memory (512 words)"),
+    (gemm(a_buffer="ACT", a_addr=509),
+     "GEMM region of 4 words at 509 runs past the end of the act memory (512 words)"),
+    (gemm(b_addr=8190), "GEMM region of 6 words at 8190 runs past the end of the weight "
+                        "memory (8192 words)"),
+    (gemm(thr_addr=505), "GEMM region of 9 words at 505 runs past the end of the thresh "
+                         "memory (512 words)"),
+    # THRESHOLD output: 2 row tiles x 2 planes x 1 word.
+    (gemm(dst_addr=509), "GEMM region of 4 words at 509 runs past the end of the act memory "
+                         "(512 words)"),
+    # SCORES output: 2 row tiles x 8 rows x 3 column tiles.
+    (gemm(mode="SCORES", dst_addr=480), "GEMM region of 48 words at 480 runs past the end "
+                                        "of the score memory (512 words)"),
 ])
 def test_region_faults_are_address(instr, message):
-    with pytest.raises(InstructionError, match=re.escape(message)) as info:
+    with pytest.raises(InstructionError) as info:
         encode(instr, DEFAULT)
-    assert info.value.code is Status.ADDRESS
-
-
-def test_encode_needs_a_dict():
-    with pytest.raises(InstructionError, match=re.escape(
-            "an instruction must be a dict, not 'HALT'")) as info:
-        encode("HALT", DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_decode_unknown_opcode():
+    assert str(info.value) == message and info.value.code is Status.ADDRESS
+    # The gateware takes the word: it wraps addresses instead.
     isa = instruction_set(DEFAULT)
-    unused = max(op.value for op in Opcode) + 1
-    word = isa.raw_layout.const({"opcode": unused}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(f"unknown opcode {unused}")) as info:
-        decode(word, DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_decode_bad_enum_value():
-    isa = instruction_set(DEFAULT)
-    operands = isa.raw_operands[Opcode.LOAD].const(
-        {"buffer": len(Buffer), "addr": 0, "count": 1}).as_bits()
-    word = isa.raw_layout.const({"opcode": Opcode.LOAD.value, "operands": operands}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "LOAD buffer must be one of ACT, WEIGHT, OUT, not 3")) as info:
-        decode(word, DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_decode_address_out_of_range():
-    # SMALL's act buffer has 200 words: its 8-bit address fields can say 255.
-    isa = instruction_set(SMALL)
-    fields = decode(encode(gemm(k=32, a_stride=1, b_stride=1), SMALL), SMALL)
-    raw = {name: getattr(value, "value", value) for name, value in fields.items()
-           if name != "opcode"}
-    operands = isa.raw_operands[Opcode.GEMM_XNOR].const(dict(raw, a_addr=255)).as_bits()
-    word = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value,
-                                 "operands": operands}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "GEMM_XNOR operand a address 255 is outside the act buffer (0..199)")) as info:
-        decode(word, SMALL)
-    assert info.value.code is Status.ADDRESS
-    # With nonzero reserved bits as well, the word is ILLEGAL (both faults: ILLEGAL wins).
-    word = isa.raw_layout.const({"opcode": Opcode.GEMM_XNOR.value, "operands": operands,
-                                 "reserved": 1}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "unused bits of a GEMM_XNOR instruction are not zero")) as info:
-        decode(word, SMALL)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_decode_count_zero():
-    isa = instruction_set(DEFAULT)
-    operands = isa.raw_operands[Opcode.STORE].const({"addr": 0, "count": 0}).as_bits()
-    word = isa.raw_layout.const({"opcode": Opcode.STORE.value, "operands": operands}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "STORE count must be at least 1, not 0")) as info:
-        decode(word, DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_decode_unused_bits():
-    isa = instruction_set(DEFAULT)
-    # HALT uses 8 bits of the operand union; set the top one of the union.
-    operands = 2 ** (isa.layout["operands"].width - 1)
-    word = isa.raw_layout.const({"opcode": Opcode.HALT.value, "operands": operands}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "unused bits of a HALT instruction are not zero")):
-        decode(word, DEFAULT)
-    word = isa.raw_layout.const({"opcode": Opcode.HALT.value, "reserved": 1}).as_bits()
-    with pytest.raises(InstructionError, match=re.escape(
-            "unused bits of a HALT instruction are not zero")) as info:
-        decode(word, DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-@pytest.mark.parametrize("word", [-1, 2 ** 160, "0", True])
-def test_decode_word_range(word):
-    with pytest.raises(InstructionError, match=re.escape(
-            f"an instruction word must be a 160-bit unsigned integer, not {word!r}")) as info:
-        decode(word, DEFAULT)
-    assert info.value.code is Status.ILLEGAL
-
-
-def test_statistics_need_a_norm_unit_with_statistics():
-    config = DEFAULT.replace(lightnorm=LightNormConfig(channels=256, output="sign",
-                                                       statistics=False))
-    with pytest.raises(InstructionError, match=re.escape(
-            "NORM mode STATISTICS needs the norm unit built with statistics, it is built "
-            "without")) as info:
-        encode(dict(opcode="NORM", mode="STATISTICS", src_addr=0, dst_addr=0, param_addr=0,
-                    rows=2, channels=4, src_stride=4, dst_stride=4), config)
-    assert info.value.code == Status.ILLEGAL
-
-
-def test_maxpool_needs_the_maxpool_engine():
-    # has_maxpool=False: MAXPOOL neither encodes nor decodes (the gateware says ILLEGAL).
-    pool = {"opcode": "MAXPOOL", "src_addr": 0, "dst_addr": 8, "rows": 2, "row_words": 2,
-            "window": 2}
-    word = instruction_set(AcceleratorConfig()).encode(pool)
-    isa = instruction_set(AcceleratorConfig(has_maxpool=False))
-    message = "MAXPOOL needs the maxpool unit, which this accelerator does not have"
-    with pytest.raises(InstructionError, match=message):
-        isa.encode(pool)
-    with pytest.raises(InstructionError, match=message):
+    op = Opcode[instr["opcode"]]
+    fields = {name: field.shape[instr[name]] if isinstance(instr[name], str) else instr[name]
+              for name, field in isa.operands[op]}
+    word = isa.layout.const({"opcode": op, "operands": {op.name.lower(): fields}}).as_bits()
+    assert isa.decode(word, regions=False)["opcode"] is op
+    with pytest.raises(InstructionError, match=re.escape(message)):
         isa.decode(word)
+
+
+def _raw(config, opcode, **fields):
+    # An instruction word with any field values, through the raw layouts.
+    isa = instruction_set(config)
+    operands = 0
+    if opcode in {op.value for op in Opcode}:
+        operands = isa.raw_operands[Opcode(opcode)].const(fields).as_bits()
+    return isa.raw_layout.const({"opcode": opcode, "operands": operands}).as_bits()
+
+
+@pytest.mark.parametrize("opcode, fields, message", [
+    (4, {}, "unknown opcode 4"),
+    (15, {}, "unknown opcode 15"),
+    (Opcode.LOAD.value, dict(buffer=7, count=1), "LOAD buffer must be one of IN, ACT, WEIGHT, "
+                                                 "THRESH, SCORE, not 7"),
+    (Opcode.LOAD.value, dict(buffer=1, count=1), "LOAD cannot write the act memory (only in, "
+                                                 "weight, thresh)"),
+    (Opcode.LOAD.value, dict(count=0), "LOAD count must be at least 1, not 0"),
+    (Opcode.STORE.value, dict(buffer=4, count=600), "STORE count must be at most 512, not 600"),
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=0, words=1, m_tiles=1, n_tiles=1,
+                             out_bits=1), "GEMM planes must be at least 1, not 0"),
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1,
+                             out_bits=3), "GEMM out_bits must be at most 2, not 3"),
+])
+def test_decode_errors_are_illegal(opcode, fields, message):
+    with pytest.raises(InstructionError) as info:
+        decode(_raw(DEFAULT, opcode, **fields), DEFAULT)
+    assert str(info.value) == message and info.value.code is Status.ILLEGAL
+
+
+@pytest.mark.parametrize("word", [-1, 2 ** 96, "0", 1.0, True])
+def test_decode_word_range(word):
+    with pytest.raises(InstructionError) as info:
+        decode(word, DEFAULT)
+    assert str(info.value) == f"an instruction word must be a 96-bit unsigned integer, not " \
+                              f"{word!r}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
+def test_every_unused_bit_is_illegal(config, op):
+    isa = instruction_set(config)
+    instr = {Opcode.HALT: HALT, Opcode.LOAD: load(count=1), Opcode.STORE: store(count=1),
+             Opcode.GEMM: gemm(m_tiles=1, n_tiles=1, words=1, out_bits=1)}[op]
+    word = isa.encode(instr)
+    mask = isa.unused_mask(op)
+    # Everything but the opcode and this opcode's fields: the union's spare bits and the
+    # reserved padding.
+    used = isa.layout["opcode"].width + sum(f.width for _, f in isa.operands[op])
+    assert bin(mask).count("1") == isa.width - used
+    bits = [b for b in range(isa.width) if mask >> b & 1]
+    for bit in bits:
+        with pytest.raises(InstructionError) as info:
+            isa.decode(word | 1 << bit)
+        assert str(info.value) == f"unused bits of a {op.name} instruction are not zero"
+        assert info.value.code is Status.ILLEGAL
+
+
+def test_instruction_error_code():
+    error = InstructionError("x")
+    assert error.code is Status.ILLEGAL
+    assert InstructionError("y", Status.ADDRESS).code is Status.ADDRESS
+    assert InstructionError("z", 2).code is Status.ADDRESS

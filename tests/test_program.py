@@ -1,5 +1,5 @@
-"""Program files: round trip, refusal of other configurations, and malformed files with
-exact messages."""
+"""Program files: round trip, version 3, refusal of other configurations, and malformed
+files and programs with exact messages."""
 
 import re
 
@@ -7,24 +7,31 @@ import numpy as np
 import pytest
 
 from lowbit.config.accelerator import AcceleratorConfig
-from lowbit.config.xnor_array import XNORArrayConfig
-from lowbit.isa import Buffer, Opcode, Source, instruction_set
+from lowbit.isa import NO_WAIT, Buffer, Opcode, Source, instruction_set
 from lowbit.program import HEADER, MAGIC, VERSION, Program, ProgramError
+from lowbit.sim import accelerator_programs as P
 
-CONFIG = AcceleratorConfig()
-OTHER = AcceleratorConfig(xnor_array=XNORArrayConfig(rows=8))
+CONFIG = AcceleratorConfig()   # 96-bit (12-byte) instructions, 8 lanes of 32 bits
+OTHER = AcceleratorConfig(queue_depth=2)
+HALT = dict(opcode="HALT", status=0)
+WEIGHTS = [1, 2 ** 32 - 1, 0x12345678, 4, 5, 6, 7, 8]   # one weight memory word
+
+
+def load(buffer="WEIGHT", source="CONST", count=1):
+    return dict(opcode="LOAD", buffer=buffer, source=source, addr=0, count=count,
+                unread=NO_WAIT, unwritten=NO_WAIT)
 
 
 def make_program(config=CONFIG):
     return Program(config, [
-        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=3),
-        dict(opcode="LOAD", buffer="ACT", source="INPUT", addr=0, count=2),
-        dict(opcode="GEMM_XNOR", a_addr=0, b_addr=0, c_addr=0, m=2, n=3, k=32, a_stride=1,
-             b_stride=1, c_stride=3, act_bits=1, act_signed=0, weight_bits=1,
-             weight_signed=0),
-        dict(opcode="STORE", buffer="OUT", addr=0, count=6),
-        dict(opcode="HALT", status=0),
-    ], constants=[1, 2 ** 32 - 1, 0x12345678])
+        load(),
+        load("IN", "INPUT"),
+        dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1, m_tiles=1,
+             n_tiles=1, mode="SCORES", out_bits=1, dst_addr=0, thr_addr=0, sync=0,
+             unsent=NO_WAIT),
+        dict(opcode="STORE", buffer="SCORE", addr=0, count=8, unwritten=0),
+        HALT,
+    ], constants=WEIGHTS)
 
 
 def test_round_trip(tmp_path):
@@ -33,7 +40,7 @@ def test_round_trip(tmp_path):
     program.save(path)
     loaded = Program.load(path, CONFIG)
     assert loaded.instructions == program.instructions
-    assert loaded.constants.tolist() == [1, 2 ** 32 - 1, 0x12345678]
+    assert loaded.constants.tolist() == WEIGHTS
     assert loaded.words() == program.words()
     assert loaded.to_bytes() == path.read_bytes()
     assert loaded.instructions[0]["buffer"] == Buffer.WEIGHT
@@ -41,20 +48,30 @@ def test_round_trip(tmp_path):
     assert len(loaded) == 5
 
 
+@pytest.mark.parametrize("name, program", [(n, p) for n, p, _, _ in P.programs()],
+                         ids=[n for n, _, _, _ in P.programs()])
+def test_round_trip_of_the_suite(name, program):
+    config = program.config
+    again = Program.from_bytes(program.to_bytes(), config)
+    assert again.instructions == program.instructions
+    assert np.array_equal(again.constants, program.constants)
+
+
 def test_file_layout():
     program = make_program()
     blob = program.to_bytes()
     isa = instruction_set(CONFIG)
-    magic, version, instr_bytes, fingerprint, count, const_len, reserved = \
+    magic, version, instr_bytes, fingerprint, count, const_len, meta_len = \
         HEADER.unpack_from(blob)
-    assert (magic, version, reserved) == (MAGIC, VERSION, 0)
-    assert magic == b"LOWBIT\0\0" and HEADER.size == 40
-    assert instr_bytes == isa.bytes and fingerprint == CONFIG.fingerprint().encode()
-    assert count == 5 and const_len == 12
-    assert len(blob) == HEADER.size + 5 * isa.bytes + 12
-    first = int.from_bytes(blob[HEADER.size:HEADER.size + isa.bytes], "little")
+    assert (magic, version, meta_len) == (MAGIC, VERSION, 0)
+    assert magic == b"LOWBIT\0\0" and VERSION == 3 and HEADER.size == 40
+    assert instr_bytes == isa.bytes == 12 and fingerprint == CONFIG.fingerprint().encode()
+    assert count == 5 and const_len == 8 * 4
+    assert len(blob) == HEADER.size + 5 * 12 + 32
+    first = int.from_bytes(blob[HEADER.size:HEADER.size + 12], "little")
     assert isa.layout.from_bits(first).opcode == Opcode.LOAD
-    assert blob[-4:] == (0x12345678).to_bytes(4, "little")
+    assert blob[-32:-28] == (1).to_bytes(4, "little")
+    assert blob[-24:-20] == (0x12345678).to_bytes(4, "little")
 
 
 def test_refuses_another_configuration(tmp_path):
@@ -80,13 +97,13 @@ def test_bad_magic():
 
 def test_unsupported_version():
     with pytest.raises(ProgramError, match=re.escape(
-            "unsupported program format version 1 (this lowbit reads version 2)")):
-        Program.from_bytes(_patched(8, (1).to_bytes(2, "little")), CONFIG)
+            "unsupported program format version 2 (this lowbit reads version 3)")):
+        Program.from_bytes(_patched(8, (2).to_bytes(2, "little")), CONFIG)
 
 
 def test_instruction_size_mismatch():
     with pytest.raises(ProgramError, match=re.escape(
-            "program instructions are 24 bytes, this accelerator's are 20")):
+            "program instructions are 24 bytes, this accelerator's are 12")):
         Program.from_bytes(_patched(10, (24).to_bytes(2, "little")), CONFIG)
 
 
@@ -99,8 +116,8 @@ def test_truncated_header():
 def test_truncated_body():
     blob = make_program().to_bytes()
     with pytest.raises(ProgramError, match=re.escape(
-            "truncated program: 5 instructions and 12 bytes of constant data need 152 "
-            "bytes, the file has 150")):
+            "truncated program: 5 instructions and 32 bytes of constant data need 132 "
+            "bytes, the file has 130")):
         Program.from_bytes(blob[:-2], CONFIG)
 
 
@@ -111,7 +128,7 @@ def test_trailing_bytes():
 
 
 def test_partial_constant_word():
-    blob = bytearray(make_program().to_bytes()[:-12] + b"\0" * 10)
+    blob = bytearray(make_program().to_bytes()[:-32] + b"\0" * 10)
     blob[32:36] = (10).to_bytes(4, "little")
     with pytest.raises(ProgramError, match=re.escape(
             "constant data of 10 bytes is not a whole number of 32-bit words")):
@@ -127,32 +144,50 @@ def test_bad_instruction_in_file():
         Program.from_bytes(_patched(offset, word.to_bytes(isa.bytes, "little")), CONFIG)
 
 
+def test_region_outside_its_memory_in_file():
+    # A STORE past the end of the score memory: the gateware would wrap, a file is refused.
+    isa = instruction_set(CONFIG)
+    op = Opcode.STORE
+    fields = dict(buffer=Buffer.SCORE, addr=500, count=20, unwritten=0)
+    word = isa.layout.const({"opcode": op, "operands": {"store": fields}}).as_bits()
+    offset = HEADER.size + 3 * isa.bytes
+    with pytest.raises(ProgramError, match=re.escape(
+            "instruction 3: STORE region of 20 words at 500 runs past the end of the score "
+            "memory (512 words)")):
+        Program.from_bytes(_patched(offset, word.to_bytes(isa.bytes, "little")), CONFIG)
+
+
 def test_invalid_instruction():
     with pytest.raises(ProgramError, match=re.escape(
             "instruction 1: STORE count must be at least 1, not 0")):
-        Program(CONFIG, [dict(opcode="HALT", status=0),
-                         dict(opcode="STORE", buffer="OUT", addr=0, count=0)])
+        Program(CONFIG, [HALT, dict(opcode="STORE", buffer="SCORE", addr=0, count=0,
+                                    unwritten=0)])
+    with pytest.raises(ProgramError, match=re.escape(
+            "instruction 0: LOAD cannot write the act memory (only in, weight, thresh)")):
+        Program(CONFIG, [load("ACT"), HALT])
 
 
 def test_constants_must_match_the_loads():
+    # A LOAD of one memory word takes a word per lane.
     with pytest.raises(ProgramError, match=re.escape(
-            "program loads 4 constant words but carries 3")):
-        Program(CONFIG, [dict(opcode="LOAD", buffer="ACT", source="CONST", addr=0, count=4),
-                         dict(opcode="HALT", status=0)], constants=[1, 2, 3])
+            "program loads 8 constant words but carries 3")):
+        Program(CONFIG, [load(), HALT], constants=[1, 2, 3])
+    with pytest.raises(ProgramError, match=re.escape(
+            "program loads 0 constant words but carries 1")):
+        Program(CONFIG, [load("IN", "INPUT"), HALT], constants=[1])
 
 
 def test_constants_must_fit_a_word():
     with pytest.raises(ProgramError, match=re.escape(
             "constant 4294967296 does not fit a 32-bit word")):
-        Program(CONFIG, [dict(opcode="LOAD", buffer="ACT", source="CONST", addr=0, count=1),
-                         dict(opcode="HALT", status=0)], constants=[2 ** 32])
+        Program(CONFIG, [load(), HALT], constants=[2 ** 32] + WEIGHTS[1:])
 
 
 def test_constants_accept_numpy_words():
-    program = Program(CONFIG, [dict(opcode="LOAD", buffer="ACT", source="CONST", addr=0,
-                                    count=2), dict(opcode="HALT", status=0)],
-                      constants=np.array([[7], [2 ** 32 - 1]], dtype=np.uint64))
-    assert program.constants.tolist() == [7, 2 ** 32 - 1]
+    program = Program(CONFIG, [load(), HALT],
+                      constants=np.array(WEIGHTS, dtype=np.uint64).reshape(8, 1))
+    assert program.constants.tolist() == WEIGHTS
+    assert program.constants.dtype == np.uint64
 
 
 def test_needs_a_config():
@@ -166,16 +201,19 @@ def test_needs_a_config():
 
 def test_metadata_round_trip_and_errors():
     meta = {"kind": "model", "batch": 4, "scale": [0.5, 1.5]}
-    program = Program(CONFIG, [dict(opcode="HALT", status=0)], metadata=meta)
+    program = Program(CONFIG, [HALT], metadata=meta)
     blob = program.to_bytes()
     assert Program.from_bytes(blob, CONFIG).metadata == meta
-    assert Program(CONFIG, [dict(opcode="HALT", status=0)]).metadata == {}
+    assert Program(CONFIG, [HALT]).metadata == {}
     with pytest.raises(ProgramError, match=re.escape(
             "program metadata is not JSON-serialisable: Object of type set is not JSON "
             "serializable")):
-        Program(CONFIG, [dict(opcode="HALT", status=0)], metadata={"x": {1}})
+        Program(CONFIG, [HALT], metadata={"x": {1}})
     with pytest.raises(ProgramError, match="program metadata is not valid JSON"):
         Program.from_bytes(blob[:-1] + b"!", CONFIG)
     with pytest.raises(ProgramError, match=re.escape(
-            "and 50 bytes of metadata need 110 bytes, the file has 109")):
+            "truncated program: 1 instructions and 0 bytes of constant data and 50 bytes of "
+            "metadata need 102 bytes, the file has 101")):
         Program.from_bytes(blob[:-1], CONFIG)
+    with pytest.raises(ProgramError, match=re.escape("program metadata must be a dict, not [1]")):
+        Program(CONFIG, [HALT], metadata=[1])

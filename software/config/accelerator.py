@@ -1,171 +1,221 @@
-"""Configuration of the whole programmable accelerator: which units it has, their
-configurations, its on-chip buffers and its host link (issue 5).
+"""Configuration of the programmable accelerator: its XNOR-popcount array, its memories, its
+stages' queues and its host link.
 
-The instruction set (:mod:`lowbit.isa`), the program format (:mod:`lowbit.program`), the
-instruction-set simulator (:mod:`lowbit.iss`) and, later, the gateware controller all read
-this one object. Its :meth:`~AcceleratorConfig.fingerprint` stamps every program, so a
-program built for one configuration is refused by another.
+One frozen object is read by the gateware (:mod:`lowbit.hw.accelerator`), the instruction
+set (:mod:`lowbit.isa`), the buffer data layout (:mod:`lowbit.layout`), the
+instruction-set simulator and its cycle model (:mod:`lowbit.iss`), the compiler, the
+runtime and the energy model. Its :meth:`~AcceleratorConfig.fingerprint` stamps every
+program, so a program built for one configuration is refused by another.
 
-Buffers hold ``word``-bit words:
+The core feeds the array one beat per cycle (``docs/accelerator.md``). Every memory is
+*lanes* words wide, one ``word``-bit lane per array row or column, so that one read gives a
+whole beat:
 
-* the **activation** buffer holds packed operand rows (``A`` of a GEMM, the outputs of the
-  norm unit);
-* the **weight** buffer holds packed weight rows (``B`` of a GEMM) and norm-unit
-  parameters;
-* the **output** buffer holds one signed accumulator value per word (``C`` of a GEMM).
+========  =========  ==============================================  =================
+memory    lanes      holds                                           written by / read by
+========  =========  ==============================================  =================
+``in``    ``rows``   activations from the host (a network's input)   LOAD / array rows
+``act``   ``rows``   activations between layers (packed bit planes)  result stage / array rows
+``weight`` ``cols``  +-1 weights                                     LOAD / array columns
+``thresh`` ``cols``  per-channel thresholds (low ``acc_bits`` bits)   LOAD / result stage
+``score`` ``cols``   a last layer's integer scores                   result stage / STORE
+========  =========  ==============================================  =================
 
-The default buffers fit an iCE40UP5K: the activation and weight buffers take two 16-bit
-wide SPRAMs each (16384 words of 32 bits), the output buffer eight 4-kbit EBRs (1024 words
-of 32 bits). The units keep their own defaults, except the norm unit, which thresholds to
-+-1 (what a binary network needs between layers) for up to 256 channels. The default
-accelerator as a whole does not fit an iCE40UP5K's logic; ``configs/up5k.json`` does
-(``docs/accelerator_synthesis.md``).
+Each memory has one writer and one reader, so no engine ever waits for a port: the RAM's
+write port serves the writer, its read port the reader. The one exception is a weight
+memory built from single-ported RAM (``weight_single_port``, the iCE40UP5K's SPRAM): there
+a weight ``LOAD`` waits until no ``GEMM`` is still reading weights.
 """
 
 import dataclasses
 import json
 
 from .base import ConfigMixin, check_bool, check_int
-from .lightnorm import LightNormConfig
-from .lns import LNSMacConfig
 from .xnor_array import XNORArrayConfig
 
-__all__ = ["AcceleratorConfig"]
+__all__ = ["AcceleratorConfig", "MEMORIES"]
 
-#: Largest buffer (words) a configuration may ask for: 2^20 words is far beyond any target
-#: lowbit supports and keeps address fields at most 20 bits wide.
-MAX_BUFFER_WORDS = 1 << 20
+#: The accelerator's memories, in the order of :class:`lowbit.isa.Buffer`.
+MEMORIES = ("in", "act", "weight", "thresh", "score")
+
+#: Deepest memory a configuration may ask for (words of ``lanes x word`` bits).
+MAX_DEPTH = 1 << 16
+
+
+def _power_of_two(value):
+    return value > 0 and value & (value - 1) == 0
 
 
 @dataclasses.dataclass(frozen=True)
 class AcceleratorConfig(ConfigMixin):
-    """Parameters of the accelerator, its instruction set and its simulator.
+    """Parameters of the accelerator, its instruction set, its simulator and its compiler.
 
     Parameters
     ----------
     xnor_array : XNORArrayConfig
-        Configuration of the XNOR-popcount array (``GEMM_XNOR``).
-    lightnorm : LightNormConfig
-        Configuration of the norm unit (``NORM``). The default thresholds to +-1 (``sign``
-        output, what a binary network needs between layers) for up to 256 channels.
-    lns_mac : LNSMacConfig
-        Configuration of the LNS multiply-add unit (``GEMM_LNS``).
-    has_xnor_array, has_lightnorm, has_lns_mac : bool
-        Whether the unit is built. An absent unit's instructions are illegal, and its
-        configuration does not enter the fingerprint (it builds nothing). At least one unit
-        must be present.
-    has_maxpool : bool
-        Whether the ``MAXPOOL`` engine is built (default ``True``). Without it ``MAXPOOL``
-        is illegal, as an absent unit's instructions are; an MLP does not need it, and on an
-        iCE40UP5K its ~400 logic cells matter (``docs/accelerator_synthesis.md``).
-    word : int
-        Width in bits of a buffer word: 8, 16, 32 or 64.
-    act_words, weight_words, out_words : int
-        Sizes of the activation, weight and output buffers in words (1..2^20).
+        The array: ``rows x cols`` PEs of ``word`` bits, ``max_k`` the longest reduction,
+        ``max_act_bits`` the most bit planes of an activation operand (bit-serial, unsigned),
+        ``pipeline`` the popcount's register stages. Weights are +-1: ``max_weight_bits``
+        must be 1.
+    max_out_bits : int
+        Bits of the activations the result stage writes between layers (1..4): a layer's
+        output is the number of its ``2^bits - 1`` thresholds that the dot product reaches.
+        1 is the sign of a binary network.
+    in_depth, act_depth, weight_depth, thresh_depth, score_depth : int
+        Depth of each memory in memory words (``lanes x word`` bits each); powers of two,
+        1..65536. The gateware takes every address modulo its memory's depth, so no
+        instruction, however malformed, can reach outside a memory.
+    weight_single_port : bool
+        The weight memory is single-ported RAM (an iCE40UP5K's SPRAM): a ``LOAD`` into it
+        waits until no ``GEMM`` is reading weights (``docs/accelerator.md``).
+    queue_depth : int
+        Entries of the execute and store stages' instruction queues (1..16).
     host_link_bits : int
-        Width of the host link's streams in bits: 8 (a UART), 16, 32 or 64, at most
-        ``word`` (a data word is whole link beats).
+        Width of the host link's streams: 8 (a UART), 16, 32 or 64, at most ``word``.
     timeout_cycles : int
         Cycles without host-link input after which an incomplete program is abandoned with
-        the ``TRUNCATED`` status (16..2^32-1; see ``docs/host_link.md``).
+        the ``TRUNCATED`` status (16..2^32-1; ``docs/host_link.md``).
 
     Raises
     ------
     TypeError, ValueError
-        With an exact message naming the parameter, for any invalid value.
+        With an exact message naming the parameter, for any invalid value or combination.
     """
 
-    xnor_array: XNORArrayConfig = dataclasses.field(default_factory=XNORArrayConfig)
-    lightnorm: LightNormConfig = dataclasses.field(
-        default_factory=lambda: LightNormConfig(channels=256, output="sign"))
-    lns_mac: LNSMacConfig = dataclasses.field(default_factory=LNSMacConfig)
-    has_xnor_array: bool = True
-    has_lightnorm: bool = True
-    has_lns_mac: bool = True
-    has_maxpool: bool = True
-    word: int = 32
-    act_words: int = 16384
-    weight_words: int = 16384
-    out_words: int = 1024
+    xnor_array: XNORArrayConfig = dataclasses.field(
+        default_factory=lambda: XNORArrayConfig(rows=8, cols=8, word=32, max_k=2048,
+                                                max_act_bits=8, max_weight_bits=1,
+                                                pipeline=2))
+    max_out_bits: int = 2
+    in_depth: int = 512
+    act_depth: int = 512
+    weight_depth: int = 8192
+    thresh_depth: int = 512
+    score_depth: int = 512
+    weight_single_port: bool = False
+    queue_depth: int = 4
     host_link_bits: int = 8
     timeout_cycles: int = 1 << 20
 
     def __post_init__(self):
         owner = "AcceleratorConfig"
-        for name, cls in (("xnor_array", XNORArrayConfig), ("lightnorm", LightNormConfig),
-                          ("lns_mac", LNSMacConfig)):
-            value = getattr(self, name)
-            if not isinstance(value, cls):
-                raise TypeError(f"{owner} {name} must be a {cls.__name__}, not {value!r}")
-        for name in ("has_xnor_array", "has_lightnorm", "has_lns_mac", "has_maxpool"):
-            check_bool(owner, name, getattr(self, name))
-        if not (self.has_xnor_array or self.has_lightnorm or self.has_lns_mac):
-            raise ValueError(f"{owner} needs at least one unit: has_xnor_array, has_lightnorm "
-                             f"and has_lns_mac are all False")
-        check_int(owner, "word", self.word)
-        if self.word not in (8, 16, 32, 64):
-            raise ValueError(f"{owner} word must be 8, 16, 32 or 64, not {self.word}")
-        for name in ("act_words", "weight_words", "out_words"):
-            check_int(owner, name, getattr(self, name), minimum=1, maximum=MAX_BUFFER_WORDS)
+        if not isinstance(self.xnor_array, XNORArrayConfig):
+            raise TypeError(f"{owner} xnor_array must be a XNORArrayConfig, not "
+                            f"{self.xnor_array!r}")
+        array = self.xnor_array
+        if array.max_weight_bits != 1:
+            raise ValueError(f"{owner} needs +-1 weights: xnor_array.max_weight_bits must be "
+                             f"1, not {array.max_weight_bits}")
+        if array.word not in (8, 16, 32, 64):
+            raise ValueError(f"{owner} xnor_array.word must be 8, 16, 32 or 64, not "
+                             f"{array.word}")
+        if not _power_of_two(array.cols) or array.cols > array.word:
+            raise ValueError(f"{owner} xnor_array.cols {array.cols} must be a power of two "
+                             f"no larger than the word ({array.word}): a tile's outputs fill "
+                             f"whole fields of an activation word")
+        check_int(owner, "max_out_bits", self.max_out_bits, minimum=1, maximum=4)
+        for name in MEMORIES:
+            depth = check_int(owner, f"{name}_depth", getattr(self, f"{name}_depth"),
+                              minimum=1, maximum=MAX_DEPTH)
+            if not _power_of_two(depth):
+                raise ValueError(f"{owner} {name}_depth must be a power of two, not {depth}")
+        check_bool(owner, "weight_single_port", self.weight_single_port)
+        check_int(owner, "queue_depth", self.queue_depth, minimum=1, maximum=16)
         check_int(owner, "host_link_bits", self.host_link_bits)
         if self.host_link_bits not in (8, 16, 32, 64):
             raise ValueError(f"{owner} host_link_bits must be 8, 16, 32 or 64, not "
                              f"{self.host_link_bits}")
-        if self.host_link_bits > self.word:
+        if self.host_link_bits > array.word:
             raise ValueError(f"{owner} host_link_bits {self.host_link_bits} must not exceed "
-                             f"word {self.word}")
+                             f"the word ({array.word})")
         check_int(owner, "timeout_cycles", self.timeout_cycles, minimum=16,
                   maximum=(1 << 32) - 1)
-        # The output buffer keeps one accumulator value per word: a narrower word would
-        # silently drop the top bits of a dot product.
-        if self.has_xnor_array and self.xnor_array.accumulator_width > self.word:
-            raise ValueError(
-                f"{owner} word {self.word} cannot hold the XNOR array's "
-                f"{self.xnor_array.accumulator_width}-bit accumulators")
-        if self.has_lns_mac and self.lns_mac.bits > self.word:
-            raise ValueError(f"{owner} word {self.word} cannot hold the LNS MAC's "
-                             f"{self.lns_mac.bits}-bit operands")
-        if self.has_lns_mac and self.lns_mac.out_width > self.word:
-            raise ValueError(
-                f"{owner} word {self.word} cannot hold the LNS MAC's "
-                f"{self.lns_mac.out_width}-bit dot products")
+        if self.acc_bits > array.word:
+            raise ValueError(f"{owner} the {self.acc_bits}-bit accumulators (max_k "
+                             f"{array.max_k}, max_act_bits {array.max_act_bits}) do not fit "
+                             f"a {array.word}-bit threshold or score lane")
+
+    # Derived quantities ------------------------------------------------------------------
 
     @property
-    def buffer_words(self):
-        """Sizes of the buffers in words, by name (``act``, ``weight``, ``out``)."""
-        return {"act": self.act_words, "weight": self.weight_words, "out": self.out_words}
+    def rows(self):
+        """Array rows: activation lanes."""
+        return self.xnor_array.rows
+
+    @property
+    def cols(self):
+        """Array columns: weight, threshold and score lanes."""
+        return self.xnor_array.cols
+
+    @property
+    def word(self):
+        """Bits of one lane."""
+        return self.xnor_array.word
+
+    @property
+    def max_words(self):
+        """Words of one bit plane of the longest reduction."""
+        return -(-self.xnor_array.max_k // self.word)
+
+    @property
+    def acc_bits(self):
+        """Width of an accumulator, a threshold and a score: unsigned, wide enough that the
+        all-ones value exceeds every dot product (a threshold no output reaches)."""
+        array = self.xnor_array
+        most = ((1 << array.max_act_bits) - 1) * self.max_words * self.word
+        return (most + 1).bit_length()
+
+    @property
+    def never(self):
+        """The threshold no accumulator reaches (``2^acc_bits - 1``)."""
+        return (1 << self.acc_bits) - 1
+
+    @property
+    def max_thresholds(self):
+        """Thresholds per channel at ``max_out_bits``."""
+        return (1 << self.max_out_bits) - 1
+
+    def lanes(self, memory):
+        """Lanes of ``memory`` (a name of :data:`MEMORIES`)."""
+        return self.rows if memory in ("in", "act") else self.cols
+
+    def depth(self, memory):
+        """Depth of ``memory`` in memory words."""
+        return getattr(self, f"{memory}_depth")
+
+    def flat_words(self, memory):
+        """``word``-bit words of ``memory``: what ``LOAD`` and ``STORE`` address."""
+        return self.depth(memory) * self.lanes(memory)
+
+    @property
+    def macs(self):
+        """Binary MACs per cycle of the array."""
+        return self.xnor_array.macs
+
+    # Files --------------------------------------------------------------------------------
 
     def to_dict(self):
-        """The fields as plain JSON-compatible values, nested configurations as dicts.
-
-        An absent unit's configuration is ``None``: it builds nothing, so two accelerators
-        that differ only there are the same accelerator (and share a fingerprint).
-        """
+        """The fields as plain JSON-compatible values, the array as a dict with a ``type``."""
         out = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, ConfigMixin):
-                present = getattr(self, f"has_{field.name}")
-                value = {"type": type(value).__name__, **value.to_dict()} if present else None
+                value = {"type": type(value).__name__, **value.to_dict()}
             out[field.name] = value
         return out
 
     @classmethod
     def from_dict(cls, d):
-        """The configuration described by ``d``, the inverse of :meth:`to_dict`.
-
-        Fields left out keep their defaults. A unit configuration is a dict with a ``type``
-        key naming its class (``"XNORArrayConfig"``) and that class's fields, or ``None``
-        for an absent unit (which then keeps its default configuration: it builds nothing).
+        """The configuration described by ``d``, the inverse of :meth:`to_dict`. Fields left
+        out keep their defaults; ``xnor_array`` is a dict with ``type`` ``"XNORArrayConfig"``
+        and that class's fields (left-out ones keep the accelerator's defaults).
 
         Raises
         ------
         TypeError
-            If ``d`` or a unit configuration is not a dict (or ``None``).
+            If ``d`` or ``xnor_array`` is not a dict.
         ValueError
-            For an unknown key, a unit configuration without ``type`` or of the wrong type,
-            a ``None`` unit that the configuration says is present, and any field the
-            configurations themselves reject (with their own messages).
+            For an unknown key, a wrong ``type``, and any field the configurations reject.
         """
         owner = cls.__name__
         if not isinstance(d, dict):
@@ -176,35 +226,24 @@ class AcceleratorConfig(ConfigMixin):
             raise ValueError(f"{owner} has no parameter(s) {', '.join(map(repr, unknown))} "
                              f"(known: {', '.join(sorted(fields))})")
         values = dict(d)
-        for name in ("xnor_array", "lightnorm", "lns_mac"):
-            if name not in values:
-                continue
-            value = values[name]
-            unit_cls = type(fields[name].default_factory())
-            expected = unit_cls.__name__
-            if value is None:
-                # to_dict writes None for an absent unit; its configuration is unused.
-                if values.get(f"has_{name}", fields[f"has_{name}"].default) is not False:
-                    raise ValueError(f"{owner} {name} is None but has_{name} is not false")
-                del values[name]
-                continue
+        if "xnor_array" in values:
+            value = values["xnor_array"]
             if not isinstance(value, dict):
-                raise TypeError(f"{owner} {name} must be a dict with a 'type' key or None, "
-                                f"not {value!r}")
-            if "type" not in value:
-                raise ValueError(f"{owner} {name} has no 'type' key (expected "
-                                 f"{expected!r})")
-            kind = value["type"]
-            if kind != expected:
-                raise ValueError(f"{owner} {name} type must be {expected!r}, not {kind!r}")
-            unit_fields = {field.name for field in dataclasses.fields(unit_cls)}
+                raise TypeError(f"{owner} xnor_array must be a dict with a 'type' key, not "
+                                f"{value!r}")
+            kind = value.get("type", "XNORArrayConfig")
+            if kind != "XNORArrayConfig":
+                raise ValueError(f"{owner} xnor_array type must be 'XNORArrayConfig', not "
+                                 f"{kind!r}")
             params = {k: v for k, v in value.items() if k != "type"}
-            unknown = sorted(set(params) - unit_fields)
+            known = {field.name for field in dataclasses.fields(XNORArrayConfig)}
+            unknown = sorted(set(params) - known)
             if unknown:
-                raise ValueError(f"{kind} has no parameter(s) "
+                raise ValueError(f"XNORArrayConfig has no parameter(s) "
                                  f"{', '.join(map(repr, unknown))} (known: "
-                                 f"{', '.join(sorted(unit_fields))})")
-            values[name] = unit_cls(**params)
+                                 f"{', '.join(sorted(known))})")
+            base = fields["xnor_array"].default_factory()
+            values["xnor_array"] = base.replace(**params)
         return cls(**values)
 
     @classmethod
@@ -225,8 +264,7 @@ class AcceleratorConfig(ConfigMixin):
             raise type(error)(f"{path}: {error}") from None
 
     def save(self, path):
-        """Write the configuration to ``path`` as JSON (:meth:`to_dict`), for :meth:`load`
-        and ``lowbit run --config``."""
+        """Write the configuration to ``path`` as JSON (:meth:`to_dict`)."""
         with open(path, "w", encoding="utf-8") as file:
             json.dump(self.to_dict(), file, indent=2)
             file.write("\n")

@@ -1,0 +1,196 @@
+"""Random race-free programs and random raw instruction words, for comparing the gateware
+with the ISS (Amaranth's simulator and cocotb share them).
+
+:func:`random_program` draws loads of random words (activations, weights and thresholds
+are any bits: padding included), ``GEMM``s of random shapes reading the ``in`` or ``act``
+memory and writing thresholded activations or scores, and ``STORE``s of those scores. Its
+wait fields are the *loosest* that keep the program race-free (each waits only for the
+latest earlier instruction it conflicts with), so the stages overlap as much as the
+program allows and every wait path of the gateware is exercised; the ISS, which runs in
+program order, then predicts the gateware exactly, cycles included.
+
+:func:`random_word` draws a raw instruction word: mostly a real opcode with random field
+values (out of range ones included), sometimes random bits anywhere.
+"""
+
+import numpy as np
+
+from ..isa import NO_WAIT, Buffer, GemmMode, Opcode, instruction_set
+from ..program import Program
+
+__all__ = ["random_program", "random_word", "small_configs"]
+
+
+def small_configs():
+    """Small configurations for simulation: the shapes that matter, quick to simulate."""
+    from ..config.accelerator import AcceleratorConfig
+    from ..config.xnor_array import XNORArrayConfig
+
+    def make(rows, cols, word, pipeline, out_bits, link, single, queue):
+        return AcceleratorConfig(
+            xnor_array=XNORArrayConfig(rows=rows, cols=cols, word=word, max_k=8 * word,
+                                       max_act_bits=4, max_weight_bits=1,
+                                       pipeline=pipeline),
+            max_out_bits=out_bits, in_depth=64, act_depth=64, weight_depth=64,
+            thresh_depth=32, score_depth=64, weight_single_port=single, queue_depth=queue,
+            host_link_bits=link, timeout_cycles=64)
+
+    return [make(2, 2, 32, 1, 2, 8, False, 2), make(1, 4, 16, 2, 1, 16, True, 1),
+            make(3, 1, 16, 0, 3, 8, False, 4)]
+
+
+def _overlap(a, b):
+    return a[0] == b[0] and a[1] < b[1] + b[2] and b[1] < a[1] + a[2]
+
+
+def random_program(config, rng, *, instructions=12):
+    """A random race-free :class:`~lowbit.program.Program` and its input words."""
+    isa = instruction_set(config)
+    instrs, consts, inputs = [], [], []
+    gemms = []    # (reads, writes) regions of each GEMM in order
+    stores = []   # read regions of each STORE
+    act_written = []
+    word_max = 1 << config.word
+
+    def region_fits(memory, first, words):
+        return first + words <= config.depth(memory)
+
+    def draw_load():
+        buffer = rng.choice([Buffer.IN, Buffer.WEIGHT, Buffer.THRESH])
+        name = buffer.name.lower()
+        depth = config.depth(name)
+        count = int(rng.integers(1, min(depth, 12) + 1))
+        addr = int(rng.integers(0, depth - count + 1))
+        source = "INPUT" if buffer == Buffer.IN and rng.random() < 0.7 else "CONST"
+        words = rng.integers(0, word_max, count * config.lanes(name), dtype=np.uint64)
+        (inputs if source == "INPUT" else consts).append(words)
+        region = (name, addr, count)
+        g = len(gemms)
+        # Loosest safe waits: the latest GEMM that reads this region must be done reading
+        # (thresholds are read until the GEMM's results are written).
+        unread = unwritten = NO_WAIT
+        for j in range(g - 1, -1, -1):
+            if any(_overlap(region, r) for r in gemms[j][0]):
+                if name == "thresh":
+                    unwritten = g - (j + 1)
+                else:
+                    unread = g - (j + 1)
+                break
+        return dict(opcode="LOAD", buffer=buffer, source=source, addr=addr, count=count,
+                    unread=min(unread, NO_WAIT), unwritten=min(unwritten, NO_WAIT))
+
+    def draw_gemm():
+        for _ in range(50):
+            planes = int(rng.integers(1, config.xnor_array.max_act_bits + 1))
+            words = int(rng.integers(1, min(config.max_words, 3) + 1))
+            m_tiles, n_tiles = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+            use_act = bool(act_written) and rng.random() < 0.5
+            a_name = "act" if use_act else "in"
+            a_words = m_tiles * planes * words
+            if not region_fits(a_name, 0, a_words):
+                continue
+            if use_act:
+                # Only act words some GEMM wrote (the rest is whatever the memory held).
+                _, first, size = act_written[int(rng.integers(len(act_written)))]
+                if a_words > size:
+                    continue
+                a_addr = first + int(rng.integers(0, size - a_words + 1))
+            else:
+                a_addr = int(rng.integers(0, config.depth(a_name) - a_words + 1))
+            b_words = n_tiles * words
+            if not region_fits("weight", 0, b_words):
+                continue
+            b_addr = int(rng.integers(0, config.depth("weight") - b_words + 1))
+            mode = GemmMode.SCORES if rng.random() < 0.4 else GemmMode.THRESHOLD
+            out_bits = int(rng.integers(1, config.max_out_bits + 1))
+            instr = dict(opcode="GEMM", a_buffer=Buffer.ACT if use_act else Buffer.IN,
+                         a_addr=a_addr, b_addr=b_addr, planes=planes, words=words,
+                         m_tiles=m_tiles, n_tiles=n_tiles, mode=mode, out_bits=out_bits,
+                         dst_addr=0, thr_addr=0, sync=int(use_act), unsent=NO_WAIT)
+            regs = isa.regions(instr)
+            ok = True
+            for k, (memory, _, size, access) in enumerate(regs):
+                if memory in ("act", "score", "thresh") and k >= 2:
+                    if size > config.depth(memory):
+                        ok = False
+                        break
+                    first = int(rng.integers(0, config.depth(memory) - size + 1))
+                    instr["thr_addr" if memory == "thresh" else "dst_addr"] = first
+            if not ok:
+                continue
+            regs = isa.regions(instr)
+            reads = [(m, f, s) for m, f, s, acc in regs if acc == "r"]
+            writes = [(m, f, s) for m, f, s, acc in regs if acc == "w"]
+            if any(_overlap(r, wr) for r in reads for wr in writes):
+                continue
+            s = len(stores)
+            for k in range(s - 1, -1, -1):
+                if any(_overlap(wr, stores[k]) for wr in writes):
+                    instr["unsent"] = s - (k + 1)
+                    break
+            gemms.append((reads, writes))
+            if mode == GemmMode.THRESHOLD:
+                act_written.append(writes[0])
+            return instr
+        return None
+
+    def draw_store():
+        scored = [w for _, writes in gemms for w in writes if w[0] == "score"]
+        if not scored:
+            return None
+        _, first, size = scored[int(rng.integers(len(scored)))]
+        count = int(rng.integers(1, size + 1))
+        addr = first + int(rng.integers(0, size - count + 1))
+        region = ("score", addr, count)
+        g = len(gemms)
+        unwritten = NO_WAIT
+        for j in range(g - 1, -1, -1):
+            if any(_overlap(region, w) for w in gemms[j][1]):
+                unwritten = g - (j + 1)
+                break
+        stores.append(region)
+        return dict(opcode="STORE", buffer=Buffer.SCORE, addr=addr, count=count,
+                    unwritten=min(unwritten, NO_WAIT))
+
+    # Something to compute on first.
+    for buffer in (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH):
+        name = buffer.name.lower()
+        words = rng.integers(0, word_max, config.flat_words(name), dtype=np.uint64)
+        source = "INPUT" if buffer == Buffer.IN else "CONST"
+        (inputs if source == "INPUT" else consts).append(words)
+        instrs.append(dict(opcode="LOAD", buffer=buffer, source=source, addr=0,
+                           count=config.depth(name), unread=NO_WAIT, unwritten=NO_WAIT))
+    while len(instrs) < instructions:
+        kind = rng.choice(["load", "gemm", "gemm", "store"])
+        instr = {"load": draw_load, "gemm": draw_gemm, "store": draw_store}[kind]()
+        if instr is not None:
+            instrs.append(instr)
+    instrs.append(dict(opcode="HALT", status=int(rng.integers(0, 256))))
+    constants = np.concatenate(consts) if consts else np.zeros(0, dtype=np.uint64)
+    words = np.concatenate(inputs) if inputs else np.zeros(0, dtype=np.uint64)
+    return Program(config, instrs, constants), words
+
+
+def random_word(config, rng, *, max_work=4000):
+    """A raw instruction word: a real opcode with random field values (a field's bits are
+    random, so out-of-range values and bad enum values occur), or 5% of the time random
+    bits. ``GEMM``s whose beats would exceed ``max_work`` are redrawn (to keep simulations
+    short; they are still legal or illegal at random)."""
+    isa = instruction_set(config)
+    if rng.random() < 0.05:
+        return int.from_bytes(rng.bytes(isa.bytes), "little")
+    op = Opcode(int(rng.integers(0, len(Opcode))))
+    layout = isa.raw_operands[op]
+    while True:
+        fields = {name: int(rng.integers(0, 1 << field.width)) if field.width else 0
+                  for name, field in layout}
+        if op == Opcode.GEMM:
+            work = (fields["m_tiles"] * fields["n_tiles"]
+                    * max(fields["planes"], 1) * max(fields["words"], 1))
+            if work > max_work:
+                continue
+        if op in (Opcode.LOAD, Opcode.STORE) and fields["count"] > 64:
+            fields["count"] = int(rng.integers(0, 65))
+        break
+    operands = layout.const(fields).as_bits()
+    return isa.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()

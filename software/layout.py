@@ -1,0 +1,184 @@
+"""How operands, thresholds and scores sit in the accelerator's memories, defined once.
+
+The compiler packs with these functions, the ISS and the golden models compute on what
+they produce, and the tests and the runtime unpack with them. Every memory word is
+``lanes`` lanes of ``word`` bits (:class:`~lowbit.config.accelerator.AcceleratorConfig`),
+held here as a ``(words, lanes)`` array of ``uint64``; ``LOAD`` and ``STORE`` move the
+lanes of a word in order (``flat = words.reshape(-1)``).
+
+**Activations** (``in`` and ``act`` memories, ``rows`` lanes): ``M`` rows of ``K`` elements
+of ``planes`` bit planes. Row ``r`` sits in lane ``r % rows`` of row tile ``r // rows``; a
+tile takes ``planes * nw`` words (``nw = ceil(K / word)``), the **top plane first**, then
+word ``w`` of the plane: element ``t`` of plane ``p`` of row ``r`` is bit ``t % word`` of
+lane ``r % rows`` of word ``tile * planes * nw + (planes - 1 - p) * nw + t // word``.
+Bipolar (+-1) rows take one plane, bit 1 meaning +1; unsigned ``k``-bit rows take ``k``.
+Padding elements and padding rows are 0. This is also what a ``THRESHOLD`` layer writes.
+
+**Weights** (``weight`` memory, ``cols`` lanes): ``N`` rows (output channels) of ``K`` +-1
+elements, bit 1 meaning +1; channel ``n`` is lane ``n % cols`` of column tile
+``n // cols``, which takes ``nw`` words. Padding *elements* are 1, so that ``XNOR`` with an
+activation's padding 0 never counts; padding channels are 0.
+
+**Thresholds** (``thresh`` memory, ``cols`` lanes): ``T = 2^bits - 1`` per channel, word
+``tile * T + t`` lane ``n % cols`` holding threshold ``t`` of channel ``n`` (low
+``acc_bits`` bits; the rest 0). Padding channels hold :attr:`~AcceleratorConfig.never`.
+
+**Scores** (``score`` memory, ``cols`` lanes): the accumulator of row ``r``, channel ``n``
+is lane ``n % cols`` of word ``r * n_tiles + n // cols``.
+
+The array computes, for a row of activation planes ``a_p`` and a weight row ``b``,
+``acc = sum_p 2^p * popcount(XNOR(a_p, b))`` over the padded words. With ``T`` valid
+elements that is ``(dot + T) / 2`` for bipolar activations and
+``dot + (2^planes - 1) * (T - popcount(b))`` for unsigned ones (:func:`dot_from_acc`), so
+thresholds on ``dot`` become thresholds on ``acc`` with a per-channel constant.
+"""
+
+import numpy as np
+
+__all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
+           "unpack_scores", "dot_from_acc", "acc_threshold", "tiles"]
+
+
+def tiles(n, size):
+    """Tiles of ``size`` that cover ``n``."""
+    return -(-n // size)
+
+
+def plane_words(k, word):
+    """Words of one bit plane of ``k`` elements."""
+    return -(-k // word)
+
+
+def _pack_bits(bits, word):
+    # (..., K) booleans -> (..., ceil(K / word)) uint64 words, element t in bit t % word.
+    *lead, k = bits.shape
+    nw = plane_words(k, word)
+    padded = np.zeros((*lead, nw * word), dtype=bool)
+    padded[..., :k] = bits
+    packed = np.packbits(padded.reshape(-1, nw * word), axis=1, bitorder="little")
+    words = packed.view(f"<u{word // 8}") if word >= 8 else packed
+    return words.astype(np.uint64).reshape(*lead, nw)
+
+
+def _unpack_bits(words, k, word):
+    # Inverse of _pack_bits.
+    words = np.asarray(words, dtype=np.uint64)
+    *lead, nw = words.shape
+    raw = np.ascontiguousarray(words.reshape(-1, nw).astype(f"<u{word // 8}"))
+    bits = np.unpackbits(raw.view(np.uint8), axis=1, bitorder="little")
+    return bits[:, :k].reshape(*lead, k).astype(bool)
+
+
+def _planes_of(values, planes, bipolar):
+    values = np.asarray(values, dtype=np.int64)
+    if values.ndim != 2:
+        raise ValueError(f"rows must be a 2-D array, not of shape {values.shape}")
+    if bipolar:
+        if planes != 1:
+            raise ValueError(f"bipolar rows take one plane, not {planes}")
+        if np.any((values != 1) & (values != -1)):
+            raise ValueError("bipolar rows must hold only +1 and -1")
+        return (values > 0)[None]
+    if np.any((values < 0) | (values >= 1 << planes)):
+        raise ValueError(f"rows hold values outside 0..{(1 << planes) - 1}")
+    return np.stack([(values >> p) & 1 == 1 for p in range(planes)])
+
+
+def pack_act(values, planes, config, *, bipolar=False):
+    """Memory words ``(m_tiles * planes * nw, rows)`` of activation rows ``values``
+    ``(M, K)``: bipolar (+-1, one plane) or unsigned ``planes``-bit integers.
+
+    Raises ``ValueError`` for a value out of range.
+    """
+    bits = _planes_of(values, planes, bipolar)             # (planes, M, K)
+    rows, word = config.rows, config.word
+    _, m, k = bits.shape
+    mt = tiles(m, rows)
+    padded = np.zeros((bits.shape[0], mt * rows, k), dtype=bool)
+    padded[:, :m] = bits
+    words = _pack_bits(padded, word)                        # (planes, mt*rows, nw)
+    nw = words.shape[-1]
+    # -> (mt, plane from the top, nw, lane)
+    words = words[::-1].reshape(-1, mt, rows, nw).transpose(1, 0, 3, 2)
+    return np.ascontiguousarray(words).reshape(mt * bits.shape[0] * nw, rows)
+
+
+def unpack_act(words, m, k, planes, config, *, bipolar=False):
+    """Activation rows ``(m, k)`` of memory words; the inverse of :func:`pack_act`."""
+    rows, word = config.rows, config.word
+    mt, nw = tiles(m, rows), plane_words(k, word)
+    words = np.asarray(words, dtype=np.uint64)[:mt * planes * nw]
+    words = words.reshape(mt, planes, nw, rows).transpose(1, 0, 3, 2)[::-1]
+    bits = _unpack_bits(words.reshape(planes, mt * rows, nw), k, word)[:, :m]
+    if bipolar:
+        return np.where(bits[0], 1, -1).astype(np.int64)
+    return sum(bits[p].astype(np.int64) << p for p in range(planes))
+
+
+def pack_weights(values, config):
+    """Memory words ``(n_tiles * nw, cols)`` of +-1 weight rows ``values`` ``(N, K)``."""
+    values = np.asarray(values, dtype=np.int64)
+    if values.ndim != 2:
+        raise ValueError(f"weights must be a 2-D array, not of shape {values.shape}")
+    if np.any((values != 1) & (values != -1)):
+        raise ValueError("weights must hold only +1 and -1")
+    cols, word = config.cols, config.word
+    n, k = values.shape
+    nt, nw = tiles(n, cols), plane_words(k, word)
+    bits = np.ones((nt * cols, nw * word), dtype=bool)     # padding elements: 1
+    bits[:n, :k] = values > 0
+    bits[n:] = False                                        # padding channels: 0
+    words = _pack_bits(bits, word).reshape(nt, cols, nw).transpose(0, 2, 1)
+    return np.ascontiguousarray(words).reshape(nt * nw, cols)
+
+
+def pack_thresholds(thresholds, config):
+    """Memory words ``(n_tiles * T, cols)`` of per-channel thresholds ``(N, T)`` on the
+    accumulator, each ``0..never`` (clip before packing)."""
+    thr = np.asarray(thresholds, dtype=np.int64)
+    if thr.ndim != 2:
+        raise ValueError(f"thresholds must be a 2-D array, not of shape {thr.shape}")
+    if np.any((thr < 0) | (thr > config.never)):
+        raise ValueError(f"thresholds must be within 0..{config.never}")
+    cols = config.cols
+    n, t = thr.shape
+    nt = tiles(n, cols)
+    padded = np.full((nt * cols, t), config.never, dtype=np.int64)
+    padded[:n] = thr
+    words = padded.reshape(nt, cols, t).transpose(0, 2, 1)
+    return np.ascontiguousarray(words).reshape(nt * t, cols).astype(np.uint64)
+
+
+def unpack_scores(words, m, n, config):
+    """Scores ``(m, n)`` (accumulators) of score-memory words written by a ``SCORES``
+    ``GEMM`` over ``n`` channels."""
+    cols = config.cols
+    nt = tiles(n, cols)
+    words = np.asarray(words, dtype=np.uint64)[:m * nt]
+    mask = np.uint64(config.never)
+    return (words.reshape(m, nt * cols)[:, :n] & mask).astype(np.int64)
+
+
+def dot_from_acc(acc, weights, planes, *, bipolar):
+    """The dot products ``x @ w.T`` from accumulators ``acc`` ``(M, N)`` of activations of
+    ``planes`` planes (``bipolar``: +-1) against +-1 ``weights`` ``(N, K)``: exact."""
+    acc = np.asarray(acc, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.int64)
+    k = w.shape[1]
+    if bipolar:
+        return 2 * acc - k
+    minus = k - (w > 0).sum(axis=1)                         # T - popcount(b)
+    return acc - ((1 << planes) - 1) * minus[None, :]
+
+
+def acc_threshold(tau, weights, planes, *, bipolar):
+    """Per-channel thresholds on the accumulator equivalent to ``dot >= tau`` (``tau``
+    ``(N, T)`` integers), before clipping: ``acc >= result`` exactly when ``dot >= tau``."""
+    tau = np.asarray(tau, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.int64)
+    k = w.shape[1]
+    if bipolar:
+        # 2 acc - K >= tau  <=>  acc >= ceil((tau + K) / 2)
+        return -((-(tau + k)) // 2)
+    minus = k - (w > 0).sum(axis=1)
+    return tau + ((1 << planes) - 1) * minus[:, None]
