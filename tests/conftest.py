@@ -22,3 +22,14 @@ def simulator_params():
             not toolenv.icarus_available(),
             reason="Icarus Verilog not installed (apt-get install iverilog)")),
     ]
+
+
+def pytest_collection_modifyitems(config, items):
+    # The full-rate core runs dense layers with +-1 weights only; the compiler refuses
+    # convolutions and multi-bit weights by layer name (tests/test_compiler.py). The
+    # importer's own contract for those models (against qonnx) runs unmarked.
+    skip = pytest.mark.skip(reason="needs convolutions or multi-bit weights, which the "
+                                   "full-rate core does not run yet")
+    for item in items:
+        if "needs_legacy_core" in item.keywords:
+            item.add_marker(skip)

@@ -245,11 +245,8 @@ def test_brevitas_default_quantizers_match_qonnx(exports):
 
 def iss_config(act_bits, conv=False):
     base = AcceleratorConfig()
-    norm = dataclasses.replace(base.lightnorm, output="sign" if act_bits == 1 else
-                               "multithreshold", act_bits=max(2, act_bits))
-    array = dataclasses.replace(base.xnor_array, max_k=4096 if conv else 1024)
-    return dataclasses.replace(base, lightnorm=norm, xnor_array=array,
-                               act_words=1 << 17 if conv else base.act_words)
+    array = base.xnor_array.replace(max_k=4096 if conv else 1024)
+    return base.replace(max_out_bits=min(max(1, act_bits), 4), xnor_array=array)
 
 
 def check_iss(path, x, act_bits, batch=BATCH, conv=False):

@@ -150,8 +150,7 @@ def test_streamlined_mlp_on_the_iss():
     inputs = prepare_input(model, x)
     base = AcceleratorConfig()
     import dataclasses
-    config = dataclasses.replace(base, lightnorm=dataclasses.replace(
-        base.lightnorm, output="multithreshold", act_bits=2))
+    config = base.replace(max_out_bits=2)
     program = compile_model(model, config, batch=8)
     with ISSTransport(config) as link:
         scores, _ = run_model(program, Runtime(config, link), inputs)
@@ -274,8 +273,7 @@ def test_compile_command_imports_onnx(tmp_path, capsys):
     assert "--input-datatype UINT8 --input-scale 1/255" in err
     base = AcceleratorConfig()
     import dataclasses
-    config = dataclasses.replace(base, lightnorm=dataclasses.replace(
-        base.lightnorm, output="multithreshold", act_bits=3))
+    config = base.replace(max_out_bits=3)
     config_path = tmp_path / "config.json"
     config.save(config_path)
     assert main(["compile", str(path), "--input-datatype", "UINT8", "--input-scale",

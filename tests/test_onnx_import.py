@@ -14,7 +14,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lowbit.compiler import compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
-from lowbit.config.lightnorm import LightNormConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.model import InputQuantizer, QuantModel
 from lowbit.onnx_import import ONNXImportError, add_import_command, load_onnx
@@ -288,12 +287,9 @@ def qonnx_bipolar_mlp(seed=3):
 
 
 def config_for(act):
-    norm = LightNormConfig(channels=64, block=4, output="sign", input_width=20) if act == 1 \
-        else LightNormConfig(channels=64, block=4, output="multithreshold", act_bits=act,
-                             input_width=20)
-    return AcceleratorConfig(xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
-                             lightnorm=norm, has_lns_mac=False, act_words=1024,
-                             weight_words=2048, out_words=256)
+    return AcceleratorConfig(
+        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128, max_weight_bits=1),
+        max_out_bits=act, in_depth=256, act_depth=256, weight_depth=2048)
 
 
 def unit_inputs(seed, n, shape):
@@ -927,9 +923,8 @@ def test_per_channel_offsets_fold():
 
 def cnn_config():
     return AcceleratorConfig(
-        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128),
-        lightnorm=LightNormConfig(channels=64, block=4, output="sign", input_width=20),
-        has_lns_mac=False, act_words=4096, weight_words=2048, out_words=256)
+        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128, max_weight_bits=1),
+        max_out_bits=1, in_depth=4096, act_depth=4096, weight_depth=2048)
 
 
 @pytest.mark.needs_legacy_core
@@ -1249,9 +1244,8 @@ def test_brevitas_binarized_cnn_runs_on_the_iss(tmp_path):
     assert layer_names(model) == ["Conv2D", "BatchNorm", "Sign", "MaxPool2D", "Flatten",
                                   "Dense"]
     config = AcceleratorConfig(
-        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512),
-        lightnorm=LightNormConfig(channels=64, block=4, output="sign", input_width=20),
-        has_lns_mac=False, act_words=4096, weight_words=2048, out_words=256)
+        xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=512, max_weight_bits=1),
+        max_out_bits=1, in_depth=4096, act_depth=4096, weight_depth=2048)
     program = compile_model(model, config, batch=4)
     test = digits.data[1000:1008] / 16
     with ISSTransport(config) as link:
