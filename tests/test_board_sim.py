@@ -23,8 +23,8 @@ pytestmark = pytest.mark.cocotb
 # is long (docs/boards.md).
 CONFIG = AcceleratorConfig(
     xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128, max_act_bits=5, max_weight_bits=1),
-    max_out_bits=1, in_depth=64, act_depth=64, weight_depth=512, thresh_depth=64,
-    score_depth=64, queue_depth=2, timeout_cycles=1 << 26)
+    max_out_bits=1, in_depth=128, act_depth=64, weight_depth=512, thresh_depth=64,
+    score_depth=128, queue_depth=2, timeout_cycles=1 << 26)
 
 
 class _Shared:
