@@ -93,3 +93,39 @@ def test_random_words_match_the_iss(index):
         for name in MEMORIES:
             assert np.array_equal(rtl.memory(name), iss.memories[name]), name
     assert codes == {Status.OK, Status.ILLEGAL}
+
+
+def test_thresholds_equal_to_the_accumulators_match_the_iss():
+    """Ties (acc == threshold counts as reached): thresholds taken from the tile's own
+    accumulators, so the result stage's comparison is exercised at equality."""
+    from lowbit.golden.pe_array import PEArray
+    from lowbit.layout import pack_thresholds
+    from lowbit.program import Program
+
+    config = small_configs()[0]
+    rng = np.random.default_rng(11)
+    rows, cols, word = config.rows, config.cols, config.word
+    planes, words, mt, nt, bits = 2, 2, 2, 3, 2
+    a = rng.integers(0, 1 << word, (mt * planes * words, rows), dtype=np.uint64)
+    b = rng.integers(0, 1 << word, (nt * words, cols), dtype=np.uint64)
+    acc = PEArray(config).tiles(a.reshape(mt, planes, words, rows), b.reshape(nt, words, cols))
+    channels = acc.transpose(1, 3, 0, 2).reshape(nt * cols, mt * rows)
+    # Per channel: row 0's accumulator, one below, one above (T = 3 thresholds).
+    thr = np.stack([channels[:, 0], np.maximum(channels[:, 1] - 1, 0), channels[:, 2] + 1], 1)
+    t = pack_thresholds(thr, config)
+    load = dict(opcode="LOAD", source="CONST", addr=0, unread=31, unwritten=31)
+    program = Program(config, [
+        {**load, "buffer": "IN", "count": len(a)}, {**load, "buffer": "WEIGHT", "count": len(b)},
+        {**load, "buffer": "THRESH", "count": len(t)},
+        dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=planes, words=words,
+             m_tiles=mt, n_tiles=nt, mode="THRESHOLD", out_bits=bits, dst_addr=0,
+             thr_addr=0, sync=0, unsent=31),
+        dict(opcode="HALT", status=0)],
+        np.concatenate([a.reshape(-1), b.reshape(-1), t.reshape(-1)]))
+    data = stream(program, ())
+    iss = ISS(config)
+    expected = iss.run_stream(data)
+    with AmaranthTransport(config) as rtl:
+        rtl.write(data)
+        assert rtl.read(len(expected)) == expected
+        assert np.array_equal(rtl.memory("act"), iss.memories["act"])
