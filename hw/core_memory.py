@@ -11,7 +11,7 @@ flow); a write then takes the port for that cycle, and the accelerator guarantee
 read is wanted then (a weight ``LOAD`` waits until no ``GEMM`` reads weights).
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -24,7 +24,7 @@ from ..isa import STATUS_RECORD, Opcode, Status, instruction_set
 from ..iss import ISS
 from ..runtime import Transport, TransportError
 from .cocotb_streams import reset
-from .random_programs import random_program, random_word
+from .random_programs import random_program, random_word, stream
 
 __all__ = []
 
@@ -92,22 +92,6 @@ async def _start(dut, seed, idle=0.0, stall=0.0):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await reset(dut)
     return config, Link(dut, config, random.Random(seed), idle, stall)
-
-
-def stream(program, inputs):
-    """The host-link bytes of a program (instruction words, each LOAD's words after it)."""
-    isa = instruction_set(program.config)
-    word_bytes = program.config.word // 8
-    parts, pos = [], {"CONST": 0, "INPUT": 0}
-    sources = {"CONST": program.constants, "INPUT": np.asarray(inputs, dtype=np.uint64)}
-    for instr, word in zip(program.instructions, program.words()):
-        parts.append(word.to_bytes(isa.bytes, "little"))
-        if instr["opcode"] == Opcode.LOAD:
-            n, src = isa.link_words(instr), instr["source"].name
-            parts.append(sources[src][pos[src]:pos[src] + n].astype(f"<u{word_bytes}")
-                         .tobytes())
-            pos[src] += n
-    return b"".join(parts)
 
 
 def _without_cycles(reply):

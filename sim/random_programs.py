@@ -18,7 +18,7 @@ import numpy as np
 from ..isa import NO_WAIT, Buffer, GemmMode, Opcode, instruction_set
 from ..program import Program
 
-__all__ = ["random_program", "random_word", "small_configs"]
+__all__ = ["random_program", "random_word", "small_configs", "stream"]
 
 
 def small_configs():
@@ -194,3 +194,19 @@ def random_word(config, rng, *, max_work=4000):
         break
     operands = layout.const(fields).as_bits()
     return isa.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()
+
+
+def stream(program, inputs):
+    """The host-link bytes of a program (instruction words, each LOAD's words after it)."""
+    isa = instruction_set(program.config)
+    word_bytes = program.config.word // 8
+    parts, pos = [], {"CONST": 0, "INPUT": 0}
+    sources = {"CONST": program.constants, "INPUT": np.asarray(inputs, dtype=np.uint64)}
+    for instr, word in zip(program.instructions, program.words()):
+        parts.append(word.to_bytes(isa.bytes, "little"))
+        if instr["opcode"] == Opcode.LOAD:
+            n, src = isa.link_words(instr), instr["source"].name
+            parts.append(sources[src][pos[src]:pos[src] + n].astype(f"<u{word_bytes}")
+                         .tobytes())
+            pos[src] += n
+    return b"".join(parts)

@@ -169,7 +169,6 @@ class Timing:
                                      tiles * beats, holds))
 
     def _store(self, instr, push, gemms_before):
-        cfg = self.config
         popped = max(push + 1, self.store_idle,
                      self._written_by(gemms_before - instr["unwritten"]))
         beats = self.header_beats + self.isa.link_words(instr) * self.lane_beats

@@ -9,23 +9,7 @@ from lowbit.config.accelerator import MEMORIES
 from lowbit.isa import STATUS_RECORD, Opcode, Status, instruction_set
 from lowbit.iss import ISS
 from lowbit.sim.amaranth_transport import AmaranthTransport
-from lowbit.sim.random_programs import random_program, random_word, small_configs
-
-
-def stream(program, inputs):
-    """The host-link bytes of a program (instruction words, each LOAD's words after it)."""
-    isa = instruction_set(program.config)
-    word_bytes = program.config.word // 8
-    parts, pos = [], {"CONST": 0, "INPUT": 0}
-    sources = {"CONST": program.constants, "INPUT": np.asarray(inputs, dtype=np.uint64)}
-    for instr, word in zip(program.instructions, program.words()):
-        parts.append(word.to_bytes(isa.bytes, "little"))
-        if instr["opcode"] == Opcode.LOAD:
-            n, src = isa.link_words(instr), instr["source"].name
-            parts.append(sources[src][pos[src]:pos[src] + n].astype(f"<u{word_bytes}")
-                         .tobytes())
-            pos[src] += n
-    return b"".join(parts)
+from lowbit.sim.random_programs import random_program, random_word, small_configs, stream
 
 
 def memories(transport, config):
