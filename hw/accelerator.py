@@ -461,22 +461,18 @@ class Accelerator(wiring.Component):
                             m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
                                          beat_no.eq(0)]
                             m.next = "LOAD_WAIT"
-                        with m.Case(Opcode.GEMM.value):
-                            m.d.comb += [gq.w_data.eq(Cat(ops[Opcode.GEMM].as_value(),
-                                                          cnt["s_disp"])),
-                                         gq.w_en.eq(1)]
-                            with m.If(gq.w_rdy):
-                                m.d.sync += [cnt["g_disp"].eq(cnt["g_disp"] + 1),
-                                             index.eq(index + 1)]
-                                m.next = "FETCH"
-                        with m.Case(Opcode.STORE.value):
-                            m.d.comb += [sq.w_data.eq(Cat(ops[Opcode.STORE].as_value(),
-                                                          cnt["g_disp"])),
-                                         sq.w_en.eq(1)]
-                            with m.If(sq.w_rdy):
-                                m.d.sync += [cnt["s_disp"].eq(cnt["s_disp"] + 1),
-                                             index.eq(index + 1)]
-                                m.next = "FETCH"
+                        # A GEMM or STORE goes into its stage's queue with a snapshot of
+                        # the other stage's dispatch count.
+                        for op, queue, mine, other in ((Opcode.GEMM, gq, "g_disp", "s_disp"),
+                                                       (Opcode.STORE, sq, "s_disp", "g_disp")):
+                            with m.Case(op.value):
+                                m.d.comb += [queue.w_data.eq(Cat(ops[op].as_value(),
+                                                                 cnt[other])),
+                                             queue.w_en.eq(1)]
+                                with m.If(queue.w_rdy):
+                                    m.d.sync += [cnt[mine].eq(cnt[mine] + 1),
+                                                 index.eq(index + 1)]
+                                    m.next = "FETCH"
             with m.State("LOAD_WAIT"):
                 with m.If(load_ok):
                     m.next = "LOAD"

@@ -20,11 +20,11 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..config.accelerator import AcceleratorConfig
-from ..isa import STATUS_RECORD, Opcode, Status, instruction_set
+from ..isa import STATUS_RECORD, Status
 from ..iss import ISS
 from ..runtime import Transport, TransportError
 from .cocotb_streams import reset
-from .random_programs import random_program, random_word, stream
+from .random_programs import random_program, stream, word_stream
 
 __all__ = []
 
@@ -109,20 +109,10 @@ async def raw_words_match_the_iss(dut):
     OK and ILLEGAL), never a hang; after an error the next program runs cleanly. Runs
     first: the ISS starts from zeroed memories, and so must the design."""
     config, link = await _start(dut, seed=2)
-    isa = instruction_set(config)
     rng = np.random.default_rng(2)
     iss = ISS(config)
-    halt = isa.encode({"opcode": "HALT", "status": 0}).to_bytes(isa.bytes, "little")
     for i in range(int(os.environ.get("LOWBIT_WORDS", "300"))):
-        word = random_word(config, rng)
-        data = word.to_bytes(isa.bytes, "little")
-        if isa.raw_layout.from_bits(word).opcode == Opcode.LOAD.value:
-            try:
-                instr = isa.decode(word, regions=False)
-                data += rng.bytes(isa.link_words(instr) * config.word // 8)
-            except ValueError:
-                pass
-        data += halt
+        word, data = word_stream(config, rng)
         expected = iss.run_stream(data)
         reply = await link.exchange(data, quiet=config.timeout_cycles + 8,
                                     expect=len(expected))

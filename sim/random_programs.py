@@ -18,7 +18,7 @@ import numpy as np
 from ..isa import NO_WAIT, Buffer, GemmMode, Opcode, instruction_set
 from ..program import Program
 
-__all__ = ["random_program", "random_word", "small_configs", "stream"]
+__all__ = ["random_program", "random_word", "word_stream", "small_configs", "stream"]
 
 
 def small_configs():
@@ -210,3 +210,20 @@ def stream(program, inputs):
                          .tobytes())
             pos[src] += n
     return b"".join(parts)
+
+
+def word_stream(config, rng):
+    """``(word, bytes)``: a :func:`random_word` run as a program of its own, followed (if it
+    decodes as a ``LOAD``) by its data and then by ``HALT``."""
+    isa = instruction_set(config)
+    word = random_word(config, rng)
+    data = word.to_bytes(isa.bytes, "little")
+    if isa.raw_layout.from_bits(word).opcode == Opcode.LOAD.value:
+        try:
+            instr = isa.decode(word, regions=False)
+        except ValueError:
+            pass
+        else:
+            data += rng.bytes(isa.link_words(instr) * config.word // 8)
+    halt = isa.encode({"opcode": "HALT", "status": 0})
+    return word, data + halt.to_bytes(isa.bytes, "little")

@@ -6,22 +6,10 @@ import numpy as np
 import pytest
 
 from lowbit.config.accelerator import MEMORIES
-from lowbit.isa import STATUS_RECORD, Opcode, Status, instruction_set
+from lowbit.isa import Status
 from lowbit.iss import ISS
 from lowbit.sim.amaranth_transport import AmaranthTransport
-from lowbit.sim.random_programs import random_program, random_word, small_configs, stream
-
-
-def memories(transport, config):
-    """The gateware's memories after a run, as the ISS holds them."""
-    out = {}
-    for name in MEMORIES:
-        mem = transport.dut_memory(name)
-        lanes, word = config.lanes(name), config.word
-        words = [transport.peek(mem, i) for i in range(config.depth(name))]
-        out[name] = np.array([[(v >> (word * j)) & ((1 << word) - 1) for j in range(lanes)]
-                              for v in words], dtype=np.uint64)
-    return out
+from lowbit.sim.random_programs import random_program, small_configs, stream, word_stream
 
 
 @pytest.mark.parametrize("index", range(len(small_configs())))
@@ -39,34 +27,18 @@ def test_random_programs_match_the_iss_cycle_for_cycle(index):
             assert rtl.read(len(expected)) == expected
 
 
-def _status(reply):
-    size = STATUS_RECORD.size // 8
-    return STATUS_RECORD.from_bits(int.from_bytes(reply[-size:], "little"))
-
-
 @pytest.mark.parametrize("index", range(len(small_configs())))
 def test_random_words_match_the_iss(index):
     """Each raw word runs as a program of its own (with its LOAD data), then HALT; the
     status record (cycles included for OK and ILLEGAL), every DATA record and, at the end,
     every memory word are the ISS's."""
     config = small_configs()[index]
-    isa = instruction_set(config)
     rng = np.random.default_rng(7 + index)
     iss = ISS(config)
-    halt = isa.encode({"opcode": "HALT", "status": 0}).to_bytes(isa.bytes, "little")
     codes = set()
     with AmaranthTransport(config, max_cycles=100_000) as rtl:
         for _ in range(120):
-            word = random_word(config, rng)
-            data = word.to_bytes(isa.bytes, "little")
-            raw = isa.raw_layout.from_bits(word)
-            if raw.opcode == Opcode.LOAD.value:
-                try:
-                    instr = isa.decode(word, regions=False)
-                    data += rng.bytes(isa.link_words(instr) * config.word // 8)
-                except ValueError:
-                    pass
-            data += halt
+            word, data = word_stream(config, rng)
             expected = iss.run_stream(data)
             rtl.write(data)
             got = rtl.read(len(expected))
