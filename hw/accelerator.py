@@ -101,6 +101,8 @@ class Accelerator(wiring.Component):
                         conds.append(value < shape.start)
                     if shape.stop - 1 < (1 << len(value)) - 1:
                         conds.append(value > shape.stop - 1)
+            fields = {name: view[name] for name, _ in isa.operands[op]}
+            conds += [rule(fields) for _, rule in isa.field_rules(op)]
             mask = isa.unused_mask(op)
             unused = Cat(ir.as_value()[b] for b in range(isa.width) if mask >> b & 1)
             if len(unused):
@@ -184,6 +186,7 @@ class Accelerator(wiring.Component):
         dst_depth = max(cfg.act_depth, cfg.score_depth)
         dst_rt, dst_tile = Signal(range(dst_depth)), Signal(range(dst_depth))
         field = Signal(range(W // C))
+        qi = Signal(range(cfg.max_pool))   # the tile's place in its pooling window
         lead = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 2))
         reserve = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 2
                                + max(cfg.max_thresholds, R) + 1))
@@ -206,7 +209,7 @@ class Accelerator(wiring.Component):
                          p.eq(0), w.eq(0), ct.eq(0), rt.eq(0), a_ptr.eq(hg.a_addr),
                          a_tile.eq(hg.a_addr), b_ptr.eq(hg.b_addr), b_tile.eq(hg.b_addr),
                          thr_tile.eq(hg.thr_addr), dst_rt.eq(hg.dst_addr),
-                         dst_tile.eq(hg.dst_addr), field.eq(0)]
+                         dst_tile.eq(hg.dst_addr), field.eq(0), qi.eq(0)]
             nb = hg.planes * hg.words          # per instruction, not on an address path
             threshold = hg.mode == GemmMode.THRESHOLD
             count = (Const(1, cfg.max_out_bits + 1) << hg.out_bits) - 1
@@ -226,6 +229,8 @@ class Accelerator(wiring.Component):
         last_word, last_plane = w == f.words - 1, p == f.planes - 1
         last_ct, last_rt = ct == f.n_tiles - 1, rt == f.m_tiles - 1
         tile_end = last_word & last_plane
+        # The last tile of a pooling window (every tile without pooling).
+        last_q = Const(1) if cfg.max_pool == 1 else qi == f.pool - 1
         with m.If(issue & tile_start):
             m.d.sync += ahead.eq(reserve)
         with m.Elif(ahead != 0):
@@ -246,15 +251,20 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             ctx.scores.eq(f.mode == GemmMode.SCORES), ctx.out_bits.eq(f.out_bits),
             ctx.thr_addr.eq(thr_tile), ctx.dst_addr.eq(dst_tile), ctx.field.eq(field),
-            ctx.complete.eq((field == (W // C) - 1) | last_ct), ctx.step.eq(tile_step),
-            ctx.last.eq(last_ct & last_rt),
+            ctx.complete.eq(((field == (W // C) - 1) | last_ct) & last_q),
+            ctx.step.eq(tile_step), ctx.last.eq(last_ct & last_rt & last_q),
+            ctx.merge.eq(qi != 0),
         ]
         with m.If(issue):
             m.d.sync += [w.eq(w + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1)]
             with m.If(last_word):
                 m.d.sync += [w.eq(0), p.eq(p + 1), b_ptr.eq(b_tile)]
-            with m.If(tile_end):
-                m.d.sync += [p.eq(0), ct.eq(ct + 1), field.eq(field + 1)]
+            with m.If(tile_end & ~last_q):
+                # Within a pooling window: the window's next row tile follows on in the
+                # operand memory (a_ptr runs on), against the same column tile's weights.
+                m.d.sync += [p.eq(0), qi.eq(qi + 1), b_ptr.eq(b_tile)]
+            with m.If(tile_end & last_q):
+                m.d.sync += [p.eq(0), qi.eq(0), ct.eq(ct + 1), field.eq(field + 1)]
                 # The next column tile re-reads this row block; its weights follow on.
                 m.d.sync += [a_ptr.eq(a_tile), b_tile.eq(b_tile + f.words),
                              b_ptr.eq(b_tile + f.words), thr_tile.eq(thr_tile + thr_count)]

@@ -7,7 +7,8 @@ register:
 * ``THRESHOLD``: for ``t = 0 .. T - 1`` (``T = 2^out_bits - 1``) one cycle each, every PE's
   sum is compared with threshold ``t`` of its column's channel (read from the ``thresh``
   memory the cycle before) and the passes counted; the counts go, bit plane by bit plane,
-  into the tile's field of a packed activation word; when the word is complete (its last
+  into the tile's field of a packed activation word (a pooling window's later tiles keep
+  the larger of their count and the field's); when the word is complete (its last
   field, or the layer's last tile) its ``out_bits`` planes are written to the ``act``
   memory, top plane first, ``out_words`` apart, in the cycles after;
 * ``SCORES``: in ``rows`` cycles, row ``i`` of the tile (``cols`` sums, each in a
@@ -38,6 +39,7 @@ def tile_context(config):
         "complete": 1,                    # the tile completes its activation word
         "step": range(max(config.act_depth, config.score_depth) + 1),  # plane/row stride
         "last": 1,                        # the GEMM's last tile
+        "merge": 1,                       # a pooling window's tile after its first
     })
 
 
@@ -119,10 +121,27 @@ class ResultStage(wiring.Component):
         # The packed activation words, one per output plane and lane.
         pack = [[Signal(W, name=f"pack_{q}_{i}") for i in range(R)] for q in range(OB)]
         fields = W // C
+        chosen = nexts
+        if cfg.max_pool > 1:
+            # Pooling: a window's later tiles keep the larger of the field's count so far
+            # and their own (the count grows with the accumulator: max of counts is the
+            # count of the max).
+            chosen = [[Signal(OB, name=f"pooled_{i}_{j}") for j in range(C)]
+                      for i in range(R)]
+            for i in range(R):
+                for j in range(C):
+                    old = Signal(OB, name=f"so_far_{i}_{j}")
+                    with m.Switch(cx.field):
+                        for fi in range(fields):
+                            with m.Case(fi):
+                                m.d.comb += old.eq(Cat(pack[q][i][fi * C + j]
+                                                       for q in range(OB)))
+                    m.d.comb += chosen[i][j].eq(
+                        Mux(cx.merge & (old > nexts[i][j]), old, nexts[i][j]))
         with m.If(final):
             for q in range(OB):
                 for i in range(R):
-                    bits = Cat(nexts[i][j][q] for j in range(C))
+                    bits = Cat(chosen[i][j][q] for j in range(C))
                     with m.Switch(cx.field):
                         for f in range(fields):
                             with m.Case(f):

@@ -26,17 +26,17 @@ def small_configs():
     from ..config.accelerator import AcceleratorConfig
     from ..config.xnor_array import XNORArrayConfig
 
-    def make(rows, cols, word, pipeline, out_bits, link, single, queue):
+    def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool):
         return AcceleratorConfig(
             xnor_array=XNORArrayConfig(rows=rows, cols=cols, word=word, max_k=8 * word,
                                        max_act_bits=4, max_weight_bits=1,
                                        pipeline=pipeline),
-            max_out_bits=out_bits, in_depth=64, act_depth=64, weight_depth=64,
+            max_out_bits=out_bits, max_pool=pool, in_depth=64, act_depth=64, weight_depth=64,
             thresh_depth=32, score_depth=64, weight_single_port=single, queue_depth=queue,
             host_link_bits=link, timeout_cycles=64)
 
-    return [make(2, 2, 32, 1, 2, 8, False, 2), make(1, 4, 16, 2, 1, 16, True, 1),
-            make(3, 1, 16, 0, 3, 8, False, 4)]
+    return [make(2, 2, 32, 1, 2, 8, False, 2, 4), make(1, 4, 16, 2, 1, 16, True, 1, 1),
+            make(3, 1, 16, 0, 3, 8, False, 4, 3)]
 
 
 def _overlap(a, b):
@@ -84,9 +84,13 @@ def random_program(config, rng, *, instructions=12):
             planes = int(rng.integers(1, config.xnor_array.max_act_bits + 1))
             words = int(rng.integers(1, min(config.max_words, 3) + 1))
             m_tiles, n_tiles = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+            mode = GemmMode.SCORES if rng.random() < 0.4 else GemmMode.THRESHOLD
+            pool = 1
+            if mode == GemmMode.THRESHOLD and config.max_pool > 1 and rng.random() < 0.4:
+                pool = int(rng.integers(2, config.max_pool + 1))
             use_act = bool(act_written) and rng.random() < 0.5
             a_name = "act" if use_act else "in"
-            a_words = m_tiles * planes * words
+            a_words = m_tiles * pool * planes * words
             if not region_fits(a_name, 0, a_words):
                 continue
             if use_act:
@@ -101,11 +105,11 @@ def random_program(config, rng, *, instructions=12):
             if not region_fits("weight", 0, b_words):
                 continue
             b_addr = int(rng.integers(0, config.depth("weight") - b_words + 1))
-            mode = GemmMode.SCORES if rng.random() < 0.4 else GemmMode.THRESHOLD
             out_bits = int(rng.integers(1, config.max_out_bits + 1))
             instr = dict(opcode="GEMM", a_buffer=Buffer.ACT if use_act else Buffer.IN,
                          a_addr=a_addr, b_addr=b_addr, planes=planes, words=words,
-                         m_tiles=m_tiles, n_tiles=n_tiles, mode=mode, out_bits=out_bits,
+                         m_tiles=m_tiles, n_tiles=n_tiles, pool=pool, mode=mode,
+                         out_bits=out_bits,
                          dst_addr=0, thr_addr=0, sync=int(use_act), unsent=NO_WAIT)
             regs = isa.regions(instr)
             ok = True
@@ -185,7 +189,7 @@ def random_word(config, rng, *, max_work=4000):
         fields = {name: int(rng.integers(0, 1 << field.width)) if field.width else 0
                   for name, field in layout}
         if op == Opcode.GEMM:
-            work = (fields["m_tiles"] * fields["n_tiles"]
+            work = (fields["m_tiles"] * fields["n_tiles"] * max(fields["pool"], 1)
                     * max(fields["planes"], 1) * max(fields["words"], 1))
             if work > max_work:
                 continue

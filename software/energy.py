@@ -352,7 +352,7 @@ def _count_gemm(instr, config, regions, a):
     # once per row tile and plane. The result stage reads a tile's T threshold words once
     # and writes what regions() says the GEMM writes.
     rows, cols, word = config.rows, config.cols, config.word
-    tiles = instr["m_tiles"] * instr["n_tiles"]
+    tiles = instr["m_tiles"] * instr.get("pool", 1) * instr["n_tiles"]
     beats = tiles * instr["planes"] * instr["words"]
     a.update(array_beats=beats, tiles=tiles,
              array_macs=tiles * rows * cols * instr["words"] * word,

@@ -18,9 +18,11 @@ Four instructions, each a whole operation (``docs/accelerator.md``):
 * ``LOAD`` moves ``count`` memory words from the host (the program's constants or the run's
   inputs) into the ``in``, ``weight`` or ``thresh`` memory, lane 0 of a word first;
 * ``STORE`` sends ``count`` words of the ``score`` memory to the host;
-* ``GEMM`` runs a layer: ``m_tiles x n_tiles`` array tiles, each ``planes x words`` beats,
-  its results thresholded into the ``act`` memory (``THRESHOLD``) or kept as integer
-  scores in the ``score`` memory (``SCORES``);
+* ``GEMM`` runs a layer: ``m_tiles x pool x n_tiles`` array tiles, each ``planes x words``
+  beats, its results thresholded into the ``act`` memory (``THRESHOLD``) or kept as
+  integer scores in the ``score`` memory (``SCORES``); with ``pool > 1`` (``THRESHOLD``
+  only) each output row block is the largest count over ``pool`` consecutive row tiles
+  of the operand (a max-pooling window, for a convolution's im2col rows);
 * ``HALT`` ends the program.
 
 Three stages run them: the front end (fetch and ``LOAD``), the execute stage (``GEMM``, a
@@ -214,10 +216,13 @@ class InstructionSet:
                 "words": range(1, c.max_words + 1),
                 "m_tiles": range(1, max(c.in_depth, c.act_depth) + 1),
                 "n_tiles": range(1, c.weight_depth + 1),
+                "pool": range(1, c.max_pool + 1),
                 "mode": GemmMode, "out_bits": range(1, c.max_out_bits + 1),
                 "dst_addr": range(max(c.act_depth, c.score_depth)),
                 "thr_addr": range(c.thresh_depth), "sync": 1, "unsent": wait}),
         }
+        #: Operand fields an instruction dict may leave out, and their values.
+        self.defaults = {Opcode.GEMM: {"pool": 1}}
         union = data.UnionLayout({op.name.lower(): layout
                                   for op, layout in self.operands.items()})
         used = Opcode.as_shape().width + union.size
@@ -254,6 +259,7 @@ class InstructionSet:
         may be members or names."""
         c = self.config
         op = self._opcode(instr["opcode"])
+        instr = {**self.defaults.get(op, {}), **instr}
         instr = {name: (self._member(op, name, field.shape, instr[name], False)
                         if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum)
                         else instr[name])
@@ -265,8 +271,8 @@ class InstructionSet:
         if op != Opcode.GEMM:
             return []
         m, n = instr["m_tiles"], instr["n_tiles"]
-        out = [(_name(instr["a_buffer"]), instr["a_addr"], m * instr["planes"] * instr["words"],
-                "r"),
+        out = [(_name(instr["a_buffer"]), instr["a_addr"],
+                m * instr["pool"] * instr["planes"] * instr["words"], "r"),
                ("weight", instr["b_addr"], n * instr["words"], "r")]
         if instr["mode"] == GemmMode.THRESHOLD:
             bits = instr["out_bits"]
@@ -291,6 +297,7 @@ class InstructionSet:
         if "opcode" not in instr:
             raise InstructionError("instruction has no opcode")
         op = self._opcode(instr["opcode"])
+        instr = {**self.defaults.get(op, {}), **instr}
         layout = self.operands[op]
         names = [name for name, _ in layout]
         missing = [name for name in names if name not in instr]
@@ -324,6 +331,11 @@ class InstructionSet:
         if op == Opcode.GEMM and out["a_buffer"] not in (Buffer.IN, Buffer.ACT):
             raise InstructionError(f"GEMM a_buffer must be IN or ACT, not "
                                    f"{out['a_buffer'].name}")
+        values = {name: value.value if isinstance(value, enum.Enum) else value
+                  for name, value in out.items()}
+        for message, rule in self.field_rules(op):
+            if rule(values):
+                raise InstructionError(f"{op.name}: {message}")
         if regions:
             for memory, first, words, _ in self.regions(out):
                 depth = self.config.depth(memory)
@@ -383,6 +395,17 @@ class InstructionSet:
         if clean != bits:
             raise InstructionError(f"unused bits of a {op.name} instruction are not zero")
         return self._check({"opcode": op, **fields}, raw=True, regions=regions)
+
+    def field_rules(self, op):
+        """Rules across an opcode's fields that the gateware checks too: ``(message,
+        rule)`` pairs, ``rule(fields)`` true for an illegal instruction. ``fields`` maps
+        names to integers (enum values), or to Amaranth values in the gateware, so one
+        expression serves both."""
+        if op == Opcode.GEMM:
+            # Pooling keeps the largest threshold count: it has no meaning for raw scores.
+            return [("a SCORES GEMM cannot pool (pool must be 1)",
+                     lambda f: (f["mode"] == GemmMode.SCORES.value) & (f["pool"] != 1))]
+        return []
 
     def unused_mask(self, op):
         """Bits of the instruction word that ``op`` does not use (they must be zero)."""

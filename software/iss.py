@@ -191,7 +191,7 @@ class ISS:
 
     def _gemm(self, instr):
         cfg = self.config
-        mt, nt = instr["m_tiles"], instr["n_tiles"]
+        mt, nt = instr["m_tiles"] * instr["pool"], instr["n_tiles"]
         planes, words = instr["planes"], instr["words"]
         a = self._read(instr["a_buffer"].name.lower(), instr["a_addr"], mt * planes * words)
         b = self._read("weight", instr["b_addr"], nt * words)
@@ -202,7 +202,7 @@ class ISS:
             count = (1 << bits) - 1
             thr = self._read("thresh", instr["thr_addr"], nt * count)
             out = self.result_stage.threshold_words(acc, thr.reshape(nt, count, cfg.cols),
-                                                    bits)
+                                                    bits, instr["pool"])
             self._write("act", instr["dst_addr"], out)
         else:
             self._write("score", instr["dst_addr"], self.result_stage.score_words(acc))

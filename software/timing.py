@@ -26,7 +26,7 @@ Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats p
 
 The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed in an earlier
 cycle and its waits hold; its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
-each) start when their beats can go and the result stage will be free when they finish:
+each, ``m_tiles x pool x n_tiles`` when pooling) start when their beats can go and the result stage will be free when they finish:
 tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
 the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
 ``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
@@ -154,7 +154,9 @@ class Timing:
         hold = (1 << instr["out_bits"]) + instr["out_bits"] - 2 if threshold else cfg.rows
         lead = beats + 1 + cfg.xnor_array.pipeline
         period = max(beats, hold)
-        tiles = instr["m_tiles"] * instr["n_tiles"]
+        # A pooled GEMM's tiles are ordinary tiles to the schedule: the result stage
+        # takes every one (it keeps the window's largest count).
+        tiles = instr["m_tiles"] * instr["pool"] * instr["n_tiles"]
         first = max(popped + 1, self.res_end - lead)
         last = first + (tiles - 1) * period
         capture = last + lead

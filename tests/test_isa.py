@@ -50,7 +50,7 @@ def store(**changes):
 
 def gemm(**changes):
     instr = dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=2,
-                 m_tiles=2, n_tiles=3, mode="THRESHOLD", out_bits=2, dst_addr=0,
+                 m_tiles=2, n_tiles=3, pool=1, mode="THRESHOLD", out_bits=2, dst_addr=0,
                  thr_addr=0, sync=0, unsent=NO_WAIT)
     instr.update(changes)
     return instr
@@ -323,6 +323,8 @@ def _random_fields(rng, isa, op):
         fields["buffer"] = Buffer.SCORE
     elif op == Opcode.GEMM:
         fields["a_buffer"] = (Buffer.IN, Buffer.ACT)[int(rng.integers(2))]
+        if fields["mode"] == GemmMode.SCORES:
+            fields["pool"] = 1  # pooling is for thresholded outputs only
     return {"opcode": op, **fields}
 
 
@@ -334,7 +336,7 @@ def _fit(rng, isa, instr):
                if first + words > config.depth(memory)]
         if not bad:
             return instr
-        for key in ("count", "m_tiles", "n_tiles", "words", "planes", "out_bits"):
+        for key in ("count", "m_tiles", "n_tiles", "pool", "words", "planes", "out_bits"):
             if key in instr and instr[key] > 1:
                 instr[key] = max(1, instr[key] // 2)
         for key in ("addr", "a_addr", "b_addr", "dst_addr", "thr_addr"):
@@ -483,10 +485,18 @@ def _raw(config, opcode, **fields):
                                                  "weight, thresh)"),
     (Opcode.LOAD.value, dict(count=0), "LOAD count must be at least 1, not 0"),
     (Opcode.STORE.value, dict(buffer=4, count=600), "STORE count must be at most 512, not 600"),
-    (Opcode.GEMM.value, dict(a_buffer=0, planes=0, words=1, m_tiles=1, n_tiles=1,
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=0, words=1, m_tiles=1, n_tiles=1, pool=1,
                              out_bits=1), "GEMM planes must be at least 1, not 0"),
-    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1,
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1, pool=1,
                              out_bits=3), "GEMM out_bits must be at most 2, not 3"),
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1, pool=0,
+                             out_bits=1), "GEMM pool must be at least 1, not 0"),
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1, pool=5,
+                             out_bits=1), "GEMM pool must be at most 4, not 5"),
+    # GemmMode.SCORES is 1.
+    (Opcode.GEMM.value, dict(a_buffer=0, planes=1, words=1, m_tiles=1, n_tiles=1, pool=2,
+                             mode=1, out_bits=1),
+     "GEMM: a SCORES GEMM cannot pool (pool must be 1)"),
 ])
 def test_decode_errors_are_illegal(opcode, fields, message):
     with pytest.raises(InstructionError) as info:

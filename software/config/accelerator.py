@@ -61,6 +61,11 @@ class AcceleratorConfig(ConfigMixin):
         Bits of the activations the result stage writes between layers (1..4): a layer's
         output is the number of its ``2^bits - 1`` thresholds that the dot product reaches.
         1 is the sign of a binary network.
+    max_pool : int
+        The largest max-pooling window a ``THRESHOLD`` ``GEMM`` may ask for, in array tiles
+        (1..16; 4 holds a 2x2 window, 1 builds no pooling): the result stage keeps the
+        largest threshold count over ``pool`` consecutive row tiles of one column tile
+        (``docs/accelerator.md``).
     in_depth, act_depth, weight_depth, thresh_depth, score_depth : int
         Depth of each memory in memory words (``lanes x word`` bits each); powers of two,
         1..65536. The gateware takes every address modulo its memory's depth, so no
@@ -87,6 +92,7 @@ class AcceleratorConfig(ConfigMixin):
                                                 max_act_bits=8, max_weight_bits=1,
                                                 pipeline=2))
     max_out_bits: int = 2
+    max_pool: int = 4
     in_depth: int = 512
     act_depth: int = 512
     weight_depth: int = 8192
@@ -114,6 +120,7 @@ class AcceleratorConfig(ConfigMixin):
                              f"no larger than the word ({array.word}): a tile's outputs fill "
                              f"whole fields of an activation word")
         check_int(owner, "max_out_bits", self.max_out_bits, minimum=1, maximum=4)
+        check_int(owner, "max_pool", self.max_pool, minimum=1, maximum=16)
         for name in MEMORIES:
             depth = check_int(owner, f"{name}_depth", getattr(self, f"{name}_depth"),
                               minimum=1, maximum=MAX_DEPTH)

@@ -3,7 +3,10 @@ become in memory.
 
 ``THRESHOLD``: each output is the number of its channel's ``2^bits - 1`` thresholds that
 the accumulator reaches (``acc >= t``, unsigned, on the low ``acc_bits`` bits of each
-threshold lane), packed as the next layer's activations (:func:`lowbit.layout.pack_act`);
+threshold lane), with ``pool > 1`` the largest count over each window of ``pool``
+consecutive row tiles (max-pooling: the count grows with the accumulator, so it is the
+count of the window's largest accumulator), packed as the next layer's activations
+(:func:`lowbit.layout.pack_act`);
 ``SCORES``: the accumulators themselves, row by row (:func:`lowbit.layout.unpack_scores`).
 """
 
@@ -41,11 +44,16 @@ class ResultStage:
         acc = np.asarray(acc, dtype=np.int64)
         return (acc[:, :, None, :, :] >= thr[None, :, :, None, :]).sum(axis=2)
 
-    def threshold_words(self, acc, thr, bits):
-        """Activation memory words ``(m_tiles * bits * out_words, rows)`` a ``THRESHOLD``
-        ``GEMM`` writes."""
+    def threshold_words(self, acc, thr, bits, pool=1):
+        """Activation memory words ``(m_tiles / pool * bits * out_words, rows)`` a
+        ``THRESHOLD`` ``GEMM`` writes; ``acc`` has ``m_tiles`` row tiles, a multiple of
+        ``pool``."""
         counts = self.counts(acc, thr)
         mt, nt, rows, cols = counts.shape
+        if mt % pool:
+            raise ValueError(f"{mt} row tiles do not make windows of {pool}")
+        mt //= pool
+        counts = counts.reshape(mt, pool, nt, rows, cols).max(axis=1)
         values = counts.transpose(0, 2, 1, 3).reshape(mt * rows, nt * cols)
         return pack_act(values, bits, self.config)
 
