@@ -53,10 +53,11 @@ def store(addr, count, *, unwritten=0):
 
 
 def gemm(*, a_buffer, a_addr, b_addr, planes, words, m_tiles, n_tiles, mode, dst_addr,
-         out_bits=1, thr_addr=0, sync=0, unsent=NO_WAIT):
+         out_bits=1, thr_addr=0, sync=0, unsent=NO_WAIT, pool=1):
     """A ``GEMM`` instruction dict."""
     return dict(opcode="GEMM", a_buffer=a_buffer, a_addr=a_addr, b_addr=b_addr,
-                planes=planes, words=words, m_tiles=m_tiles, n_tiles=n_tiles, mode=mode,
+                planes=planes, words=words, m_tiles=m_tiles, n_tiles=n_tiles, pool=pool,
+                mode=mode,
                 out_bits=out_bits, dst_addr=dst_addr, thr_addr=thr_addr, sync=sync,
                 unsent=unsent)
 

@@ -52,6 +52,20 @@ def random_program(config, rng, *, instructions=12):
     act_written = []
     word_max = 1 << config.word
 
+    def draw_words(memory, n):
+        words = rng.integers(0, word_max, n, dtype=np.uint64)
+        if memory == "thresh":
+            # Thresholds (the low acc_bits of a lane) mostly within the accumulators' usual
+            # range, so that counts vary within a tile and a pooling window; the high bits
+            # stay random (the gateware must ignore them).
+            typical = min(config.never, 3 * config.word * ((1 << config.xnor_array.max_act_bits)
+                                                           - 1) // 2)
+            low = rng.integers(0, typical + 1, n, dtype=np.uint64)
+            keep = rng.random(n) < 0.8
+            mask = np.uint64(config.never)
+            words[keep] = (words[keep] & ~mask) | low[keep]
+        return words
+
     def region_fits(memory, first, words):
         return first + words <= config.depth(memory)
 
@@ -62,7 +76,7 @@ def random_program(config, rng, *, instructions=12):
         count = int(rng.integers(1, min(depth, 12) + 1))
         addr = int(rng.integers(0, depth - count + 1))
         source = "INPUT" if buffer == Buffer.IN and rng.random() < 0.7 else "CONST"
-        words = rng.integers(0, word_max, count * config.lanes(name), dtype=np.uint64)
+        words = draw_words(name, count * config.lanes(name))
         (inputs if source == "INPUT" else consts).append(words)
         region = (name, addr, count)
         g = len(gemms)
@@ -159,7 +173,7 @@ def random_program(config, rng, *, instructions=12):
     # Something to compute on first.
     for buffer in (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH):
         name = buffer.name.lower()
-        words = rng.integers(0, word_max, config.flat_words(name), dtype=np.uint64)
+        words = draw_words(name, config.flat_words(name))
         source = "INPUT" if buffer == Buffer.IN else "CONST"
         (inputs if source == "INPUT" else consts).append(words)
         instrs.append(dict(opcode="LOAD", buffer=buffer, source=source, addr=0,

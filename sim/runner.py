@@ -1,7 +1,7 @@
 """Build and run cocotb testbenches on lowbit's generated Verilog.
 
-Builds are cached per (design, simulator, waves): the Verilog text is hashed, so a changed
-configuration or changed gateware builds anew while a repeated run (or a second test on the
+Builds are cached per (design, simulator, waves, cocotb installation): the Verilog text is
+hashed, so a changed configuration or changed gateware builds anew while a repeated run (or a second test on the
 same configuration) reuses the Verilator/Icarus build. Concurrent pytest workers share the
 cache safely through a lock file per build.
 """
@@ -78,8 +78,11 @@ def build(unit, config, *, simulator="verilator", waves=False):
     verilog = generate(unit.make_component(config), unit.toplevel)
     if simulator == "icarus":
         verilog = icarus_time_zero(verilog)
-    key = hashlib.sha256(
-        f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}".encode()).hexdigest()[:16]
+    # A Verilator build links cocotb's libraries by absolute path: a build made in another
+    # environment (a removed or moved venv) must not be reused.
+    libs = Path(cocotb.__file__).resolve().parent / "libs"
+    key = hashlib.sha256(f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}\n{libs}"
+                         .encode()).hexdigest()[:16]
     build_dir = toolenv.cache_dir("sim", f"{unit.name}-{simulator}-{key}")
     source = build_dir / f"{unit.toplevel}.v"
     with _locked(build_dir / ".lock"):

@@ -32,14 +32,15 @@ number (``metadata["schedule"]``).
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
 from .isa import NO_WAIT, Opcode, instruction_set
-from .layout import (acc_threshold, dot_from_acc, pack_act, pack_thresholds, pack_weights,
-                     plane_words, tiles, unpack_scores)
-from .model import QuantModel
+from .layout import (acc_threshold, conv_rows, dot_from_acc, flattened_weight, pack_act,
+                     pack_thresholds, pack_weights, plane_words, tiles, unpack_scores)
+from .model import ConvShape, QuantModel
 from .program import Program
 from .timing import Timing
 
@@ -84,7 +85,7 @@ def _check(config, form):
         where = _where(i, layer)
         a, w = layer.input_precision, layer.weight_precision
         if layer.conv is not None:
-            raise CompileError(f"{where}: convolutions do not run on the full-rate core yet")
+            _check_conv(config, layer, i, where)
         if w.kind != "binary":
             raise CompileError(f"{where}: {w} weights are not supported (the full-rate "
                                f"core's weights are +-1)")
@@ -107,6 +108,26 @@ def _check(config, form):
                                f"{array.max_k}")
 
 
+def _check_conv(config, layer, i, where):
+    conv = layer.conv
+    if i > 0:
+        raise CompileError(f"{where}: only the first layer may be a convolution (the host "
+                           f"builds its im2col rows; the core does not build them from the "
+                           f"act memory)")
+    window = (conv.pool or 1) ** 2
+    if window > config.max_pool:
+        raise CompileError(f"{where}: its {conv.pool}x{conv.pool} max-pooling needs max_pool "
+                           f">= {window}, the accelerator has {config.max_pool}")
+    positions = math.prod(conv.pooled_shape())
+    if positions == 0:
+        raise CompileError(f"{where}: no output position is left after pooling")
+    bits = _out_bits(layer.output_precision)
+    if bits > 1 and positions > 1:
+        raise CompileError(f"{where}: its {layer.output_precision} outputs at {positions} "
+                           f"positions cannot be flattened on the core (a convolution's "
+                           f"outputs must be 1-bit, or one position)")
+
+
 @dataclasses.dataclass
 class _Layer:
     """One layer as the core runs it (pass 3)."""
@@ -117,6 +138,10 @@ class _Layer:
     bipolar: bool
     out_bits: int             # None: the last layer (SCORES)
     thresholds: np.ndarray    # (N, 2^out_bits - 1) on the accumulator, 0..never; or None
+    conv: ConvShape = None    # a (first-layer) convolution
+    pool: int = 1             # row tiles per pooling window (P * P)
+    positions: int = 1        # output row tiles per block of samples (pooled positions)
+    packed: np.ndarray = None  # the weight as the memory holds it, if not `weight`
 
     @property
     def k(self):
@@ -126,8 +151,17 @@ class _Layer:
     def n(self):
         return self.weight.shape[0]
 
+    @property
+    def device_weight(self):
+        return self.weight if self.packed is None else self.packed
+
+    @property
+    def in_tiles(self):
+        """Row tiles the layer reads per block of samples."""
+        return self.positions * self.pool
+
     def words(self, config):
-        return plane_words(self.k, config.word)
+        return plane_words(self.device_weight.shape[1], config.word)
 
     def n_tiles(self, config):
         return tiles(self.n, config.cols)
@@ -147,8 +181,21 @@ def _datapath(config, form):
         planes, bipolar = _planes(layer.input_precision)
         weight = np.asarray(layer.weight, dtype=np.int64)
         name = _where(i, layer)[len(f"layer {i} ("):-1]
+        shape = {}
+        if layer.conv is not None:
+            side = layer.conv.pool or 1
+            shape = dict(conv=layer.conv, pool=side * side,
+                         positions=math.prod(layer.conv.pooled_shape()))
+        # A dense layer after a convolution reads its outputs position by position.
+        after = out[-1] if out and out[-1].conv is not None else None
+
+        def packed(weight):
+            return None if after is None else \
+                flattened_weight(weight, after.n, after.positions, config.word)
+
         if layer.last:
-            out.append(_Layer(name, weight, planes, bipolar, None, None))
+            out.append(_Layer(name, weight, planes, bipolar, None, None, packed=packed(weight),
+                              **shape))
             continue
         tau = np.asarray(layer.thresholds, dtype=np.int64)
         flip = np.asarray(layer.flip, dtype=bool)
@@ -163,7 +210,7 @@ def _datapath(config, form):
         # accumulator never passes, as `never` does.
         acc = np.clip(acc, 0, config.never)
         out.append(_Layer(name, weight, planes, bipolar, _out_bits(layer.output_precision),
-                          acc))
+                          acc, packed=packed(weight), **shape))
     return out
 
 
@@ -177,12 +224,16 @@ def _plan(config, layers, batch, resident):
     """Pass 4: the regions of every memory; returns a dict of addresses and sizes."""
     mt = tiles(batch, config.rows)
     first, last = layers[0], layers[-1]
-    in_region = mt * first.planes * first.words(config)
-    if 2 * in_region > config.in_depth:
-        raise _memory_error(batch, "in", 2 * in_region, in_region, config)
+    in_region = mt * first.in_tiles * first.planes * first.words(config)
+    # Two input regions let the next batch's inputs load while this batch's first layer
+    # reads; when only one fits (a convolution's im2col rows are large) the load waits.
+    in_stride = in_region if 2 * in_region <= config.in_depth else 0
+    if in_region > config.in_depth:
+        raise CompileError(f"a batch of {batch} needs {in_region} words of the in memory, it "
+                           f"has {config.in_depth}: use a smaller batch")
     isa = instruction_set(config)
-    act_region = max([mt * layer.out_bits * isa.out_words(layer.n_tiles(config))
-                      for layer in layers[:-1]] + [0])
+    act_region = max([mt * layer.positions * layer.out_bits
+                      * isa.out_words(layer.n_tiles(config)) for layer in layers[:-1]] + [0])
     if 2 * act_region > config.act_depth:
         raise _memory_error(batch, "act", 2 * act_region, act_region, config)
     score_region = mt * config.rows * last.n_tiles(config)
@@ -198,7 +249,8 @@ def _plan(config, layers, batch, resident):
                            f"weight memory ({config.weight_depth}) and {sum(thresh)} of the "
                            f"thresh memory ({config.thresh_depth}): they cannot stay "
                            f"resident")
-    plan = {"m_tiles": mt, "in": [0, in_region], "act": [0, act_region],
+    plan = {"m_tiles": mt, "in": [0, in_region], "in_stride": in_stride,
+            "act": [0, act_region],
             "score": [0, score_region], "resident": bool(resident)}
     if resident:
         plan["weight"] = list(np.cumsum([0] + weights[:-1]).astype(int))
@@ -227,13 +279,13 @@ def _gemm(config, layer, plan, i, parity, dst, b_addr, thr_addr, last):
     mt = plan["m_tiles"]
     if i == 0:
         # The batch's inputs: in region `parity`.
-        a_buffer, a_addr = "IN", plan["in"][1] * parity
+        a_buffer, a_addr = "IN", plan["in_stride"] * parity
     else:
         # Layer i reads act region i % 2 (the previous layer's output).
         a_buffer, a_addr = "ACT", plan["act"][1] * (i % 2)
     return dict(opcode="GEMM", a_buffer=a_buffer, a_addr=a_addr, b_addr=b_addr,
-                planes=layer.planes, words=layer.words(config), m_tiles=mt,
-                n_tiles=layer.n_tiles(config),
+                planes=layer.planes, words=layer.words(config),
+                m_tiles=mt * layer.positions, n_tiles=layer.n_tiles(config), pool=layer.pool,
                 mode="SCORES" if last else "THRESHOLD",
                 out_bits=1 if last else layer.out_bits, dst_addr=dst, thr_addr=thr_addr,
                 # Layers after the first read activations the previous GEMM writes.
@@ -267,7 +319,7 @@ def _body(config, layers, plan, parity):
                                count=layer.weight_words(config), unread=wait,
                                unwritten=NO_WAIT))
             owners.append(i)
-            consts.append(pack_weights(layer.weight, config).reshape(-1))
+            consts.append(pack_weights(layer.device_weight, config).reshape(-1))
             if not last:
                 wait = 1 if plan["thresh_halves"] else 0
                 instrs.append(dict(opcode="LOAD", buffer="THRESH", source="CONST",
@@ -286,15 +338,21 @@ def _body(config, layers, plan, parity):
 
 
 def _input_load(plan, region, unread):
-    return dict(opcode="LOAD", buffer="IN", source="INPUT", addr=plan["in"][1] * region,
+    return dict(opcode="LOAD", buffer="IN", source="INPUT", addr=plan["in_stride"] * region,
                 count=plan["in"][1], unread=unread, unwritten=NO_WAIT)
 
 
-def _load_wait(body, at, n_layers):
-    # The next batch's input overwrites the region the previous batch's first GEMM read:
-    # GEMMs dispatched after that one are the previous batch's other layers and the GEMMs
-    # of this batch before the load.
+def _load_wait(body, at, n_layers, single):
+    """The next batch's input load's ``unread`` at body position ``at``, or ``None`` where
+    it cannot go."""
     gemms = sum(1 for instr in body[:at] if instr["opcode"] == "GEMM")
+    if single:
+        # One region: the load overwrites what this batch's first GEMM reads, so it goes
+        # after that GEMM and waits until it has read (the GEMMs after it may run on).
+        return None if gemms == 0 else min(gemms - 1, _MOST_WAIT)
+    # Two regions: it overwrites the region the previous batch's first GEMM read; GEMMs
+    # dispatched after that one are the previous batch's other layers and the GEMMs of
+    # this batch before the load.
     return min(n_layers - 1 + gemms, _MOST_WAIT)
 
 
@@ -364,6 +422,13 @@ def compile_model(model, config=None, *, batch=16, resident=None):
     form = model.integer_form()
     _check(config, form)
     layers = _datapath(config, form)
+    for i, layer in enumerate(layers):
+        if layer.words(config) > config.max_words:
+            raise CompileError(f"{_where_plain(i, layer)}: its inputs take "
+                               f"{layer.words(config)} words as the act memory holds them "
+                               f"(each of the convolution's {layers[i - 1].positions} "
+                               f"positions in whole words), the XNOR array's max_k allows "
+                               f"{config.max_words}")
     plan = _plan(config, layers, batch, resident)
     n_layers = len(layers)
 
@@ -375,7 +440,7 @@ def compile_model(model, config=None, *, batch=16, resident=None):
                                  addr=plan["weight"][i], count=layer.weight_words(config),
                                  unread=NO_WAIT, unwritten=NO_WAIT))
             pre_owner.append(i)
-            pre_consts.append(pack_weights(layer.weight, config).reshape(-1))
+            pre_consts.append(pack_weights(layer.device_weight, config).reshape(-1))
             if layer.out_bits is not None:
                 preamble.append(dict(opcode="LOAD", buffer="THRESH", source="CONST",
                                      addr=plan["thresh"][i],
@@ -391,7 +456,9 @@ def compile_model(model, config=None, *, batch=16, resident=None):
     # batch's first GEMM still reads its region; after them it runs while they compute).
     best = None
     for at in range(len(bodies[0][0]) + 1):
-        unread = _load_wait(bodies[0][0], at, n_layers)
+        unread = _load_wait(bodies[0][0], at, n_layers, plan["in_stride"] == 0)
+        if unread is None:
+            continue
         instrs, pieces = _layout(plan, preamble, bodies, sizes, unread, at)
         timing = Timing(config)
         for instr in _stream(instrs, pieces, 4):
@@ -408,14 +475,15 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         "batch": batch, "batches": 2, "input_shape": list(form.input_shape),
         "input_quantizer": form.input_quantizer.to_json(),
         "input_planes": layers[0].planes, "input_bipolar": layers[0].bipolar,
-        "input_features": layers[0].k, "classes": layers[-1].n,
+        "input_features": math.prod(form.input_shape), "classes": layers[-1].n,
+        "conv": None if layers[0].conv is None else dataclasses.asdict(layers[0].conv),
         "scores": {"k": layers[-1].k, "planes": layers[-1].planes,
                    "bipolar": layers[-1].bipolar,
                    "popcount": [int(v) for v in (layers[-1].weight > 0).sum(axis=1)]},
         "layers": [{"name": layer.name,
                     "instructions": [j for j, o in enumerate(owners) if o == i],
                     "act_bits": layer.planes, "weight_bits": 1, "k": layer.k,
-                    "n": layer.n, "out_bits": layer.out_bits}
+                    "n": layer.n, "out_bits": layer.out_bits, "positions": layer.in_tiles}
                    for i, layer in enumerate(layers)],
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
         "resident": ({"instructions": len(preamble), "constants": sizes[0]}
@@ -480,7 +548,8 @@ def run_model(program, runtime, x, progress=None):
     Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
     prediction) and the run's stats (``cycles``, ``array_beats``, ``tile_holds``, ...),
     with ``runs`` the number of batches and ``macs`` the network's useful binary MACs
-    (per input and layer ``K x N x planes``, padding rows left out).
+    (per input and layer ``K x N x planes``, times the positions of a convolution;
+    padding rows left out).
 
     Raises
     ------
@@ -496,11 +565,20 @@ def run_model(program, runtime, x, progress=None):
     batch, classes = meta["batch"], meta["classes"]
     n = len(x_int)
     batches = max(1, -(-n // batch))
+    conv = meta.get("conv")
+    if conv is not None:
+        conv = ConvShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in conv.items()})
+    rows = tiles(batch, config.rows) * config.rows
     inputs = []
     for b in range(batches):
-        block = np.zeros((batch, x_int.shape[1]), dtype=np.int64)
+        block = np.zeros((rows, x_int.shape[1]), dtype=np.int64)
         part = x_int[b * batch:(b + 1) * batch]
         block[:len(part)] = part
+        if conv is not None:
+            # The host builds the first convolution's im2col rows (docs/compiler.md).
+            oh, ow = conv.conv_shape
+            block = conv_rows(conv.patches(block).reshape(rows, oh, ow, -1), conv.pool or 1,
+                              config.rows)
         inputs.append(pack_act(block, meta["input_planes"], config,
                                bipolar=meta["input_bipolar"]).reshape(-1))
     result = runtime.run(batch_stream(program, batches), np.concatenate(inputs))
@@ -515,7 +593,7 @@ def run_model(program, runtime, x, progress=None):
     stats = dict(result.stats)
     stats["runs"] = batches
     stats["macs"] = n * sum(layer["k"] * layer["n"] * layer["act_bits"]
-                            for layer in meta["layers"])
+                            * layer.get("positions", 1) for layer in meta["layers"])
     if progress is not None:
         progress(n, n)
     return scores, stats

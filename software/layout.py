@@ -26,6 +26,15 @@ activation's padding 0 never counts; padding channels are 0.
 **Scores** (``score`` memory, ``cols`` lanes): the accumulator of row ``r``, channel ``n``
 is lane ``n % cols`` of word ``r * n_tiles + n // cols``.
 
+**Convolutions** (a first layer): the host builds the im2col rows (:func:`conv_rows`). Lane
+``i`` of every row tile is sample ``i`` of a block of ``rows`` samples, and the block's row
+tiles go pooling window by window (row-major), each window's positions in a row
+(row-major), so that a ``GEMM`` with ``pool = P * P`` writes one output row tile per
+pooled position: position ``q``'s ``N`` channels fill ``ow = ceil(N / word)`` words of
+the ``act`` memory, ``q * ow`` words from the block's first. The next (dense) layer reads
+them as one row of ``positions * ow`` words per sample; its weights are laid out to match
+(:func:`flattened_weight`), the gaps of a position's last word padding elements.
+
 The array computes, for a row of activation planes ``a_p`` and a weight row ``b``,
 ``acc = sum_p 2^p * popcount(XNOR(a_p, b))`` over the padded words. With ``T`` valid
 elements that is ``(dot + T) / 2`` for bipolar activations and
@@ -36,7 +45,8 @@ thresholds on ``dot`` become thresholds on ``acc`` with a per-channel constant.
 import numpy as np
 
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
-           "unpack_scores", "dot_from_acc", "acc_threshold", "tiles"]
+           "unpack_scores", "dot_from_acc", "acc_threshold", "tiles", "conv_rows",
+           "flattened_weight"]
 
 
 def tiles(n, size):
@@ -182,3 +192,37 @@ def acc_threshold(tau, weights, planes, *, bipolar):
         return -((-(tau + k)) // 2)
     minus = k - (w > 0).sum(axis=1)
     return tau + ((1 << planes) - 1) * minus[:, None]
+
+
+def conv_rows(patches, pool, rows):
+    """The im2col rows of a convolution in the order the core reads them.
+
+    ``patches`` is ``(n, OH, OW, K)`` (``n`` a multiple of ``rows``), ``pool`` the side of
+    the pooling window (1: none; positions outside whole windows are left out, as pooling
+    drops them). Returns ``(n * windows * pool^2, K)``: per block of ``rows`` samples, per
+    window, per position in the window, the block's samples, ready for :func:`pack_act`.
+    """
+    patches = np.asarray(patches)
+    n, oh, ow, k = patches.shape
+    if n % rows:
+        raise ValueError(f"{n} samples do not fill blocks of {rows}")
+    ph, pw = oh // pool, ow // pool
+    x = patches[:, :ph * pool, :pw * pool].reshape(n, ph, pool, pw, pool, k)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n // rows, rows, ph * pw * pool * pool, k)
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(-1, k)
+
+
+def flattened_weight(weight, channels, positions, word):
+    """A dense layer's +-1 ``weight`` ``(N, channels * positions)``, whose inputs are a
+    convolution's outputs flattened channel-major (``c * positions + q``), rearranged for
+    the ``act`` memory's order (position ``q``'s channels in ``ceil(channels / word)`` whole
+    words): ``(N, positions * ceil(channels / word) * word)``, the gaps +1 (padding)."""
+    weight = np.asarray(weight, dtype=np.int64)
+    n = weight.shape[0]
+    if weight.shape[1] != channels * positions:
+        raise ValueError(f"weight has {weight.shape[1]} inputs, not {channels} channels x "
+                         f"{positions} positions")
+    slot = plane_words(channels, word) * word
+    out = np.ones((n, positions, slot), dtype=np.int64)
+    out[:, :, :channels] = weight.reshape(n, channels, positions).transpose(0, 2, 1)
+    return out.reshape(n, positions * slot)

@@ -16,9 +16,11 @@ from lowbit.isa import NO_WAIT, Opcode, instruction_set
 from lowbit.iss import ISS
 from lowbit.layout import unpack_act
 from lowbit.model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MultiThreshold,
-                          OutputAffine, QuantModel, Sign)
+                          MaxPool2D, OutputAffine, QuantModel, Sign)
 from lowbit.program import Program, ProgramError
 from lowbit.runtime import ISSTransport, Runtime
+
+from conftest import simulator_params
 
 
 def model(seed, widths=(64, 48, 40, 10), act=1, input_bits=5, step=1.0):
@@ -429,13 +431,26 @@ def test_errors_name_the_layer_and_reason(monkeypatch):
                                            r"are not supported \(the full-rate core's weights "
                                            r"are \+-1\)$"):
         compile_model(two_bit, config)
-    conv = QuantModel(name="cnn", dataset="digits", input_quantizer=InputQuantizer(5, 1.0),
-                      input_shape=(1, 8, 8),
-                      layers=[Conv2D(np.ones((4, 1, 3, 3))), Sign(), Flatten(),
-                              Dense(np.ones((10, 144)))])
-    with pytest.raises(CompileError, match=r"^layer 0 \(first conv 9 -> 4\): convolutions do "
-                                           r"not run on the full-rate core yet$"):
-        compile_model(conv, config)
+    def cnn(*layers):
+        return QuantModel(name="cnn", dataset="digits", input_quantizer=InputQuantizer(5, 1.0),
+                          input_shape=(1, 8, 8), layers=list(layers))
+
+    two_convs = cnn(Conv2D(np.ones((4, 1, 3, 3))), Sign(), Conv2D(np.ones((4, 4, 3, 3))),
+                    Sign(), Flatten(), Dense(np.ones((10, 64))))
+    with pytest.raises(CompileError, match=r"^layer 1 \(hidden conv 36 -> 4\): only the first "
+                                           r"layer may be a convolution"):
+        compile_model(two_convs, config)
+    pooled = cnn(Conv2D(np.ones((4, 1, 3, 3))), Sign(), MaxPool2D(3), Flatten(),
+                 Dense(np.ones((10, 16))))
+    with pytest.raises(CompileError, match=r"^layer 0 \(first conv 9 -> 4\): its 3x3 "
+                                           r"max-pooling needs max_pool >= 9, the accelerator "
+                                           r"has 4$"):
+        compile_model(pooled, config)
+    two_bit_out = cnn(Conv2D(np.ones((4, 1, 3, 3))), MultiThreshold.uniform(2), Flatten(),
+                      Dense(np.ones((10, 144))))
+    with pytest.raises(CompileError, match=r"^layer 0 \(first conv 9 -> 4\): its uint2 "
+                                           r"outputs at 36 positions cannot be flattened"):
+        compile_model(two_bit_out, config)
     m = model(1)
     form = m.integer_form()
     signed = dataclasses.replace(form, layers=(dataclasses.replace(
@@ -445,10 +460,11 @@ def test_errors_name_the_layer_and_reason(monkeypatch):
         with pytest.raises(CompileError, match=rf"^{where}: signed inputs are not supported "
                                                rf"\(the model's inputs are int4\)$"):
             compile_model(m, config)
-    with pytest.raises(CompileError, match=r"^a batch of 64 needs 640 words of the in memory "
-                                           r"\(two regions of 320\), it has 512: use a "
-                                           r"smaller batch$"):
-        compile_model(m, config, batch=64)
+    # One region of the in memory when two do not fit (the next input load then waits for
+    # the first layer); none is an error.
+    with pytest.raises(CompileError, match=r"^a batch of 128 needs 640 words of the in memory, "
+                                           r"it has 512: use a smaller batch$"):
+        compile_model(m, config.replace(score_depth=4096, act_depth=1024), batch=128)
     with pytest.raises(CompileError, match=r"^a batch of 64 needs 128 words of the act memory "
                                            r"\(two regions of 64\), it has 64: use a smaller "
                                            r"batch$"):
@@ -501,3 +517,103 @@ def test_assemble_orders_the_pieces():
     assert consts == [(0, 5), (5, 6), (6, 7), (5, 6)]
     with pytest.raises(ValueError, match="batches must be at least 1, not 0"):
         assemble(pieces, 0)
+
+
+# Convolutions -----------------------------------------------------------------------------
+
+
+def cnn(seed, channels=8, side=8, kernel=3, padding=1, pool=2, input_bits=4, hidden=None):
+    """A random first-layer convolution (+-1 weights, batch norm with gammas of both signs,
+    Sign, optional max-pooling), flattened into +-1 dense layers."""
+    rng = np.random.default_rng(seed)
+    layers = [Conv2D(rng.normal(size=(channels, 1, kernel, kernel)), padding=padding),
+              BatchNorm(rng.normal(size=channels), rng.normal(size=channels),
+                        rng.normal(size=channels) * (1 << input_bits),
+                        rng.uniform(0.5, 2.0, channels) * kernel * kernel * 16), Sign()]
+    out = side + 2 * padding - kernel + 1
+    if pool:
+        layers.append(MaxPool2D(pool))
+        out //= pool
+    layers.append(Flatten())
+    k = channels * out * out
+    for n in ([hidden] if hidden else []):
+        layers += [Dense(rng.normal(size=(n, k))),
+                   BatchNorm(rng.normal(size=n), rng.normal(size=n), rng.normal(size=n),
+                             rng.uniform(0.5, 2.0, n) * k), Sign()]
+        k = n
+    layers.append(Dense(rng.normal(size=(10, k))))
+    return QuantModel(name=f"cnn{seed}", dataset="digits",
+                      input_quantizer=InputQuantizer(input_bits, 1.0),
+                      input_shape=(1, side, side), layers=layers)
+
+
+def images(seed, n, side=8, high=15):
+    return np.random.default_rng(seed).integers(0, high + 1, (n, side * side)).astype(float)
+
+
+@pytest.mark.parametrize("case", [
+    # (model, array and memories, batch, conv positions computed, dense inputs)
+    (dict(), dict(rows=2, cols=2, max_k=512), 3, 64, 8 * 16),
+    (dict(channels=12, pool=None, padding=0), dict(rows=3, cols=4, word=16, max_k=576), 4,
+     36, 12 * 36),
+    (dict(channels=20, hidden=24), dict(rows=4, cols=8, word=16, max_k=512), 5, 64, 20 * 16),
+    (dict(channels=5, side=7, pool=2), dict(rows=2, cols=1, word=16, max_k=256), 2, 36,
+     5 * 9),
+])
+def test_first_layer_convolutions_give_the_integer_scores(case):
+    # Channels not a multiple of the columns or the word, no pooling, a pooling window that
+    # drops the last row and column (7x7 -> 3x3), a hidden dense layer, batches not a
+    # multiple of the rows. The expected scores are the model's integer form (im2col and
+    # max-pooling in numpy, no accelerator layout).
+    shape, array, batch, positions, features = case
+    m = cnn(7, **shape)
+    config = config_for(in_depth=4096, act_depth=1024, max_act_bits=4, **array)
+    program = compile_model(m, config, batch=batch)
+    x = images(3, 2 * batch + 1, side=shape.get("side", 8))
+    scores, stats = run_iss(program, config, x)
+    assert np.array_equal(scores, m.integer_form().scores(m.quantize_input(x)))
+    # Useful MACs: 4-bit 3x3 patches at every computed position, then the dense layers.
+    channels, hidden = shape.get("channels", 8), shape.get("hidden")
+    dense = features * hidden + hidden * 10 if hidden else features * 10
+    assert stats["macs"] == len(x) * (positions * 9 * channels * 4 + dense)
+
+
+def test_a_convolution_on_the_rtl_is_the_iss():
+    # Amaranth's simulation of the gateware on a compiled CNN: scores and cycles.
+    from lowbit.sim.amaranth_transport import AmaranthTransport
+
+    m = cnn(11, channels=6)
+    config = config_for(rows=2, cols=2, word=16, max_k=256, max_act_bits=4, in_depth=256,
+                        act_depth=128, weight_depth=256, thresh_depth=64, score_depth=64)
+    program = compile_model(m, config, batch=2)
+    # One input region (the next batch's load waits for the convolution): 64 positions x 4
+    # planes of 1 word, the whole in memory.
+    assert program.metadata["regions"]["in"] == 256
+    x = images(5, 5)
+    with AmaranthTransport(config) as rtl:
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    expected, iss_stats = run_iss(program, config, x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
+        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", simulator_params())
+def test_a_convolution_on_the_generated_verilog_is_the_iss(simulator, tmp_path):
+    # The same CNN through the generated Verilog (cocotb, the runtime's RTL transport).
+    from lowbit.runtime import RTLTransport
+
+    m = cnn(13, channels=6)
+    config = config_for(rows=2, cols=2, word=16, max_k=256, max_act_bits=4, in_depth=256,
+                        act_depth=128, weight_depth=256, thresh_depth=64, score_depth=64)
+    program = compile_model(m, config, batch=2)
+    x = images(8, 3)
+    with RTLTransport(config, simulator, test_dir=tmp_path, timeout=120) as rtl:
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    expected, iss_stats = run_iss(program, config, x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
+        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}

@@ -37,7 +37,7 @@ ADD_11 = 0.03 + (0.05 - 0.03) * 3 / 8       # 11 bits: between the 8- and 16-bit
 # read energy (10 pJ) scales with the 8 -> 32 KB slope (10 -> 20 pJ over 4x: size^0.5).
 SRAM_64 = 10.0 * (512 / 8192) ** 0.5        # 2.5 pJ
 SRAM_256 = 10.0 * (2048 / 8192) ** 0.5      # 5 pJ
-INSTR = 8                                   # bytes of one instruction word of CONFIG
+INSTR = 12  # bytes of one instruction word of CONFIG: a 4-bit opcode and 63-bit GEMM, to 96
 STATUS = 20                                 # kind, code, halt, reserved, index, 3 counters
 DATA = 8                                    # a DATA record's header
 

@@ -122,6 +122,40 @@ def test_gemm_threshold_counts_the_thresholds_reached(config, bits, planes, bipo
                                           (mt * config.rows - m, n)))
 
 
+@pytest.mark.parametrize("bits, pool", [(1, 4), (2, 3), (3, 2)])
+def test_pooled_gemm_keeps_the_largest_count_of_each_window(bits, pool):
+    # Row tile g of the output is the elementwise max, over the window's row tiles
+    # g * pool .. g * pool + pool - 1 of the operand, of the counts of thresholds reached by
+    # the dot products (numpy, per row tile).
+    config = WIDE_OUT
+    rng = np.random.default_rng(40 + bits)
+    groups, n, k, planes = 2, 6, 21, 2
+    rows = config.rows
+    x, w = operands(rng, groups * pool * rows, n, k, planes, False)
+    dot = x @ w.T
+    tau = np.sort(rng.integers(dot.min(), dot.max() + 1, (n, (1 << bits) - 1)), axis=1)
+    thr = np.clip(acc_threshold(tau, w, planes, bipolar=False), 0, config.never)
+    counts = (dot[:, :, None] >= tau[None]).sum(axis=2).reshape(groups, pool, rows, n)
+    expected = counts.max(axis=1).reshape(groups * rows, n)
+    xw, ww, tw = pack_act(x, planes, config), pack_weights(w, config), \
+        pack_thresholds(thr, config)
+    nt = tiles(n, config.cols)
+    program = Program(config, [
+        P.load("WEIGHT", "CONST", 0, len(ww)), P.load("THRESH", "CONST", 0, len(tw)),
+        P.load("IN", "INPUT", 0, len(xw)),
+        P.gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=planes,
+               words=plane_words(k, config.word), m_tiles=groups, n_tiles=nt, pool=pool,
+               mode="THRESHOLD", out_bits=bits, dst_addr=5), HALT],
+        np.concatenate([ww.reshape(-1), tw.reshape(-1)]))
+    iss = ISS(config)
+    iss.run(program, xw.reshape(-1))
+    act = iss.memories["act"][5:5 + groups * bits * instruction_set(config).out_words(nt)]
+    got = unpack_act(act, groups * rows, nt * config.cols, bits, config)
+    assert np.array_equal(got[:, :n], expected)
+    # The windows' first tiles alone would give other outputs: the max matters.
+    assert not np.array_equal(expected, counts[:, 0].reshape(groups * rows, n))
+
+
 def test_threshold_lanes_use_their_low_acc_bits():
     # acc = 2 (see test_padding_lanes_by_hand); a threshold lane of 2 + 2^acc_bits is 2.
     x, w = np.array([[1, 1, -1]]), np.array([[1, -1, -1]])

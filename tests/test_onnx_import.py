@@ -927,15 +927,16 @@ def cnn_config():
         max_out_bits=1, in_depth=4096, act_depth=4096, weight_depth=2048)
 
 
-@pytest.mark.needs_legacy_core
 def test_imported_cnn_runs_on_the_iss():
     # A first-layer convolution with 32 Sign channels and 2x2 pooling: what the compiler
-    # runs (host-built im2col rows, MAXPOOL); the ISS gives the model's integer scores.
+    # runs (host-built im2col rows, a pooled GEMM); the ISS gives the model's integer scores.
     onnx_model = pool_first_cnn()
     model = load_onnx(onnx_model)
     config = cnn_config()
     program = compile_model(model, config, batch=4)
-    assert "MAXPOOL" in {i["opcode"].name for i in program.instructions}
+    gemms = [i for i in program.instructions if i["opcode"].name == "GEMM"]
+    # 2 row blocks x 4 pooled positions, windows of 4 row tiles, 16 column tiles of 2.
+    assert (gemms[0]["m_tiles"], gemms[0]["pool"], gemms[0]["n_tiles"]) == (8, 4, 16)
     x = uint_inputs(27, 10, (1, 4, 4))
     with ISSTransport(config) as link:
         scores, _ = run_model(program, Runtime(config, link), x)
@@ -1207,7 +1208,6 @@ def test_brevitas_cnn_export_imports(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.needs_legacy_core
 def test_brevitas_binarized_cnn_runs_on_the_iss(tmp_path):
     # Brevitas to the accelerator: a binary-weight Conv with 32 channels, BatchNorm2d,
     # MaxPool before a binary activation (BipolarQuant in the export), a binary
