@@ -9,6 +9,8 @@ Measures, on the ISS and (``--rtl``) on the generated Verilog under Verilator:
   test images at batch 16, on the default configuration and on ``configs/up5k.json``:
   cycles per image and utilisation, the first batch (weights arriving over the link)
   included and in steady state;
+* the digits CNN (a first-layer convolution with max-pooling) at batch 8 on the ISS, over an
+  8- and a 32-bit host link;
 * the synthesis figures of the default configuration and ``configs/up5k.json`` where
   ``lowbit synth`` has cached them on this machine.
 
@@ -126,6 +128,35 @@ def digits_figures(config, backend, images):
             "steady_utilisation": round(beats / cycles, 4)}
 
 
+def cnn_figures(config, images, link_bits=(8, 32)):
+    """The digits CNN (3x3 convolution to 32 channels, 2x2 max-pooling, then 256 and 10
+    dense, w1a1, trained briefly) at batch 8 on the ISS, for host links of ``link_bits``:
+    its first layer's im2col rows come over the link, so the link bounds it."""
+    from ..compiler import compile_model, run_model
+    from ..datasets import load
+    from ..train import train
+
+    data = load("digits")
+    model, _ = train(data, arch="cnn", precision="w1a1", epochs=3, seed=0, progress=False,
+                     twin=False)
+    x = data.x_test[:images]
+    rows = []
+    for bits in link_bits:
+        cfg = config.replace(host_link_bits=bits)
+        program = compile_model(model, cfg, batch=8)
+        with ISSTransport(cfg) as transport:
+            scores, stats = run_model(program, Runtime(cfg, transport), x)
+        exact = bool(np.array_equal(scores, model.integer_scores(x)))
+        in_bytes = program.metadata["regions"]["in"] * cfg.rows * cfg.word // 8
+        rows.append({"host_link_bits": bits, "images": len(x), "exact": exact,
+                     "accuracy": round(float(np.mean(np.argmax(scores, axis=1)
+                                                     == data.y_test[:images])), 4),
+                     "cycles_per_image": round(stats["cycles"] / len(x), 1),
+                     "utilisation": round(stats["array_beats"] / stats["cycles"], 4),
+                     "input_bytes_per_image": in_bytes // 8})
+    return rows
+
+
 def synthesis_figures():
     from ..synth import cached_result
     from ..units import get_unit
@@ -187,6 +218,13 @@ def main(argv=None):
           f"utilisation {100 * row['utilisation']:.1f}%; steady state "
           f"{row['steady_cycles_per_image']} cycles/image, "
           f"{100 * row['steady_utilisation']:.1f}%", flush=True)
+    out["cnn"] = cnn_figures(config, args.images)
+    for row in out["cnn"]:
+        print(f"digits CNN conv3x3x32-pool2-256-10, {row['images']} images at batch 8 (iss, "
+              f"{row['host_link_bits']}-bit link): {row['cycles_per_image']} cycles/image, "
+              f"utilisation {100 * row['utilisation']:.1f}%, accuracy "
+              f"{100 * row['accuracy']:.2f}%, equal to the integer model {row['exact']}; "
+              f"{row['input_bytes_per_image']} bytes of im2col rows per image", flush=True)
     for row in out["synthesis"]:
         if not row["measured"]:
             print(f"synthesis {row['config']} on {row['target']}: not measured here (run "
