@@ -196,12 +196,22 @@ class Accelerator(wiring.Component):
         rt_step = Signal(range(max(cfg.max_out_bits, R) * (cfg.weight_depth + 1) + 1))
         tile_step = Signal(range(dst_depth + 1))
 
+        words_m1, planes_m1 = Signal.like(w), Signal.like(p)
+        n_tiles_m1, m_tiles_m1 = Signal.like(ct), Signal.like(rt)
+        pool_m1 = Signal.like(qi)
         head_ok = Signal()
+        waits_held = Signal()
         hg = g_head.op
         unsent = outstanding(g_head.stores, cnt["s_done"])
-        m.d.comb += head_ok.eq(gq.r_rdy & ~running
-                               & (~hg.sync | (cnt["g_written"] == cnt["g_start"]))
-                               & (unsent <= hg.unsent))
+        # The head's waits are checked a cycle ahead and the verdict registered: the pop
+        # then depends on two flip-flops, not on the queue's read data through a counter
+        # difference and a comparison (the UP5K's critical path). Both counters only
+        # move towards the waits holding, so last cycle's verdict still holds; a pop
+        # clears it, as the next entry has not been checked.
+        m.d.sync += waits_held.eq(gq.r_rdy & ~head_ok
+                                  & (~hg.sync | (cnt["g_written"] == cnt["g_start"]))
+                                  & (unsent <= hg.unsent))
+        m.d.comb += head_ok.eq(waits_held & ~running)
         log_fields = (W // C).bit_length() - 1
         with m.If(head_ok):
             m.d.comb += gq.r_en.eq(1)
@@ -210,10 +220,18 @@ class Accelerator(wiring.Component):
                          a_tile.eq(hg.a_addr), b_ptr.eq(hg.b_addr), b_tile.eq(hg.b_addr),
                          thr_tile.eq(hg.thr_addr), dst_rt.eq(hg.dst_addr),
                          dst_tile.eq(hg.dst_addr), field.eq(0), qi.eq(0)]
+        # The head's per-instruction sizes, computed while the stage is idle (the head is
+        # the entry the next pop takes): off the pop's path.
+        with m.If(~running):
             nb = hg.planes * hg.words          # per instruction, not on an address path
             threshold = hg.mode == GemmMode.THRESHOLD
             count = (Const(1, cfg.max_out_bits + 1) << hg.out_bits) - 1
             nwo = (hg.n_tiles + (W // C) - 1) >> log_fields
+            # The counters' last values, so that the end-of-tile tests are equalities
+            # without a subtraction in front.
+            m.d.sync += [words_m1.eq(hg.words - 1), planes_m1.eq(hg.planes - 1),
+                         n_tiles_m1.eq(hg.n_tiles - 1), m_tiles_m1.eq(hg.m_tiles - 1),
+                         pool_m1.eq(hg.pool - 1)]
             m.d.sync += [
                 lead.eq(nb + 1 + PL),
                 reserve.eq(nb + PL + Mux(threshold, count + hg.out_bits - 1, R)),
@@ -226,11 +244,11 @@ class Accelerator(wiring.Component):
         hold = running & tile_start & (ahead > lead)
         issue = Signal()
         m.d.comb += issue.eq(running & ~hold)
-        last_word, last_plane = w == f.words - 1, p == f.planes - 1
-        last_ct, last_rt = ct == f.n_tiles - 1, rt == f.m_tiles - 1
+        last_word, last_plane = w == words_m1, p == planes_m1
+        last_ct, last_rt = ct == n_tiles_m1, rt == m_tiles_m1
         tile_end = last_word & last_plane
         # The last tile of a pooling window (every tile without pooling).
-        last_q = Const(1) if cfg.max_pool == 1 else qi == f.pool - 1
+        last_q = Const(1) if cfg.max_pool == 1 else qi == pool_m1
         with m.If(issue & tile_start):
             m.d.sync += ahead.eq(reserve)
         with m.Elif(ahead != 0):
@@ -392,8 +410,11 @@ class Accelerator(wiring.Component):
             m.d.sync += idle.eq(0)
         with m.Elif(waiting & ~timed_out):
             m.d.sync += idle.eq(idle + 1)
+        # Whether any stage has work, registered: HALT and the cycle counter look at last
+        # cycle's verdict (off the counters' comparison paths). Once the front end stops
+        # dispatching, a stage that is idle stays idle, so the lag only delays the end.
         busy = Signal()
-        m.d.comb += busy.eq(running | storing | rs.busy | gq.r_rdy | sq.r_rdy
+        m.d.sync += busy.eq(running | storing | rs.busy | gq.r_rdy | sq.r_rdy
                             | (cnt["g_written"] != cnt["g_disp"])
                             | (cnt["s_done"] != cnt["s_disp"]))
         stall = waiting & ~self.i_stream.valid & ~busy
@@ -417,9 +438,12 @@ class Accelerator(wiring.Component):
         lo = ops[Opcode.LOAD]
         g_pending = outstanding(cnt["g_disp"], cnt["g_read"])
         g_unwritten = outstanding(cnt["g_disp"], cnt["g_written"])
-        load_ok = (g_pending <= lo.unread) & (g_unwritten <= lo.unwritten)
+        waits_met = (g_pending <= lo.unread) & (g_unwritten <= lo.unwritten)
         if cfg.weight_single_port:
-            load_ok = load_ok & ((lo.buffer != Buffer.WEIGHT) | (g_pending == 0))
+            waits_met = waits_met & ((lo.buffer != Buffer.WEIGHT) | (g_pending == 0))
+        # A LOAD's waits are checked in one cycle and acted on in the next (the counters
+        # only move towards them holding while the front end waits).
+        load_ok = Signal()
         word_of = Signal(range(max(R, C) * lane_beats + 1))
         m.d.comb += word_of.eq(Mux(lo.buffer == Buffer.IN, R * lane_beats, C * lane_beats))
 
@@ -469,7 +493,7 @@ class Accelerator(wiring.Component):
                             m.next = "HALT"
                         with m.Case(Opcode.LOAD.value):
                             m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
-                                         beat_no.eq(0)]
+                                         beat_no.eq(0), load_ok.eq(0)]
                             m.next = "LOAD_WAIT"
                         # A GEMM or STORE goes into its stage's queue with a snapshot of
                         # the other stage's dispatch count.
@@ -484,6 +508,7 @@ class Accelerator(wiring.Component):
                                                  index.eq(index + 1)]
                                     m.next = "FETCH"
             with m.State("LOAD_WAIT"):
+                m.d.sync += load_ok.eq(waits_met)
                 with m.If(load_ok):
                     m.next = "LOAD"
             with m.State("LOAD"):

@@ -19,13 +19,13 @@ Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats p
 
 * every instruction: ``IB`` fetch cycles, then a decode cycle ``d``;
 * ``GEMM`` / ``STORE``: pushed into its queue at ``d``, or once the queue has room;
-* ``LOAD``: waits from ``d + 1`` until its wait fields hold, then ``count * lanes * WB``
-  beats;
-* ``HALT``: waits from ``d + 1`` until every stage is idle; the program's ``cycles`` end
-  there.
+* ``LOAD``: checks its wait fields from ``d + 1`` and starts the cycle after they hold (at
+  ``d + 2`` at the earliest), then ``count * lanes * WB`` beats;
+* ``HALT``: waits from ``d + 1`` until every stage has been idle for a cycle (the verdict
+  is registered); the program's ``cycles`` end there.
 
-The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed in an earlier
-cycle and its waits hold; its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
+The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed two cycles
+before or earlier and its waits held in the previous cycle (the verdict is registered); its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
 each, ``m_tiles x pool x n_tiles`` when pooling) start when their beats can go and the result stage will be free when they finish:
 tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
 the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
@@ -127,15 +127,17 @@ class Timing:
             self.t = push + 1
         elif op == Opcode.LOAD:
             g = len(self.gemms)
-            wait = max(d + 1, self._read_by(g - instr["unread"]),
-                       self._written_by(g - instr["unwritten"]))
+            # The waits are checked from d + 1 and acted on a cycle after they hold.
+            wait = max(d + 2, self._read_by(g - instr["unread"]) + 1,
+                       self._written_by(g - instr["unwritten"]) + 1)
             if instr["buffer"] == Buffer.WEIGHT and cfg.weight_single_port:
-                wait = max(wait, self._read_by(g))
+                wait = max(wait, self._read_by(g) + 1)
             beats = self.isa.link_words(instr) * self.lane_beats
             self.t = wait + beats + 1
         elif op == Opcode.HALT:
-            end = max(d + 1, self._written_by(len(self.gemms)),
-                      self._stored_by(len(self.store_end)))
+            # The stages' idleness is registered: seen a cycle after it begins.
+            end = max(d + 1, self._written_by(len(self.gemms)) + 1,
+                      self._stored_by(len(self.store_end)) + 1)
             self.cycles = end
             self.t = end
         self.trace.append({"opcode": op.name, "start": start, "end": self.t})
@@ -143,10 +145,12 @@ class Timing:
 
     def _gemm(self, instr, push, stores_before):
         cfg = self.config
-        popped = max(push + 1, self.exec_idle)
+        # The execute stage checks the queue head's waits a cycle before it pops: the entry
+        # is visible from push + 1, its waits' events from the cycle after them.
+        popped = max(push + 2, self.exec_idle)
         if instr["sync"]:
-            popped = max(popped, self._written_by(len(self.gemms)))
-        popped = max(popped, self._stored_by(stores_before - instr["unsent"]))
+            popped = max(popped, self._written_by(len(self.gemms)) + 1)
+        popped = max(popped, self._stored_by(stores_before - instr["unsent"]) + 1)
         beats = instr["planes"] * instr["words"]
         threshold = instr["mode"] == GemmMode.THRESHOLD
         # THRESHOLD: T compare cycles, and the next tile's compares must not end before
