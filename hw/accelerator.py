@@ -191,6 +191,11 @@ class Accelerator(wiring.Component):
         reserve = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 2
                                + max(cfg.max_thresholds, R) + 1))
         ahead = Signal.like(reserve)   # cycles until the result stage takes a capture
+        lead_p1 = Signal(range(cfg.xnor_array.max_act_bits * cfg.max_words + PL + 3))
+        reserve_gt = Signal()          # reserve > lead: a tile just started would hold
+        behind = Signal()              # ahead > lead, registered (the hold's verdict)
+        fresh = Signal()               # the cycle after a pop
+        m.d.sync += fresh.eq(0)
         thr_count = Signal(range(cfg.max_thresholds + 1))
         out_words = Signal(range(cfg.weight_depth + 1))
         rt_step = Signal(range(max(cfg.max_out_bits, R) * (cfg.weight_depth + 1) + 1))
@@ -215,7 +220,8 @@ class Accelerator(wiring.Component):
         log_fields = (W // C).bit_length() - 1
         with m.If(head_ok):
             m.d.comb += gq.r_en.eq(1)
-            m.d.sync += [f.eq(hg), running.eq(1), cnt["g_start"].eq(cnt["g_start"] + 1),
+            m.d.sync += [f.eq(hg), running.eq(1), fresh.eq(1),
+                         cnt["g_start"].eq(cnt["g_start"] + 1),
                          p.eq(0), w.eq(0), ct.eq(0), rt.eq(0), a_ptr.eq(hg.a_addr),
                          a_tile.eq(hg.a_addr), b_ptr.eq(hg.b_addr), b_tile.eq(hg.b_addr),
                          thr_tile.eq(hg.thr_addr), dst_rt.eq(hg.dst_addr),
@@ -233,26 +239,36 @@ class Accelerator(wiring.Component):
                          n_tiles_m1.eq(hg.n_tiles - 1), m_tiles_m1.eq(hg.m_tiles - 1),
                          pool_m1.eq(hg.pool - 1)]
             m.d.sync += [
-                lead.eq(nb + 1 + PL),
+                lead.eq(nb + 1 + PL), lead_p1.eq(nb + 2 + PL),
                 reserve.eq(nb + PL + Mux(threshold, count + hg.out_bits - 1, R)),
+                # reserve - lead = D - 1, D the cycles the result stage keeps a tile.
+                reserve_gt.eq(Mux(threshold, count + hg.out_bits - 1, R) > 1),
                 thr_count.eq(count), out_words.eq(nwo),
                 rt_step.eq(Mux(threshold, hg.out_bits * nwo, R * hg.n_tiles)),
                 tile_step.eq(Mux(threshold, nwo, hg.n_tiles)),
             ]
 
         tile_start = (p == 0) & (w == 0)
-        hold = running & tile_start & (ahead > lead)
+        # Whether the result stage would still be busy when this tile lands (ahead > lead),
+        # decided a cycle early from what `ahead` becomes: the hold then waits on flip-flops,
+        # not on a comparison. While the stage is idle `lead` already holds the head's
+        # value (loaded every idle cycle, the head stable since its check).
+        # A popped GEMM spends one cycle with `lead` and `behind` settling before its first
+        # tile (`fresh`).
+        hold = running & ~fresh & tile_start & behind
         issue = Signal()
-        m.d.comb += issue.eq(running & ~hold)
+        m.d.comb += issue.eq(running & ~fresh & ~hold)
         last_word, last_plane = w == words_m1, p == planes_m1
         last_ct, last_rt = ct == n_tiles_m1, rt == m_tiles_m1
         tile_end = last_word & last_plane
         # The last tile of a pooling window (every tile without pooling).
         last_q = Const(1) if cfg.max_pool == 1 else qi == pool_m1
         with m.If(issue & tile_start):
-            m.d.sync += ahead.eq(reserve)
+            m.d.sync += [ahead.eq(reserve), behind.eq(reserve_gt)]
         with m.Elif(ahead != 0):
-            m.d.sync += ahead.eq(ahead - 1)
+            m.d.sync += [ahead.eq(ahead - 1), behind.eq(ahead > lead_p1)]
+        with m.Else():
+            m.d.sync += behind.eq(0)
         # Every beat and hold of the program's GEMMs, those that run on after an error too.
         with m.If(hold):
             m.d.sync += holds.eq(holds + 1)
@@ -334,7 +350,10 @@ class Accelerator(wiring.Component):
         so = Signal(store_ops)
         s_ok = Signal()
         pending = outstanding(s_head.gemms, cnt["g_written"])
-        m.d.comb += s_ok.eq(sq.r_rdy & ~storing & (pending <= s_head.op.unwritten))
+        # As for the GEMM queue: the head's wait is checked a cycle before the pop.
+        s_ready = Signal()
+        m.d.sync += s_ready.eq(sq.r_rdy & ~s_ok & (pending <= s_head.op.unwritten))
+        m.d.comb += s_ok.eq(s_ready & ~storing)
         header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
         word_beats = C * lane_beats
         # The header's bytes are picked by beat from the latched STORE (no shift register).

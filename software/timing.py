@@ -31,7 +31,8 @@ tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its s
 the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
 ``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
 ``GEMM``'s first tile no earlier than ``D + K`` after the previous tile minus its own
-``K``. The store stage pops a ``STORE`` once it is idle and its wait holds, then sends a
+``K``. The store stage pops a ``STORE`` once it is idle, two cycles after its push at the
+earliest, and a cycle after its wait holds, then sends a
 ``HB``-beat header and ``count * cols * WB`` data beats.
 """
 
@@ -161,13 +162,15 @@ class Timing:
         # A pooled GEMM's tiles are ordinary tiles to the schedule: the result stage
         # takes every one (it keeps the window's largest count).
         tiles = instr["m_tiles"] * instr["pool"] * instr["n_tiles"]
-        first = max(popped + 1, self.res_end - lead)
+        # A popped GEMM's first tile starts two cycles after the pop at the earliest (the
+        # hold's verdict settles for a cycle).
+        first = max(popped + 2, self.res_end - lead)
         last = first + (tiles - 1) * period
         capture = last + lead
         self.res_end = capture + hold
         count = (1 << instr["out_bits"]) - 1
         written = capture + (count + instr["out_bits"] if threshold else hold)
-        holds = (first - popped - 1) + (tiles - 1) * (period - beats)
+        holds = (first - popped - 2) + (tiles - 1) * (period - beats)
         self.exec_idle = last + beats
         self.beats += tiles * beats
         self.holds += holds
@@ -175,8 +178,9 @@ class Timing:
                                      tiles * beats, holds))
 
     def _store(self, instr, push, gemms_before):
-        popped = max(push + 1, self.store_idle,
-                     self._written_by(gemms_before - instr["unwritten"]))
+        # Its wait is checked a cycle before the pop, as a GEMM's.
+        popped = max(push + 2, self.store_idle,
+                     self._written_by(gemms_before - instr["unwritten"]) + 1)
         beats = self.header_beats + self.isa.link_words(instr) * self.lane_beats
         end = popped + beats
         self.store_idle = end + 1

@@ -430,42 +430,42 @@ def test_load():
 
 
 def test_store():
-    # Popped the cycle after its push (at decode, cycle 12): 13; header and 2 x 4 lanes x WB
-    # data beats: ends at 13 + 8 + 16 = 37; the stages are idle from 38, which HALT sees
-    # (registered) at 39.
+    # Pushed at decode (cycle 12), its wait checked at 13, popped 14; header and 2 x 4 lanes x
+    # WB data beats: ends at 14 + 8 + 16 = 38; the stages are idle from 39, which HALT sees
+    # (registered) at 40.
     result = cycles(CONFIG, P.store(0, 2))
-    assert result.cycles == 39 and result.bytes_out == 8 + 2 * 4 * 2 + 20
+    assert result.cycles == 40 and result.bytes_out == 8 + 2 * 4 * 2 + 20
 
 
 def test_gemm_scores():
-    # Pushed at 12, its waits checked at 13, popped 14, first tile 15; 6 tiles every
-    # max(B=6, D=2) = 6 cycles: last at 45; its accumulators land B + 1 + pipeline = 8 later
-    # (53), written by 53 + D = 55; the counters show it at 56, HALT (decoded at 25) sees
-    # the stages idle at 57.
+    # Pushed at 12, its waits checked at 13, popped 14, a cycle for the hold's verdict,
+    # first tile 16; 6 tiles every max(B=6, D=2) = 6 cycles: last at 46; its accumulators
+    # land B + 1 + pipeline = 8 later (54), written by 54 + D = 56; the counters show it at
+    # 57, HALT (decoded at 25) sees the stages idle at 58.
     result = cycles(CONFIG, big_gemm())
-    assert result.counters == {"cycles": 57, "array_beats": 36, "tile_holds": 0}
+    assert result.counters == {"cycles": 58, "array_beats": 36, "tile_holds": 0}
 
 
 def test_gemm_threshold_holds_tiles_for_the_result_stage():
     # 2 x 2 tiles of one beat; the result stage needs D = T + out_bits - 1 = 3 + 2 - 1 = 4
-    # cycles per tile (2-bit outputs), so tiles start every 4 cycles: 15, 19, 23, 27, each
-    # held 3 cycles (9 in all). The last lands at 27 + 3 = 30, is compared by 30 + 3 = 33
-    # and its 2 planes written by 35; HALT at 37.
+    # cycles per tile (2-bit outputs), so tiles start every 4 cycles: 16, 20, 24, 28, each
+    # after the first held 3 cycles (9 in all). The last lands at 28 + 3 = 31, is compared
+    # by 31 + 3 = 34 and its 2 planes written by 36; HALT at 38.
     result = cycles(CONFIG, P.gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1,
                                    m_tiles=2, n_tiles=2, mode="THRESHOLD", out_bits=2,
                                    dst_addr=0))
-    assert result.counters == {"cycles": 37, "array_beats": 4, "tile_holds": 9}
+    assert result.counters == {"cycles": 38, "array_beats": 4, "tile_holds": 9}
 
 
 @pytest.mark.parametrize("waits, load_end, total", [
     # No wait: checked at 26, starts 27, 4 data beats, ends 32; HALT decodes at 44, the
-    # GEMM's last write (55) shows at 56, HALT sees the stages idle at 57.
-    (dict(), 32, 57),
-    # unread=0: until the GEMM's last beat (45 + 6 - 1 = 50) is past: 51, acted on at 52,
+    # GEMM's last write (56) shows at 57, HALT sees the stages idle at 58.
+    (dict(), 32, 58),
+    # unread=0: until the GEMM's last beat (46 + 6 - 1 = 51) is past: 52, acted on at 53,
     # + 4 + 1.
-    (dict(unread=0), 57, 57 + IB + 1),
-    # unwritten=0: until its last result (55) is written: 56, acted on at 57, + 4 + 1.
-    (dict(unwritten=0), 62, 62 + IB + 1),
+    (dict(unread=0), 58, 58 + IB + 1),
+    # unwritten=0: until its last result (56) is written: 57, acted on at 58, + 4 + 1.
+    (dict(unwritten=0), 63, 63 + IB + 1),
 ])
 def test_load_waits_for_the_gemm(waits, load_end, total):
     result = cycles(CONFIG, big_gemm(), P.load("IN", "INPUT", 0, 1, **waits))
@@ -473,28 +473,31 @@ def test_load_waits_for_the_gemm(waits, load_end, total):
 
 
 def test_store_waits_for_the_gemm():
-    # Pushed at 25 (decode after the GEMM's push), popped once the GEMM is written (56);
-    # header and 2 x 4 x WB beats: ends 80; idle from 81, which HALT sees at 82.
-    assert cycles(CONFIG, big_gemm(), P.store(0, 2)).cycles == 82
-    # Without its wait it is popped at 26 and ends at 50: the GEMM's 57 counts.
-    assert cycles(CONFIG, big_gemm(), P.store(20, 2, unwritten=NO_WAIT)).cycles == 57
+    # Pushed at 25 (decode after the GEMM's push), popped the cycle after its check sees the
+    # GEMM written (57): 58; header and 2 x 4 x WB beats: ends 82; idle from 83, which HALT
+    # sees at 84.
+    assert cycles(CONFIG, big_gemm(), P.store(0, 2)).cycles == 84
+    # Without its wait it is popped at 27 and ends at 51: the GEMM's 58 counts.
+    assert cycles(CONFIG, big_gemm(), P.store(20, 2, unwritten=NO_WAIT)).cycles == 58
 
 
 def test_gemm_sync_waits_for_the_earlier_gemm():
     small = dict(m_tiles=1, n_tiles=1, planes=1, words=1, dst_addr=20)
-    # Without sync: popped once the execute stage is idle (45 + 6 = 51), first tile 52,
-    # lands 55, written 57; HALT at 59. With sync: the first GEMM's last write (55) shows in
-    # the counters at 56, the check sees it then and the pop follows at 57; written 63,
-    # HALT 65.
-    assert cycles(CONFIG, big_gemm(), big_gemm(**small)).cycles == 59
-    assert cycles(CONFIG, big_gemm(), big_gemm(**small, sync=1)).cycles == 65
+    # The first GEMM: last tile 46, idle from 52, captured 54, the result stage free from 56,
+    # written 56. Without sync: popped once the execute stage is idle (52), first tile at
+    # 54 (pop + 2; the result stage is free for a capture at 54 + B + 1 + pipeline = 57),
+    # captured 57, written 57 + D = 59; HALT at 61. With sync: the last write (56) shows
+    # in the counters at 57, the check sees it then and the pop follows at 58: first tile
+    # 60, captured 63, written 65, HALT 67.
+    assert cycles(CONFIG, big_gemm(), big_gemm(**small)).cycles == 61
+    assert cycles(CONFIG, big_gemm(), big_gemm(**small, sync=1)).cycles == 67
 
 
 def test_single_port_weight_load_waits_for_weight_reads():
     # 1 weight word = 4 lanes x WB = 8 beats. Dual-ported: checked at 26, ends 36, the GEMM
-    # ends the program (57). Single-ported: waits until the GEMM's reads are done (51) and
-    # starts at 52.
-    assert cycles(CONFIG, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1)).cycles == 57
+    # ends the program (58). Single-ported: waits until the GEMM's reads are done (52) and
+    # starts at 53.
+    assert cycles(CONFIG, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1)).cycles == 58
     single = P.small_config(weight_single_port=True)
     result = cycles(single, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1))
-    assert result.trace[1]["end"] == 52 + 8 + 1 and result.cycles == 61 + IB + 1
+    assert result.trace[1]["end"] == 53 + 8 + 1 and result.cycles == 62 + IB + 1
