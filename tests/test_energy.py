@@ -427,12 +427,20 @@ def test_cli_tech_file_and_errors(tmp_path, files, capsys):
 
 
 def test_cli_refuses_a_program_for_another_configuration(tmp_path, capsys):
-    path = tmp_path / "g.lbp"
+    # The program embeds its configuration: no --config needed; another one is refused.
+    from lowbit.config.accelerator import AcceleratorConfig
+
+    path, other = tmp_path / "g.lbp", tmp_path / "default.json"
     scores_program().save(path)
+    assert main(["energy", str(path), "--json"]) == 0
+    capsys.readouterr()
+    AcceleratorConfig().save(other)
     with pytest.raises(SystemExit) as info:
-        main(["energy", str(path)])
+        main(["energy", str(path), "--config", str(other)])
     assert info.value.code == 2
-    assert "program was built for accelerator configuration" in capsys.readouterr().err
+    assert (f"lowbit energy: error: {path} was built for accelerator configuration "
+            f"{CONFIG.fingerprint()}, --config {other} gives "
+            f"{AcceleratorConfig().fingerprint()}") in capsys.readouterr().err
 
 
 def test_cli_reports_bad_metadata(tmp_path, capsys):

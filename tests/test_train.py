@@ -136,7 +136,9 @@ def test_twin_and_progress_bar(digits, capsys):
     _, report = train(digits, precision="w1a1", hidden=(32,), epochs=2, progress=True)
     assert report.float_accuracy is not None and report.float_accuracy > 0.5
     err = capsys.readouterr().err
-    assert "train w1a1 [" in err and "train float twin [" in err and "2/2" in err
+    # rich's bar on stderr, each bar's label, steps done and note.
+    assert "train w1a1 " in err and "train float twin " in err and "2/2" in err
+    assert "loss " in err
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
