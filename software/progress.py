@@ -18,20 +18,27 @@ class Bar:
     def __init__(self, progress, task):
         self._progress, self._task = progress, task
 
-    def update(self, done=None, note=None, *, advance=None):
+    def update(self, done=None, note=None, *, advance=None, total=None):
         if self._progress is None:
             return
         fields = {} if note is None else {"note": note}
+        if total is not None:
+            fields["total"] = total
         if advance is not None:
             self._progress.update(self._task, advance=advance, **fields)
         else:
             self._progress.update(self._task, completed=done, **fields)
 
+    def steps(self, done, total):
+        """:meth:`update` as a ``progress(done, total)`` callback (``run_model``'s)."""
+        self.update(done, total=total)
+
 
 @contextlib.contextmanager
 def bar(total, label, enabled=True):
-    """A progress bar of ``total`` steps labelled ``label``, as a context manager that
-    yields a :class:`Bar` (a no-op one when ``enabled`` is false)."""
+    """A progress bar of ``total`` steps (``None``: not known yet, :meth:`Bar.update` can
+    set it) labelled ``label``, as a context manager that yields a :class:`Bar` (a no-op
+    one when ``enabled`` is false)."""
     if not enabled:
         yield Bar(None, None)
         return
