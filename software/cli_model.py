@@ -62,7 +62,7 @@ def _import(path, args):
     from .onnx_import import load_onnx
 
     quantizer, description = _input_options(args)
-    with reading(path), refusing(prefix=f"{path}: "):
+    with reading(path), refusing():  # the importer's messages name the node at fault
         return load_onnx(path, input_quantizer=quantizer, input_description=description)
 
 
