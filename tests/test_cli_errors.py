@@ -4,6 +4,7 @@ naming the file; a command whose optional extra is missing says which to install
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,4 +241,46 @@ def test_verbosity_flags_are_accepted_everywhere(digits, capsys):
     assert main(["-q", "energy", str(digits / "m.lbp"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total_pj"] > 0
     assert main(["energy", str(digits / "m.lbp"), "-v", "--json"]) == 0
+    capsys.readouterr()
+
+
+# Units that build by default -----------------------------------------------------------
+
+# Measured with `lowbit synth UNIT --target T` (README performance tables, the iCE40
+# lightnorm default's 25,496 cells): which defaults fit which part.
+DEFAULT_FITS = {("xnor-array", "ice40"): True, ("xnor-array", "ecp5"): True,
+                ("lightnorm", "ice40"): False, ("lightnorm", "ecp5"): True,
+                ("bn-conventional", "ice40"): False, ("bn-conventional", "ecp5"): True,
+                ("lns-mac", "ice40"): True, ("lns-mac", "ecp5"): True,
+                ("int8-mac", "ice40"): True, ("int8-mac", "ecp5"): True,
+                ("accelerator", "ice40"): False, ("accelerator", "ecp5"): True}
+
+
+@pytest.mark.parametrize("unit, target", sorted(DEFAULT_FITS))
+def test_a_default_that_cannot_fit_is_refused_before_the_tools(unit, target, monkeypatch,
+                                                                capsys):
+    import lowbit.synth
+
+    ran = []
+
+    def synthesize(unit, config, target, **kwargs):
+        ran.append(config)
+        return {"unit": unit.name, "fits": True}
+
+    monkeypatch.setattr(lowbit.synth, "synthesize", synthesize)
+    if DEFAULT_FITS[unit, target]:
+        assert main(["synth", unit, "--target", target, "--json"]) == 0
+        assert len(ran) == 1
+        capsys.readouterr()
+        return
+    err = fails(["synth", unit, "--target", target], capsys,
+                f"lowbit synth: error: {unit}: its ")
+    assert "the iCE40UP5K has" in err and "Try --" in err and not ran
+    # The option the message names makes it pass the check; --force skips the check.
+    option = err.split("Try ")[1].split(" (")[0].split(", or")[0].split()
+    if option[0] == "--config":
+        option[1] = str(Path(__file__).parents[1] / option[1])
+    assert main(["synth", unit, "--target", target, "--json", *option]) == 0
+    assert main(["synth", unit, "--target", target, "--json", "--force"]) == 0
+    assert len(ran) == 2
     capsys.readouterr()
