@@ -115,22 +115,25 @@ def get_unit(name):
 DEVICES = {"ice40": {"part": "iCE40UP5K", "cells": 5280, "memory_bits": 30 * 4096 + 4 * 262144},
            "ecp5": {"part": "ECP5-85F", "cells": 83640, "memory_bits": 208 * 18432}}
 
-#: Logic cells per lane and fixed cells of the lane-parallel units, fitted to the figures
-#: measured with `make bench` (README performance tables; the iCE40 lightnorm line also to
-#: its default configuration's 25,496 cells). ``(unit, target, variant) -> (per lane,
-#: fixed)``; a unit's lanes are its ``block`` (norm units) or ``lanes``.
-_CELLS_PER_LANE = {
-    ("lightnorm", "ice40", "bfp"): (1553, 649), ("lightnorm", "ecp5", "bfp"): (1518, 0),
-    ("lightnorm", "ice40", "sign"): (545, 0), ("lightnorm", "ecp5", "sign"): (545, 0),
-    ("bn-conventional", "ice40", None): (2333, 0), ("bn-conventional", "ecp5", None): (551, 0),
-    ("lns-mac", "ice40", None): (732, 0), ("lns-mac", "ecp5", None): (754, 0),
-    ("int8-mac", "ice40", None): (236, 0), ("int8-mac", "ecp5", None): (48, 0),
+#: Logic cells per lane, per channel (the norm units keep statistics and coefficients per
+#: channel) and fixed, of the lane-parallel units, fitted to figures measured with `lowbit
+#: synth` (the README's performance tables; on iCE40 also lightnorm at 16 channels with
+#: blocks of 16 (25,496 cells) and 2 (6,145)). ``(unit, target, variant) -> (per lane, per
+#: channel, fixed)``; a unit's lanes are its ``block`` (norm units) or ``lanes``.
+_CELLS = {
+    ("lightnorm", "ice40", "bfp"): (1382, 171, 649), ("lightnorm", "ecp5", "bfp"): (1351, 167, 0),
+    ("lightnorm", "ice40", "sign"): (485, 60, 0), ("lightnorm", "ecp5", "sign"): (485, 60, 0),
+    ("bn-conventional", "ice40", None): (2333, 0, 0),
+    ("bn-conventional", "ecp5", None): (551, 0, 0),
+    ("lns-mac", "ice40", None): (732, 0, 0), ("lns-mac", "ecp5", None): (754, 0, 0),
+    ("int8-mac", "ice40", None): (236, 0, 0), ("int8-mac", "ecp5", None): (48, 0, 0),
 }
 #: Cells per binary MAC of the XNOR array (binary-only, or 1..8-bit capable), measured.
 _CELLS_PER_MAC = {("ice40", True): 4.6, ("ice40", False): 7.4, ("ecp5", True): 6.4,
                   ("ecp5", False): 8.4}
-#: Refuse only what is clearly too big: the estimates are fits to a few measured points.
-_MARGIN = 1.2
+#: Refuse only what is clearly too big (the estimates are fits to a few measured points);
+#: suggest only what clearly fits.
+_REFUSE_ABOVE, _SUGGEST_BELOW = 1.2, 0.9
 
 
 def _lanes_field(unit):
@@ -152,10 +155,30 @@ def estimate(unit, config, target):
     variant = getattr(config, "output", None)
     if unit.name == "lightnorm":
         variant = "sign" if variant == "sign" else "bfp"
-    per_lane, fixed = _CELLS_PER_LANE.get((unit.name, target, variant), (None, 0))
-    if per_lane is None:
+    figures = _CELLS.get((unit.name, target, variant))
+    if figures is None:
         return None, None
-    return per_lane * getattr(config, _lanes_field(unit)) + fixed, None
+    per_lane, per_channel, fixed = figures
+    return (per_lane * getattr(config, _lanes_field(unit))
+            + per_channel * getattr(config, "channels", 0) + fixed), None
+
+
+def _smaller(unit, config, target, limit):
+    """``(--set options, estimate)`` of the largest lane count (then channel count) that
+    fits within ``limit`` cells, or ``None``."""
+    field = _lanes_field(unit)
+    tries = [{field: n} for n in range(getattr(config, field) - 1, 0, -1)]
+    if hasattr(config, "channels"):
+        tries += [{"channels": n, field: n} for n in range(config.channels - 1, 0, -1)]
+    for changes in tries:
+        try:
+            smaller = config.replace(**changes)
+        except (TypeError, ValueError):
+            continue
+        need = estimate(unit, smaller, target)[0]
+        if need <= limit:
+            return " ".join(f"--set {k}={v}" for k, v in changes.items()), need
+    return None
 
 
 def check_fits(unit, config, target):
@@ -172,21 +195,13 @@ def check_fits(unit, config, target):
             f"{unit.name}: its memories hold {bits:,} bits, the {device['part']} has "
             f"{device['memory_bits']:,}; it cannot fit. Try {hint}"
             + (f", or --target {other}" if other else "") + " (--force runs the tools anyway)")
-    if cells is None or cells <= _MARGIN * device["cells"]:
+    if cells is None or cells <= _REFUSE_ABOVE * device["cells"]:
         return None
-    field = "rows=... --set cols=..." if unit.name == "xnor-array" else _lanes_field(unit)
-    hint = f"a smaller --set {field}"
+    hint = "a smaller --set rows=... --set cols=..."
     if unit.name != "xnor-array":
-        # The largest lane count that fits (and that the configuration accepts).
-        for lanes in range(getattr(config, field) - 1, 0, -1):
-            try:
-                smaller = config.replace(**{field: lanes})
-            except (TypeError, ValueError):
-                continue
-            need = estimate(unit, smaller, target)[0]
-            if need <= device["cells"]:
-                hint = f"--set {field}={lanes} (about {need:,} cells)"
-                break
+        found = _smaller(unit, config, target, _SUGGEST_BELOW * device["cells"])
+        hint = f"{found[0]} (about {found[1]:,} cells)" if found else \
+            f"a smaller --set {_lanes_field(unit)}"
     raise ValueError(
         f"{unit.name}: its configuration needs about {cells:,} logic cells (estimated from "
         f"measured figures), the {device['part']} has {device['cells']:,}; it cannot fit. "
