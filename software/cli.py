@@ -23,7 +23,6 @@ __all__ = ["main", "build_parser", "add_config_arguments", "configuration", "loa
            "console"]
 
 
-
 def console(stderr=True):
     """A ``rich`` console for tables and progress (standard error by default, so results
     on standard output stay machine-readable)."""
