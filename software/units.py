@@ -117,13 +117,14 @@ DEVICES = {"ice40": {"part": "iCE40UP5K", "cells": 5280, "memory_bits": 30 * 409
 
 #: Logic cells per lane, per channel (the norm units keep statistics and coefficients per
 #: channel) and fixed, of the lane-parallel units, fitted to figures measured with `lowbit
-#: synth` (the README's performance tables; on iCE40 also lightnorm at 16 channels with
-#: blocks of 16 (25,496 cells) and 2 (6,145)). ``(unit, target, variant) -> (per lane, per
-#: channel, fixed)``; a unit's lanes are its ``block`` (norm units) or ``lanes``.
+#: synth` (the README's performance tables; on iCE40 also, at 16 channels, lightnorm with
+#: blocks of 16, 2 and 1 (25,496, 6,145 and 4,766 cells) and bn-conventional with blocks of
+#: 2 and 1 (6,346 and 4,085)). ``(unit, target, variant) -> (per lane, per channel,
+#: fixed)``; a unit's lanes are its ``block`` (norm units) or ``lanes``.
 _CELLS = {
     ("lightnorm", "ice40", "bfp"): (1382, 171, 649), ("lightnorm", "ecp5", "bfp"): (1351, 167, 0),
     ("lightnorm", "ice40", "sign"): (485, 60, 0), ("lightnorm", "ecp5", "sign"): (485, 60, 0),
-    ("bn-conventional", "ice40", None): (2333, 0, 0),
+    ("bn-conventional", "ice40", None): (2261, 120, -97),
     ("bn-conventional", "ecp5", None): (551, 0, 0),
     ("lns-mac", "ice40", None): (732, 0, 0), ("lns-mac", "ecp5", None): (754, 0, 0),
     ("int8-mac", "ice40", None): (236, 0, 0), ("int8-mac", "ecp5", None): (48, 0, 0),
@@ -133,7 +134,7 @@ _CELLS_PER_MAC = {("ice40", True): 4.6, ("ice40", False): 7.4, ("ecp5", True): 6
                   ("ecp5", False): 8.4}
 #: Refuse only what is clearly too big (the estimates are fits to a few measured points);
 #: suggest only what clearly fits.
-_REFUSE_ABOVE, _SUGGEST_BELOW = 1.2, 0.9
+_REFUSE_ABOVE, _SUGGEST_BELOW = 1.2, 0.95
 
 
 def _lanes_field(unit):
