@@ -79,7 +79,9 @@ def build(unit, config, *, simulator="verilator", waves=False):
     if simulator == "icarus":
         verilog = icarus_time_zero(verilog)
     key = hashlib.sha256(
-        f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}".encode()).hexdigest()[:16]
+        # The binary links cocotb's libraries by absolute path: one build per installation.
+        f"{verilog}\n{simulator}\n{waves}\n{cocotb.__version__}\n{cocotb.__file__}".encode()
+    ).hexdigest()[:16]
     build_dir = toolenv.cache_dir("sim", f"{unit.name}-{simulator}-{key}")
     source = build_dir / f"{unit.toplevel}.v"
     with _locked(build_dir / ".lock"):

@@ -99,7 +99,9 @@ def tool(name):
     setup()
     path = shutil.which(name)
     if path is None:
-        raise MissingExtra("synthesis and place-and-route", name, "synth")
+        # lowbit synth checks its extra first (require); this is the library's own check.
+        raise FileNotFoundError(f"{name} not found on PATH; synthesis needs lowbit's synth "
+                                f"extra: pip install 'lowbit[synth]'")
     return path
 
 
