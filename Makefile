@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
-# Optional extras on top of the tests (CI: make test EXTRAS=test,onnx-ref,brevitas).
-EXTRAS ?= test
+# Extras to install: every tool lowbit drives, and the tests (CI adds onnx-ref,brevitas).
+# A user who only compiles and runs models needs none: pip install lowbit.
+EXTRAS ?= all,test
 
 .PHONY: demo test test-fast bench clean-cache
 

@@ -9,8 +9,9 @@ __all__ = ["add_board_commands", "board_transport", "format_bitstream"]
 
 
 def _fail(command, message, status=1):
-    print(f"lowbit {command}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    from .errors import UserError  # lowbit.cli.main prints "lowbit COMMAND: error: ..."
+
+    raise UserError(message, status)
 
 
 def _default_dir(board):
@@ -38,13 +39,11 @@ def cmd_bitstream(parser, args):
     from .boards.targets import get_board
 
     board = get_board(args.board)
+    from .cli import configuration
+    from .config.accelerator import AcceleratorConfig
+
     config_path = args.config or board.config_file
-    try:
-        config = board.load_config(config_path)
-    except OSError as error:
-        _fail("bitstream", f"cannot read {config_path}: {error.strerror or error}", 2)
-    except (TypeError, ValueError) as error:
-        _fail("bitstream", str(error), 2)
+    config = configuration(args, AcceleratorConfig, path=board.config_file)
     out_dir = Path(args.output) if args.output else _default_dir(board)
     try:
         result = build_bitstream(board, config, out_dir=out_dir, baud=args.baud,
@@ -98,9 +97,10 @@ def add_board_commands(sub):
     boards = sorted(BOARDS)
     p = sub.add_parser("bitstream", help="build a board's bitstream with the YoWASP tools")
     p.add_argument("--board", choices=boards, required=True)
-    p.add_argument("--config", metavar="FILE",
-                   help="accelerator configuration JSON (default: the board's own, "
-                   "boards/configs/BOARD.json)")
+    from .cli import add_config_arguments
+
+    add_config_arguments(p, "the accelerator configuration", "the board's own, "
+                         "boards/configs/BOARD.json")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="build folder (default: build/bitstream/BOARD)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate")

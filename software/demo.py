@@ -23,22 +23,14 @@ __all__ = ["run_demo"]
 RTL_IMAGES = 50
 
 
-def _bar(done, total, label, start):
-    width = 30
-    filled = width * done // total
-    sys.stderr.write(f"\r      {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                     f"{time.perf_counter() - start:5.1f} s")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def _run(program, runtime, x, label):
     from .compiler import run_model
 
+    from .progress import bar
+
     start = time.perf_counter()
-    scores, totals = run_model(program, runtime, x,
-                               progress=lambda done, n: _bar(done, n, label, start))
+    with bar(None, f"      {label}") as progress:
+        scores, totals = run_model(program, runtime, x, progress=progress.steps)
     return scores, totals, time.perf_counter() - start
 
 

@@ -39,16 +39,17 @@ import itertools
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
 
+from .progress import bar as progress_bar
+
 __all__ = ["CACHE_VERSION", "COLUMNS", "SpaceError", "Space", "Sweep", "load_space",
            "parse_space", "apply_overrides", "train_recipe", "run_network", "synthesize_config",
            "finish_record", "explore",
-           "pareto_front", "write_csv", "format_table", "plot_pareto"]
+           "pareto_front", "write_csv", "table_rows", "format_table", "plot_pareto"]
 
 #: Part of every point's cache key: bump it when a record's meaning changes.
 CACHE_VERSION = 2
@@ -155,29 +156,11 @@ def _check_key(where, key):
 
 
 def apply_overrides(config, overrides):
-    """``config`` with ``overrides`` (``{dotted key: value}``) applied and validated.
+    """``config`` with ``overrides`` (``{dotted key: value}``) applied and validated:
+    :func:`lowbit.config.base.apply_overrides`, the override mechanism of ``--set``."""
+    from .config.base import apply_overrides as apply
 
-    ``"xnor_array.rows"`` reaches into the array's configuration; the other keys are
-    :class:`~lowbit.config.accelerator.AcceleratorConfig` fields (``in_depth``,
-    ``weight_single_port``, ...). Values are plain TOML/JSON values (enums as strings).
-
-    Raises
-    ------
-    TypeError, ValueError
-        The configuration's own message for a bad value; ``ValueError`` for an unknown key.
-    """
-    from .config.accelerator import AcceleratorConfig
-
-    values = config.to_dict()
-    for key, value in overrides.items():
-        owner, dot, field = key.partition(".")
-        if dot:
-            if owner not in _UNITS or field == "type":
-                raise ValueError(f"AcceleratorConfig has no parameter {key!r}")
-            values[owner][field] = value
-        else:
-            values[key] = value
-    return AcceleratorConfig.from_dict(values)
+    return apply(config, overrides)
 
 
 def load_space(path):
@@ -572,21 +555,6 @@ def _load_cached(path):
         return None
 
 
-def _bar(done, total, failed, start, stream):
-    line = (f"explore {done}/{total} points ({failed} not ok) "
-            f"{time.perf_counter() - start:6.1f} s")
-    if not stream.isatty():
-        # A log file or a pipe: one line per step, no carriage returns.
-        stream.write(line + "\n")
-    else:
-        width = 30
-        filled = width * done // max(total, 1)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}")
-        if done == total:
-            stream.write("\n")
-    stream.flush()
-
-
 @contextlib.contextmanager
 def _client(scheduler, workers):
     """A Dask client: connected to ``scheduler``, or to a new LocalCluster of ``workers``
@@ -608,6 +576,68 @@ def _client(scheduler, workers):
         yield client
 
 
+def _run_points(space, todo, results, failed, point_dir, client, scheduler, workers,
+                on_result, bar):
+    """Run the points of ``todo`` on Dask, filling ``results``; return the count of points
+    not ok."""
+    from distributed import as_completed
+
+    if not todo:
+        return failed
+    context = contextlib.nullcontext(client) if client is not None else \
+        _client(scheduler, workers)
+    with context as dask:
+        # One task per recipe, per synthesis and per network run, shared by the points
+        # that need it (Dask runs a key once); synthesis first, the longest tasks.
+        tasks, futures, same_key = {}, {}, {}
+
+        def task(key, function, *args):
+            if key not in tasks:
+                tasks[key] = dask.submit(function, *args, key=key)
+            return tasks[key]
+
+        for point, record in todo:
+            if point.run["synthesize"]:
+                task(point.synth_key, synthesize_config, point.config.to_dict(),
+                     point.run["target"], point.run["freq_mhz"])
+        for point, record in todo:
+            trained = task(f"lowbit-train-{point.recipe_hash}", train_recipe, point.recipe,
+                           space.model_bytes)
+            dataset = point.recipe.get("dataset", "digits")
+            network = task(point.run_key, run_network, point.config.to_dict(), point.run,
+                           trained, dataset)
+            synthesis = tasks[point.synth_key] if point.run["synthesize"] else None
+            # Points with the same key (a value repeated on an axis) share one task.
+            key = f"lowbit-point-{point.key}"
+            if key not in futures:
+                futures[key] = dask.submit(finish_record, record, network, synthesis,
+                                           key=key)
+            same_key.setdefault(key, []).append((point, record))
+        for future in as_completed(list(futures.values())):
+            if future.status == "finished":
+                outcome = future.result()
+                cacheable = outcome.pop("cacheable", True)
+            else:
+                # The task raised (training failed, a worker died too often): record
+                # it, but leave it out of the cache so a rerun tries it again.
+                error = future.exception()
+                outcome = dict(status="failed", stage="task",
+                               error=f"{type(error).__name__}: {_first_line(error)}")
+                cacheable = False
+            for point, record in same_key[future.key]:
+                record = {**record, **outcome, "index": point.index,
+                          "point": record["point"]}
+                if cacheable:
+                    _write_json(point_dir / f"{point.key}.json", record)
+                results[point.index] = record
+                failed += record["status"] != "ok"
+                if on_result is not None:
+                    on_result(record)
+                bar.update(len(results), f"{failed} not ok")
+            future.release()
+    return failed
+
+
 def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=True,
             on_result=None, plots=True):
     """Run the sweep ``space`` (a :class:`Space` or a space file path); return a
@@ -625,14 +655,12 @@ def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=
     client : distributed.Client or None
         Use this client instead (``scheduler`` and ``workers`` are then ignored).
     progress : bool
-        Draw a progress bar on stderr.
+        Draw a progress bar on stderr (:mod:`lowbit.progress`).
     on_result : callable or None
         Called with each record on the client as soon as it is written.
     plots : bool
         Write the Pareto plots.
     """
-    from distributed import as_completed
-
     start = time.perf_counter()
     if not isinstance(space, Space):
         space = load_space(space)
@@ -658,63 +686,11 @@ def explore(space, out_dir, *, scheduler=None, workers=2, client=None, progress=
         todo.append((point, record))
 
     total = len(points)
-    stream = sys.stderr
     failed = sum(r["status"] != "ok" for r in results.values())
-    if progress:
-        _bar(len(results), total, failed, start, stream)
-    if todo:
-        context = contextlib.nullcontext(client) if client is not None else \
-            _client(scheduler, workers)
-        with context as dask:
-            # One task per recipe, per synthesis and per network run, shared by the points
-            # that need it (Dask runs a key once); synthesis first, the longest tasks.
-            tasks, futures, same_key = {}, {}, {}
-
-            def task(key, function, *args):
-                if key not in tasks:
-                    tasks[key] = dask.submit(function, *args, key=key)
-                return tasks[key]
-
-            for point, record in todo:
-                if point.run["synthesize"]:
-                    task(point.synth_key, synthesize_config, point.config.to_dict(),
-                         point.run["target"], point.run["freq_mhz"])
-            for point, record in todo:
-                trained = task(f"lowbit-train-{point.recipe_hash}", train_recipe, point.recipe,
-                               space.model_bytes)
-                dataset = point.recipe.get("dataset", "digits")
-                network = task(point.run_key, run_network, point.config.to_dict(), point.run,
-                               trained, dataset)
-                synthesis = tasks[point.synth_key] if point.run["synthesize"] else None
-                # Points with the same key (a value repeated on an axis) share one task.
-                key = f"lowbit-point-{point.key}"
-                if key not in futures:
-                    futures[key] = dask.submit(finish_record, record, network, synthesis,
-                                               key=key)
-                same_key.setdefault(key, []).append((point, record))
-            for future in as_completed(list(futures.values())):
-                if future.status == "finished":
-                    outcome = future.result()
-                    cacheable = outcome.pop("cacheable", True)
-                else:
-                    # The task raised (training failed, a worker died too often): record
-                    # it, but leave it out of the cache so a rerun tries it again.
-                    error = future.exception()
-                    outcome = dict(status="failed", stage="task",
-                                   error=f"{type(error).__name__}: {_first_line(error)}")
-                    cacheable = False
-                for point, record in same_key[future.key]:
-                    record = {**record, **outcome, "index": point.index,
-                              "point": record["point"]}
-                    if cacheable:
-                        _write_json(point_dir / f"{point.key}.json", record)
-                    results[point.index] = record
-                    failed += record["status"] != "ok"
-                    if on_result is not None:
-                        on_result(record)
-                    if progress:
-                        _bar(len(results), total, failed, start, stream)
-                future.release()
+    with progress_bar(total, "explore", progress) as bar:
+        bar.update(len(results), f"{failed} not ok")
+        failed = _run_points(space, todo, results, failed, point_dir, client, scheduler,
+                             workers, on_result, bar)
     records = [results[i] for i in range(total)]
     files = [write_csv(records, out_dir / "results.csv")]
     if plots:
@@ -759,8 +735,9 @@ def _fmt(value, spec=""):
     return format(value, spec)
 
 
-def format_table(records):
-    """The terminal table of ``records``: one line per point."""
+def table_rows(records):
+    """``(headers, rows)`` of the terminal table of ``records``: one row of strings per
+    point (``lowbit explore`` draws it with rich)."""
     header = ["#", "status", "target", "array", "model", "LC", "BRAM", "Fmax", "cyc/img",
               "util %", "acc %", "nJ/img", "img/s", "note"]
     rows = []
@@ -778,6 +755,13 @@ def format_table(records):
                      _fmt(None if r.get("accuracy") is None else 100 * r["accuracy"], ".1f"),
                      _fmt(r.get("energy_nj"), ".1f"), _fmt(r.get("images_per_s"), ",.0f"),
                      note if len(note) <= 60 else note[:57] + "..."])
+    return header, rows
+
+
+def format_table(records):
+    """The table of :func:`table_rows` as plain text, columns padded (for logs and
+    files)."""
+    header, rows = table_rows(records)
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]

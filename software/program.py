@@ -2,44 +2,66 @@
 
 A :class:`Program` is a list of instructions (dicts in :mod:`lowbit.isa` form) plus the
 constant data its ``LOAD`` instructions with ``source=CONST`` consume in order (weights,
-thresholds), all for one :class:`~lowbit.config.accelerator.AcceleratorConfig`. The file
-stamps that configuration's fingerprint; :meth:`Program.load` refuses a program built for
-another configuration.
+thresholds), all for one :class:`~lowbit.config.accelerator.AcceleratorConfig`. A program
+file is self-describing: it embeds that configuration (and a compiled model's metadata),
+so :meth:`Program.load` needs no configuration, and it ends in a CRC-32 of every byte
+before it, so a corrupted or truncated file is refused, never run.
 
 File layout (all integers little-endian)::
 
     offset  size  field
          0     8  magic b"LOWBIT\\0\\0"
-         8     2  format version (3)
+         8     2  format version (4)
         10     2  bytes per instruction
         12    16  accelerator configuration fingerprint (ASCII hex)
         28     4  instruction count
         32     4  constant data length in bytes
-        36     4  metadata length in bytes (0: none)
-        40        instructions, each one word of the instruction layout
+        36     4  configuration length in bytes
+        40     4  metadata length in bytes (0: none)
+        44        instructions, each one word of the instruction layout
                   constant data, buffer words of ``config.word`` bits
+                  configuration: UTF-8 JSON object (``AcceleratorConfig.to_dict``)
                   metadata: UTF-8 JSON object (what the host needs to run a compiled
                   model: input quantizer and packing, output layout, host affine)
+      end-4     4  CRC-32 (``zlib.crc32``) of every byte before it
 """
 
 import json
 import struct
+import zlib
 
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
 from .isa import InstructionError, Opcode, Source, instruction_set
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "ProgramError", "Program"]
+__all__ = ["MAGIC", "VERSION", "HEADER", "TRAILER", "ProgramError", "Program",
+           "config_differences"]
 
 #: First bytes of every program file.
 MAGIC = b"LOWBIT\0\0"
 #: The format version this module writes and reads (2 added the metadata section, 3 is the
-#: full-rate core's instruction set).
-VERSION = 3
+#: full-rate core's instruction set, 4 embeds the configuration and ends in a CRC-32).
+VERSION = 4
 #: The file header (the byte layout of a file, not of an instruction: instructions are laid
 #: out by :mod:`lowbit.isa` alone).
-HEADER = struct.Struct("<8sHH16sIII")
+HEADER = struct.Struct("<8sHH16sIIII")
+#: The file's last bytes: the CRC-32 of everything before them.
+TRAILER = struct.Struct("<I")
+
+
+def config_differences(ours, theirs):
+    """The fields in which two accelerator configurations differ, as ``"name: A vs B"``
+    strings (``xnor_array.rows`` for the array's), for messages that name both."""
+    out = []
+    a, b = ours.to_dict(), theirs.to_dict()
+    for key in a:
+        if isinstance(a[key], dict):
+            out += [f"{key}.{k}: {a[key][k]!r} vs {b[key].get(k)!r}" for k in a[key]
+                    if a[key][k] != b[key].get(k)]
+        elif a[key] != b.get(key):
+            out.append(f"{key}: {a[key]!r} vs {b.get(key)!r}")
+    return out
 
 
 class ProgramError(ValueError):
@@ -119,14 +141,17 @@ class Program:
     # Serialisation ----------------------------------------------------------------------
 
     def to_bytes(self):
-        """The program file's contents."""
+        """The program file's contents (configuration embedded, CRC-32 last)."""
         isa = instruction_set(self.config)
         word_bytes = self.config.word // 8
         const = b"".join(int(v).to_bytes(word_bytes, "little") for v in self.constants)
+        config = json.dumps(self.config.to_dict(), sort_keys=True).encode()
         header = HEADER.pack(MAGIC, VERSION, isa.bytes, self.config.fingerprint().encode(),
-                             len(self.instructions), len(const), len(self._metadata_bytes))
+                             len(self.instructions), len(const), len(config),
+                             len(self._metadata_bytes))
         body = b"".join(w.to_bytes(isa.bytes, "little") for w in self.words())
-        return header + body + const + self._metadata_bytes
+        blob = header + body + const + config + self._metadata_bytes
+        return blob + TRAILER.pack(zlib.crc32(blob))
 
     def save(self, path):
         """Write the program file to ``path``."""
@@ -134,68 +159,100 @@ class Program:
             file.write(self.to_bytes())
 
     @classmethod
-    def from_bytes(cls, blob, config):
-        """Parse a program file's contents for the accelerator ``config``.
+    def from_bytes(cls, blob, config=None):
+        """Parse a program file's contents.
+
+        ``config`` (optional) is the accelerator the caller means to run on: a program
+        built for another configuration is refused, naming both and their differences.
+        Without it the program's embedded configuration is used.
 
         Raises :class:`ProgramError` for a truncated file, bad magic, an unsupported
-        version, a program built for another configuration, or an invalid instruction.
+        version, a checksum that does not match (a corrupted file), a program built for
+        another configuration, or an invalid instruction; ``TypeError`` for a ``config``
+        that is not an :class:`AcceleratorConfig`.
         """
-        if not isinstance(config, AcceleratorConfig):
+        if config is not None and not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         blob = bytes(blob)
-        if len(blob) < HEADER.size:
-            raise ProgramError(f"truncated program: the header needs {HEADER.size} bytes, "
-                               f"the file has {len(blob)}")
-        magic, version, instr_bytes, fingerprint, count, const_len, meta_len = \
+        if len(blob) < HEADER.size + TRAILER.size:
+            raise ProgramError(f"truncated program: the header and checksum need "
+                               f"{HEADER.size + TRAILER.size} bytes, the file has "
+                               f"{len(blob)}")
+        magic, version, instr_bytes, fingerprint, count, const_len, config_len, meta_len = \
             HEADER.unpack_from(blob)
         if magic != MAGIC:
             raise ProgramError(f"not a lowbit program: bad magic {magic!r}")
         if version != VERSION:
             raise ProgramError(f"unsupported program format version {version} (this lowbit "
                                f"reads version {VERSION})")
-        ours = config.fingerprint()
+        sizes = [count * instr_bytes, const_len, config_len, meta_len]
+        need = HEADER.size + sum(sizes) + TRAILER.size
+        if len(blob) != need:
+            # A length field may be what is corrupted: say both readings.
+            raise ProgramError(
+                f"truncated or corrupted program: its header describes {count} "
+                f"instructions, {const_len} bytes of constant data, {config_len} of "
+                f"configuration and {meta_len} of metadata, {need} bytes in all; the file "
+                f"has {len(blob)}")
+        stored, = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)
+        computed = zlib.crc32(blob[:-TRAILER.size])
+        if stored != computed:
+            raise ProgramError(f"corrupted program: its CRC-32 is {stored:08x}, its contents "
+                               f"give {computed:08x}")
+        start = HEADER.size
+        sections = []
+        for size in sizes:
+            sections.append(blob[start:start + size])
+            start += size
+        body, const, config_text, meta_text = sections
+        try:
+            embedded = AcceleratorConfig.from_dict(json.loads(config_text.decode()))
+        except (UnicodeDecodeError, TypeError, ValueError) as error:
+            raise ProgramError(f"program's embedded configuration is invalid: {error}") \
+                from None
         theirs = fingerprint.decode("ascii", errors="replace")
-        if theirs != ours:
-            raise ProgramError(f"program was built for accelerator configuration {theirs}, "
-                               f"this accelerator is {ours}")
+        if embedded.fingerprint() != theirs:
+            raise ProgramError(f"program's embedded configuration is {embedded.fingerprint()}"
+                               f", its header says {theirs}")
+        if config is not None and config.fingerprint() != theirs:
+            raise ProgramError(
+                f"program was built for accelerator configuration {theirs}, this "
+                f"accelerator is {config.fingerprint()} (the program's vs this: "
+                f"{'; '.join(config_differences(embedded, config))})")
+        config = embedded
         isa = instruction_set(config)
         if instr_bytes != isa.bytes:
-            raise ProgramError(f"program instructions are {instr_bytes} bytes, this "
+            raise ProgramError(f"program instructions are {instr_bytes} bytes, its "
                                f"accelerator's are {isa.bytes}")
         word_bytes = config.word // 8
         if const_len % word_bytes:
             raise ProgramError(f"constant data of {const_len} bytes is not a whole number of "
                                f"{config.word}-bit words")
-        need = HEADER.size + count * instr_bytes + const_len + meta_len
-        if len(blob) < need:
-            meta = f" and {meta_len} bytes of metadata" if meta_len else ""
-            raise ProgramError(f"truncated program: {count} instructions and {const_len} "
-                               f"bytes of constant data{meta} need {need} bytes, the file "
-                               f"has {len(blob)}")
-        if len(blob) > need:
-            raise ProgramError(f"program file has {len(blob) - need} bytes after its "
-                               f"{'metadata' if meta_len else 'constant data'}")
         metadata = None
         if meta_len:
             try:
-                metadata = json.loads(blob[need - meta_len:].decode())
+                metadata = json.loads(meta_text.decode())
             except (UnicodeDecodeError, ValueError) as error:
                 raise ProgramError(f"program metadata is not valid JSON: {error}") from None
         instructions = []
         for index in range(count):
-            start = HEADER.size + index * instr_bytes
-            word = int.from_bytes(blob[start:start + instr_bytes], "little")
+            word = int.from_bytes(body[index * instr_bytes:(index + 1) * instr_bytes],
+                                  "little")
             try:
                 instructions.append(isa.decode(word))
             except InstructionError as error:
                 raise ProgramError(f"instruction {index}: {error}") from None
-        start = HEADER.size + count * instr_bytes
-        constants = [int.from_bytes(blob[i:i + word_bytes], "little")
-                     for i in range(start, start + const_len, word_bytes)]
+        constants = [int.from_bytes(const[i:i + word_bytes], "little")
+                     for i in range(0, const_len, word_bytes)]
         return cls(config, instructions, constants, metadata)
 
     @classmethod
-    def load(cls, path, config):
-        """Read a program file for the accelerator ``config``; see :meth:`from_bytes`."""
+    def load(cls, path, config=None):
+        """Read the program file ``path`` (see :meth:`from_bytes`); every
+        :class:`ProgramError` names the file. ``OSError`` if it cannot be read."""
         with open(path, "rb") as file:
-            return cls.from_bytes(file.read(), config)
+            blob = file.read()
+        try:
+            return cls.from_bytes(blob, config)
+        except ProgramError as error:
+            raise ProgramError(f"{path}: {error}") from None

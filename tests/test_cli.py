@@ -37,14 +37,15 @@ def test_verilog_to_stdout(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["verilog", "xnor-array", "--set", "rows=0"],
-     "lowbit: error: XNORArrayConfig rows must be at least 1, not 0"),
+     "lowbit verilog: error: XNORArrayConfig rows must be at least 1, not 0"),
     (["verilog", "xnor-array", "--set", "word=wide"],
-     "lowbit: error: XNORArrayConfig word must be an integer, not 'wide'"),
+     "lowbit verilog: error: XNORArrayConfig word must be an integer, not 'wide'"),
     (["synth", "xnor-array", "--set", "acc_width=4"],
-     "lowbit: error: XNORArrayConfig acc_width 4 could overflow"),
+     "lowbit synth: error: XNORArrayConfig acc_width 4 could overflow"),
     (["verilog", "xnor-array", "--set", "colour=red"],
-     "lowbit: error: XNORArrayConfig has no parameter 'colour'"),
-    (["verilog", "xnor-array", "--set", "rows"], "lowbit: error: expected key=value, not 'rows'"),
+     "lowbit verilog: error: XNORArrayConfig has no parameter 'colour'"),
+    (["verilog", "xnor-array", "--set", "rows"],
+     "lowbit verilog: error: expected key=value, not 'rows'"),
     (["verilog", "gpu"], "lowbit verilog: error: argument unit: invalid choice: 'gpu'"),
     (["synth", "xnor-array", "--target", "asic"],
      "lowbit synth: error: argument --target: invalid choice: 'asic'"),
@@ -199,22 +200,25 @@ def test_config_file_round_trips_the_synthesis_report(tmp_path, captured, capsys
 
 
 @pytest.mark.parametrize("unit, text, message", [
-    ("accelerator", None, "lowbit: error: cannot read {path}: No such file or directory"),
-    ("accelerator", '{"act_depth": 40', "lowbit: error: {path}: not a JSON accelerator "
-     "configuration"),
+    ("accelerator", None, "lowbit {command}: error: cannot read {path}: No such file or directory"),
+    ("accelerator", '{"act_depth": 40', "lowbit {command}: error: {path}: not a JSON "
+     "accelerator configuration"),
     ("accelerator", '{"act_depth": 64, "colour": 1}',
-     "lowbit: error: {path}: AcceleratorConfig has no parameter(s) 'colour'"),
+     "lowbit {command}: error: {path}: AcceleratorConfig has no parameter(s) 'colour'"),
     ("accelerator", '{"xnor_array": {"type": "XNORArrayConfig", "rows": 0}}',
-     "lowbit: error: {path}: XNORArrayConfig rows must be at least 1, not 0"),
-    ("xnor-array", "{rows: 2}", "lowbit: error: {path}: not a JSON XNORArrayConfig"),
-    ("xnor-array", "[2, 2]", "lowbit: error: {path}: expected a JSON object of "
-     "XNORArrayConfig parameters, not list"),
+     "lowbit {command}: error: {path}: XNORArrayConfig rows must be at least 1, not 0"),
+    ("xnor-array", "{rows: 2}",
+     "lowbit {command}: error: {path}: not a JSON XNORArray configuration"),
+    ("xnor-array", "[2, 2]", "lowbit {command}: error: {path}: XNORArrayConfig must be "
+     "given as a JSON object of its parameters, not list"),
     ("xnor-array", '{"rows": 2, "colour": 1}',
-     "lowbit: error: {path}: XNORArrayConfig has no parameter(s) 'colour'"),
+     "lowbit {command}: error: {path}: XNORArrayConfig has no parameter(s) 'colour'"),
     ("xnor-array", '{"type": "LightNormConfig"}',
-     "lowbit: error: {path}: type must be 'XNORArrayConfig', not 'LightNormConfig'"),
+     "lowbit {command}: error: {path}: type must be 'XNORArrayConfig', not "
+     "'LightNormConfig'"),
     ("xnor-array", '{"rows": "two"}',
-     "lowbit: error: {path}: XNORArrayConfig rows must be an integer, not 'two'"),
+     "lowbit {command}: error: {path}: XNORArrayConfig rows must be an integer, not "
+     "'two'"),
 ])
 @pytest.mark.parametrize("command", ["verilog", "sim", "synth"])
 def test_bad_config_file_exits_with_a_clear_message(tmp_path, capsys, command, unit, text,
@@ -226,7 +230,7 @@ def test_bad_config_file_exits_with_a_clear_message(tmp_path, capsys, command, u
         main([command, unit, "--config", str(path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message.format(path=path) in err and "Traceback" not in err
+    assert message.format(path=path, command=command) in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -244,7 +248,7 @@ def test_bad_accelerator_set_exits_with_a_clear_message(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["verilog", "accelerator", *args])
     assert exit_info.value.code == 2
-    assert f"lowbit: error: {message}" in capsys.readouterr().err
+    assert f"lowbit verilog: error: {message}" in capsys.readouterr().err
 
 
 def test_synth_of_a_design_that_does_not_fit_reports_what_it_needs(monkeypatch, capsys):
@@ -347,6 +351,8 @@ def test_run_stats_take_the_macs_from_the_metadata(tmp_path, capsys):
 
 
 def test_run_errors_exit_2(tmp_path, capsys):
+    from lowbit.config.accelerator import AcceleratorConfig
+
     path, inputs = _scores_program(tmp_path)
     text = tmp_path / "x.txt"
     text.write_text("not numpy")
@@ -358,7 +364,15 @@ def test_run_errors_exit_2(tmp_path, capsys):
         (["run", str(path), "--input", str(text)],
          f"lowbit run: error: {text} is not a .npy array"),
         (["run", str(path), "--config", str(small)],
-         f"lowbit run: error: {path}: program was built for accelerator configuration"),
+         f"lowbit run: error: {path} was built for accelerator configuration "
+         f"{AcceleratorConfig().fingerprint()}, --config {small} gives "
+         f"{AcceleratorConfig(**SMALL_ACCELERATOR).fingerprint()} (the program's vs yours: "
+         f"in_depth: 512 vs 64; act_depth: 512 vs 64;"),
+        (["run", str(path), "--set", "queue_depth=2"],
+         f"lowbit run: error: {path} was built for accelerator configuration "
+         f"{AcceleratorConfig().fingerprint()}, --set gives "
+         f"{AcceleratorConfig(queue_depth=2).fingerprint()} (the program's vs yours: "
+         f"queue_depth: 4 vs 2)"),
         (["run", str(path)], "lowbit run: error: the program's INPUT loads take 16 words, 0 "
          "given"),
         (["run", str(path), "--input", str(inputs), "--stats",

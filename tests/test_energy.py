@@ -203,8 +203,10 @@ def test_total_of_thresholds_by_hand():
 def test_a_changed_entry_changes_exactly_the_expected_totals():
     program = two_layer_program()
     base = E.estimate(program)
-    counts = E.Actions.total(E.count_program(program))
-    moved = counts["host_bytes_in"] + counts["host_bytes_out"]
+    # Bytes on the host link, by hand (not from the counter under test): 8 instructions,
+    # 15 memory words of 8 bytes in; a DATA record of 4 words of 8 bytes and the STATUS
+    # record out.
+    moved = 8 * INSTR + 15 * 8 + DATA + 4 * 8 + STATUS
     dearer = E.estimate(program, TECH.replace(dram_access_64b=2600.0))
     assert dearer.total_pj == pytest.approx(base.total_pj + moved * 1300 / 8)
     for name, value in dearer.components().items():
@@ -427,12 +429,20 @@ def test_cli_tech_file_and_errors(tmp_path, files, capsys):
 
 
 def test_cli_refuses_a_program_for_another_configuration(tmp_path, capsys):
-    path = tmp_path / "g.lbp"
+    # The program embeds its configuration: no --config needed; another one is refused.
+    from lowbit.config.accelerator import AcceleratorConfig
+
+    path, other = tmp_path / "g.lbp", tmp_path / "default.json"
     scores_program().save(path)
+    assert main(["energy", str(path), "--json"]) == 0
+    capsys.readouterr()
+    AcceleratorConfig().save(other)
     with pytest.raises(SystemExit) as info:
-        main(["energy", str(path)])
+        main(["energy", str(path), "--config", str(other)])
     assert info.value.code == 2
-    assert "program was built for accelerator configuration" in capsys.readouterr().err
+    assert (f"lowbit energy: error: {path} was built for accelerator configuration "
+            f"{CONFIG.fingerprint()}, --config {other} gives "
+            f"{AcceleratorConfig().fingerprint()}") in capsys.readouterr().err
 
 
 def test_cli_reports_bad_metadata(tmp_path, capsys):

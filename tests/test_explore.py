@@ -160,8 +160,8 @@ def test_overrides_reach_into_the_array():
     with pytest.raises(ValueError, match="^AcceleratorConfig in_depth must be a power of "
                                          "two, not 3$"):
         apply_overrides(base, {"in_depth": 3})
-    with pytest.raises(ValueError, match="^AcceleratorConfig has no parameter "
-                                         "'lightnorm.channels'$"):
+    with pytest.raises(ValueError, match="^AcceleratorConfig has no unit configuration "
+                                         "'lightnorm' \\(in lightnorm.channels\\)$"):
         apply_overrides(base, {"lightnorm.channels": 32})
 
 

@@ -52,7 +52,7 @@ def _exact_round(value, rounding):
     return floor
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # the profile's count (tests/conftest.py)
 @given(st.integers(-(1 << 40), 1 << 40), st.integers(-20, 50),
        st.sampled_from(["nearest-even", "truncate", "floor"]))
 def test_round_shift_is_exact(value, shift, rounding):
@@ -77,7 +77,7 @@ def test_round_shift_ties():
         bfp.round_shift(1, 1, "up")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # the profile's count
 @given(st.lists(st.integers(-(1 << 15), (1 << 15) - 1), min_size=8, max_size=8),
        st.sampled_from([2, 4, 7, 10]), st.sampled_from(["nearest-even", "truncate"]))
 def test_integer_and_float_paths_agree_with_the_definition(values, mantissa, rounding):
@@ -93,7 +93,7 @@ def test_integer_and_float_paths_agree_with_the_definition(values, mantissa, rou
         assert man == min(max(expected, fmt.mmin), fmt.mmax)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # the profile's count
 @given(st.lists(st.floats(-1e3, 1e3, allow_subnormal=False), min_size=4, max_size=4),
        st.lists(st.floats(-4, 4, allow_subnormal=False), min_size=4, max_size=4),
        st.lists(st.floats(-1e3, 1e3, allow_subnormal=False), min_size=4, max_size=4),

@@ -70,7 +70,7 @@ def test_quantize_pinned_examples():
         quantize(np.array([np.nan]))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)  # the profile's count (tests/conftest.py)
 @given(hnp.arrays(np.float64, st.integers(1, 40),
                   elements=st.floats(-1e6, 1e6, allow_subnormal=False)),
        st.integers(5, 10), st.sampled_from([1, 2, 4, 8, 16]))
@@ -102,7 +102,7 @@ def test_multiply_pinned_examples():
     assert p.scale_exp == -2
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)  # the profile's count
 @given(st.data())
 def test_multiply_is_exact_when_representable(data):
     bits = data.draw(st.integers(4, 10))

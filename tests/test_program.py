@@ -1,6 +1,8 @@
-"""Program files: round trip, version 3, refusal of other configurations, and malformed
-files and programs with exact messages."""
+"""Program files: round trip, version 4 (embedded configuration, CRC-32), refusal of
+other configurations, and malformed, corrupted and truncated files with exact messages."""
 
+import binascii
+import json
 import re
 
 import numpy as np
@@ -57,35 +59,61 @@ def test_round_trip_of_the_suite(name, program):
     assert np.array_equal(again.constants, program.constants)
 
 
+def _sections(blob):
+    header = HEADER.unpack_from(blob)
+    count, const_len, config_len, meta_len = header[4:]
+    isa_bytes = header[2]
+    start = HEADER.size + count * isa_bytes
+    return header, start, const_len, config_len, meta_len
+
+
 def test_file_layout():
     program = make_program()
     blob = program.to_bytes()
     isa = instruction_set(CONFIG)
-    magic, version, instr_bytes, fingerprint, count, const_len, meta_len = \
+    magic, version, instr_bytes, fingerprint, count, const_len, config_len, meta_len = \
         HEADER.unpack_from(blob)
     assert (magic, version, meta_len) == (MAGIC, VERSION, 0)
-    assert magic == b"LOWBIT\0\0" and VERSION == 3 and HEADER.size == 40
+    assert magic == b"LOWBIT\0\0" and VERSION == 4 and HEADER.size == 44
     assert instr_bytes == isa.bytes == 12 and fingerprint == CONFIG.fingerprint().encode()
     assert count == 5 and const_len == 8 * 4
-    assert len(blob) == HEADER.size + 5 * 12 + 32
+    assert len(blob) == HEADER.size + 5 * 12 + 32 + config_len + 4
     first = int.from_bytes(blob[HEADER.size:HEADER.size + 12], "little")
     assert isa.layout.from_bits(first).opcode == Opcode.LOAD
-    assert blob[-32:-28] == (1).to_bytes(4, "little")
-    assert blob[-24:-20] == (0x12345678).to_bytes(4, "little")
+    const = HEADER.size + 5 * 12
+    assert blob[const:const + 4] == (1).to_bytes(4, "little")
+    assert blob[const + 8:const + 12] == (0x12345678).to_bytes(4, "little")
+    # The configuration, as JSON, then the CRC-32 of everything before it (binascii's
+    # CRC-32: a second implementation of zlib's).
+    text = blob[const + 32:const + 32 + config_len].decode()
+    assert AcceleratorConfig.from_dict(json.loads(text)) == CONFIG
+    assert blob[-4:] == binascii.crc32(blob[:-4]).to_bytes(4, "little")
+
+
+def test_a_file_needs_no_configuration(tmp_path):
+    path = tmp_path / "p.lowbit"
+    make_program(OTHER).save(path)
+    loaded = Program.load(path)
+    assert loaded.config == OTHER and loaded.words() == make_program(OTHER).words()
 
 
 def test_refuses_another_configuration(tmp_path):
     path = tmp_path / "p.lowbit"
     make_program().save(path)
     with pytest.raises(ProgramError, match=re.escape(
-            f"program was built for accelerator configuration {CONFIG.fingerprint()}, "
-            f"this accelerator is {OTHER.fingerprint()}")):
+            f"{path}: program was built for accelerator configuration {CONFIG.fingerprint()}, "
+            f"this accelerator is {OTHER.fingerprint()} (the program's vs this: "
+            f"queue_depth: 4 vs 2)")):
         Program.load(path, OTHER)
 
 
-def _patched(offset, data):
+def _patched(offset, data, crc=True):
+    """The test program with ``data`` at ``offset``; with ``crc`` its checksum made right
+    again (binascii's CRC-32), so a check behind the checksum's is reached."""
     blob = bytearray(make_program().to_bytes())
     blob[offset:offset + len(data)] = data
+    if crc:
+        blob[-4:] = binascii.crc32(bytes(blob[:-4])).to_bytes(4, "little")
     return bytes(blob)
 
 
@@ -97,42 +125,76 @@ def test_bad_magic():
 
 def test_unsupported_version():
     with pytest.raises(ProgramError, match=re.escape(
-            "unsupported program format version 2 (this lowbit reads version 3)")):
-        Program.from_bytes(_patched(8, (2).to_bytes(2, "little")), CONFIG)
+            "unsupported program format version 3 (this lowbit reads version 4)")):
+        Program.from_bytes(_patched(8, (3).to_bytes(2, "little")), CONFIG)
 
 
 def test_instruction_size_mismatch():
+    # 24-byte instructions and a file that holds them: half the instructions.
     with pytest.raises(ProgramError, match=re.escape(
-            "program instructions are 24 bytes, this accelerator's are 12")):
-        Program.from_bytes(_patched(10, (24).to_bytes(2, "little")), CONFIG)
+            "program instructions are 24 bytes, its accelerator's are 12")):
+        blob = bytearray(_patched(10, (24).to_bytes(2, "little"), crc=False))
+        blob[28:32] = (2).to_bytes(4, "little")
+        blob = blob[:HEADER.size + 48] + blob[HEADER.size + 60:]
+        blob[-4:] = binascii.crc32(bytes(blob[:-4])).to_bytes(4, "little")
+        Program.from_bytes(bytes(blob), CONFIG)
 
 
 def test_truncated_header():
     with pytest.raises(ProgramError, match=re.escape(
-            "truncated program: the header needs 40 bytes, the file has 10")):
+            "truncated program: the header and checksum need 48 bytes, the file has 10")):
         Program.from_bytes(make_program().to_bytes()[:10], CONFIG)
 
 
 def test_truncated_body():
     blob = make_program().to_bytes()
+    (*_, config_len, _), size = HEADER.unpack_from(blob), len(blob)
+    assert size == 44 + 5 * 12 + 32 + config_len + 4
     with pytest.raises(ProgramError, match=re.escape(
-            "truncated program: 5 instructions and 32 bytes of constant data need 132 "
-            "bytes, the file has 130")):
+            f"truncated or corrupted program: its header describes 5 instructions, 32 bytes "
+            f"of constant data, {config_len} of configuration and 0 of metadata, {size} "
+            f"bytes in all; the file has {size - 2}")):
         Program.from_bytes(blob[:-2], CONFIG)
 
 
 def test_trailing_bytes():
+    blob = make_program().to_bytes()
     with pytest.raises(ProgramError, match=re.escape(
-            "program file has 3 bytes after its constant data")):
-        Program.from_bytes(make_program().to_bytes() + b"xyz", CONFIG)
+            f"{len(blob)} bytes in all; the file has {len(blob) + 3}")):
+        Program.from_bytes(blob + b"xyz", CONFIG)
+
+
+@pytest.mark.parametrize("offset", [12, 30, 44, 44 + 60, 44 + 60 + 31, -5, -1])
+def test_any_flipped_byte_is_refused(offset):
+    # Header, instructions, constants, configuration, checksum: one flipped bit anywhere.
+    blob = bytearray(make_program().to_bytes())
+    blob[offset] ^= 0x10
+    with pytest.raises(ProgramError, match="corrupted program"):
+        Program.from_bytes(bytes(blob), CONFIG)
 
 
 def test_partial_constant_word():
-    blob = bytearray(make_program().to_bytes()[:-32] + b"\0" * 10)
+    blob = bytearray(make_program().to_bytes())
+    _, start, const_len, config_len, _ = _sections(blob)
+    blob = blob[:start + 10] + blob[start + const_len:]
     blob[32:36] = (10).to_bytes(4, "little")
+    blob[-4:] = binascii.crc32(bytes(blob[:-4])).to_bytes(4, "little")
     with pytest.raises(ProgramError, match=re.escape(
             "constant data of 10 bytes is not a whole number of 32-bit words")):
         Program.from_bytes(bytes(blob), CONFIG)
+
+
+def test_bad_embedded_configuration():
+    blob = make_program().to_bytes()
+    _, start, const_len, config_len, _ = _sections(blob)
+    at = start + const_len
+    text = blob[at:at + config_len].replace(b'"queue_depth": 4', b'"queue_depth": 0')
+    patched = bytearray(blob[:at] + text + blob[at + config_len:])
+    patched[-4:] = binascii.crc32(bytes(patched[:-4])).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match=re.escape(
+            "program's embedded configuration is invalid: AcceleratorConfig queue_depth must "
+            "be at least 1, not 0")):
+        Program.from_bytes(bytes(patched))
 
 
 def test_bad_instruction_in_file():
@@ -195,8 +257,8 @@ def test_needs_a_config():
             "config must be an AcceleratorConfig, not None")):
         Program(None, [])
     with pytest.raises(TypeError, match=re.escape(
-            "config must be an AcceleratorConfig, not None")):
-        Program.from_bytes(b"", None)
+            "config must be an AcceleratorConfig, not 'x'")):
+        Program.from_bytes(b"", "x")
 
 
 def test_metadata_round_trip_and_errors():
@@ -210,10 +272,11 @@ def test_metadata_round_trip_and_errors():
             "serializable")):
         Program(CONFIG, [HALT], metadata={"x": {1}})
     with pytest.raises(ProgramError, match="program metadata is not valid JSON"):
-        Program.from_bytes(blob[:-1] + b"!", CONFIG)
-    with pytest.raises(ProgramError, match=re.escape(
-            "truncated program: 1 instructions and 0 bytes of constant data and 50 bytes of "
-            "metadata need 102 bytes, the file has 101")):
+        patched = bytearray(blob[:-5] + b"!" + blob[-4:])
+        patched[-4:] = binascii.crc32(bytes(patched[:-4])).to_bytes(4, "little")
+        Program.from_bytes(bytes(patched), CONFIG)
+    with pytest.raises(ProgramError, match="truncated or corrupted program: .* and 50 of "
+                                           "metadata"):
         Program.from_bytes(blob[:-1], CONFIG)
     with pytest.raises(ProgramError, match=re.escape("program metadata must be a dict, not [1]")):
         Program(CONFIG, [HALT], metadata=[1])

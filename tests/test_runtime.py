@@ -634,8 +634,9 @@ def test_cli_run_errors(program_files, tmp_path, capsys):
     other.save(tmp_path / "other.json")
     assert run_error(["run", str(path), "--input", x, "--config",
                       str(tmp_path / "other.json")], capsys) == \
-        (f"lowbit run: error: {path}: program was built for accelerator configuration "
-         f"{CONFIG.fingerprint()}, this accelerator is {other.fingerprint()}")
+        (f"lowbit run: error: {path} was built for accelerator configuration "
+         f"{CONFIG.fingerprint()}, --config {tmp_path / 'other.json'} gives "
+         f"{other.fingerprint()} (the program's vs yours: queue_depth: 4 vs 2)")
     (tmp_path / "bad.json").write_text('{"in_depth": 12}')
     assert run_error(["run", str(path), "--config", str(tmp_path / "bad.json")], capsys) == \
         (f"lowbit run: error: {tmp_path / 'bad.json'}: AcceleratorConfig in_depth must be a "

@@ -260,15 +260,9 @@ class AcceleratorConfig(ConfigMixin):
         Raises ``ValueError`` (text that is not JSON) and the errors of :meth:`from_dict`,
         their messages prefixed with ``path``; ``OSError`` if the file cannot be read.
         """
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not a JSON accelerator configuration: {error}") \
-                from None
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{path}: {error}") from None
+        from .base import load_config  # the one loader of every configuration
+
+        return load_config(path, cls)
 
     def save(self, path):
         """Write the configuration to ``path`` as JSON (:meth:`to_dict`)."""
