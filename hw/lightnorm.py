@@ -1,5 +1,5 @@
 """LightNorm-style batch-norm unit: range batch-norm statistics, BFP affine normalisation and
-fused threshold outputs, with no divider or square root (REFERENCE.md sections 2 and 3).
+fused threshold outputs, with no divider or square root (docs/arithmetic.md, sections 2 and 3).
 
 What each beat does is documented on :class:`~lowbit.config.lightnorm.LightNormConfig`; the
 golden model of the same name is :class:`lowbit.golden.lightnorm.LightNorm`, and the pinned

@@ -8,7 +8,7 @@ saved and loaded as one ``.npz`` archive with a JSON header (format version
 :data:`VERSION`). ``docs/model.md`` is the full specification.
 
 :meth:`QuantModel.integer_form` turns it into what an integer accelerator computes
-(REFERENCE.md sections 1 and 2): per compute layer an integer weight matrix, the precision
+(docs/arithmetic.md, sections 1 and 2): per compute layer an integer weight matrix, the precision
 of its inputs, and either per-channel integer thresholds with a flip bit (hidden layers) or
 a per-class scale and offset the host applies to the raw integer scores (the last layer).
 That integer form is the compiler's contract: :meth:`IntegerForm.forward` is its bit-exact
@@ -196,7 +196,7 @@ class Dense:
 
     Weight quantization, from the latent float ``weight`` of shape ``(N, K)``:
 
-    * ``weight_bits == 1``: binary, ``w_int = +1 if weight >= 0 else -1`` (REFERENCE.md
+    * ``weight_bits == 1``: binary, ``w_int = +1 if weight >= 0 else -1`` (docs/arithmetic.md,
       section 1: ``sign(0) = +1``);
     * ``weight_bits == k >= 2``: symmetric signed k-bit,
       ``w_int = clip(rint(weight / scale[n]), -(2^(k-1) - 1), 2^(k-1) - 1)``.

@@ -1,5 +1,5 @@
 """lowbit.model: the intermediate form, its file format, and its integer form exact against
-the golden threshold folding (REFERENCE.md section 2) and against float execution except at
+the golden threshold folding (docs/arithmetic.md, section 2) and against float execution except at
 the documented float ties."""
 
 import json

@@ -42,7 +42,7 @@ def test_binary_only_array_runs_bnn_layers(seed, k, word):
 
 
 def test_reference_formula_and_sign_of_zero():
-    # dot = 2 * popcount(XNOR) - N = N - 2 * popcount(XOR) on +-1 vectors (REFERENCE 1).
+    # dot = 2 * popcount(XNOR) - N = N - 2 * popcount(XOR) on +-1 vectors (docs/arithmetic.md, 1.2).
     x = np.array([0.0, -0.0, 0.5, -2.0, 3.0])
     assert binarize(x).tolist() == [1, 1, 1, -1, 1]
     a, b = binarize(x)[None, :], np.array([[1, -1, -1, -1, 1]])

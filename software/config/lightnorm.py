@@ -1,5 +1,5 @@
 """Configuration of the LightNorm-style batch-norm unit, shared by gateware, golden model,
-testbenches and benchmark (REFERENCE.md sections 2 and 3).
+testbenches and benchmark (docs/arithmetic.md, sections 2 and 3).
 
 The unit takes one *block* of ``block`` channels at one sample position per beat: the
 signed integer outputs of the XNOR array. Each beat carries an operation:
@@ -32,7 +32,7 @@ __all__ = ["Rounding", "OutputMode", "Op", "LightNormConfig", "norm_beat_layout"
 
 
 class Rounding(enum.Enum):
-    """How a value is rounded to a BFP mantissa (REFERENCE.md section 3)."""
+    """How a value is rounded to a BFP mantissa (docs/arithmetic.md, section 3.2)."""
 
     NEAREST_EVEN = "nearest-even"
     TRUNCATE = "truncate"

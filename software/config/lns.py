@@ -1,5 +1,5 @@
 """Configuration of the LNS multiply-add unit (LNS-Madam style), shared by gateware, golden
-model, testbenches and benchmark (REFERENCE.md section 4).
+model, testbenches and benchmark (docs/arithmetic.md, section 4).
 
 Number format. A B-bit word holds a sign bit and a ``(B-1)``-bit magnitude code ``c``:
 ``c = 0`` is exact zero; otherwise ``|x| = S * 2^((c - c_max) / gamma)`` with

@@ -14,7 +14,7 @@ Broadcasting row words along rows and column words along columns holds no operan
 PE: operands come straight from the producer's registers (block RAM outputs in the
 accelerator), and only the accumulators stay in the PEs. The accumulators also make
 bit-serial multi-bit layers cheap: each bit-plane pass adds into the same accumulator
-(Horner's scheme: one doubling between plane groups, REFERENCE.md section 1).
+(Horner's scheme: one doubling between plane groups, docs/arithmetic.md, section 1.4).
 """
 
 import dataclasses

@@ -1,5 +1,5 @@
 """Block floating point (BFP), bit-exact: what :class:`lowbit.hw.lightnorm.LightNorm` computes
-on BFP blocks (REFERENCE.md section 3).
+on BFP blocks (docs/arithmetic.md, section 3).
 
 Format ``BFP(block B, mantissa m, exponent e, rounding)``: ``B`` values share one exponent.
 

@@ -1,6 +1,6 @@
 """Golden model of the LightNorm-style batch-norm unit: what
 :class:`lowbit.hw.lightnorm.LightNorm` computes, beat by beat and bit for bit, plus the float
-references it approximates (REFERENCE.md sections 2 and 3).
+references it approximates (docs/arithmetic.md, sections 2 and 3).
 
 Three layers:
 

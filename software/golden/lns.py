@@ -1,4 +1,4 @@
-"""Golden model of multi-base LNS arithmetic (LNS-Madam style, REFERENCE.md section 4) and
+"""Golden model of multi-base LNS arithmetic (LNS-Madam style, docs/arithmetic.md, section 4) and
 of the unit that computes it, :class:`lowbit.hw.lns_mac.LNSMac`, bit for bit.
 
 Pinned choices (the gateware and ``docs/lns_mac.md`` follow them):

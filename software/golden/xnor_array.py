@@ -1,5 +1,5 @@
 """Golden model of the XNOR-popcount array: what :class:`lowbit.hw.xnor_array.XNORArray`
-computes, beat by beat and bit for bit (REFERENCE.md section 1).
+computes, beat by beat and bit for bit (docs/arithmetic.md, section 1).
 
 Two layers:
 
@@ -8,10 +8,10 @@ Two layers:
 * :meth:`XNORArray.schedule` turns integer operand tiles into beats (bit planes, Horner
   order, padding), and :meth:`XNORArray.matmul` tiles a whole ``A x B^T`` through the model.
 
-Encoding (REFERENCE.md section 1): bit 1 is +1, bit 0 is -1, ``sign(0) = +1``. Element ``t``
-of a word is bit ``t`` (least significant bit first). Padding bits are zero in both operands:
-AND beats ignore them; XNOR beats count them as matches, which the first beat's ``offset``
-cancels.
+Encoding (docs/arithmetic.md, section 1.1): bit 1 is +1, bit 0 is -1, ``sign(0) = +1``.
+Element ``t`` of a word is bit ``t`` (least significant bit first). Padding bits are zero in
+both operands: AND beats ignore them; XNOR beats count them as matches, which the first
+beat's ``offset`` cancels.
 """
 
 import dataclasses
@@ -88,7 +88,7 @@ def wrap(value, width):
 
 
 def binarize(x):
-    """+-1 from real values with ``sign(0) = +1`` (``x >= 0``), REFERENCE.md section 1."""
+    """+-1 from real values with ``sign(0) = +1`` (``x >= 0``), docs/arithmetic.md, section 1.1."""
     return np.where(np.asarray(x) >= 0, 1, -1).astype(np.int64)
 
 
