@@ -225,6 +225,9 @@ class FramedTransport(Transport):
         Bytes per ``DATA`` frame towards the board (1..``MAX_PAYLOAD``).
     name : str
         What is at the other end, for messages.
+    clock : callable
+        The time in seconds (default :func:`time.monotonic`); a simulated line passes its
+        simulated time, so that every timeout is in the line's time.
 
     Attributes
     ----------
@@ -246,7 +249,7 @@ class FramedTransport(Transport):
     keeps_weights = True
 
     def __init__(self, channel, *, config=None, timeout=10.0, resend=1.0, gap=0.05,
-                 max_tries=16, payload=MAX_PAYLOAD, name="the board"):
+                 max_tries=16, payload=MAX_PAYLOAD, name="the board", clock=time.monotonic):
         for what, value in (("timeout", timeout), ("resend", resend), ("gap", gap)):
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{what} must be a positive number of seconds, not "
@@ -257,13 +260,14 @@ class FramedTransport(Transport):
             raise ValueError(f"max_tries must be a positive integer, not {max_tries!r}")
         self.channel = channel
         self.config = config
+        self._now = clock
         self.timeout, self.resend, self.gap = float(timeout), float(resend), float(gap)
         self.max_tries, self.payload, self.name = max_tries, payload, name
         self._decoder = Decoder()
         self._tx_seq = 0         # seq of our next (or outstanding) DATA / TAG frame
         self._rx_expect = 0      # seq of the board's next DATA frame
         self._received = bytearray()
-        self._last_byte = time.monotonic()
+        self._last_byte = clock()
         self._acked = False
         self._reset_seq = None   # seq of the RESET being sent, until the board answers it
         self._answer = None      # the payload of the board's answer
@@ -278,17 +282,17 @@ class FramedTransport(Transport):
         # RESET until the board answers RESET of the same seq; then both sides count from
         # 0. The seq alternates so that a late answer to an earlier RESET is not taken for
         # the answer to this one.
-        start = time.monotonic()
+        start = self._now()
         attempt = 0
         while self._answer is None:
-            if time.monotonic() - start > self.timeout:
+            if self._now() - start > self.timeout:
                 raise TransportError(f"no answer from {self.name} for {self.timeout:g} s: is "
                                      f"the lowbit bitstream loaded, and the baud rate right?")
             self._reset_seq = attempt & 1
             attempt += 1
             self._send(encode(Kind.RESET, self._reset_seq))
-            sent = time.monotonic()
-            while self._answer is None and time.monotonic() - sent < self.resend:
+            sent = self._now()
+            while self._answer is None and self._now() - sent < self.resend:
                 self._poll()
         self._reset_seq = None
         tag, identity = self._answer[:TAG_BYTES], self._answer[TAG_BYTES:]
@@ -323,7 +327,7 @@ class FramedTransport(Transport):
             raise TransportError(f"{self.name} closed the link") from None
         except OSError as error:
             raise TransportError(f"cannot receive from {self.name}: {error}") from error
-        now = time.monotonic()
+        now = self._now()
         if chunk:
             self._last_byte = now
             frames = self._decoder.feed(chunk)
@@ -396,7 +400,7 @@ class FramedTransport(Transport):
         frame = encode(kind, self._tx_seq, payload)
         self._acked = False
         tries = 0
-        alive = time.monotonic()
+        alive = self._now()
         while not self._acked:
             if tries == self.max_tries:
                 raise TransportError(
@@ -407,11 +411,11 @@ class FramedTransport(Transport):
                 self.stats["resent"] += 1
             self.stats["frames_sent"] += 1
             self._send(frame)
-            sent = time.monotonic()
+            sent = self._now()
             while not self._acked:
                 if self._poll():
-                    alive = time.monotonic()
-                now = time.monotonic()
+                    alive = self._now()
+                now = self._now()
                 if now - alive > self.timeout:
                     raise TransportError(f"no answer from {self.name} for "
                                          f"{self.timeout:g} s ({kind.name} frame "
@@ -424,11 +428,11 @@ class FramedTransport(Transport):
 
     def read(self, n):
         self._check_open(n)
-        alive = time.monotonic()
+        alive = self._now()
         while len(self._received) < n:
             if self._poll():
-                alive = time.monotonic()
-            elif time.monotonic() - alive > self.timeout:
+                alive = self._now()
+            elif self._now() - alive > self.timeout:
                 raise TransportError(f"no byte from {self.name} for {self.timeout:g} s: "
                                      f"received {len(self._received)} of the {n} bytes the "
                                      f"host waits for")

@@ -1,7 +1,8 @@
 """The framed host link: the frame format (CRC, layout, decoder), and the host codec
 (FramedTransport) against the gateware (UARTs and UARTBridge, driven through their pins) on
 Amaranth's simulator, with an echo standing in for the accelerator and bytes corrupted and
-dropped in both directions."""
+dropped in both directions (random noise on the line: tests/test_board_sim.py, on the
+whole board under Verilator, which is much faster)."""
 
 import random
 import time
@@ -74,6 +75,13 @@ CLK_HZ = 1_000_000
 CONFIG = AcceleratorConfig()
 
 
+async def _cycles(ctx, n):
+    # (not tick().repeat(n): a background testbench left inside it at the end of a test
+    # warns as it is collected)
+    for _ in range(n):
+        await ctx.tick()
+
+
 class BridgeChannel:
     """A channel to the serial bridge (UARTs and UARTBridge) whose accelerator is an echo
     (a FIFO from ``to_accel`` to ``from_accel``), through its pins: a line model sends the
@@ -82,7 +90,7 @@ class BridgeChannel:
     cycles (25 byte times) pass, so an empty read inside a frame means a lost byte, as on
     a line."""
 
-    def __init__(self, resend_s=0.02, ident=None):
+    def __init__(self, resend_s=0.015, ident=None):
         self.bridge = SerialBridge(clk_freq=CLK_HZ, baud=CLK_HZ // DIVISOR,
                                    ident=ident or framing.ident(CONFIG), resend_s=resend_s)
         m = Module()
@@ -107,24 +115,24 @@ class BridgeChannel:
     async def _send(self, ctx):
         while True:
             if not self.incoming:
-                await ctx.tick().repeat(DIVISOR)
+                await _cycles(ctx, 16 * DIVISOR)
                 continue
             byte = self.incoming.pop(0)
             for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                 ctx.set(self.bridge.rx, bit)
-                await ctx.tick().repeat(DIVISOR)
+                await _cycles(ctx, DIVISOR)
 
     async def _receive(self, ctx):
         tx = self.bridge.tx
         while True:
             await ctx.negedge(tx)
-            await ctx.tick().repeat(DIVISOR // 2)
+            await _cycles(ctx, DIVISOR // 2)
             assert ctx.get(tx) == 0
             byte = 0
             for i in range(8):
-                await ctx.tick().repeat(DIVISOR)
+                await _cycles(ctx, DIVISOR)
                 byte |= ctx.get(tx) << i
-            await ctx.tick().repeat(DIVISOR)
+            await _cycles(ctx, DIVISOR)
             assert ctx.get(tx) == 1, "the bridge sent a byte without its stop bit"
             self.outgoing.append(byte)
 
@@ -150,9 +158,12 @@ class BridgeChannel:
         pass
 
 
-def link(channel, **options):
-    options = {"timeout": 30.0, "resend": 0.5, "gap": 1e-6, **options}
-    return FramedTransport(channel, **options)
+def link(channel, board=None, **options):
+    # Every timeout in the simulated line's time: a loaded machine changes nothing. A
+    # 255-byte frame takes 10 ms of it.
+    board = board or channel
+    options = {"timeout": 1.0, "resend": 0.015, "gap": 1e-6, **options}
+    return FramedTransport(channel, clock=lambda: board.time, **options)
 
 
 def test_bit_crc_folds_uart_bits_into_the_frame_crc():
@@ -181,60 +192,43 @@ def test_bit_crc_folds_uart_bits_into_the_frame_crc():
 
 def test_echo_through_the_bridge():
     channel = BridgeChannel()
-    data = bytes(random.Random(1).randrange(256) for _ in range(700))
-    # A long resend timeout: on a loaded machine a slow simulation must not look lost.
-    with link(channel, resend=10.0, config=CONFIG) as host:
+    data = bytes(random.Random(1).randrange(256) for _ in range(300))
+    with link(channel, config=CONFIG) as host:
         assert host.board_fingerprint == CONFIG.fingerprint()
         assert host.tag == bytes(TAG_BYTES)   # a board just configured holds no weights
         host.write(data)
         assert host.read(len(data)) == data
         assert host.stats["resent"] == 0 and host.stats["bad_frames"] == 0
-        # 700 bytes: three frames of at most MAX_PAYLOAD each way (the echo's output
-        # leaves in frames as the bridge's flush timer and buffer decide: at least three).
-        assert host.stats["frames_sent"] == 3 and host.stats["frames_received"] >= 3
+        # 300 bytes: two frames of at most MAX_PAYLOAD each way (the echo's output leaves
+        # in frames as the bridge's flush timer and buffer decide: at least two).
+        assert host.stats["frames_sent"] == 2 and host.stats["frames_received"] >= 2
     assert channel.resets == 1      # the session's RESET reached the accelerator side
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_corrupted_and_dropped_bytes_are_repaired(seed):
+def test_corrupted_and_dropped_bytes_are_repaired():
     channel = BridgeChannel()
-    rng = random.Random(seed)
+    rng = random.Random(1)
     # Damage in both directions: header, payload and CRC bytes of frames, and ACKs.
-    faulty = FaultyChannel(channel, flip_out={10, 300, 301, 555}, drop_out={140, 700},
-                           flip_in={40, 280}, drop_in={120, 420}, seed=seed)
-    data = bytes(rng.randrange(256) for _ in range(3 * MAX_PAYLOAD + 17))
-    with link(faulty) as host:
-        host.write(data[:500])
-        host.write(data[500:])
+    faulty = FaultyChannel(channel, flip_out={8, 300, 301}, drop_out={140},
+                           flip_in={40, 280}, drop_in={120, 300}, seed=1)
+    data = bytes(rng.randrange(256) for _ in range(MAX_PAYLOAD + 17))
+    with link(faulty, channel) as host:
+        host.write(data[:200])
+        host.write(data[200:])
         assert host.read(len(data)) == data
         stats = dict(host.stats)
-    assert sum(faulty.damaged["out"].values()) == 6
+    assert sum(faulty.damaged["out"].values()) == 4
     assert sum(faulty.damaged["in"].values()) == 4
     # The damage was noticed (bad frames here, silence from the bridge) and repaired by
     # resends.
     assert stats["resent"] > 0 and stats["bad_frames"] > 0
 
 
-@pytest.mark.parametrize("seed", [0, 2])
-def test_random_noise_never_delivers_wrong_bytes(seed):
-    # 0.2% of bytes flipped and 0.2% dropped, each way: about two frames in three damaged.
-    channel = BridgeChannel(resend_s=0.005)
-    faulty = FaultyChannel(channel, rate=0.002, seed=100 + seed)
-    data = bytes(random.Random(seed).randrange(256) for _ in range(2000))
-    with link(faulty, max_tries=30, resend=0.2) as host:
-        for start in range(0, len(data), 500):
-            host.write(data[start:start + 500])
-            assert host.read(500) == data[start:start + 500]
-        assert host.stats["resent"] > 0 and host.stats["bad_frames"] > 0
-    assert faulty.damaged["out"]["flipped"] + faulty.damaged["in"]["flipped"] > 10
-    assert faulty.damaged["out"]["dropped"] + faulty.damaged["in"]["dropped"] > 10
-
-
 def test_a_new_session_restarts_the_sequence_numbers_and_keeps_the_tag():
     channel = BridgeChannel()
     with link(channel) as host:
-        host.write(b"first session" * 30)
-        assert host.read(13 * 30) == b"first session" * 30
+        host.write(b"first session" * 3)
+        assert host.read(13 * 3) == b"first session" * 3
         host.set_tag(b"weights1")
         assert host.tag == b"weights1"
     with link(channel) as host:
@@ -274,7 +268,8 @@ def test_a_board_that_restarted_is_an_error_not_a_wrong_result():
             pass
 
     channel = Swappable()
-    host = link(channel)
+    host = FramedTransport(channel, clock=lambda: channel.board.time, timeout=1.0,
+                           resend=0.015, gap=1e-6)
     host.write(b"before")
     assert host.read(6) == b"before"
     channel.board = BridgeChannel()
@@ -283,9 +278,11 @@ def test_a_board_that_restarted_is_an_error_not_a_wrong_result():
     # What the fresh board says to a frame outside any session.
     fresh = BridgeChannel()
     fresh.write(encode(Kind.DATA, 0, b"x"))
-    frames = []
-    while not frames:
-        frames = Decoder().feed(fresh.read(64)) if fresh.outgoing or not frames else frames
+    decoder, frames = Decoder(), []
+    for _ in range(100):
+        frames += decoder.feed(fresh.read(64))
+        if frames:
+            break
     [answer] = frames
     assert answer.kind == Kind.RESET and answer.seq == NO_SESSION
 
@@ -314,7 +311,7 @@ def test_a_link_that_stays_broken_is_an_error():
     channel = BridgeChannel()
     # Everything after the session's RESET frame (6 bytes) is lost on the way to the board.
     faulty = FaultyChannel(channel, drop_out=set(range(6, 100_000)))
-    host = link(faulty, resend=0.05, max_tries=3)
+    host = link(faulty, channel, max_tries=3)
     with pytest.raises(TransportError, match="^the board did not acknowledge DATA frame 0 "
                                              "after 3 sends"):
         host.write(b"lost")
