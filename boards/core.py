@@ -31,9 +31,6 @@ class BoardCore(wiring.Component):
         Clock frequency in Hz.
     baud : int
         Baud rate of the UART.
-    resend_s : float
-        Seconds the bridge waits for the host's acknowledgement before sending an output
-        frame again (:func:`lowbit.hw.uart_bridge.bridge_timing`).
 
     Attributes
     ----------
@@ -54,15 +51,14 @@ class BoardCore(wiring.Component):
     tx: Out(1, init=1)
     bad_frame: Out(1)
 
-    def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD, resend_s=0.05):
+    def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD):
         try:
             if not isinstance(config, AcceleratorConfig):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
             if config.host_link_bits != 8:
                 raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, "
                                  f"not {config.host_link_bits}")
-            self.link = SerialBridge(clk_freq=clk_freq, baud=baud, ident=ident(config),
-                                     resend_s=resend_s)
+            self.link = SerialBridge(clk_freq=clk_freq, baud=baud, ident=ident(config))
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never built: no "created but never used"
             raise
@@ -87,9 +83,6 @@ class BoardCore(wiring.Component):
 #: cycles per bit, the ratio of the iCEBreaker's 24 MHz to the link's 3 Mbaud.
 SIM_CLK_HZ = 100_000_000
 SIM_BAUD = SIM_CLK_HZ // 8
-#: The simulated bridge resends unacknowledged output after this long (simulated time; a
-#: board's would be millions of simulated cycles).
-SIM_RESEND_S = 0.002
 
 
 class SimBoard(BoardCore):
@@ -97,7 +90,7 @@ class SimBoard(BoardCore):
     configuration alone (what :func:`lowbit.sim.runner.run_cocotb` needs)."""
 
     def __init__(self, config):
-        super().__init__(config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD, resend_s=SIM_RESEND_S)
+        super().__init__(config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD)
 
 
 def sim_unit():

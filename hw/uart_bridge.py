@@ -44,12 +44,11 @@ __all__ = ["TICK_LOG2", "bridge_timing", "BitCRC", "UARTBridge", "SerialBridge"]
 TICK_LOG2 = 10
 
 
-def bridge_timing(clk_freq, baud, *, resend_s=0.25, gap_s=1e-3):
+def bridge_timing(clk_freq, baud, *, gap_s=1e-3):
     """The bridge's tick counts for a clock and baud rate: ``gap_ticks`` about ``gap_s``
     (a host's frame arrives back to back, but a USB-serial adapter can pause between its
-    USB packets) and at least four byte times; ``flush_ticks`` two byte times (accelerator output comes in bursts of a
-    cycle or so per byte); ``resend_ticks`` ``resend_s`` seconds (above a USB-serial round
-    trip).
+    USB packets) and at least four byte times; ``flush_ticks`` two byte times (accelerator
+    output comes in bursts of a cycle or so per byte).
 
     Raises
     ------
@@ -60,8 +59,8 @@ def bridge_timing(clk_freq, baud, *, resend_s=0.25, gap_s=1e-3):
     byte = 10 * baud_divisor(clk_freq, baud)
     return {"tick_log2": TICK_LOG2,
             "gap_ticks": max(math.ceil(gap_s * clk_freq / tick), math.ceil(4 * byte / tick) + 1),
-            "flush_ticks": max(1, math.ceil(2 * byte / tick)),
-            "resend_ticks": max(1, math.ceil(resend_s * clk_freq / tick))}
+            "flush_ticks": max(1, math.ceil(2 * byte / tick))}
+
 
 # Where the RESET answer's payload lives in the output memory: the tag (written by TAG
 # frames), then the identity (constant: the memory's initial value).
@@ -136,8 +135,6 @@ class UARTBridge(wiring.Component):
         exceed the time of a byte on the line.
     flush_ticks : int
         Ticks the accelerator may be quiet before its buffered output is sent.
-    resend_ticks : int
-        Ticks without an acknowledgement after which an output frame is sent again.
 
     Attributes
     ----------
@@ -178,10 +175,10 @@ class UARTBridge(wiring.Component):
     accel_reset: Out(1)
     bad_frame: Out(1)
 
-    def __init__(self, *, ident, tick_log2, gap_ticks, flush_ticks, resend_ticks):
+    def __init__(self, *, ident, tick_log2, gap_ticks, flush_ticks):
         try:
             for name, value in (("tick_log2", tick_log2), ("gap_ticks", gap_ticks),
-                                ("flush_ticks", flush_ticks), ("resend_ticks", resend_ticks)):
+                                ("flush_ticks", flush_ticks)):
                 if not (isinstance(value, int) and not isinstance(value, bool)
                         and value >= 1):
                     raise ValueError(f"UARTBridge {name} must be a positive integer, not "
@@ -196,7 +193,7 @@ class UARTBridge(wiring.Component):
         self.ident = ident
         self.tick_log2 = tick_log2
         self.gap_ticks = gap_ticks
-        self.flush_ticks, self.resend_ticks = flush_ticks, resend_ticks
+        self.flush_ticks = flush_ticks
         super().__init__()
 
     def elaborate(self, platform):
@@ -236,6 +233,7 @@ class UARTBridge(wiring.Component):
         reset_seq = Signal()         # ... with the seq of the RESET it answers
         no_session = Signal()        # ... or with seq 0xFF: "this board has no session"
         acked = Signal()             # the host acknowledged our DATA frame
+        resend = Signal()            # the host acknowledged the one before: send it again
         session = Signal()           # a good RESET frame
         m.d.sync += [self.accel_reset.eq(session), self.bad_frame.eq(0)]
 
@@ -302,7 +300,7 @@ class UARTBridge(wiring.Component):
                 # else: the next frame while the slot is still being forwarded (after a
                 # lost ACK): say nothing, the host sends it again.
             with m.Elif(kind == Kind.ACK):
-                m.d.comb += acked.eq(seq == tx_seq)
+                m.d.comb += [acked.eq(seq == tx_seq), resend.eq(seq != tx_seq)]
             with m.Elif(kind == Kind.RESET):
                 m.d.comb += session.eq(1)
                 m.d.sync += reset_seq.eq(seq)
@@ -324,9 +322,11 @@ class UARTBridge(wiring.Component):
         with m.If(taken & (fwd_inc == slot_len)):
             m.d.sync += [slot_full.eq(0), fwd.eq(0)]
 
-        # Output buffer: FILL -> READY -> SENDING -> WAIT -> (ACK) FILL / (silence) READY ----
+        # Output buffer: FILL -> READY -> SENDING -> WAIT -> (ACK) FILL / (old ACK) READY ---
+        # The host asks for a resend: while it waits for output and none comes, it repeats
+        # the ACK of the last frame it has; the bridge needs no timer of its own for that.
         fill = Signal(8)
-        timer = Signal(range(max(self.flush_ticks, self.resend_ticks) + 1))
+        timer = Signal(range(self.flush_ticks + 1))
         sent = Signal()              # the sender finished the DATA frame
         picked = Signal()            # the sender took the READY frame
         writing_tag = slot_full & slot_tag
@@ -358,16 +358,13 @@ class UARTBridge(wiring.Component):
                 new_session()
             with m.State("SENDING"):
                 with m.If(sent):
-                    m.d.sync += timer.eq(0)
                     m.next = "WAIT"
                 new_session()
             with m.State("WAIT"):
-                with m.If(tick):
-                    m.d.sync += timer.eq(timer + 1)
                 with m.If(acked):
                     m.d.sync += [tx_seq.eq(~tx_seq), fill.eq(0), timer.eq(0)]
                     m.next = "FILL"
-                with m.Elif(timer == self.resend_ticks):
+                with m.Elif(resend):
                     m.next = "READY"
                 new_session()
 
@@ -457,8 +454,6 @@ class SerialBridge(wiring.Component):
         Baud rate of the UART.
     ident : bytes
         As for :class:`UARTBridge`.
-    resend_s : float
-        The bridge's resend time in seconds (:func:`bridge_timing`).
 
     Attributes
     ----------
@@ -484,9 +479,9 @@ class SerialBridge(wiring.Component):
     accel_reset: Out(1)
     bad_frame: Out(1)
 
-    def __init__(self, *, clk_freq, baud, ident, resend_s=0.25):
+    def __init__(self, *, clk_freq, baud, ident):
         try:
-            self.timing = bridge_timing(clk_freq, baud, resend_s=resend_s)
+            self.timing = bridge_timing(clk_freq, baud)
         except ValueError:
             self._MustUse__silence = True  # never built: no "created but never used"
             raise

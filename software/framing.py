@@ -18,9 +18,12 @@ length and a CRC, and a stop-and-wait acknowledgement protocol (``docs/boards.md
   delivers its payload once; a repeated frame (the same ``seq`` again: its ``ACK`` was
   lost) is acknowledged again and not delivered. A frame with a bad CRC or kind, or cut
   short (a silence of :attr:`FramedTransport.gap` mid-frame: a dropped byte), is dropped
-  without an answer: a sender that hears no ``ACK`` sends its frame again after a while
-  (the resend then starts at a receiver that hunts for ``SYNC``: it came after a silence
-  longer than the gap).
+  without an answer.
+* The host repairs both directions, so the board needs no timer for it: it sends its frame
+  again when no ``ACK`` comes; and while it waits for the board's output (or for an
+  ``ACK``) and nothing comes, it repeats the ``ACK`` of the board's last good frame. A
+  board waiting for that ``ACK`` takes it; a board whose next frame was lost takes an
+  ``ACK`` of the frame before the one it holds as the request to send it again.
 * A session starts with ``RESET`` from the host, repeated (``seq`` alternating) until the
   board answers with a ``RESET`` of the same ``seq``: both sides then number their frames
   from 0, whatever an earlier session left behind. The answer's payload is the board's
@@ -233,7 +236,8 @@ class FramedTransport(Transport):
     ----------
     stats : dict
         Counters of the link: ``frames_sent``, ``resent``, ``frames_received``,
-        ``bad_frames`` (CRC or cut short), ``duplicates``.
+        ``bad_frames`` (CRC or cut short), ``duplicates``, ``polls`` (repeated ACKs that
+        ask the board to resend its frame).
     board_fingerprint : str
         The accelerator configuration the board was built for (hex, as
         ``AcceleratorConfig.fingerprint()``).
@@ -275,7 +279,7 @@ class FramedTransport(Transport):
         self._frames = 0         # DATA and TAG frames acknowledged in this session
         self.board_fingerprint = None
         self.stats = dict.fromkeys(("frames_sent", "resent", "frames_received",
-                                    "bad_frames", "duplicates"), 0)
+                                    "bad_frames", "duplicates", "polls"), 0)
         self._start_session()
 
     def _start_session(self):
@@ -409,6 +413,7 @@ class FramedTransport(Transport):
                     f"not running lowbit")
             if tries:
                 self.stats["resent"] += 1
+                self._poke()    # the board may be waiting for an ACK that was lost
             self.stats["frames_sent"] += 1
             self._send(frame)
             sent = self._now()
@@ -426,16 +431,26 @@ class FramedTransport(Transport):
         self._tx_seq ^= 1
         self._frames += 1
 
+    def _poke(self):
+        # Repeat the ACK of the board's last frame: a board still waiting for that ACK
+        # takes it; one whose next frame was lost sends that again (an ACK of the frame
+        # before the one it holds is its resend request).
+        self.stats["polls"] += 1
+        self._send_control(Kind.ACK, self._rx_expect ^ 1)
+
     def read(self, n):
         self._check_open(n)
-        alive = self._now()
+        alive = poked = self._now()
         while len(self._received) < n:
             if self._poll():
-                alive = self._now()
+                alive = poked = self._now()
             elif self._now() - alive > self.timeout:
                 raise TransportError(f"no byte from {self.name} for {self.timeout:g} s: "
                                      f"received {len(self._received)} of the {n} bytes the "
                                      f"host waits for")
+            elif self._now() - poked > self.resend:
+                poked = self._now()
+                self._poke()
         out = bytes(self._received[:n])
         del self._received[:n]
         return out

@@ -90,9 +90,9 @@ class BridgeChannel:
     cycles (25 byte times) pass, so an empty read inside a frame means a lost byte, as on
     a line."""
 
-    def __init__(self, resend_s=0.015, ident=None):
+    def __init__(self, ident=None):
         self.bridge = SerialBridge(clk_freq=CLK_HZ, baud=CLK_HZ // DIVISOR,
-                                   ident=ident or framing.ident(CONFIG), resend_s=resend_s)
+                                   ident=ident or framing.ident(CONFIG))
         m = Module()
         m.submodules.bridge = self.bridge
         m.submodules.echo = echo = fifo.SyncFIFO(width=8, depth=16)
@@ -320,8 +320,7 @@ def test_a_link_that_stays_broken_is_an_error():
 def test_bridge_parameters():
     with pytest.raises(ValueError, match="^UARTBridge gap_ticks must be a positive integer, "
                                          "not 0$"):
-        UARTBridge(ident=b"", tick_log2=10, gap_ticks=0, flush_ticks=1, resend_ticks=1)
+        UARTBridge(ident=b"", tick_log2=10, gap_ticks=0, flush_ticks=1)
     with pytest.raises(ValueError, match="^UARTBridge ident takes at most 247 bytes, not "
                                          "300$"):
-        UARTBridge(ident=bytes(300), tick_log2=10, gap_ticks=1, flush_ticks=1,
-                   resend_ticks=1)
+        UARTBridge(ident=bytes(300), tick_log2=10, gap_ticks=1, flush_ticks=1)
