@@ -8,18 +8,19 @@ from the same ones.
 
 * **Host to accelerator.** The payload of a ``DATA`` frame is written into a buffer as it
   arrives; only once its CRC checks is it forwarded to ``to_accel`` and, when the last of
-  it has been taken, acknowledged (``ACK`` means "forwarded; send the next one"). A bad
-  CRC or kind, a UART framing error or a silence of ``gap_ticks`` inside a frame (a lost
-  byte) is answered with ``NAK`` once the line is quiet; nothing unchecked reaches the
-  accelerator. A ``TAG`` frame is handled the same way, but its payload goes into the
+  it has been taken, acknowledged (``ACK`` means "forwarded; send the next one"). A frame
+  with a bad CRC or kind, a UART framing error or a silence of ``gap_ticks`` inside it (a
+  lost byte) is dropped unanswered: the host sends it again. Nothing unchecked reaches
+  the accelerator. A ``TAG`` frame is handled the same way, but its payload goes into the
   board's resident-weights tag instead of the accelerator.
 * **Accelerator to host.** Bytes from ``from_accel`` fill a second buffer; it is sent as a
   ``DATA`` frame when full or when the accelerator has been quiet for ``flush_ticks``, and
-  kept until the host acknowledges it (resent on ``NAK`` or after ``resend_ticks``).
-  Meanwhile ``from_accel`` waits (the accelerator's cycle counter does not count that).
+  kept until the host acknowledges it; an ``ACK`` of the frame before it is the host's
+  request to send it again (the board has no resend timer). Meanwhile ``from_accel``
+  waits (the accelerator's cycle counter does not count that).
 * **RESET** from the host starts a session: sequence bits to 0, unsent output dropped,
-  ``accel_reset`` high for a cycle; the bridge answers ``RESET`` with its identity (the
-  protocol version, the accelerator configuration's fingerprint) and the tag. A ``DATA`` or
+  ``accel_reset`` high for a cycle; the bridge answers ``RESET`` with its tag and identity
+  (the protocol version, the accelerator configuration's fingerprint). A ``DATA`` or
   ``TAG`` frame before any session (the board was just configured) is answered with a
   ``RESET`` frame of ``seq`` 0xFF, so a host that does not know the board restarted finds
   out.

@@ -118,7 +118,7 @@ def icebreaker(images=64, simulate=True, epochs=3):
 
     board = get_board("icebreaker")
     config = board.load_config()
-    hidden = (config.max_k, config.max_k)   # the widest layers its K takes
+    hidden = (config.xnor_array.max_k,) * 2   # the widest layers its K takes
     model, _ = train("digits", precision="w1a1", hidden=hidden, epochs=epochs, seed=0,
                      progress=False)
     program = compile_model(model, config, batch=16)
