@@ -159,8 +159,10 @@ def pll_setting(family, in_mhz, out_mhz, **options):
 class PLL(Elaboratable):
     """The ``sync`` clock domain from a PLL on a board's oscillator.
 
-    The domain is held in reset until the PLL locks and, on iCE40, for 15 us more (block
-    RAM reads as zero for about 3 us after configuration).
+    The domain is held in reset until the PLL locks and 15 us more (iCE40 block RAM reads
+    as zero for about 3 us after configuration). The design's top defines the ``sync``
+    domain and a reset-less ``por`` domain (:meth:`domains`); this drives their clocks and
+    ``sync``'s reset.
 
     Parameters
     ----------
@@ -178,6 +180,12 @@ class PLL(Elaboratable):
         self.setting = setting
         self.clk_resource = clk_resource
         self.clk = Signal()
+
+    @staticmethod
+    def domains():
+        """The clock domains the top must define: ``sync`` and ``por`` (the reset
+        counter's, reset-less)."""
+        return [ClockDomain("sync"), ClockDomain("por", reset_less=True)]
 
     def elaborate(self, platform):
         m = Module()
@@ -214,7 +222,6 @@ class PLL(Elaboratable):
                 i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=self.clk, o_LOCK=lock)
         # Reset until locked and for 15 us more, counted without a reset of its own.
-        m.domains.por = ClockDomain("por", reset_less=True)
         m.d.comb += ClockSignal("por").eq(reference)
         rate = self.setting.out_mhz if reference is self.clk else self.setting.in_mhz
         delay = max(int(15e-6 * rate * 1e6), 1)
@@ -225,7 +232,6 @@ class PLL(Elaboratable):
         with m.Elif(count != delay):
             m.d.por += count.eq(count + 1)
         m.d.por += ready.eq(lock & (count == delay))
-        m.domains.sync = ClockDomain("sync")
-        m.d.comb += [ClockSignal("sync").eq(self.clk)]
+        m.d.comb += ClockSignal("sync").eq(self.clk)
         m.submodules.reset_sync = ResetSynchronizer(~ready, domain="sync")
         return m

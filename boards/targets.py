@@ -163,6 +163,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.pll = pll = PLL(self.pll, self.board.clk_resource)
+        m.domains += PLL.domains()
         platform.add_clock_constraint(pll.clk, self.pll.out_mhz * 1e6)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
