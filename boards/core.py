@@ -1,4 +1,5 @@
-"""What every board runs: UART receiver and transmitter, the framing bridge, the accelerator.
+"""What every board runs: the serial link (UART receiver and transmitter, framing bridge) and
+the accelerator.
 
 :class:`BoardCore` has two pins, ``rx`` and ``tx``; a board top connects them to the
 board's USB-serial UART (:mod:`lowbit.boards.targets`), and the simulation test drives them
@@ -12,25 +13,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
+from ..framing import DEFAULT_BAUD, ident
 from ..hw.accelerator import Accelerator
-from ..hw.uart import UARTRx, UARTTx, baud_divisor
-from ..hw.uart_bridge import UARTBridge
+from ..hw.uart_bridge import SerialBridge
 
-__all__ = ["DEFAULT_BAUD", "BoardCore", "bridge_timing", "SIM_CLK_HZ", "SIM_BAUD",
-           "SimBoard", "sim_unit"]
-
-#: The baud rate of bitstreams unless ``lowbit bitstream --baud`` says otherwise.
-DEFAULT_BAUD = 115_200
-
-
-def bridge_timing(clk_freq, baud, *, resend_s=0.25):
-    """The bridge's cycle counts for a clock and baud rate: ``gap_cycles`` 32 byte times
-    (a host's frame arrives back to back; USB-serial adapters leave only short gaps),
-    ``flush_cycles`` two byte times (accelerator output comes in bursts of a cycle or so
-    per byte), ``resend_cycles`` ``resend_s`` seconds (above a USB-serial round trip)."""
-    byte = 10 * baud_divisor(clk_freq, baud)
-    return {"gap_cycles": 32 * byte, "flush_cycles": 2 * byte,
-            "resend_cycles": max(int(clk_freq * resend_s), 64 * byte)}
+__all__ = ["DEFAULT_BAUD", "BoardCore", "SIM_CLK_HZ", "SIM_BAUD", "SimBoard", "sim_unit"]
 
 
 class BoardCore(wiring.Component):
@@ -44,8 +31,6 @@ class BoardCore(wiring.Component):
         Clock frequency in Hz.
     baud : int
         Baud rate of the UART.
-    resend_cycles : int, optional
-        Override of :func:`bridge_timing`'s value (the simulation uses a shorter one).
 
     Attributes
     ----------
@@ -66,47 +51,38 @@ class BoardCore(wiring.Component):
     tx: Out(1, init=1)
     bad_frame: Out(1)
 
-    def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD, resend_cycles=None):
+    def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD):
         try:
             if not isinstance(config, AcceleratorConfig):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
             if config.host_link_bits != 8:
                 raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, "
                                  f"not {config.host_link_bits}")
-            self.timing = bridge_timing(clk_freq, baud)
+            self.link = SerialBridge(clk_freq=clk_freq, baud=baud, ident=ident(config))
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never built: no "created but never used"
             raise
         self.config = config
         self.clk_freq = clk_freq
         self.baud = baud
-        if resend_cycles is not None:
-            self.timing["resend_cycles"] = resend_cycles
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart_rx = rx = UARTRx(clk_freq=self.clk_freq, baud=self.baud)
-        m.submodules.uart_tx = tx = UARTTx(clk_freq=self.clk_freq, baud=self.baud)
-        m.submodules.bridge = bridge = UARTBridge(**self.timing)
+        m.submodules.link = link = self.link
         accelerator = Accelerator(self.config)
-        m.submodules.accelerator = ResetInserter(bridge.accel_reset)(accelerator)
-        wiring.connect(m, rx.o_stream, bridge.rx)
-        wiring.connect(m, bridge.tx, tx.i_stream)
-        wiring.connect(m, bridge.to_accel, accelerator.i_stream)
-        wiring.connect(m, accelerator.o_stream, bridge.from_accel)
-        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), bridge.rx_error.eq(rx.error),
-                     self.bad_frame.eq(bridge.bad_frame)]
+        m.submodules.accelerator = ResetInserter(link.accel_reset)(accelerator)
+        wiring.connect(m, link.to_accel, accelerator.i_stream)
+        wiring.connect(m, accelerator.o_stream, link.from_accel)
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx),
+                     self.bad_frame.eq(link.bad_frame)]
         return m
 
 
 #: The simulated board: a 100 MHz clock (10 ns, as lowbit's cocotb benches) and 8 clock
-#: cycles per bit, so a byte takes 80 cycles.
+#: cycles per bit, the ratio of the iCEBreaker's 24 MHz to the link's 3 Mbaud.
 SIM_CLK_HZ = 100_000_000
 SIM_BAUD = SIM_CLK_HZ // 8
-#: The simulated bridge resends unacknowledged output after this many cycles (the board's
-#: quarter second would be 25 million simulated cycles).
-SIM_RESEND_CYCLES = 200_000
 
 
 class SimBoard(BoardCore):
@@ -114,8 +90,7 @@ class SimBoard(BoardCore):
     configuration alone (what :func:`lowbit.sim.runner.run_cocotb` needs)."""
 
     def __init__(self, config):
-        super().__init__(config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD,
-                         resend_cycles=SIM_RESEND_CYCLES)
+        super().__init__(config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD)
 
 
 def sim_unit():

@@ -1,11 +1,13 @@
 """The boards lowbit builds bitstreams for, on amaranth-boards platforms.
 
-Each :class:`Board` names its amaranth-boards platform, its clock (the board's oscillator:
-no PLL, as the accelerator's Fmax on either device is above it but not far enough above a
-useful PLL frequency to be worth the risk), its accelerator configuration file in
+Each :class:`Board` names its amaranth-boards platform, its oscillator and the clock its
+PLL makes from it (chosen below the accelerator's measured Fmax on the device, with
+margin, and so that the link's 3 Mbaud is a whole number of cycles per bit; the build
+checks the margin, :mod:`lowbit.boards.build`), its accelerator configuration file in
 ``boards/configs/`` (replace that file to put another configuration on the board) and how
-openFPGALoader programs it. :class:`BoardTop` is the design: the board's USB-serial UART
-pins into :class:`~lowbit.boards.core.BoardCore`, and a LED that lights on frame errors.
+openFPGALoader programs it. :class:`BoardTop` is the design: the PLL, the board's
+USB-serial UART pins into :class:`~lowbit.boards.core.BoardCore`, and a LED that lights on
+frame errors.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ from amaranth.lib import io
 from ..config.accelerator import AcceleratorConfig
 from ..synth import SynthesisPlatform
 from .core import DEFAULT_BAUD, BoardCore
+from .pll import PLL, pll_setting
 
 __all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CONFIG_DIR"]
 
@@ -38,8 +41,13 @@ class Board:
         ``module:Class`` of the amaranth-boards platform.
     target : str
         ``ice40`` or ``ecp5`` (:data:`lowbit.synth.TARGETS`: device figures, SPRAM use).
-    clk_mhz : float
-        The board clock the design runs at (its oscillator).
+    osc_mhz : float
+        The board's oscillator.
+    clk_resource : str
+        The oscillator's platform resource.
+    clock_mhz : float
+        The clock the PLL makes for the design (``lowbit bitstream --clock-mhz`` overrides
+        it; the PLL comes as close as its dividers allow, :mod:`lowbit.boards.pll`).
     loader_board : str
         openFPGALoader's ``-b`` name.
     bitstream : str
@@ -56,7 +64,9 @@ class Board:
     title: str
     platform: str
     target: str
-    clk_mhz: float
+    osc_mhz: float
+    clk_resource: str
+    clock_mhz: float
     loader_board: str
     bitstream: str
     synth_opts: str = ""
@@ -67,34 +77,48 @@ class Board:
     def config_file(self):
         return CONFIG_DIR / f"{self.name}.json"
 
+    def pll(self, clock_mhz=None):
+        """The PLL setting for ``clock_mhz`` (default: the board's :attr:`clock_mhz`)."""
+        return pll_setting(self.target, self.osc_mhz, clock_mhz or self.clock_mhz)
+
     def load_config(self, path=None):
         """The accelerator configuration: ``path``, or the board's own file."""
         return AcceleratorConfig.load(path or self.config_file)
 
-    def make_platform(self):
+    def make_platform(self, *, pack=True):
         """The amaranth-boards platform, taught the synthesis flow's SPRAM rule (big
-        buffers in iCE40 SPRAM, see :class:`lowbit.synth.SynthesisPlatform`)."""
+        buffers in iCE40 SPRAM, see :class:`lowbit.synth.SynthesisPlatform`). With
+        ``pack`` false its build script stops after place and route (the bitstream is
+        packed only once timing is checked, :func:`lowbit.boards.build.build_bitstream`)."""
         import importlib
 
         module, _, name = self.platform.partition(":")
         base = getattr(importlib.import_module(module), name)
         rule = SynthesisPlatform(self.target)
-        platform_class = type(f"Lowbit{name}", (base,), {"use_spram": staticmethod(
-            rule.use_spram)})
+        members = {"use_spram": staticmethod(rule.use_spram)}
+        if not pack:
+            # The last command of the Lattice open-toolchain scripts is the packer.
+            members["command_templates"] = property(
+                lambda platform: base.command_templates.fget(platform)[:-1])
+        platform_class = type(f"Lowbit{name}", (base,), members)
         return platform_class()
 
 
 BOARDS = {board.name: board for board in [
-    # iCE40UP5K: nextpnr-ice40 needs no router option; -dsp puts the accelerator's region
+    # iCE40UP5K: 24 MHz (the 2x2x32 core places at about 27 MHz; 3 Mbaud is 8 cycles a
+    # bit). nextpnr-ice40 needs no router option; -dsp puts the accelerator's region
     # checker multiplier in SB_MAC16s (as `lowbit synth accelerator` does).
     Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
-          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "ice40_generic",
-          "top.bin", synth_opts="-dsp"),
-    # ECP5: classic ABC LUT mapping (-noabc9; yosys 0.70's abc9 fails an assertion on the
-    # default accelerator) and router2 (router1 does not finish it in 30 min).
+          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 24.0,
+          "ice40_generic", "top.bin", synth_opts="-dsp"),
+    # ECP5: 36 MHz asked, 35.71 made (the default core places at about 41 MHz; 3 Mbaud is
+    # 12 cycles a bit, 0.8% slow). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
+    # fails an assertion on the default accelerator) and router2 (router1 does not finish
+    # it in 30 min).
     Board("ulx3s-85f", "ULX3S-85F (ECP5 LFE5U-85F)",
-          "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "ulx3s", "top.bit",
-          synth_opts="-noabc9", nextpnr_opts="--router router2", can_load_sram=True),
+          "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "clk25", 36.0, "ulx3s",
+          "top.bit", synth_opts="-noabc9", nextpnr_opts="--router router2",
+          can_load_sram=True),
 ]}
 
 
@@ -108,8 +132,8 @@ def get_board(name):
 
 
 class BoardTop(Elaboratable):
-    """The design of a board: its UART pins, :class:`~lowbit.boards.core.BoardCore`, and
-    LED 0 lit for a moment after each frame that failed its check.
+    """The design of a board: the PLL, its UART pins, :class:`~lowbit.boards.core.BoardCore`,
+    and LED 0 lit for a moment after each frame that failed its check.
 
     Parameters
     ----------
@@ -117,21 +141,37 @@ class BoardTop(Elaboratable):
     config : AcceleratorConfig
     baud : int
         The UART's baud rate.
+    clock_mhz : float, optional
+        The PLL's target (default: the board's).
+
+    Attributes
+    ----------
+    pll : lowbit.boards.pll.PLLSetting
+        The PLL setting; the design runs at ``pll.out_mhz``.
+
+    Raises
+    ------
+    ValueError
+        If the PLL cannot make the clock, or the UART the baud rate at it.
     """
 
-    def __init__(self, board, config, *, baud=DEFAULT_BAUD):
+    def __init__(self, board, config, *, baud=DEFAULT_BAUD, clock_mhz=None):
         self.board = board
-        self.core = BoardCore(config, clk_freq=board.clk_mhz * 1e6, baud=baud)
+        self.pll = board.pll(clock_mhz)
+        self.core = BoardCore(config, clk_freq=self.pll.out_mhz * 1e6, baud=baud)
 
     def elaborate(self, platform):
         m = Module()
+        m.submodules.pll = pll = PLL(self.pll, self.board.clk_resource)
+        m.domains += PLL.domains()
+        platform.add_clock_constraint(pll.clk, self.pll.out_mhz * 1e6)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         m.d.comb += [core.rx.eq(rx_buffer.i), tx_buffer.o.eq(core.tx)]
         # A frame error lights LED 0 for about a tenth of a second.
-        limit = int(self.board.clk_mhz * 1e5)
+        limit = int(self.pll.out_mhz * 1e5)
         hold = Signal(range(limit + 1))
         with m.If(core.bad_frame):
             m.d.sync += hold.eq(limit)

@@ -60,6 +60,9 @@ class UARTTx(wiring.Component):
         bits LSB first and a stop bit.
     tx : Out(1)
         The line (idle high).
+    bit, bit_valid : Out(1)
+        Each data bit as it has been sent (``bit_valid`` high for a cycle at the end of its
+        bit time), for a CRC folded bit by bit (:class:`lowbit.hw.uart_bridge.BitCRC`).
     divisor : int
         Clock cycles per bit.
 
@@ -71,6 +74,8 @@ class UARTTx(wiring.Component):
 
     i_stream: In(stream.Signature(8))
     tx: Out(1, init=1)
+    bit: Out(1)
+    bit_valid: Out(1)
 
     def __init__(self, *, clk_freq, baud):
         try:
@@ -86,7 +91,10 @@ class UARTTx(wiring.Component):
         shift = Signal(10, init=0x3FF)
         bits = Signal(range(11))            # bits still to send (0: idle)
         timer = Signal(range(self.divisor))
-        m.d.comb += [self.tx.eq(shift[0]), self.i_stream.ready.eq(bits == 0)]
+        m.d.comb += [self.tx.eq(shift[0]), self.i_stream.ready.eq(bits == 0),
+                     self.bit.eq(shift[0]),
+                     # bits 9..2: data bits 0..7 on the line (10: start, 1: stop).
+                     self.bit_valid.eq((timer == 0) & (bits >= 2) & (bits <= 9))]
         with m.If(bits == 0):
             with m.If(self.i_stream.valid):
                 m.d.sync += [shift.eq(Cat(0, self.i_stream.payload, 1)), bits.eq(10),
@@ -120,6 +128,9 @@ class UARTRx(wiring.Component):
     error : Out(1)
         High for one cycle when a byte's stop bit was 0 (a framing error: noise, a wrong
         baud rate or a break); that byte is not delivered.
+    bit, bit_valid : Out(1)
+        Each data bit as it is sampled (``bit_valid`` high for that cycle), for a CRC
+        folded bit by bit; the byte follows at its stop bit.
     divisor : int
         Clock cycles per bit.
 
@@ -132,6 +143,8 @@ class UARTRx(wiring.Component):
     rx: In(1, init=1)
     o_stream: Out(stream.Signature(8))
     error: Out(1)
+    bit: Out(1)
+    bit_valid: Out(1)
 
     def __init__(self, *, clk_freq, baud):
         try:
@@ -148,7 +161,7 @@ class UARTRx(wiring.Component):
         timer = Signal(range(self.divisor))
         bits = Signal(range(9))
         data = Signal(8)
-        m.d.comb += self.o_stream.payload.eq(data)
+        m.d.comb += [self.o_stream.payload.eq(data), self.bit.eq(line)]
         m.d.sync += self.error.eq(0)
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
@@ -170,6 +183,7 @@ class UARTRx(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
+                    m.d.comb += self.bit_valid.eq(1)
                     m.d.sync += [data.eq(Cat(data[1:], line)), bits.eq(bits - 1),
                                  timer.eq(self.divisor - 1)]
                     with m.If(bits == 1):

@@ -327,7 +327,7 @@ def build_parser():
                    help="the instruction-set simulator, the generated Verilog under cocotb "
                    "(extra: sim), or a board on --port (extra: boards)")
     p.add_argument("--port", help="serial device of the board backend (e.g. /dev/ttyUSB1)")
-    p.add_argument("--baud", type=int, default=115_200,
+    p.add_argument("--baud", type=int, default=3_000_000,
                    help="baud rate of the board backend (the bitstream's)")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                    help="simulator of the rtl backend")

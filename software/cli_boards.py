@@ -21,20 +21,23 @@ def _default_dir(board):
 def format_bitstream(result):
     """A short report of :func:`lowbit.boards.build.build_bitstream` figures."""
     lines = [f"{result['board']} ({result['part']}), accelerator {result['config']}, "
-             f"UART {result['baud']} baud:",
+             f"UART {result['baud']} baud ({result['cycles_per_bit']} cycles a bit, "
+             f"{result['baud_error']:+.2%}):",
              f"  logic {result['luts']}/{result['luts_available']}  "
              f"BRAM {result['bram']}/{result['bram_available']}  "
              f"SPRAM {result['spram']}  DSP {result['dsp']}"]
     if result.get("fits", True):
         verdict = "meets" if result["meets_timing"] else "MISSES"
-        lines.append(f"  Fmax {result['fmax_mhz']} MHz: {verdict} the "
-                     f"{result['target_mhz']:g} MHz board clock")
+        lines.append(f"  Fmax {result['fmax_mhz']} MHz: {verdict} the {result['clock_mhz']:g} "
+                     f"MHz PLL clock ({result['osc_mhz']:g} MHz oscillator) with "
+                     f"{result['timing_margin']:.0%} margin (slack {result['slack_ns']} ns)")
         lines.append(f"  bitstream {result['bitstream']} ({result['seconds']} s)")
     return "\n".join(lines)
 
 
 def cmd_bitstream(parser, args):
-    """``lowbit bitstream --board NAME [--config FILE] [-o DIR] [--baud N] [--json]``."""
+    """``lowbit bitstream --board NAME [--config FILE] [-o DIR] [--baud N] [--clock-mhz F]
+    [--json]``."""
     from .boards.build import BitstreamError, build_bitstream
     from .boards.targets import get_board
 
@@ -47,7 +50,7 @@ def cmd_bitstream(parser, args):
     out_dir = Path(args.output) if args.output else _default_dir(board)
     try:
         result = build_bitstream(board, config, out_dir=out_dir, baud=args.baud,
-                                 config_name=str(config_path))
+                                 clock_mhz=args.clock_mhz, config_name=str(config_path))
     except ValueError as error:
         _fail("bitstream", str(error), 2)
     except BitstreamError as error:
@@ -84,14 +87,14 @@ def board_transport(args, config, fail):
     if not args.port:
         fail("--backend board needs --port (the board's serial device, e.g. /dev/ttyUSB1)")
     try:
-        return BoardTransport(args.port, args.baud)
+        return BoardTransport(args.port, args.baud, config=config)
     except (ImportError, TransportError) as error:
         fail(str(error))
 
 
 def add_board_commands(sub):
     """Register ``bitstream`` and ``flash`` on the CLI's subparsers."""
-    from .boards.core import DEFAULT_BAUD
+    from .framing import DEFAULT_BAUD
     from .boards.targets import BOARDS
 
     boards = sorted(BOARDS)
@@ -103,7 +106,11 @@ def add_board_commands(sub):
                          "boards/configs/BOARD.json")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="build folder (default: build/bitstream/BOARD)")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"UART baud rate (default {DEFAULT_BAUD})")
+    p.add_argument("--clock-mhz", type=float, metavar="MHZ",
+                   help="the PLL's clock (default: the board's, docs/boards.md); the "
+                   "build refuses a clock the placed design does not meet with margin")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bitstream)
 

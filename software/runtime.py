@@ -122,9 +122,19 @@ class AcceleratorError(Exception):
 
 class Transport(abc.ABC):
     """A byte link to an accelerator. Subclasses implement :meth:`write` and :meth:`read`;
-    a transport is a context manager that closes itself."""
+    a transport is a context manager that closes itself.
+
+    ``keeps_weights``: whether :class:`Runtime` keeps weights resident on the far side
+    between runs, by its tag (``tag``, :meth:`set_tag`, :mod:`lowbit.resident`); a board's
+    link does, and any transport may be told to (its tag then lives here)."""
 
     closed = False
+    keeps_weights = False
+    tag = bytes(8)
+
+    def set_tag(self, tag):
+        """Record which weights the far side's memories hold (:mod:`lowbit.resident`)."""
+        self.tag = bytes(tag)
 
     @abc.abstractmethod
     def write(self, data):
@@ -633,7 +643,27 @@ class Runtime:
         ProtocolError, TransportError
             For a malformed reply or a failed link.
         """
-        return self.run_raw(self.serialise(program, inputs))
+        if not self.transport.keeps_weights:
+            return self.run_raw(self.serialise(program, inputs))
+        from .resident import NO_TAG, loads_weights, split_preamble, weights_tag, \
+            without_preamble
+
+        preamble = split_preamble(program)
+        resident = preamble[0] and not loads_weights(program.instructions[preamble[0]:])
+        tag = weights_tag(program, preamble) if resident else None
+        if tag is not None and self.transport.tag == tag:
+            result = self.run_raw(self.serialise(without_preamble(program, preamble),
+                                                 inputs))
+            result.stats["weights_sent"] = False
+            return result
+        if (preamble[0] or loads_weights(program.instructions)) and \
+                self.transport.tag != NO_TAG:
+            self.transport.set_tag(NO_TAG)  # the memories are about to change
+        result = self.run_raw(self.serialise(program, inputs))
+        if tag is not None:
+            self.transport.set_tag(tag)
+        result.stats["weights_sent"] = bool(preamble[0])
+        return result
 
     def run_raw(self, data):
         """Send ``data`` as it is (a program stream, possibly corrupt or cut short) and

@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lowbit.boards.build import openfpgaloader_path
-from lowbit.boards.core import BoardCore, bridge_timing
+from lowbit.boards.build import openfpgaloader_path, timing_verdict
+from lowbit.boards.core import BoardCore
 from lowbit.boards.flash import FlashError, flash, flash_command
+from lowbit.boards.pll import PLLError, ecp5_pll, ice40_pll
 from lowbit.boards.targets import BOARDS, get_board
+from lowbit.hw.uart import baud_divisor
+from lowbit.hw.uart_bridge import bridge_timing
 from lowbit.cli import main
 from lowbit.config.accelerator import AcceleratorConfig
 
@@ -27,7 +30,7 @@ def test_board_configurations_load():
         config = board.load_config()
         assert config.host_link_bits == 8
         # Resends stall the host link for up to a second: far below the TRUNCATED timeout.
-        assert config.timeout_cycles / (board.clk_mhz * 1e6) >= 2.0
+        assert config.timeout_cycles / (board.pll().out_mhz * 1e6) >= 1.5
     # The iCEBreaker carries configs/up5k.json (with the board's long timeout).
     up5k = AcceleratorConfig.load(Path(__file__).parents[1] / "configs" / "up5k.json")
     assert ICEBREAKER.load_config() == up5k.replace(timeout_cycles=1 << 26)
@@ -45,10 +48,68 @@ def test_board_core_needs_a_byte_wide_link():
         BoardCore(AcceleratorConfig(host_link_bits=16), clk_freq=12e6)
 
 
-def test_bridge_timing_at_115200_baud_on_12_mhz():
-    # 104 cycles per bit, 1040 per byte.
-    assert bridge_timing(12e6, 115_200) == {"gap_cycles": 33_280, "flush_cycles": 2_080,
-                                            "resend_cycles": 3_000_000}
+def test_bridge_timing_at_3_mbaud_on_24_mhz():
+    # 8 cycles a bit, 80 a byte; ticks of 1,024 cycles (42.7 us): the gap is 1 ms (24
+    # ticks), the flush one tick (at least two byte times).
+    assert bridge_timing(24e6, 3_000_000) == {"tick_log2": 10, "gap_ticks": 24,
+                                              "flush_ticks": 1}
+
+
+def test_boards_clocks_and_baud_rates():
+    # The PLL settings, found by the divider search, and the UART divisor at 3 Mbaud.
+    icebreaker, ulx3s = ICEBREAKER.pll(), ULX3S.pll()
+    assert (icebreaker.out_mhz, icebreaker.dividers) == (24.0, {
+        "DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1})
+    assert baud_divisor(24e6, 3_000_000) == 8
+    assert ulx3s.out_mhz == pytest.approx(250 / 7) and ulx3s.dividers["CLKI_DIV"] == 7
+    assert ulx3s.dividers["CLKFB_DIV"] == 10
+    assert baud_divisor(ulx3s.out_mhz * 1e6, 3_000_000) == 12   # 2.976 Mbaud, 0.8% slow
+
+
+@pytest.mark.parametrize("in_mhz,out_mhz", [(12, 24), (12, 27), (12, 36), (12, 48),
+                                            (12, 17.25), (30, 100)])
+def test_ice40_pll_search(in_mhz, out_mhz):
+    setting = ice40_pll(in_mhz, out_mhz)
+    d = setting.dividers
+    # The iCE40 sysCLOCK PLL's equations and ranges (SIMPLE feedback).
+    pfd = in_mhz / (d["DIVR"] + 1)
+    vco = pfd * (d["DIVF"] + 1)
+    assert 10 <= pfd <= 133 and 533 <= vco <= 1066 and 1 <= d["DIVQ"] <= 6
+    assert setting.out_mhz == pytest.approx(vco / 2 ** d["DIVQ"])
+    assert abs(setting.out_mhz - out_mhz) <= 0.01 * out_mhz
+
+
+@pytest.mark.parametrize("in_mhz,out_mhz", [(25, 36), (25, 40), (25, 50), (25, 100),
+                                            (25, 125)])
+def test_ecp5_pll_search(in_mhz, out_mhz):
+    setting = ecp5_pll(in_mhz, out_mhz)
+    d = setting.dividers
+    pfd = in_mhz / d["CLKI_DIV"]
+    out = pfd * d["CLKFB_DIV"]
+    assert 3.125 <= pfd <= 400 and 400 <= out * d["CLKOP_DIV"] <= 800
+    assert d["CLKOP_CPHASE"] == d["CLKOP_DIV"] - 1
+    assert setting.out_mhz == pytest.approx(out)
+    assert abs(setting.out_mhz - out_mhz) <= 0.01 * out_mhz
+
+
+def test_pll_refusals():
+    with pytest.raises(PLLError, match="^the iCE40 PLL cannot make 300 MHz from 12 MHz "
+                                       "\\(closest: 270 MHz, more than 1.0% off\\)$"):
+        ice40_pll(12, 300)
+    with pytest.raises(PLLError, match="^the iCE40 PLL cannot run from a 5 MHz reference$"):
+        ice40_pll(5, 24)
+    with pytest.raises(PLLError, match="^PLL output must be a positive number of MHz, not "
+                                       "0$"):
+        ice40_pll(12, 0)
+
+
+def test_timing_verdict():
+    # 24 MHz: 41.67 ns; a 28.93 MHz path leaves 7.10 ns, more than 5% of the period.
+    slack, meets = timing_verdict(24.0, 28.93)
+    assert slack == pytest.approx(7.1005, abs=1e-3) and meets
+    assert timing_verdict(24.0, 24.5)[1] is False     # met, but without the margin
+    assert timing_verdict(24.0, 20.0) == (-8.333, False)
+    assert timing_verdict(24.0, None) == (None, False)
 
 
 # Flashing -------------------------------------------------------------------------------
@@ -206,10 +267,14 @@ def test_board_transport_on_a_missing_port():
 def test_icebreaker_bitstream_fits_and_meets_its_clock(tmp_path, capsys):
     assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["board"] == "icebreaker" and result["target_mhz"] == 12.0
+    assert result["board"] == "icebreaker" and result["clock_mhz"] == 24.0
+    assert result["baud"] == 3_000_000 and result["cycles_per_bit"] == 8
     assert result["luts"] <= result["luts_available"] == 5280
     assert result["bram"] <= result["bram_available"] == 30
-    assert result["fmax_mhz"] >= 12.0 and result["meets_timing"]
+    assert result["fmax_mhz"] >= 24.0 * 1.05 and result["meets_timing"]
+    # (the report's Fmax is rounded to 0.01 MHz, its slack computed before rounding)
+    assert result["slack_ns"] == pytest.approx(timing_verdict(24.0, result["fmax_mhz"])[0],
+                                               abs=0.02)
     assert Path(result["bitstream"]) == tmp_path / "top.bin"
     assert (tmp_path / "top.bin").stat().st_size > 100_000   # a UP5K image is 104 kB
 
@@ -219,8 +284,8 @@ def test_cli_bitstream_that_does_not_fit(tmp_path, monkeypatch, capsys):
     from lowbit.boards.build import BitstreamError
 
     figures = {"board": "icebreaker", "part": "iCE40UP5K-SG48", "config": "big.json",
-               "baud": 115200, "luts": 6102, "luts_available": 5280, "bram": 12,
-               "bram_available": 30, "spram": 4, "dsp": 4, "fits": False,
+               "baud": 3000000, "baud_error": 0.0, "cycles_per_bit": 8, "luts": 6102,
+               "luts_available": 5280, "bram": 12, "bram_available": 30, "spram": 4, "dsp": 4, "fits": False,
                "over": {"ICESTORM_LC": [6102, 5280]}}
 
     def build(*args, **kwargs):
@@ -232,7 +297,8 @@ def test_cli_bitstream_that_does_not_fit(tmp_path, monkeypatch, capsys):
         main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path)])
     assert exit_info.value.code == 1
     out, err = capsys.readouterr()
-    assert out == ("icebreaker (iCE40UP5K-SG48), accelerator big.json, UART 115200 baud:\n"
+    assert out == ("icebreaker (iCE40UP5K-SG48), accelerator big.json, UART 3000000 baud (8 "
+                   "cycles a bit, +0.00%):\n"
                    "  logic 6102/5280  BRAM 12/30  SPRAM 4  DSP 4\n")
     assert err == ("lowbit bitstream: error: the design does not fit the iCEBreaker "
                    "(iCE40UP5K-SG48): it needs ICESTORM_LC 6102 of 5280\n")
@@ -240,16 +306,20 @@ def test_cli_bitstream_that_does_not_fit(tmp_path, monkeypatch, capsys):
 
 def test_cli_bitstream_report(tmp_path, monkeypatch, capsys):
     figures = {"board": "ulx3s-85f", "part": "LFE5U-85F-CABGA381", "config": "c.json",
-               "baud": 115200, "luts": 4498, "luts_available": 83640, "bram": 68,
-               "bram_available": 208, "spram": 0, "dsp": 8, "fits": True,
-               "meets_timing": True, "fmax_mhz": 38.97, "target_mhz": 25.0,
-               "bitstream": str(tmp_path / "top.bit"), "seconds": 106.2}
+               "baud": 3000000, "baud_error": -0.00794, "cycles_per_bit": 12, "luts": 4498,
+               "luts_available": 83640, "bram": 68, "bram_available": 208, "spram": 0,
+               "dsp": 8, "fits": True, "meets_timing": True, "fmax_mhz": 38.97,
+               "clock_mhz": 35.7143, "osc_mhz": 25.0, "slack_ns": 2.339,
+               "timing_margin": 0.05, "bitstream": str(tmp_path / "top.bit"),
+               "seconds": 106.2}
     monkeypatch.setattr("lowbit.boards.build.build_bitstream", lambda *a, **k: figures)
     assert main(["bitstream", "--board", "ulx3s-85f", "-o", str(tmp_path)]) == 0
     assert capsys.readouterr().out == (
-        "ulx3s-85f (LFE5U-85F-CABGA381), accelerator c.json, UART 115200 baud:\n"
+        "ulx3s-85f (LFE5U-85F-CABGA381), accelerator c.json, UART 3000000 baud (12 cycles "
+        "a bit, -0.79%):\n"
         "  logic 4498/83640  BRAM 68/208  SPRAM 0  DSP 8\n"
-        "  Fmax 38.97 MHz: meets the 25 MHz board clock\n"
+        "  Fmax 38.97 MHz: meets the 35.7143 MHz PLL clock (25 MHz oscillator) with 5% "
+        "margin (slack 2.339 ns)\n"
         f"  bitstream {tmp_path / 'top.bit'} (106.2 s)\n")
     assert main(["bitstream", "--board", "ulx3s-85f", "-o", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == figures
@@ -258,7 +328,9 @@ def test_cli_bitstream_report(tmp_path, monkeypatch, capsys):
 def test_board_transport_over_a_fake_port(monkeypatch):
     """BoardTransport is the framed link over pyserial: it resets the port's input, starts
     a session with RESET and scales its timers with the baud rate."""
-    from lowbit.framing import BoardTransport, Kind, encode
+    from lowbit.framing import BoardTransport, Kind, encode, ident
+
+    config = ICEBREAKER.load_config()
 
     class FakeSerial:
         def __init__(self, port, baudrate, timeout):
@@ -277,7 +349,8 @@ def test_board_transport_over_a_fake_port(monkeypatch):
         def write(self, data):
             self.written += data
             if bytes(data) == encode(Kind.RESET, 0):
-                self.incoming += encode(Kind.RESET, 0)   # the board answers
+                # The board answers: its tag, then its identity.
+                self.incoming += encode(Kind.RESET, 0, bytes(8) + ident(config))
 
         def flush(self):
             pass
@@ -288,11 +361,12 @@ def test_board_transport_over_a_fake_port(monkeypatch):
     fake = type(sys)("serial")
     fake.Serial = FakeSerial
     monkeypatch.setitem(sys.modules, "serial", fake)
-    with BoardTransport("/dev/fake", 9600) as link:
+    with BoardTransport("/dev/fake", 9600, config=config) as link:
         assert bytes(link.channel.port.written) == encode(Kind.RESET, 0)
+        assert link.board_fingerprint == config.fingerprint()
         # 261 bytes of frame at 9600 baud: 0.27 s; 32 byte times: 33 ms.
         assert link.resend == pytest.approx(4 * 2610 / 9600)
-        assert link.gap == 0.05
+        assert link.gap == pytest.approx(320 / 9600)
 
 
 # What the iCEBreaker's configuration runs ------------------------------------------------

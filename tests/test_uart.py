@@ -183,3 +183,83 @@ def test_components_refuse_a_bad_baud_rate():
         with pytest.raises(ValueError, match="^UART baud rate 4000000 is too high for a 12 MHz "
                                              "clock"):
             component(clk_freq=12_000_000, baud=4_000_000)
+
+
+def fractional_waveform(data, cycles_per_bit, phase=0.0):
+    """Line levels for ``data`` sent back to back by a sender whose bits last a fractional
+    number of clock cycles (a baud rate that is not a whole divisor of the clock): bit k of
+    the stream starts at cycle ``round(phase + k * cycles_per_bit)``."""
+    bits = [bit for byte in data for bit in line_bits(byte, 1)]
+    start = 10
+    events = [1] * start
+    for k, bit in enumerate(bits):
+        end = start + round(phase + (k + 1) * cycles_per_bit)
+        events += [bit] * (end - len(events))
+    return events
+
+
+@pytest.mark.parametrize("clk,baud,phase", [
+    (24_000_000, 3_000_000, 0.0),            # the iCEBreaker: 8 cycles a bit, exact
+    (24_000_000, 3_000_000 * 1.02, 0.5),     # a sender 2% fast
+    (24_000_000, 3_000_000 / 1.02, 0.3),     # a sender 2% slow
+    (250_000_000 / 7, 3_000_000, 0.7),       # the ULX3S's 35.71 MHz: 11.9 cycles a bit
+])
+def test_rx_at_the_boards_ratios_with_the_divider_error(clk, baud, phase):
+    # The receiver's divisor is round(clk / 3 Mbaud); the sender's bits are clk / baud
+    # cycles, not a whole number: mid-bit sampling must land inside every bit of a stream
+    # of back-to-back bytes (each start edge re-synchronises the receiver).
+    divisor = baud_divisor(clk, 3_000_000)
+    data = [0x00, 0xFF, 0x55, 0xAA, 0x5A, 0x01, 0x80] + list(range(3, 256, 17))
+    dut = UARTRx(clk_freq=clk, baud=3_000_000)
+    assert dut.divisor == divisor
+    events = fractional_waveform(data, clk / baud, phase) + [1] * 40
+    got, bits = [], []
+
+    async def drive(ctx):
+        for level in events:
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+
+    async def collect(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        async for _, _, valid, payload, bit_valid, bit in ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.payload, dut.bit_valid, dut.bit):
+            if valid:
+                got.append(payload)
+            if bit_valid:
+                bits.append(bit)
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / clk)
+    sim.add_testbench(collect, background=True)
+    sim.add_testbench(drive)
+    sim.run()
+    assert got == data
+    # The data bits as the CRC sees them: LSB first, start and stop bits left out.
+    assert bits == [(byte >> i) & 1 for byte in data for i in range(8)]
+
+
+def test_tx_reports_its_data_bits():
+    dut = UARTTx(clk_freq=24_000_000, baud=3_000_000)
+    data = [0x5A, 0x01, 0xFE]
+    bits = []
+
+    async def producer(ctx):
+        for byte in data:
+            ctx.set(dut.i_stream.payload, byte)
+            ctx.set(dut.i_stream.valid, 1)
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def collect(ctx):
+        while len(bits) < 8 * len(data):
+            _, _, bit_valid, bit = await ctx.tick().sample(dut.bit_valid, dut.bit)
+            if bit_valid:
+                bits.append(bit)
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / 24e6)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(collect)
+    sim.run()
+    assert bits == [(byte >> i) & 1 for byte in data for i in range(8)]
