@@ -48,7 +48,6 @@ import dataclasses
 import logging
 import math
 import re
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -57,8 +56,8 @@ from .model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MaxPool2D
                     MultiThreshold, OutputAffine, QuantModel, Sign, fold_layer_thresholds)
 
 __all__ = ["ONNXImportError", "InputTransform", "InputDescription", "load_onnx",
-           "input_transform", "prepare_input", "add_import_command", "add_input_arguments",
-           "input_description_from_args", "import_for_cli", "cmd_import", "QONNX_DOMAINS"]
+           "input_transform", "prepare_input", "add_input_arguments",
+           "input_description_from_args", "QONNX_DOMAINS"]
 
 _log = logging.getLogger(__name__)
 
@@ -1815,23 +1814,6 @@ def add_input_arguments(parser):
                         help="real value of one step with --input-bits (default 1)")
 
 
-def add_import_command(subparsers):
-    """Register ``lowbit import MODEL.onnx -o MODEL.npz [--input-datatype T --input-scale S]``
-    on an ``argparse`` subparsers object; return its parser. ``func`` takes
-    ``(parser, args)``."""
-    p = subparsers.add_parser(
-        "import", help="import an ONNX/QONNX/FINN-ONNX quantized MLP or CNN into lowbit's "
-        "model format",
-        description="Import an ONNX, QONNX (Brevitas) or FINN-ONNX quantized MLP or CNN and "
-        "save it in lowbit's model format (docs/onnx_import.md).")
-    p.add_argument("model", metavar="MODEL.onnx", help="ONNX file to read")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL.npz",
-                   help="model file to write (.npz, lowbit model format)")
-    add_input_arguments(p)
-    p.set_defaults(func=cmd_import)
-    return p
-
-
 def _step(text):
     try:
         value = float(Fraction(text))
@@ -1861,44 +1843,3 @@ def input_description_from_args(args):
             raise ValueError("--input-scale needs --input-datatype")
         return None, InputDescription(datatype, 1.0 if scale is None else scale)
     return None, None
-
-
-def import_for_cli(command, path, args):
-    """The model of ``lowbit import``/``lowbit compile``: :func:`load_onnx` with the input
-    options; errors end the command (status 2, or 1 when the file cannot be read)."""
-    try:
-        quantizer, description = input_description_from_args(args)
-    except (TypeError, ValueError) as error:
-        print(f"lowbit {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        return load_onnx(path, input_quantizer=quantizer, input_description=description)
-    except OSError as error:
-        print(f"lowbit {command}: cannot read {path}: {error.strerror or error}",
-              file=sys.stderr)
-        raise SystemExit(1)
-    except (ValueError, TypeError) as error:
-        print(f"lowbit {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def cmd_import(parser, args):
-    """Run ``lowbit import``; return the exit status (2 for errors in the model or the
-    arguments, 1 when a file cannot be read or written)."""
-    try:
-        model = import_for_cli("import", args.model, args)
-    except SystemExit as stop:
-        return stop.code
-    try:
-        model.save(args.output)
-    except OSError as error:
-        print(f"lowbit import: cannot write {args.output}: {error.strerror or error}",
-              file=sys.stderr)
-        return 1
-    print(model.summary())
-    if input_transform(model) is not None:
-        transform = input_transform(model)
-        print(f"input transform: the host counts {transform.levels} thresholds per input "
-              f"(lowbit.onnx_import.prepare_input)")
-    print(f"wrote {args.output}")
-    return 0

@@ -12,7 +12,7 @@ from lowbit.compiler import CompileError, assemble, batch_stream, compile_model,
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.golden.xnor_array import Precision
-from lowbit.isa import NO_WAIT, Opcode, instruction_set
+from lowbit.isa import NO_WAIT, Opcode
 from lowbit.iss import ISS
 from lowbit.layout import unpack_act
 from lowbit.model import (BatchNorm, Conv2D, Dense, Flatten, InputQuantizer, MultiThreshold,
@@ -70,6 +70,17 @@ class DirectISS:
 def run_iss(program, config, x):
     with ISSTransport(config) as link:
         return run_model(program, Runtime(config, link), x)
+
+
+def check_rtl(m, program, config, rtl, x):
+    """The gateware through transport ``rtl`` against the ISS: the same scores, the model's
+    integer scores, and the cycle model's counts exactly."""
+    got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    expected, iss_stats = run_iss(program, config, x)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
+    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
+        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
 
 
 def stream(program, batches):
@@ -334,12 +345,7 @@ def test_rtl_runs_the_compiled_model_like_the_iss(resident):
     program = compile_model(m, config, batch=3, resident=resident)
     x = inputs(5, 7, 40, 3)
     with AmaranthTransport(config) as rtl:
-        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
-    expected, iss_stats = run_iss(program, config, x)
-    assert np.array_equal(got, expected)
-    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
-    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
-        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
+        check_rtl(m, program, config, rtl, x)
 
 
 # Throughput -----------------------------------------------------------------------------------
@@ -591,12 +597,7 @@ def test_a_convolution_on_the_rtl_is_the_iss():
     assert program.metadata["regions"]["in"] == 256
     x = images(5, 5)
     with AmaranthTransport(config) as rtl:
-        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
-    expected, iss_stats = run_iss(program, config, x)
-    assert np.array_equal(got, expected)
-    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
-    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
-        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
+        check_rtl(m, program, config, rtl, x)
 
 
 @pytest.mark.cocotb
@@ -611,9 +612,4 @@ def test_a_convolution_on_the_generated_verilog_is_the_iss(simulator, tmp_path):
     program = compile_model(m, config, batch=2)
     x = images(8, 3)
     with RTLTransport(config, simulator, test_dir=tmp_path, timeout=120) as rtl:
-        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
-    expected, iss_stats = run_iss(program, config, x)
-    assert np.array_equal(got, expected)
-    assert np.array_equal(got, m.integer_form().scores(m.quantize_input(x)))
-    assert {k: rtl_stats[k] for k in ("cycles", "array_beats", "tile_holds")} == \
-        {k: iss_stats[k] for k in ("cycles", "array_beats", "tile_holds")}
+        check_rtl(m, program, config, rtl, x)

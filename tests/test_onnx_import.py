@@ -4,7 +4,6 @@ float64 with Sign as ``>= 0``; onnxruntime too where installed and the graph has
 standard ops) and against the compiled program on the ISS. Every kind of unmappable node
 gets an error naming the node, its op and why."""
 
-import argparse
 import importlib.util
 
 import numpy as np
@@ -16,7 +15,8 @@ from lowbit.compiler import compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.model import InputQuantizer, QuantModel
-from lowbit.onnx_import import ONNXImportError, add_import_command, load_onnx
+from lowbit.cli import main
+from lowbit.onnx_import import ONNXImportError, load_onnx
 from lowbit.runtime import ISSTransport, Runtime
 
 QONNX = "qonnx.custom_op.general"
@@ -1073,24 +1073,25 @@ def test_import_command_writes_a_model(tmp_path, capsys):
     onnx_model = quantized_input_mlp()
     source = tmp_path / "m.onnx"
     onnx.save(onnx_model, source)
-    parser = argparse.ArgumentParser(prog="lowbit")
-    add_import_command(parser.add_subparsers(dest="command"))
     target = tmp_path / "m.npz"
-    args = parser.parse_args(["import", str(source), "-o", str(target), "--input-bits", "8",
-                              "--input-step", "1/255"])
-    assert args.func(parser, args) == 0
+
+    def run(*extra):
+        # The CLI's own entry point: 0 on success, SystemExit with the status on an error.
+        try:
+            return main(["import", str(source), "-o", str(target), *extra])
+        except SystemExit as stop:
+            return stop.code
+
+    assert run("--input-bits", "8", "--input-step", "1/255") == 0
     assert f"wrote {target}" in capsys.readouterr().out
     model = QuantModel.load(target)
     assert model.input_quantizer == InputQuantizer(8, 1 / 255)
     assert model.metadata["source"] == str(source)
     x = unit_inputs(6, 30, (64,))
     assert np.array_equal(model.predict(x), evaluate(onnx_model, x).argmax(1))
-    args = parser.parse_args(["import", str(source), "-o", str(target)])
-    assert args.func(parser, args) == 2
+    assert run() == 2
     assert "node 'fc1' (MatMul): the input is undetermined" in capsys.readouterr().err
-    args = parser.parse_args(["import", str(source), "-o", str(target), "--input-datatype",
-                              "UINT8", "--input-scale", "1/255"])
-    assert args.func(parser, args) == 0
+    assert run("--input-datatype", "UINT8", "--input-scale", "1/255") == 0
     assert QuantModel.load(target).input_quantizer == InputQuantizer(8, 1 / 255)
 
 
