@@ -71,7 +71,12 @@ class CoreMemory(wiring.Component):
                 m.d.comb += ram.addr.eq(self.waddr)
             self.ram = ram
             return m
-        m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[])
+        # no_rw_check: a read and a write of one address in one cycle is a race the host's
+        # race check refuses, so the RAM need not define it. Without it Yosys emulates the
+        # read-first behaviour around every EBR/DP16KD (a registered write word, an address
+        # comparator and a bypass multiplexer per bit: ~140 logic cells per 64 bits).
+        m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[],
+                                        attrs={"no_rw_check": 1})
         self.ram = mem
         rport, wport = mem.read_port(), mem.write_port()
         m.d.comb += [
