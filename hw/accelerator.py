@@ -411,7 +411,10 @@ class Accelerator(wiring.Component):
         ir = Signal(isa.layout)
         raw = data.View(isa.raw_layout, ir.as_value())
         ops = {op: getattr(ir.operands, op.name.lower()) for op in Opcode}
-        illegal = self._illegal(m, ir)
+        # The verdict of the instruction check is registered: a CHECK cycle between the last
+        # fetch beat and DECODE keeps the field checks off the queue's write path.
+        illegal = Signal()
+        m.d.sync += illegal.eq(self._illegal(m, ir))
         take = Signal()
         got = Signal()
         m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
@@ -496,11 +499,13 @@ class Accelerator(wiring.Component):
                                      cycles.eq(0), beats.eq(0), holds.eq(0), halt.eq(0)]
                     with m.If(beat_no == fetch_beats - 1):
                         m.d.sync += beat_no.eq(0)
-                        m.next = "DECODE"
+                        m.next = "CHECK"
                 with m.Elif(in_program & timed_out):
                     m.d.sync += beat_no.eq(0)
                     finish(Status.TRUNCATED)
                     m.next = "DRAIN"
+            with m.State("CHECK"):
+                m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(illegal):
                     finish(Status.ILLEGAL)

@@ -17,7 +17,8 @@ it did nothing else.
 Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats per lane,
 ``HB = 64 / link`` beats per ``DATA`` header, cycle 0 the first beat of the program):
 
-* every instruction: ``IB`` fetch cycles, then a decode cycle ``d``;
+* every instruction: ``IB`` fetch cycles, a check cycle (the instruction check's verdict is
+  registered), then a decode cycle ``d``;
 * ``GEMM`` / ``STORE``: pushed into its queue at ``d``, or once the queue has room;
 * ``LOAD``: checks its wait fields from ``d + 1`` and starts the cycle after they hold (at
   ``d + 2`` at the earliest), then ``count * lanes * WB`` beats;
@@ -98,7 +99,7 @@ class Timing:
     def illegal(self):
         """The program ends at the next instruction, which the gateware refuses: it stops
         counting cycles at that instruction's decode."""
-        self.cycles = self.t + self.fetch_beats
+        self.cycles = self.t + self.fetch_beats + 1
 
     # Helpers: the cycle from which a counter shows that event n-1 (0-based) happened.
     def _read_by(self, n):
@@ -114,7 +115,7 @@ class Timing:
         """Advance over one instruction; return the cycle its front-end work ends."""
         cfg, op = self.config, instr["opcode"]
         start = self.t
-        d = self.t + self.fetch_beats
+        d = self.t + self.fetch_beats + 1   # fetch, check, then decode
         q = cfg.queue_depth
         if op == Opcode.GEMM:
             j = len(self.gemms)

@@ -385,8 +385,9 @@ def test_stream_runs_programs_in_sequence_with_resident_memories():
 
 # The cycle model's closed forms -------------------------------------------------------------
 #
-# Small configuration, 8-bit link: IB = 96 / 8 = 12 fetch beats per instruction, WB = 16 / 8
-# = 2 beats per lane, HB = 64 / 8 = 8 beats per DATA header; rows 2, cols 4, pipeline 1.
+# Small configuration, 8-bit link: IB = 96 / 8 = 12 fetch beats per instruction, then a check
+# cycle and the decode cycle (an instruction alone at cycle 0 decodes at 13); WB = 16 / 8 = 2
+# beats per lane, HB = 64 / 8 = 8 beats per DATA header; rows 2, cols 4, pipeline 1.
 
 IB, WB, HB = 12, 2, 8
 
@@ -413,59 +414,59 @@ def test_instruction_width_of_the_small_configuration():
 
 
 def test_halt_alone():
-    # Fetch, decode, then one cycle to see every stage idle.
+    # Fetch, check, decode, then one cycle to see every stage idle.
     result = cycles(CONFIG)
-    assert result.cycles == IB + 1
-    assert result.counters == {"cycles": 13, "array_beats": 0, "tile_holds": 0}
-    assert result.trace == [{"opcode": "HALT", "start": 0, "end": 13}]
+    assert result.cycles == IB + 2
+    assert result.counters == {"cycles": 14, "array_beats": 0, "tile_holds": 0}
+    assert result.trace == [{"opcode": "HALT", "start": 0, "end": 14}]
 
 
 def test_load():
-    # LOAD of 3 in-memory words (2 lanes each): fetch, decode, a cycle to check its waits
-    # and one to act on the verdict, 3 x 2 x WB data beats, one more; then HALT's fetch,
-    # decode, idle check.
+    # LOAD of 3 in-memory words (2 lanes each): fetch, check, decode, a cycle to check its
+    # waits and one to act on the verdict, 3 x 2 x WB data beats, one more; then HALT's
+    # fetch, check, decode, idle check.
     result = cycles(CONFIG, P.load("IN", "INPUT", 0, 3))
-    assert result.trace[0] == {"opcode": "LOAD", "start": 0, "end": 12 + 2 + 12 + 1}
-    assert result.cycles == 27 + IB + 1 == 40
+    assert result.trace[0] == {"opcode": "LOAD", "start": 0, "end": 13 + 2 + 12 + 1}
+    assert result.cycles == 28 + IB + 2 == 42
 
 
 def test_store():
-    # Pushed at decode (cycle 12), its wait checked at 13, popped 14; header and 2 x 4 lanes x
-    # WB data beats: ends at 14 + 8 + 16 = 38; the stages are idle from 39, which HALT sees
-    # (registered) at 40.
+    # Pushed at decode (cycle 13), its wait checked at 14, popped 15; header and 2 x 4 lanes x
+    # WB data beats: ends at 15 + 8 + 16 = 39; the stages are idle from 40, which HALT sees
+    # (registered) at 41.
     result = cycles(CONFIG, P.store(0, 2))
-    assert result.cycles == 40 and result.bytes_out == 8 + 2 * 4 * 2 + 20
+    assert result.cycles == 41 and result.bytes_out == 8 + 2 * 4 * 2 + 20
 
 
 def test_gemm_scores():
-    # Pushed at 12, its waits checked at 13, popped 14, a cycle for the hold's verdict,
-    # first tile 16; 6 tiles every max(B=6, D=2) = 6 cycles: last at 46; its accumulators
-    # land B + 1 + pipeline = 8 later (54), written by 54 + D = 56; the counters show it at
-    # 57, HALT (decoded at 25) sees the stages idle at 58.
+    # Pushed at 13, its waits checked at 14, popped 15, a cycle for the hold's verdict,
+    # first tile 17; 6 tiles every max(B=6, D=2) = 6 cycles: last at 47; its accumulators
+    # land B + 1 + pipeline = 8 later (55), written by 55 + D = 57; the counters show it at
+    # 58, HALT (decoded at 27) sees the stages idle at 59.
     result = cycles(CONFIG, big_gemm())
-    assert result.counters == {"cycles": 58, "array_beats": 36, "tile_holds": 0}
+    assert result.counters == {"cycles": 59, "array_beats": 36, "tile_holds": 0}
 
 
 def test_gemm_threshold_holds_tiles_for_the_result_stage():
     # 2 x 2 tiles of one beat; the result stage needs D = T + out_bits - 1 = 3 + 2 - 1 = 4
-    # cycles per tile (2-bit outputs), so tiles start every 4 cycles: 16, 20, 24, 28, each
-    # after the first held 3 cycles (9 in all). The last lands at 28 + 3 = 31, is compared
-    # by 31 + 3 = 34 and its 2 planes written by 36; HALT at 38.
+    # cycles per tile (2-bit outputs), so tiles start every 4 cycles: 17, 21, 25, 29, each
+    # after the first held 3 cycles (9 in all). The last lands at 29 + 3 = 32, is compared
+    # by 32 + 3 = 35 and its 2 planes written by 37; HALT at 39.
     result = cycles(CONFIG, P.gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1,
                                    m_tiles=2, n_tiles=2, mode="THRESHOLD", out_bits=2,
                                    dst_addr=0))
-    assert result.counters == {"cycles": 38, "array_beats": 4, "tile_holds": 9}
+    assert result.counters == {"cycles": 39, "array_beats": 4, "tile_holds": 9}
 
 
 @pytest.mark.parametrize("waits, load_end, total", [
-    # No wait: checked at 26, starts 27, 4 data beats, ends 32; HALT decodes at 44, the
-    # GEMM's last write (56) shows at 57, HALT sees the stages idle at 58.
-    (dict(), 32, 58),
-    # unread=0: until the GEMM's last beat (46 + 6 - 1 = 51) is past: 52, acted on at 53,
+    # No wait: decoded at 27, checked at 28, starts 29, 4 data beats, ends 34; HALT decodes
+    # at 47, the GEMM's last write (57) shows at 58, HALT sees the stages idle at 59.
+    (dict(), 34, 59),
+    # unread=0: until the GEMM's last beat (47 + 6 - 1 = 52) is past: 53, acted on at 54,
     # + 4 + 1.
-    (dict(unread=0), 58, 58 + IB + 1),
-    # unwritten=0: until its last result (56) is written: 57, acted on at 58, + 4 + 1.
-    (dict(unwritten=0), 63, 63 + IB + 1),
+    (dict(unread=0), 59, 59 + IB + 2),
+    # unwritten=0: until its last result (57) is written: 58, acted on at 59, + 4 + 1.
+    (dict(unwritten=0), 64, 64 + IB + 2),
 ])
 def test_load_waits_for_the_gemm(waits, load_end, total):
     result = cycles(CONFIG, big_gemm(), P.load("IN", "INPUT", 0, 1, **waits))
@@ -473,31 +474,31 @@ def test_load_waits_for_the_gemm(waits, load_end, total):
 
 
 def test_store_waits_for_the_gemm():
-    # Pushed at 25 (decode after the GEMM's push), popped the cycle after its check sees the
-    # GEMM written (57): 58; header and 2 x 4 x WB beats: ends 82; idle from 83, which HALT
-    # sees at 84.
-    assert cycles(CONFIG, big_gemm(), P.store(0, 2)).cycles == 84
-    # Without its wait it is popped at 27 and ends at 51: the GEMM's 58 counts.
-    assert cycles(CONFIG, big_gemm(), P.store(20, 2, unwritten=NO_WAIT)).cycles == 58
+    # Pushed at 27 (decode after the GEMM's push), popped the cycle after its check sees the
+    # GEMM written (58): 59; header and 2 x 4 x WB beats: ends 83; idle from 84, which HALT
+    # sees at 85.
+    assert cycles(CONFIG, big_gemm(), P.store(0, 2)).cycles == 85
+    # Without its wait it is popped at 29 and ends at 53: the GEMM's 59 counts.
+    assert cycles(CONFIG, big_gemm(), P.store(20, 2, unwritten=NO_WAIT)).cycles == 59
 
 
 def test_gemm_sync_waits_for_the_earlier_gemm():
     small = dict(m_tiles=1, n_tiles=1, planes=1, words=1, dst_addr=20)
-    # The first GEMM: last tile 46, idle from 52, captured 54, the result stage free from 56,
-    # written 56. Without sync: popped once the execute stage is idle (52), first tile at
-    # 54 (pop + 2; the result stage is free for a capture at 54 + B + 1 + pipeline = 57),
-    # captured 57, written 57 + D = 59; HALT at 61. With sync: the last write (56) shows
-    # in the counters at 57, the check sees it then and the pop follows at 58: first tile
-    # 60, captured 63, written 65, HALT 67.
-    assert cycles(CONFIG, big_gemm(), big_gemm(**small)).cycles == 61
-    assert cycles(CONFIG, big_gemm(), big_gemm(**small, sync=1)).cycles == 67
+    # The first GEMM: last tile 47, idle from 53, captured 55, the result stage free from 57,
+    # written 57. Without sync: popped once the execute stage is idle (53), first tile at
+    # 55 (pop + 2; the result stage is free for a capture at 55 + B + 1 + pipeline = 58),
+    # captured 58, written 58 + D = 60; HALT at 62. With sync: the last write (57) shows
+    # in the counters at 58, the check sees it then and the pop follows at 59: first tile
+    # 61, captured 64, written 66, HALT 68.
+    assert cycles(CONFIG, big_gemm(), big_gemm(**small)).cycles == 62
+    assert cycles(CONFIG, big_gemm(), big_gemm(**small, sync=1)).cycles == 68
 
 
 def test_single_port_weight_load_waits_for_weight_reads():
-    # 1 weight word = 4 lanes x WB = 8 beats. Dual-ported: checked at 26, ends 36, the GEMM
-    # ends the program (58). Single-ported: waits until the GEMM's reads are done (52) and
-    # starts at 53.
-    assert cycles(CONFIG, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1)).cycles == 58
+    # 1 weight word = 4 lanes x WB = 8 beats. Dual-ported: checked at 28, ends 38, the GEMM
+    # ends the program (59). Single-ported: waits until the GEMM's reads are done (53) and
+    # starts at 54.
+    assert cycles(CONFIG, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1)).cycles == 59
     single = P.small_config(weight_single_port=True)
     result = cycles(single, big_gemm(), P.load("WEIGHT", "INPUT", 100, 1))
-    assert result.trace[1]["end"] == 53 + 8 + 1 and result.cycles == 62 + IB + 1
+    assert result.trace[1]["end"] == 54 + 8 + 1 and result.cycles == 63 + IB + 2
