@@ -374,6 +374,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(so.count * C)]
         s_beat = Signal(range(max(header_beats, word_beats)))
         s_in_header = Signal()
+        s_first, s_last_beat, s_last_word = Signal(), Signal(), Signal()
         s_words_left = Signal(range(cfg.score_depth + 1))   # memory words still to send
         s_reads_left = Signal(range(cfg.score_depth + 1))
         s_rptr = Signal(range(cfg.score_depth))
@@ -385,6 +386,8 @@ class Accelerator(wiring.Component):
         with m.If(s_ok):
             m.d.comb += sq.r_en.eq(1)
             m.d.sync += [so.eq(s_head.op), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
+                         s_last_beat.eq(header_beats == 1),
+                         s_last_word.eq(s_head.op.count == 1),
                          s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
                          s_rptr.eq(s_head.op.addr)]
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
@@ -393,31 +396,41 @@ class Accelerator(wiring.Component):
         m.d.sync += inflight.eq(read_now)
         with m.If(read_now):
             m.d.sync += [s_rptr.eq(s_rptr + 1), s_reads_left.eq(s_reads_left - 1)]
-        sent = o_valid & self.o_stream.ready & o_by_store
+        # The beat's position is kept in flags updated one beat ahead (``s_first``, the
+        # word's first beat, taken from the FIFO; ``s_last_beat``, the header's or word's
+        # last; ``s_last_word``), so a sent beat reaches the counters through one or two
+        # LUTs: this was the UP5K's critical path with the comparisons of the counters.
+        # The status record is sent only once every stage has been idle (``busy``), so the
+        # store stage's own valid is the link's while it stores.
+        s_valid = Signal()
+        m.d.comb += s_valid.eq(storing & (s_in_header | ~s_first | wq.r_rdy))
+        sent = s_valid & self.o_stream.ready
         with m.If(storing):
-            m.d.comb += o_by_store.eq(1)
+            m.d.comb += [o_by_store.eq(1), o_valid.eq(s_valid)]
             with m.If(s_in_header):
-                m.d.comb += o_valid.eq(1)
                 with m.Switch(s_beat):
                     for k in range(header_beats):
                         with m.Case(k):
                             m.d.comb += o_payload.eq(s_header.as_value()[k * LB:(k + 1) * LB])
                 with m.If(sent):
-                    m.d.sync += s_beat.eq(s_beat + 1)
-                    with m.If(s_beat == header_beats - 1):
-                        m.d.sync += [s_in_header.eq(0), s_beat.eq(0)]
+                    m.d.sync += [s_beat.eq(s_beat + 1),
+                                 s_last_beat.eq(s_beat == header_beats - 2)]
+                    with m.If(s_last_beat):
+                        m.d.sync += [s_in_header.eq(0), s_beat.eq(0), s_first.eq(1),
+                                     s_last_beat.eq(word_beats == 1)]
             with m.Else():
-                first = s_beat == 0
-                m.d.comb += [o_valid.eq(~first | wq.r_rdy),
-                             o_payload.eq(Mux(first, wq.r_data[:LB], shifter[:LB]))]
+                m.d.comb += o_payload.eq(Mux(s_first, wq.r_data[:LB], shifter[:LB]))
                 with m.If(sent):
-                    m.d.sync += [s_beat.eq(s_beat + 1), shifter.eq(shifter >> LB)]
-                    with m.If(first):
+                    m.d.sync += [s_beat.eq(s_beat + 1), shifter.eq(shifter >> LB),
+                                 s_first.eq(0), s_last_beat.eq(s_beat == word_beats - 2)]
+                    with m.If(s_first):
                         m.d.comb += wq.r_en.eq(1)
                         m.d.sync += shifter.eq(wq.r_data >> LB)
-                    with m.If(s_beat == word_beats - 1):
-                        m.d.sync += [s_beat.eq(0), s_words_left.eq(s_words_left - 1)]
-                        with m.If(s_words_left == 1):
+                    with m.If(s_last_beat):
+                        m.d.sync += [s_beat.eq(0), s_words_left.eq(s_words_left - 1),
+                                     s_first.eq(1), s_last_beat.eq(word_beats == 1),
+                                     s_last_word.eq(s_words_left == 2)]
+                        with m.If(s_last_word):
                             m.d.sync += [storing.eq(0), cnt["s_done"].eq(cnt["s_done"] + 1)]
 
         # The front end ------------------------------------------------------------------------
@@ -479,6 +492,9 @@ class Accelerator(wiring.Component):
         # A LOAD's waits are checked in one cycle and acted on in the next (the counters
         # only move towards them holding while the front end waits).
         load_ok = Signal()
+        # The beat's position in the LOAD, kept one beat ahead (as the store stage's): the
+        # last beat's effects (the word's write, the next instruction) hang off two flags.
+        l_last_beat, l_last_word = Signal(), Signal()
         word_of = Signal(range(max(R, C) * lane_beats + 1))
         m.d.comb += word_of.eq(Mux(lo.buffer == Buffer.IN, R * lane_beats, C * lane_beats))
 
@@ -530,7 +546,9 @@ class Accelerator(wiring.Component):
                             m.next = "HALT"
                         with m.Case(Opcode.LOAD.value):
                             m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
-                                         beat_no.eq(0), load_ok.eq(0)]
+                                         beat_no.eq(0), load_ok.eq(0),
+                                         l_last_beat.eq(word_of == 1),
+                                         l_last_word.eq(lo.count == 1)]
                             m.next = "LOAD_WAIT"
                         # A GEMM or STORE goes into its stage's queue with a snapshot of
                         # the other stage's dispatch count.
@@ -552,11 +570,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += [take.eq(1), waiting.eq(1)]
                 with m.If(got):
                     m.d.sync += [sreg.eq(Cat(sreg[LB:], self.i_stream.payload)),
-                                 beat_no.eq(beat_no + 1)]
-                    with m.If(beat_no == word_of - 1):
+                                 beat_no.eq(beat_no + 1),
+                                 l_last_beat.eq(beat_no == word_of - 2)]
+                    with m.If(l_last_beat):
                         m.d.sync += [beat_no.eq(0), lwrite.eq(1), lwaddr.eq(lptr),
-                                     lptr.eq(lptr + 1), lwords.eq(lwords - 1)]
-                        with m.If(lwords == 1):
+                                     lptr.eq(lptr + 1), lwords.eq(lwords - 1),
+                                     l_last_beat.eq(word_of == 1),
+                                     l_last_word.eq(lwords == 2)]
+                        with m.If(l_last_word):
                             m.d.sync += index.eq(index + 1)
                             m.next = "FETCH"
                 with m.Elif(timed_out):

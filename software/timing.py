@@ -173,7 +173,8 @@ class Timing:
         capture = last + lead
         self.res_end = capture + hold
         count = (1 << instr["out_bits"]) - 1
-        written = capture + (count + instr["out_bits"] if threshold else hold)
+        # THRESHOLD: T compares, their verdicts counted a cycle later, out_bits plane writes.
+        written = capture + (count + instr["out_bits"] + 1 if threshold else hold)
         holds = (first - popped - 2) + (tiles - 1) * (period - beats)
         self.exec_idle = last + beats
         self.beats += tiles * beats

@@ -55,3 +55,19 @@ def test_a_hanging_synthesis_tool_is_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "TOOL_TIMEOUT_S", 0.2)
     with pytest.raises(synth.SynthesisError, match=re.escape("sleep did not finish in 0.2 s")):
         synth._run([shutil.which("sleep"), "5"], tmp_path, tmp_path / "log")
+
+
+def test_router1_that_does_not_finish_is_replaced_by_router2(monkeypatch):
+    # A router1 run stopped at once (as one that loops would be at ROUTER1_TIMEOUT_S): the
+    # same netlist is routed again with router2 and the figures say so.
+    from lowbit import synth
+    from lowbit.config.xnor_array import XNORArrayConfig
+    from lowbit.units import get_unit
+
+    monkeypatch.setattr(synth, "ROUTER1_TIMEOUT_S", 0.01)
+    config = XNORArrayConfig(rows=1, cols=1, word=8, max_k=16, max_act_bits=1,
+                             max_weight_bits=1)
+    result = synth.synthesize(get_unit("xnor-array"), config, "ice40", use_cache=False)
+    assert result["router"] == "router2"
+    assert result["fits"] and result["lc"] > result["harness_bits"] > 0
+    assert result["fmax_mhz"] > 10
