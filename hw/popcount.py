@@ -51,7 +51,7 @@ class PopcountEmulation:
 
 
 def popcount_tree(m, bits, *, stages=0, enable=1, group=8, name="pop", primitives=False,
-                  operands=None, chain_cells=16):
+                  operands=None, chain_cells=16, tail=1.0):
     """Count the set bits of ``bits``; return ``(count, latency)``.
 
     ``latency == stages``: ``stages`` register levels split the tree (registers update
@@ -61,11 +61,13 @@ def popcount_tree(m, bits, *, stages=0, enable=1, group=8, name="pop", primitive
     ``bits == ~(a ^ b)``, ``operands=(a, b, sel)`` when ``bits == Mux(sel, a & b, ~(a ^ b))``
     (``sel`` one bit). Without ``operands`` the behavioural tree is built whatever
     ``primitives`` says. ``group`` is the behavioural tree's group size, ``chain_cells``
-    the cell tree's longest carry chain.
+    the cell tree's longest carry chain, ``tail`` the logic depth behind the count that
+    shares its last pipeline stage (the caller's accumulator), in adder levels: the cell
+    tree places its registers to balance that too.
     """
     if primitives and operands is not None and len(bits):
         return _cell_tree(m, bits, operands, stages=stages, enable=enable, name=name,
-                          prims=primitives, chain_cells=chain_cells)
+                          prims=primitives, chain_cells=chain_cells, tail=tail)
     return _behavioural_tree(m, bits, stages=stages, enable=enable, group=group, name=name)
 
 
@@ -261,17 +263,12 @@ def _plan(n, select, chain_cells):
     return best[1], best[2]
 
 
-def _level_weights(nlev):
-    # Logic depth of the tree's parts, for placing registers: the first LUT level (two LUTs
-    # deep in select mode and about as slow in XNOR mode, where a LUT feeds another),
-    # each adder level, and what follows the tree (the PE's accumulator adder).
-    return [1.5] + [1.0] * nlev + [1.0]
-
-
-def _register_after(nlev, stages):
+def _register_after(nlev, stages, tail=1.0):
     """Levels (0: the first LUT level, i: adder level i) to end in a register: ``stages``
     boundaries that split the logic depth most evenly."""
-    weights = _level_weights(nlev)
+    # Logic depth in adder levels: the first LUT level (two LUTs deep, a LUT feeding
+    # another), each adder level, and the caller's logic behind the count.
+    weights = [1.5] + [1.0] * nlev + [tail]
     total = sum(weights)
     after = []
     for r in range(stages):
@@ -285,7 +282,7 @@ def _register_after(nlev, stages):
     return after
 
 
-def _cell_tree(m, bits, operands, *, stages, enable, name, prims, chain_cells):
+def _cell_tree(m, bits, operands, *, stages, enable, name, prims, chain_cells, tail):
     n = len(bits)
     select = len(operands) == 3
     a, b = operands[0], operands[1]
@@ -320,7 +317,7 @@ def _cell_tree(m, bits, operands, *, stages, enable, name, prims, chain_cells):
     levels, left, _ = _schedule([mx for _, mx in values], len(singles), chain_cells)
     assert left == 0 or not levels
 
-    reg_after = _register_after(len(levels), stages)
+    reg_after = _register_after(len(levels), stages, tail)
     latency = 0
 
     def register(lvl):

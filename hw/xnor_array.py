@@ -60,6 +60,9 @@ class XNORArray(StreamUnit):
         # The iCE40 cell tree, when synthesising for an iCE40, folds the same operation into
         # its first LUTs (hence the operands).
         primitives = popcount_primitives(platform)
+        # The logic behind the count, in adder levels, for the cell tree's register
+        # placement: a bit-serial accumulator also selects among three bases and negates.
+        tail = 1.0 if cfg.binary_only else 2.0
         counts, latency = {}, 0
         for i in range(cfg.rows):
             for j in range(cfg.cols):
@@ -71,7 +74,7 @@ class XNORArray(StreamUnit):
                             else (beat.a[i], beat.b[j], is_and))
                 counts[i, j], latency = popcount_tree(
                     m, x, stages=cfg.pipeline, enable=advance, name=f"pop_{i}_{j}",
-                    primitives=primitives, operands=operands)
+                    primitives=primitives, operands=operands, tail=tail)
 
         # The control fields travel beside the popcount pipeline.
         ctl = {"valid": self.i_stream.valid, "is_and": is_and, "first": beat.first,
