@@ -19,6 +19,7 @@ reading, done writing; ``STORE``s dispatched and done) and the wait fields of
 
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
@@ -33,6 +34,8 @@ __all__ = ["Accelerator"]
 #: Width of the stage counters: more than twice the most instructions ever outstanding.
 COUNT_BITS = 6
 COUNTER_BITS = 32
+#: Entries of the tile-context delay line: one block RAM's depth (256 x 16 on the iCE40).
+CTX_LINE_DEPTH = 256
 
 
 class Accelerator(wiring.Component):
@@ -323,23 +326,33 @@ class Accelerator(wiring.Component):
         m.d.sync += use_act_1.eq(use_act)
         m.d.sync += [a_reg.eq(Mux(use_act_1, mems["act"].rdata, mems["in"].rdata)),
                      b_reg.eq(mems["weight"].rdata)]
-        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "dbl": 1, "last": 1,
-                                        "ctx": tile_context(cfg)})
+        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "dbl": 1, "last": 1})
         stage0 = Signal(ctl_layout)
         m.d.comb += [stage0.valid.eq(issue), stage0.first.eq(tile_start),
-                     stage0.dbl.eq((w == 0) & (p != 0)), stage0.last.eq(tile_end),
-                     stage0.ctx.eq(ctx)]
+                     stage0.dbl.eq((w == 0) & (p != 0)), stage0.last.eq(tile_end)]
         line = [stage0]
-        for i in range(2 + PL):
+        for i in range(2):
             reg = Signal(ctl_layout, name=f"ctl_{i}")
             m.d.sync += reg.eq(line[-1])
             line.append(reg)
         beat = line[2]
+        # The tile context reaches the result stage 2 + pipeline cycles after its beat, by a
+        # delay line in block RAM: written every cycle, read 1 + pipeline entries behind.
+        # As flip-flops it would cost a logic cell per bit and stage (about 140 on the UP5K).
+        ctx_line = Memory(shape=tile_context(cfg), depth=CTX_LINE_DEPTH, init=[],
+                          attrs={"no_rw_check": 1})
+        m.submodules.ctx_line = ctx_line
+        ctx_w, ctx_r = ctx_line.write_port(), ctx_line.read_port()
+        ctx_wptr = Signal(range(CTX_LINE_DEPTH))
+        ctx_rptr = Signal(range(CTX_LINE_DEPTH), init=CTX_LINE_DEPTH - 1 - PL)
+        m.d.sync += [ctx_wptr.eq(ctx_wptr + 1), ctx_rptr.eq(ctx_rptr + 1)]
+        m.d.comb += [ctx_w.addr.eq(ctx_wptr), ctx_w.data.eq(ctx), ctx_w.en.eq(1),
+                     ctx_r.addr.eq(ctx_rptr)]
         m.d.comb += [
             pe.valid.eq(beat.valid), pe.first.eq(beat.first), pe.dbl.eq(beat.dbl),
             pe.last.eq(beat.last),
             pe.a.eq(a_reg), pe.b.eq(b_reg),
-            rs.capture.eq(pe.capture), rs.tile.eq(pe.tile), rs.ctx.eq(line[-1].ctx),
+            rs.capture.eq(pe.capture), rs.tile.eq(pe.tile), rs.ctx.eq(ctx_r.data),
         ]
 
         # The store stage ----------------------------------------------------------------------

@@ -78,6 +78,9 @@ class Timing:
         self.isa = isa = instruction_set(config)
         link = config.host_link_bits
         self.fetch_beats = isa.width // link
+        #: Cycles from an instruction's first fetch beat to its decode: the fetch beats and
+        #: the cycle in which the instruction check's verdict is registered.
+        self.decode_delay = self.fetch_beats + 1
         self.lane_beats = config.word // link
         self.header_beats = 64 // link
         self.reset()
@@ -99,7 +102,7 @@ class Timing:
     def illegal(self):
         """The program ends at the next instruction, which the gateware refuses: it stops
         counting cycles at that instruction's decode."""
-        self.cycles = self.t + self.fetch_beats + 1
+        self.cycles = self.t + self.decode_delay
 
     # Helpers: the cycle from which a counter shows that event n-1 (0-based) happened.
     def _read_by(self, n):
@@ -115,7 +118,7 @@ class Timing:
         """Advance over one instruction; return the cycle its front-end work ends."""
         cfg, op = self.config, instr["opcode"]
         start = self.t
-        d = self.t + self.fetch_beats + 1   # fetch, check, then decode
+        d = self.t + self.decode_delay
         q = cfg.queue_depth
         if op == Opcode.GEMM:
             j = len(self.gemms)
