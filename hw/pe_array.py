@@ -15,7 +15,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
-from .popcount import popcount_tree
+from .popcount import popcount_primitives, popcount_tree
 
 __all__ = ["PEArray"]
 
@@ -59,13 +59,17 @@ class PEArray(wiring.Component):
         cfg = self.config
         m = Module()
         stages = cfg.xnor_array.pipeline
+        # The iCE40 cell tree when synthesising for an iCE40, else the behavioural one.
+        primitives = popcount_primitives(platform)
         pops = {}
         for i in range(cfg.rows):
             for j in range(cfg.cols):
                 # Named before the tree slices it (an unnamed ~(a ^ b) is re-emitted per bit).
                 x = Signal(cfg.word, name=f"x_{i}_{j}")
                 m.d.comb += x.eq(~(self.a[i] ^ self.b[j]))
-                pops[i, j], latency = popcount_tree(m, x, stages=stages, name=f"pop_{i}_{j}")
+                pops[i, j], latency = popcount_tree(
+                    m, x, stages=stages, name=f"pop_{i}_{j}", primitives=primitives,
+                    operands=(self.a[i], self.b[j]))
         assert latency == self.latency
         ctl = {"valid": self.valid, "first": self.first, "dbl": self.dbl, "last": self.last}
         for stage in range(latency):

@@ -9,7 +9,7 @@ from amaranth import Module, Mux, Signal, signed
 
 from ..config.xnor_array import Op, XNORArrayConfig
 from .stream_unit import StreamUnit
-from .popcount import popcount_tree
+from .popcount import popcount_primitives, popcount_tree
 
 __all__ = ["XNORArray"]
 
@@ -57,6 +57,12 @@ class XNORArray(StreamUnit):
 
         # Each PE's per-bit operation, assigned to a named signal before the tree slices it
         # (slicing an unnamed ~(a ^ b) re-emits the whole expression per bit).
+        # The iCE40 cell tree, when synthesising for an iCE40, folds the same operation into
+        # its first LUTs (hence the operands).
+        primitives = popcount_primitives(platform)
+        # The logic behind the count, in adder levels, for the cell tree's register
+        # placement: a bit-serial accumulator also selects among three bases and negates.
+        tail = 1.0 if cfg.binary_only else 2.0
         counts, latency = {}, 0
         for i in range(cfg.rows):
             for j in range(cfg.cols):
@@ -64,8 +70,11 @@ class XNORArray(StreamUnit):
                 xnor = ~(beat.a[i] ^ beat.b[j])
                 m.d.comb += x.eq(xnor if cfg.binary_only else Mux(is_and, beat.a[i] & beat.b[j],
                                                                       xnor))
+                operands = ((beat.a[i], beat.b[j]) if cfg.binary_only
+                            else (beat.a[i], beat.b[j], is_and))
                 counts[i, j], latency = popcount_tree(
-                    m, x, stages=cfg.pipeline, enable=advance, name=f"pop_{i}_{j}")
+                    m, x, stages=cfg.pipeline, enable=advance, name=f"pop_{i}_{j}",
+                    primitives=primitives, operands=operands, tail=tail)
 
         # The control fields travel beside the popcount pipeline.
         ctl = {"valid": self.i_stream.valid, "is_and": is_and, "first": beat.first,

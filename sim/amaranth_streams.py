@@ -2,6 +2,7 @@
 
 import random
 
+from amaranth import Fragment
 from amaranth.sim import Simulator
 
 __all__ = ["send", "receive", "run_stream_test"]
@@ -39,12 +40,13 @@ async def receive(ctx, port, count, *, rng, stall=0.0, timeout=100_000):
 
 
 def run_stream_test(dut, inputs, n_outputs, *, seed=0, idle=0.0, stall=0.0, vcd=None,
-                    timeout=100_000):
+                    timeout=100_000, platform=None):
     """Simulate ``dut`` (``i_stream``/``o_stream``) on ``inputs``; return the raw outputs
-    and the number of clock cycles the run took."""
+    and the number of clock cycles the run took. ``platform`` is what ``dut`` elaborates
+    with (e.g. :class:`lowbit.hw.popcount.PopcountEmulation`)."""
     rng = random.Random(seed)
     result = {}
-    sim = Simulator(dut)
+    sim = Simulator(dut if platform is None else Fragment.get(dut, platform))
     sim.add_clock(1e-6)
 
     async def producer(ctx):

@@ -70,8 +70,10 @@ class XNORArrayConfig(ConfigMixin):
         explicit choice raises ``ValueError``.
     pipeline : int
         Register stages in the popcount (0..3): after the sums of 8-bit groups, after the
-        sums of 8 of those, then after the total. More stages raise Fmax (3 reach 48 MHz on
-        the iCE40UP5K at a 256-bit word) and add as many cycles of latency.
+        sums of 8 of those, then after the total (the iCE40 cell tree of
+        :mod:`lowbit.hw.popcount` spreads as many stages between its adder levels). More
+        stages raise Fmax (3 reach 48 MHz on the iCE40UP5K at a 256-bit word) and add as
+        many cycles of latency.
     dataflow : str
         ``"output-stationary"`` (see the module docstring for why).
 
