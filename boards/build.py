@@ -10,14 +10,16 @@ clock raises :class:`BitstreamError` carrying the figures, and no bitstream is w
 """
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 from .. import toolenv
 from ..hw.uart import baud_divisor
-from ..synth import TARGETS, _utilisation
+from ..synth import ROUTER1_TIMEOUT_S, TARGETS, _utilisation
 from .core import DEFAULT_BAUD
 from .targets import BoardTop
 
@@ -30,6 +32,8 @@ TIMING_MARGIN = 0.05
 # The packer of each family: (tool, arguments); the build folder's names are top.*.
 _PACK = {"ice40": ("yowasp-icepack", ["top.asc", "top.bin"]),
          "ecp5": ("yowasp-ecppack", ["--input", "top.config", "--bit", "top.bit"])}
+
+_log = logging.getLogger(__name__)
 
 BUILD_TIMEOUT_S = 3600  # the default accelerator's ECP5 place-and-route takes tens of minutes
 
@@ -94,6 +98,21 @@ def _figures(board, used, fmax, out_dir, top, config_name):
     return result
 
 
+def _run_script(out_dir, timeout):
+    # The build script in its own process group: on a timeout the tools it started stop
+    # with it (killing the shell alone would leave nextpnr running).
+    proc = subprocess.Popen(["sh", "build_top.sh"], cwd=out_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def build_bitstream(board, config, *, out_dir, baud=DEFAULT_BAUD, clock_mhz=None,
                     config_name=None):
     """Build ``board``'s bitstream for the accelerator ``config`` in ``out_dir``.
@@ -125,18 +144,30 @@ def build_bitstream(board, config, *, out_dir, baud=DEFAULT_BAUD, clock_mhz=None
     for stale in (report, bitstream):
         stale.unlink(missing_ok=True)
     top = BoardTop(board, config, baud=baud, clock_mhz=clock_mhz)
-    platform = board.make_platform(pack=False)
-    nextpnr_opts = f"{board.nextpnr_opts} --timing-allow-fail --report {report.name}".strip()
-    plan = platform.prepare(top, name="top", synth_opts=board.synth_opts,
-                            nextpnr_opts=nextpnr_opts)
-    plan.extract(out_dir)
     start = time.monotonic()
-    try:
-        proc = subprocess.run(["sh", "build_top.sh"], cwd=out_dir, capture_output=True,
-                              text=True, timeout=BUILD_TIMEOUT_S, env=os.environ)
-    except subprocess.TimeoutExpired:
-        raise BitstreamError(f"the {board.title} build did not finish in {BUILD_TIMEOUT_S} "
-                             f"s (folder {out_dir})") from None
+    # nextpnr-ice40's router1 (the better-timing one) can loop for ever on the popcount
+    # tree's carry cells (docs/popcount_ice40.md): a build it has not finished in
+    # ROUTER1_TIMEOUT_S is made again with router2.
+    attempts = [(board.nextpnr_opts, BUILD_TIMEOUT_S)]
+    if "--router" not in board.nextpnr_opts:
+        # (the first attempt's time also covers Yosys: a few minutes on the UP5K)
+        attempts = [(board.nextpnr_opts, ROUTER1_TIMEOUT_S + 300),
+                    (f"{board.nextpnr_opts} --router router2", BUILD_TIMEOUT_S)]
+    for n, (opts, timeout) in enumerate(attempts):
+        platform = board.make_platform(pack=False)
+        nextpnr_opts = f"{opts} --timing-allow-fail --report {report.name}".strip()
+        plan = platform.prepare(top, name="top", synth_opts=board.synth_opts,
+                                nextpnr_opts=nextpnr_opts)
+        plan.extract(out_dir)
+        try:
+            proc = _run_script(out_dir, timeout)
+            break
+        except subprocess.TimeoutExpired:
+            if n + 1 == len(attempts):
+                raise BitstreamError(f"the {board.title} build did not finish in {timeout} "
+                                     f"s (folder {out_dir})") from None
+            _log.warning("the %s build did not finish in %s s with nextpnr's router1: "
+                         "building again with router2", board.title, timeout)
     log = out_dir / "build.log"
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:

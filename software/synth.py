@@ -87,7 +87,7 @@ TOOL_TIMEOUT_S = 1800  # nextpnr's router has been seen to hang on some netlists
 #: than router2), which can loop for ever on an arc whose two sinks share a net (the
 #: popcount tree's carry-injecting cells); a UP5K design routes in a few minutes, so one
 #: that takes longer than this is placed and routed again with router2.
-ROUTER1_TIMEOUT_S = 900
+ROUTER1_TIMEOUT_S = 480
 
 
 class _TimedOut(SynthesisError):
