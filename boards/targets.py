@@ -11,6 +11,7 @@ frame errors.
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 from amaranth import Elaboratable, Module, Signal
@@ -170,13 +171,15 @@ class BoardTop(Elaboratable):
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         m.d.comb += [core.rx.eq(rx_buffer.i), tx_buffer.o.eq(core.tx)]
-        # A frame error lights LED 0 for about a tenth of a second.
-        limit = int(self.pll.out_mhz * 1e5)
-        hold = Signal(range(limit + 1))
+        # A frame error lights LED 0 for about a tenth of a second: 2^k cycles, counted down
+        # from 2^(k+1) - 1 while the top bit is set (a zero test of the whole counter was
+        # the board's critical path).
+        k = max(1, round(math.log2(self.pll.out_mhz * 1e5)))
+        hold = Signal(k + 1)
         with m.If(core.bad_frame):
-            m.d.sync += hold.eq(limit)
-        with m.Elif(hold != 0):
+            m.d.sync += hold.eq((1 << (k + 1)) - 1)
+        with m.Elif(hold[k]):
             m.d.sync += hold.eq(hold - 1)
         m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += led.o.eq(hold != 0)
+        m.d.comb += led.o.eq(hold[k])
         return m
