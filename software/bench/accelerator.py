@@ -162,6 +162,14 @@ def synthesis_figures():
     from ..units import get_unit
 
     unit = get_unit("accelerator")
+    # The same in one call over a 32-bit host link: the 8-bit link carries the weights and
+    # the inputs (about 27,000 bytes) while the array has about 27,000 beats of work.
+    wide = config.replace(host_link_bits=32)
+    row = digits_figures(wide, "iss", args.images)
+    out["digits_link32"] = row
+    print(f"digits BNN 64-256-256-10, {row['images']} images at batch 16 (iss, 32-bit "
+          f"link): {row['cycles_per_image']} cycles/image, utilisation "
+          f"{100 * row['utilisation']:.1f}%", flush=True)
     up5k = AcceleratorConfig.load(Path(__file__).resolve().parents[2] / "configs" / "up5k.json")
     rows = []
     for name, config, target in (("default", AcceleratorConfig(), "ecp5"),
