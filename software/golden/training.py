@@ -118,14 +118,14 @@ class TrainingConfig(ConfigMixin):
     grad_bits: tuple = (8, 8, 8)
     weight_bits: int = 8
     weight_gamma: int = 8
-    lr_exponent: int = 2
+    lr_exponent: int = 3
     batch: int = 32
     norm_block: int = 16
     norm_mantissa: int = 8
     norm_exponent: int = 6
     norm_chunks: int = 8
     norm_rounding: str = "nearest-even"
-    logit_gamma_exp: int = 0
+    logit_gamma_exp: int = 2
     seed: int = 0
 
     def __post_init__(self):
@@ -309,7 +309,10 @@ def softmax_gradient(logits, fmt, labels):
     onehot[np.arange(n), labels] = 1
     num = e - onehot * total
     grad = ((num << (PROB_FRAC + 1)) + total) // (2 * total)
-    loss = -np.log(e[np.arange(n), labels] / total[:, 0])  # monitoring only
+    # -ln p_label = ln S - ln e_label, with ln e_label from its exponent u (finite even
+    # where e_label underflows to 0); monitoring only, never fed back.
+    loss = np.log(total[:, 0]) - (SOFTMAX_FRAC + u[np.arange(n), labels] / SOFTMAX_GAMMA) \
+        * math.log(2)
     return Gradient(grad, -PROB_FRAC), loss
 
 
