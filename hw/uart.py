@@ -119,8 +119,10 @@ class UARTTx(wiring.Component):
         # all zero is idle, the stop bit alone is the last bit time, and the stop bit still
         # at the top is the start bit time; no bit counter.
         frame = Signal(10)
-        timer = Signal(range(self.divisor))
-        sub = Signal()
+        # (The timer and the substitution flag need no reset: the timer is held while idle,
+        # the flag taken with each byte.)
+        timer = Signal(range(self.divisor), reset_less=True)
+        sub = Signal(reset_less=True)
         line_low = Signal()                 # the tx register, inverted: idle is zero
         rest = frame[1:] == 0
         idle = rest & ~frame[0]
@@ -196,12 +198,12 @@ class UARTRx(wiring.Component):
         low = Signal()
         m.d.comb += rx_low.eq(~self.rx)
         m.submodules.sync = cdc.FFSynchronizer(rx_low, low)
-        timer = Signal(range(self.divisor))
+        timer = Signal(range(self.divisor), reset_less=True)   # held while idle
         start = Signal()                    # in the start bit
         busy = Signal()                     # in the data bits or the stop bit
         # The data bits shift in at the top behind a marker that starts there: once the
         # marker reaches the bottom the byte is in and the stop bit comes next.
-        shift = Signal(9)
+        shift = Signal(9, reset_less=True)   # set at each start bit
         stop = shift[0]
         sample = _bit_timer(m, timer, self.divisor, ~start & ~busy, self.divisor // 2 - 1)
         m.d.comb += [self.o_stream.payload.eq(shift[1:]), self.bit.eq(~low),

@@ -51,7 +51,7 @@ is built to be small (``docs/boards.md`` has its logic-cell count), which shapes
 
 import math
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, ResetSignal, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -135,7 +135,8 @@ class BitCRC(wiring.Component):
             and algorithm.xor_output == 0, "BitCRC folds a reflected CRC LSB first"
         # The polynomial, reflected: a right-shifting register.
         poly = int(f"{algorithm.polynomial:0{width}b}"[::-1], 2)
-        inverted = Signal(width, init=algorithm.initial_crc ^ ones)
+        # (No reset: a CRC is loaded before each frame.)
+        inverted = Signal(width, init=algorithm.initial_crc ^ ones, reset_less=True)
         m.d.comb += [self.crc.eq(~inverted), self.next_bit.eq(~inverted[0]),
                      self.zero.eq(inverted.all())]
         with m.If(self.load):
@@ -146,6 +147,17 @@ class BitCRC(wiring.Component):
             feedback = inverted[0] ^ ~self.bit
             m.d.sync += inverted.eq(Cat(inverted[1:], 1) ^ (poly & feedback.replicate(width)))
         return m
+
+
+def _counter(m, width, clear, step, name):
+    # A counter that the domain's reset clears like its own clear: the two are then one
+    # flip-flop reset, where a clear on its own costs a look-up table per bit.
+    counter = Signal(width, name=name, reset_less=True)
+    with m.If(clear | ResetSignal()):
+        m.d.sync += counter.eq(0)
+    with m.Elif(step):
+        m.d.sync += counter.eq(counter + 1)
+    return counter
 
 
 # The table memory's flags, above each byte: what the sender does after that byte.
@@ -286,8 +298,8 @@ class UARTBridge(wiring.Component):
                      self.tx_sub_bit.eq(tx_crc.next_bit)]
 
         # Ticks -----------------------------------------------------------------------
-        prescaler = Signal(self.tick_log2)
-        tick = Signal()
+        prescaler = Signal(self.tick_log2, reset_less=True)     # free-running
+        tick = Signal(reset_less=True)
         m.d.sync += Cat(prescaler, tick).eq(prescaler + 1)
 
         # Shared state -----------------------------------------------------------------
@@ -297,9 +309,9 @@ class UARTBridge(wiring.Component):
         slot_full = Signal()         # a checked host frame is being forwarded
         tag_copy = Signal()          # the tag copy in use
         ack_pending = Signal()       # ACK(ack_seq) once the slot is forwarded
-        ack_seq = Signal()
+        ack_seq = Signal(reset_less=True)
         reset_pending = Signal()     # send our RESET answer
-        reset_seq = Signal()         # ... with the seq of the RESET it answers
+        reset_seq = Signal(reset_less=True)  # ... with the seq of the RESET it answers
         no_session = Signal()        # ... or with seq NO_SESSION
         acked = Signal()             # the host acknowledged our DATA frame
         resend = Signal()            # the host acknowledged the one before: send it again
@@ -308,21 +320,29 @@ class UARTBridge(wiring.Component):
 
         # The counter: a payload's position as it arrives, then its index as it is
         # forwarded. The length register is the payload's length, for both.
-        count = Signal(8)
-        length = Signal(8)
+        count_clear = Signal()
+        count_step = Signal()
+        count = _counter(m, 8, count_clear, count_step, "count")
+        # Registers that are always written before they are read need no reset (an iCE40
+        # flip-flop's reset acts only when it is enabled: each enable would cost one more
+        # look-up table).
+        length = Signal(8, reset_less=True)
         at_end = count == length
 
         # Receiver -------------------------------------------------------------------
         # A frame: SYNC, kind, seq, length, then the payload at count 0, 1, ... and the
         # CRC, whose first byte comes at count == length.
-        kind = Signal(2)             # the kind's two low bits (with kind_ok they say it)
-        kind_ok = Signal()
-        seq = Signal()
-        clean = Signal()             # the slot was free at the length byte
+        kind = Signal(2, reset_less=True)   # the kind's low bits (with kind_ok they say it)
+        kind_ok = Signal(reset_less=True)
+        seq = Signal(reset_less=True)
+        clean = Signal(reset_less=True)     # the slot was free at the length byte
         check = Signal()             # the frame's last byte
-        idle = Signal(range(self.gap_ticks + 1))
         byte = self.rx.payload
         got = self.rx.valid
+        hunting = Signal()
+        idle_step = Signal()
+        idle = _counter(m, range(self.gap_ticks + 1), got | hunting, idle_step, "idle")
+        m.d.comb += idle_step.eq(tick & (idle != self.gap_ticks))
         # The payload kinds (with kind_ok): DATA 0b01, TAG 0b00 in the low bits.
         assert {Kind.DATA & 3, Kind.TAG & 3, Kind.ACK & 3, Kind.RESET & 3} == {1, 0, 2, 3}
         m.d.comb += [self.rx.ready.eq(1), slot_wr.addr.eq(count), slot_wr.data.eq(byte)]
@@ -340,14 +360,17 @@ class UARTBridge(wiring.Component):
 
         with m.FSM(name="receiver") as receiver:
             with m.State("HUNT"):
+                m.d.comb += hunting.eq(1)
                 with m.If(got & (byte == SYNC)):
                     m.d.comb += rx_crc.load.eq(1)
                     m.next = "KIND"
             with m.State("KIND"):
                 abandon()
                 with m.If(got):
+                    # 1 to 4 (as bits: comparisons would take carry chains).
+                    assert (min(Kind), max(Kind)) == (1, 4)
                     m.d.sync += [kind.eq(byte[:2]),
-                                 kind_ok.eq((byte >= min(Kind)) & (byte <= max(Kind)))]
+                                 kind_ok.eq((byte[3:] == 0) & (byte[2] ^ (byte[:2] != 0)))]
                     m.next = "SEQ"
             with m.State("SEQ"):
                 abandon()
@@ -359,7 +382,8 @@ class UARTBridge(wiring.Component):
                 with m.If(got):
                     m.d.sync += clean.eq(~slot_full)
                     with m.If(~slot_full):
-                        m.d.sync += [length.eq(byte), count.eq(0)]
+                        m.d.sync += length.eq(byte)
+                        m.d.comb += count_clear.eq(1)
                         m.next = "PAYLOAD"
                     with m.Elif(byte == 0):
                         m.next = "CRC_LO"
@@ -371,8 +395,8 @@ class UARTBridge(wiring.Component):
                     with m.If(at_end):
                         m.next = "CRC_HI"
                     with m.Else():
-                        m.d.comb += [slot_wr.en.eq(1), table_wr.en.eq(count < TAG_BYTES)]
-                        m.d.sync += count.eq(count + 1)
+                        m.d.comb += [slot_wr.en.eq(1), table_wr.en.eq(count[TAG_BYTES.bit_length() - 1:] == 0),
+                                     count_step.eq(1)]
             with m.State("CRC_LO"):
                 abandon()
                 with m.If(got):
@@ -388,10 +412,6 @@ class UARTBridge(wiring.Component):
                 with m.If(got & rx_crc.zero):
                     m.next = "HUNT"
 
-        with m.If(got | receiver.ongoing("HUNT")):
-            m.d.sync += idle.eq(0)
-        with m.Elif(tick & (idle != self.gap_ticks)):
-            m.d.sync += idle.eq(idle + 1)
 
         # The frame's last byte: every bit of it is in the CRC already.
         with m.If(check):
@@ -406,7 +426,8 @@ class UARTBridge(wiring.Component):
                     m.d.sync += [ack_pending.eq(1), ack_seq.eq(seq)]
                 with m.Elif(clean):
                     m.d.sync += [rx_expect.eq(~rx_expect), ack_pending.eq(1),
-                                 ack_seq.eq(seq), count.eq(0)]
+                                 ack_seq.eq(seq)]
+                    m.d.comb += count_clear.eq(1)
                     with m.If(kind[0]):
                         m.d.sync += slot_full.eq(1)
                     with m.Else():
@@ -431,32 +452,31 @@ class UARTBridge(wiring.Component):
             with m.If(at_end):
                 m.d.sync += slot_full.eq(0)
             with m.Else():
-                m.d.sync += count.eq(count + 1)
+                m.d.comb += count_step.eq(1)
 
         # Output buffer: FILL -> READY -> SENDING -> WAIT -> (ACK) FILL / (old ACK) READY ---
         # The host asks for a resend: while it waits for output and none comes, it repeats
         # the ACK of the last frame it has; the bridge needs no timer of its own for that.
-        fill = Signal(8)
-        timer = Signal(range(self.flush_ticks + 1))
         sent = Signal()              # the sender finished the DATA frame
         picked = Signal()            # the sender took the READY frame
         beat = self.from_accel.valid & self.from_accel.ready
+        filling = Signal()
+        fill_clear = Signal()
+        fill = _counter(m, 8, fill_clear, beat, "fill")
+        timer = _counter(m, range(self.flush_ticks + 1), beat | ~filling, (fill != 0) & tick,
+                         "timer")
         m.d.comb += [out_wr.addr.eq(fill), out_wr.data.eq(self.from_accel.payload),
                      out_wr.en.eq(beat)]
 
         def new_session():
             # A RESET frame drops unsent output (last, so it wins over the state's own).
             with m.If(session):
-                m.d.sync += [fill.eq(0), timer.eq(0)]
+                m.d.comb += fill_clear.eq(1)
                 m.next = "FILL"
 
         with m.FSM(name="output") as output:
             with m.State("FILL"):
-                m.d.comb += self.from_accel.ready.eq(fill != MAX_PAYLOAD)
-                with m.If(beat):
-                    m.d.sync += [fill.eq(fill + 1), timer.eq(0)]
-                with m.Elif((fill != 0) & tick):
-                    m.d.sync += timer.eq(timer + 1)
+                m.d.comb += [filling.eq(1), self.from_accel.ready.eq(fill != MAX_PAYLOAD)]
                 with m.If((fill == MAX_PAYLOAD) | ((fill != 0) & (timer == self.flush_ticks))):
                     m.next = "READY"
                 new_session()
@@ -470,15 +490,18 @@ class UARTBridge(wiring.Component):
                 new_session()
             with m.State("WAIT"):
                 with m.If(acked):
-                    m.d.sync += [tx_seq.eq(~tx_seq), fill.eq(0), timer.eq(0)]
+                    m.d.sync += tx_seq.eq(~tx_seq)
+                    m.d.comb += fill_clear.eq(1)
                     m.next = "FILL"
                 with m.Elif(resend):
                     m.next = "READY"
                 new_session()
 
         # Sender: a frame's program in the table, then the CRC ----------------------------
-        header = Signal(range(len(_HEADERS)))   # the frame's header slot
-        index = Signal(8)
+        header = Signal(range(len(_HEADERS)), reset_less=True)   # the frame's header slot
+        index_clear = Signal()
+        index_step = Signal()
+        index = _counter(m, 8, index_clear, index_step, "index")
         flags = table_rd.data[8:]
         tx_taken = self.tx.valid & self.tx.ready
         with m.FSM(name="sender") as sender:
@@ -487,13 +510,13 @@ class UARTBridge(wiring.Component):
                 with m.If(byte_flags[0]):
                     m.next = "CRC_LO"
                 with m.Elif(byte_flags[1]):
-                    m.d.sync += index.eq(0)
+                    m.d.comb += index_clear.eq(1)
                     m.next = "REPLY"
                 with m.Elif(byte_flags[2]):
-                    m.d.sync += index.eq(0)
+                    m.d.comb += index_clear.eq(1)
                     m.next = "OUTPUT"
                 with m.Else():
-                    m.d.sync += index.eq(index + 1)
+                    m.d.comb += index_step.eq(1)
 
             with m.State("IDLE"):
                 with m.If(reset_pending):
@@ -523,7 +546,7 @@ class UARTBridge(wiring.Component):
                 with m.Else():
                     m.d.comb += self.tx.valid.eq(1)
                     with m.If(tx_taken):
-                        m.d.sync += index.eq(index + 1)
+                        m.d.comb += index_step.eq(1)
             # The UART takes a byte only once the one before is out, all its bits in the
             # CRC: from there, the CRC's next bit is always its own (BitCRC).
             with m.State("CRC_LO"):
@@ -534,7 +557,7 @@ class UARTBridge(wiring.Component):
                 m.d.comb += [self.tx.valid.eq(1), self.tx_substitute.eq(1)]
                 with m.If(tx_taken):
                     m.d.comb += sent.eq(output.ongoing("SENDING"))
-                    m.d.sync += index.eq(0)
+                    m.d.comb += index_clear.eq(1)
                     m.next = "IDLE"
         in_header = sender.ongoing("IDLE") | sender.ongoing("HEADER")
         in_output = sender.ongoing("OUTPUT")
