@@ -51,7 +51,7 @@ is built to be small (``docs/boards.md`` has its logic-cell count), which shapes
 
 import math
 
-from amaranth import Cat, Module, ResetSignal, Signal
+from amaranth import Cat, Module, Mux, ResetSignal, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -352,66 +352,51 @@ class UARTBridge(wiring.Component):
         m.d.comb += [table_wr.addr.eq(Cat(count[:area_bits], tag_copy, ~tag_copy)),
                      table_wr.data.eq(byte)]
 
-        def abandon():
+        # Where in a frame the receiver is: one flag each (all advance with a byte, and an
+        # abandoned frame clears them all at once).
+        in_frame = Signal(reset_less=True)
+        at_kind = Signal(reset_less=True)
+        at_seq = Signal(reset_less=True)
+        at_length = Signal(reset_less=True)
+        in_payload = Signal(reset_less=True)    # the payload; at_end: the CRC's first byte
+        at_crc_lo = Signal(reset_less=True)     # (a frame without payload while forwarding)
+        at_crc_hi = Signal(reset_less=True)
+        skipping = Signal(reset_less=True)      # a payload while the slot is forwarded
+        is_sync = byte == SYNC
+        m.d.comb += [hunting.eq(~in_frame), rx_crc.load.eq(got & ~in_frame & is_sync),
+                     check.eq(got & at_crc_hi)]
+        abandon = in_frame & ~got & (self.rx_error | (idle == self.gap_ticks))
+        with m.If(abandon | ResetSignal()):
             # A lost byte or a broken one: drop the frame; the host resends it.
-            with m.If(~got & (self.rx_error | (idle == self.gap_ticks))):
-                m.d.sync += self.bad_frame.eq(1)
-                m.next = "HUNT"
-
-        with m.FSM(name="receiver") as receiver:
-            with m.State("HUNT"):
-                m.d.comb += hunting.eq(1)
-                with m.If(got & (byte == SYNC)):
-                    m.d.comb += rx_crc.load.eq(1)
-                    m.next = "KIND"
-            with m.State("KIND"):
-                abandon()
-                with m.If(got):
-                    # 1 to 4 (as bits: comparisons would take carry chains).
-                    assert (min(Kind), max(Kind)) == (1, 4)
-                    m.d.sync += [kind.eq(byte[:2]),
-                                 kind_ok.eq((byte[3:] == 0) & (byte[2] ^ (byte[:2] != 0)))]
-                    m.next = "SEQ"
-            with m.State("SEQ"):
-                abandon()
-                with m.If(got):
-                    m.d.sync += seq.eq(byte[0])
-                    m.next = "LENGTH"
-            with m.State("LENGTH"):
-                abandon()
-                with m.If(got):
-                    m.d.sync += clean.eq(~slot_full)
-                    with m.If(~slot_full):
-                        m.d.sync += length.eq(byte)
-                        m.d.comb += count_clear.eq(1)
-                        m.next = "PAYLOAD"
-                    with m.Elif(byte == 0):
-                        m.next = "CRC_LO"
-                    with m.Else():
-                        m.next = "SKIP"
-            with m.State("PAYLOAD"):
-                abandon()
-                with m.If(got):
-                    with m.If(at_end):
-                        m.next = "CRC_HI"
-                    with m.Else():
-                        m.d.comb += [slot_wr.en.eq(1), table_wr.en.eq(count[TAG_BYTES.bit_length() - 1:] == 0),
-                                     count_step.eq(1)]
-            with m.State("CRC_LO"):
-                abandon()
-                with m.If(got):
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                abandon()
-                with m.If(got):
-                    m.d.comb += check.eq(1)
-                    m.next = "HUNT"
-            with m.State("SKIP"):
-                abandon()
-                # A payload while the slot is forwarded: a resend. It ends at its CRC.
-                with m.If(got & rx_crc.zero):
-                    m.next = "HUNT"
-
+            m.d.sync += [flag.eq(0) for flag in (in_frame, at_kind, at_seq, at_length,
+                                                 in_payload, at_crc_lo, at_crc_hi, skipping)]
+            m.d.sync += self.bad_frame.eq(abandon)
+        with m.Elif(got):
+            # A payload while the slot is forwarded is a resend: it ends at its CRC.
+            m.d.sync += [
+                in_frame.eq(Mux(in_frame, ~at_crc_hi & ~(skipping & rx_crc.zero), is_sync)),
+                at_kind.eq(~in_frame & is_sync),
+                at_seq.eq(at_kind),
+                at_length.eq(at_seq),
+                in_payload.eq((at_length & ~slot_full) | (in_payload & ~at_end)),
+                at_crc_lo.eq(at_length & slot_full & (byte == 0)),
+                at_crc_hi.eq((in_payload & at_end) | at_crc_lo),
+                skipping.eq((at_length & slot_full & (byte != 0)) | (skipping & ~rx_crc.zero))]
+        with m.If(got & at_kind):
+            # 1 to 4 (as bits: comparisons would take carry chains).
+            assert (min(Kind), max(Kind)) == (1, 4)
+            m.d.sync += [kind.eq(byte[:2]),
+                         kind_ok.eq((byte[3:] == 0) & (byte[2] ^ (byte[:2] != 0)))]
+        with m.If(got & at_seq):
+            m.d.sync += seq.eq(byte[0])
+        with m.If(got & at_length):
+            m.d.sync += clean.eq(~slot_full)
+            with m.If(~slot_full):
+                m.d.sync += length.eq(byte)
+                m.d.comb += count_clear.eq(1)
+        with m.If(got & in_payload & ~at_end):
+            m.d.comb += [slot_wr.en.eq(1), count_step.eq(1),
+                         table_wr.en.eq(count[TAG_BYTES.bit_length() - 1:] == 0)]
 
         # The frame's last byte: every bit of it is in the CRC already.
         with m.If(check):
