@@ -442,127 +442,94 @@ class UARTBridge(wiring.Component):
         # Output buffer: FILL -> READY -> SENDING -> WAIT -> (ACK) FILL / (old ACK) READY ---
         # The host asks for a resend: while it waits for output and none comes, it repeats
         # the ACK of the last frame it has; the bridge needs no timer of its own for that.
-        sent = Signal()              # the sender finished the DATA frame
-        picked = Signal()            # the sender took the READY frame
+        # (FILL is none of the three flags.)
+        out_ready = Signal()
+        out_sending = Signal()
+        out_waiting = Signal()
+        filling = ~out_ready & ~out_sending & ~out_waiting
         beat = self.from_accel.valid & self.from_accel.ready
-        filling = Signal()
         fill_clear = Signal()
         fill = _counter(m, 8, fill_clear, beat, "fill")
+        # Ticks since the last byte (counted once there is one).
         timer = _counter(m, range(self.flush_ticks + 1), beat | ~filling, (fill != 0) & tick,
                          "timer")
         m.d.comb += [out_wr.addr.eq(fill), out_wr.data.eq(self.from_accel.payload),
-                     out_wr.en.eq(beat)]
-
-        def new_session():
-            # A RESET frame drops unsent output (last, so it wins over the state's own).
-            with m.If(session):
-                m.d.comb += fill_clear.eq(1)
-                m.next = "FILL"
-
-        with m.FSM(name="output") as output:
-            with m.State("FILL"):
-                m.d.comb += [filling.eq(1), self.from_accel.ready.eq(fill != MAX_PAYLOAD)]
-                with m.If((fill == MAX_PAYLOAD) | ((fill != 0) & (timer == self.flush_ticks))):
-                    m.next = "READY"
-                new_session()
-            with m.State("READY"):
-                with m.If(picked):
-                    m.next = "SENDING"
-                new_session()
-            with m.State("SENDING"):
-                with m.If(sent):
-                    m.next = "WAIT"
-                new_session()
-            with m.State("WAIT"):
-                with m.If(acked):
-                    m.d.sync += tx_seq.eq(~tx_seq)
-                    m.d.comb += fill_clear.eq(1)
-                    m.next = "FILL"
-                with m.Elif(resend):
-                    m.next = "READY"
-                new_session()
+                     out_wr.en.eq(beat), self.from_accel.ready.eq(filling & (fill != MAX_PAYLOAD))]
+        with m.If(filling & ((fill == MAX_PAYLOAD) | (timer == self.flush_ticks))):
+            m.d.sync += out_ready.eq(1)
+        with m.If(out_waiting & acked):
+            m.d.sync += [out_waiting.eq(0), tx_seq.eq(~tx_seq)]
+            m.d.comb += fill_clear.eq(1)
+        with m.If(out_waiting & resend):
+            m.d.sync += [out_waiting.eq(0), out_ready.eq(1)]
 
         # Sender: a frame's program in the table, then the CRC ----------------------------
+        # Its place in a frame: one flag each (none: idle).
+        busy = Signal()
+        in_header = Signal()
+        in_reply = Signal()
+        in_output = Signal()
+        in_crc_lo = Signal()
+        in_crc_hi = Signal()
         header = Signal(range(len(_HEADERS)), reset_less=True)   # the frame's header slot
-        index_clear = Signal()
-        index_step = Signal()
-        index = _counter(m, 8, index_clear, index_step, "index")
         flags = table_rd.data[8:]
-        tx_taken = self.tx.valid & self.tx.ready
-        with m.FSM(name="sender") as sender:
-            def after(byte_flags):
-                # What comes after a table byte, by its flags.
-                with m.If(byte_flags[0]):
-                    m.next = "CRC_LO"
-                with m.Elif(byte_flags[1]):
-                    m.d.comb += index_clear.eq(1)
-                    m.next = "REPLY"
-                with m.Elif(byte_flags[2]):
-                    m.d.comb += index_clear.eq(1)
-                    m.next = "OUTPUT"
-                with m.Else():
-                    m.d.comb += index_step.eq(1)
-
-            with m.State("IDLE"):
-                with m.If(reset_pending):
-                    # Header slots 4, 5: RESET with seq 0, 1; 6: with NO_SESSION.
-                    m.d.sync += [header.eq(Cat(reset_seq & ~no_session, no_session, 1)),
-                                 reset_pending.eq(0), no_session.eq(0)]
-                    m.next = "HEADER"
-                with m.Elif(ack_pending & ~slot_full):
-                    m.d.sync += [header.eq(ack_seq), ack_pending.eq(0)]
-                    m.next = "HEADER"
-                with m.Elif(output.ongoing("READY")):
-                    m.d.comb += picked.eq(1)
-                    m.d.sync += header.eq(Cat(tx_seq, 1))
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                m.d.comb += self.tx.valid.eq(1)
-                with m.If(tx_taken):
-                    m.d.comb += tx_crc.load.eq(index[:2] == 0)
-                    after(flags)
-            with m.State("REPLY"):
-                m.d.comb += self.tx.valid.eq(1)
-                with m.If(tx_taken):
-                    after(flags)
-            with m.State("OUTPUT"):
-                with m.If(index == fill):
-                    m.next = "CRC_LO"
-                with m.Else():
-                    m.d.comb += self.tx.valid.eq(1)
-                    with m.If(tx_taken):
-                        m.d.comb += index_step.eq(1)
+        then_crc, then_reply, then_output = flags[0], flags[1], flags[2]
+        taken = self.tx.valid & self.tx.ready
+        jump = taken & in_header & (then_reply | then_output)
+        index = _counter(m, 8, ~busy | jump, taken, "index")
+        # The output buffer's end, registered: it is a cycle late after each byte, while
+        # the UART sends that byte anyway.
+        output_end = Signal()
+        m.d.sync += output_end.eq(in_output & (index == fill))
+        m.d.comb += [self.tx.valid.eq(busy & ~(in_output & output_end)),
+                     self.tx_substitute.eq(in_crc_lo | in_crc_hi),
+                     tx_crc.load.eq(taken & in_header & (index[:2] == 0))]
+        with m.If(~busy):
+            with m.If(reset_pending):
+                # Header slots 4, 5: RESET with seq 0, 1; 6: with NO_SESSION.
+                m.d.sync += [header.eq(Cat(reset_seq & ~no_session, no_session, 1)),
+                             reset_pending.eq(0), no_session.eq(0), busy.eq(1),
+                             in_header.eq(1)]
+            with m.Elif(ack_pending & ~slot_full):
+                m.d.sync += [header.eq(ack_seq), ack_pending.eq(0), busy.eq(1),
+                             in_header.eq(1)]
+            with m.Elif(out_ready):
+                m.d.sync += [header.eq(Cat(tx_seq, 1)), out_ready.eq(0), out_sending.eq(1),
+                             busy.eq(1), in_header.eq(1)]
+        with m.Elif(taken):
+            # What comes after a table byte, by its flags.
+            m.d.sync += [in_header.eq(in_header & ~then_crc & ~then_reply & ~then_output),
+                         in_reply.eq((in_header & then_reply) | (in_reply & ~then_crc)),
+                         in_output.eq((in_header & then_output) | in_output),
+                         in_crc_lo.eq((in_header | in_reply) & then_crc),
+                         in_crc_hi.eq(in_crc_lo),
+                         busy.eq(~in_crc_hi)]
+            with m.If(in_crc_hi & out_sending):
+                m.d.sync += [out_sending.eq(0), out_waiting.eq(1)]
+        with m.Elif(in_output & output_end):
             # The UART takes a byte only once the one before is out, all its bits in the
             # CRC: from there, the CRC's next bit is always its own (BitCRC).
-            with m.State("CRC_LO"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx_substitute.eq(1)]
-                with m.If(tx_taken):
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx_substitute.eq(1)]
-                with m.If(tx_taken):
-                    m.d.comb += sent.eq(output.ongoing("SENDING"))
-                    m.d.comb += index_clear.eq(1)
-                    m.next = "IDLE"
-        in_header = sender.ongoing("IDLE") | sender.ongoing("HEADER")
-        in_output = sender.ongoing("OUTPUT")
+            m.d.sync += [in_output.eq(0), in_crc_lo.eq(1)]
         # Whatever the state, the two memories the sender does not read give zero.
         m.d.comb += [table_rd.addr.eq(Cat(index[:area_bits], 0, 0, in_output)),
                      out_rd.addr.eq(Cat(index, ~in_output)),
                      self.tx.payload.eq(table_rd.data[:8] | out_rd.data
-                                        | (fill & flags[2].replicate(8)))]
-        with m.If(in_header):
-            # The header slot's address; index counts its four bytes. (In IDLE index is
+                                        | (fill & then_output.replicate(8)))]
+        with m.If(~busy | in_header):
+            # The header slot's address; index counts its four bytes. (While idle index is
             # 0: every header starts with SYNC, so the first byte is ready at once.)
             m.d.comb += table_rd.addr[2:area_bits].eq(header)
-        with m.Elif(sender.ongoing("REPLY")):
+        with m.Elif(in_reply):
             m.d.comb += table_rd.addr[area_bits:area_bits + 2].eq(Cat(~tag_copy, tag_copy))
 
-        # A RESET frame: a new session (after the receiver's and sender's updates above).
+        # A RESET frame: a new session (after the receiver's and sender's updates above). It
+        # drops unsent output; the sender finishes its frame.
         with m.If(session):
             m.d.sync += [in_session.eq(1), rx_expect.eq(0), tx_seq.eq(0), slot_full.eq(0),
                          self.to_accel.valid.eq(0), ack_pending.eq(0),
-                         reset_pending.eq(1), no_session.eq(0)]
+                         reset_pending.eq(1), no_session.eq(0),
+                         out_ready.eq(0), out_sending.eq(0), out_waiting.eq(0)]
+            m.d.comb += fill_clear.eq(1)
         return m
 
 
