@@ -251,18 +251,21 @@ class UARTBridge(wiring.Component):
         super().__init__()
 
     def _table(self):
-        # The table memory: four areas of 2**area_bits entries (the headers, tag copy 0
-        # and its identity, tag copy 1 and its identity, unused), then as many zeros, read
-        # while the sender sends the output buffer.
+        # The table memory: for each tag copy, an area of 2**area_bits entries with the
+        # headers, then one with the tag and the identity (so that the copy in use is an
+        # address bit, whatever is being sent); then as many zeros, read while the sender
+        # sends the output buffer. Address: offset, reply, copy, zeros.
         reply = TAG_BYTES + len(self.ident)
-        area_bits = max(5, (reply - 1).bit_length())
+        area_bits = max((4 * len(_HEADERS) - 1).bit_length(), (reply - 1).bit_length())
         init = [0] * (8 << area_bits)
-        for slot, (kind, seq) in enumerate(_HEADERS):
-            then = {Kind.ACK: _F_CRC, Kind.DATA: _F_OUTPUT, Kind.RESET: _F_REPLY}[kind]
-            length = reply if kind == Kind.RESET else 0
-            init[4 * slot:4 * slot + 4] = [SYNC, kind, seq, length | then]
-        for copy in (1, 2):
-            base = copy << area_bits
+        for copy in (0, 1):
+            headers = copy << (area_bits + 1)
+            for slot, (kind, seq) in enumerate(_HEADERS):
+                then = {Kind.ACK: _F_CRC, Kind.DATA: _F_OUTPUT, Kind.RESET: _F_REPLY}[kind]
+                length = reply if kind == Kind.RESET else 0
+                init[headers + 4 * slot:headers + 4 * slot + 4] = [SYNC, kind, seq,
+                                                                    length | then]
+            base = headers | (1 << area_bits)
             for i, byte in enumerate(self.ident):
                 init[base + TAG_BYTES + i] = byte
             init[base + reply - 1] |= _F_CRC
@@ -349,7 +352,7 @@ class UARTBridge(wiring.Component):
         # Every payload's first TAG_BYTES bytes also go into the spare tag copy: a TAG
         # frame that checks makes it the one in use (it is spare until then, so nothing
         # else minds).
-        m.d.comb += [table_wr.addr.eq(Cat(count[:area_bits], tag_copy, ~tag_copy)),
+        m.d.comb += [table_wr.addr.eq(Cat(count[:area_bits], 1, ~tag_copy)),
                      table_wr.data.eq(byte)]
 
         # Where in a frame the receiver is: one flag each (all advance with a byte, and an
@@ -365,12 +368,12 @@ class UARTBridge(wiring.Component):
         is_sync = byte == SYNC
         m.d.comb += [hunting.eq(~in_frame), rx_crc.load.eq(got & ~in_frame & is_sync),
                      check.eq(got & at_crc_hi)]
+        # A lost byte or a broken one: drop the frame; the host resends it.
         abandon = in_frame & ~got & (self.rx_error | (idle == self.gap_ticks))
         with m.If(abandon | ResetSignal()):
-            # A lost byte or a broken one: drop the frame; the host resends it.
             m.d.sync += [flag.eq(0) for flag in (in_frame, at_kind, at_seq, at_length,
                                                  in_payload, at_crc_lo, at_crc_hi, skipping)]
-            m.d.sync += self.bad_frame.eq(abandon)
+            m.d.sync += self.bad_frame.eq(abandon)  # (else 0, or 1 for a failed check below)
         with m.Elif(got):
             # A payload while the slot is forwarded is a resend: it ends at its CRC.
             m.d.sync += [
@@ -511,7 +514,7 @@ class UARTBridge(wiring.Component):
             # CRC: from there, the CRC's next bit is always its own (BitCRC).
             m.d.sync += [in_output.eq(0), in_crc_lo.eq(1)]
         # Whatever the state, the two memories the sender does not read give zero.
-        m.d.comb += [table_rd.addr.eq(Cat(index[:area_bits], 0, 0, in_output)),
+        m.d.comb += [table_rd.addr.eq(Cat(index[:area_bits], in_reply, tag_copy, in_output)),
                      out_rd.addr.eq(Cat(index, ~in_output)),
                      self.tx.payload.eq(table_rd.data[:8] | out_rd.data
                                         | (fill & then_output.replicate(8)))]
@@ -519,8 +522,6 @@ class UARTBridge(wiring.Component):
             # The header slot's address; index counts its four bytes. (While idle index is
             # 0: every header starts with SYNC, so the first byte is ready at once.)
             m.d.comb += table_rd.addr[2:area_bits].eq(header)
-        with m.Elif(in_reply):
-            m.d.comb += table_rd.addr[area_bits:area_bits + 2].eq(Cat(~tag_copy, tag_copy))
 
         # A RESET frame: a new session (after the receiver's and sender's updates above). It
         # drops unsent output; the sender finishes its frame.
