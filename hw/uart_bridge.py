@@ -149,12 +149,12 @@ class BitCRC(wiring.Component):
         return m
 
 
-def _counter(m, width, clear, step, name):
-    # A counter that the domain's reset clears like its own clear: the two are then one
-    # flip-flop reset, where a clear on its own costs a look-up table per bit.
+def _counter(m, width, clear, step, name, start=0):
+    # A counter that the domain's reset clears (to ``start``) like its own clear: the two
+    # are then one flip-flop reset, where a clear on its own costs a look-up table per bit.
     counter = Signal(width, name=name, reset_less=True)
     with m.If(clear | ResetSignal()):
-        m.d.sync += counter.eq(0)
+        m.d.sync += counter.eq(start)
     with m.Elif(step):
         m.d.sync += counter.eq(counter + 1)
     return counter
@@ -343,9 +343,14 @@ class UARTBridge(wiring.Component):
         byte = self.rx.payload
         got = self.rx.valid
         hunting = Signal()
+        # Ticks of silence in a frame, counted up from 2**n - gap_ticks: bit n is the gap
+        # (no comparator), and it stops there.
+        gap_bits = (self.gap_ticks - 1).bit_length()
         idle_step = Signal()
-        idle = _counter(m, range(self.gap_ticks + 1), got | hunting, idle_step, "idle")
-        m.d.comb += idle_step.eq(tick & (idle != self.gap_ticks))
+        idle = _counter(m, gap_bits + 1, got | hunting, idle_step, "idle",
+                        start=2 ** gap_bits - self.gap_ticks)
+        gap = idle[gap_bits]
+        m.d.comb += idle_step.eq(tick & ~gap)
         # The payload kinds (with kind_ok): DATA 0b01, TAG 0b00 in the low bits.
         assert {Kind.DATA & 3, Kind.TAG & 3, Kind.ACK & 3, Kind.RESET & 3} == {1, 0, 2, 3}
         m.d.comb += [self.rx.ready.eq(1), slot_wr.addr.eq(count), slot_wr.data.eq(byte)]
@@ -369,7 +374,7 @@ class UARTBridge(wiring.Component):
         m.d.comb += [hunting.eq(~in_frame), rx_crc.load.eq(got & ~in_frame & is_sync),
                      check.eq(got & at_crc_hi)]
         # A lost byte or a broken one: drop the frame; the host resends it.
-        abandon = in_frame & ~got & (self.rx_error | (idle == self.gap_ticks))
+        abandon = in_frame & ~got & (self.rx_error | gap)
         with m.If(abandon | ResetSignal()):
             m.d.sync += [flag.eq(0) for flag in (in_frame, at_kind, at_seq, at_length,
                                                  in_payload, at_crc_lo, at_crc_hi, skipping)]
