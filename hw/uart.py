@@ -5,6 +5,11 @@
 data bit in the middle of its bit time and reports a missing stop bit as a framing error.
 Both take the clock frequency and the baud rate and derive the divisor (clock cycles per
 bit) with :func:`baud_divisor`.
+
+Both are built to be small (they are most of a board's serial link, ``docs/boards.md``):
+every register starts at zero, because an iCE40 flip-flop powers up at zero and one that
+must start at one costs an inverter on each side; so the line levels, which idle high,
+are kept inverted.
 """
 
 from amaranth import Cat, Module, Signal
@@ -43,6 +48,20 @@ def baud_divisor(clk_freq, baud):
     return divisor
 
 
+def _bit_timer(m, timer, divisor, hold, hold_value):
+    # A divide-by-``divisor`` counter as a table (small counters mapped as adders take a
+    # carry chain whose look-up tables cannot absorb anything else); returns "the bit
+    # time ends". While ``hold`` it stays at ``hold_value``.
+    with m.If(hold):
+        m.d.sync += timer.eq(hold_value)
+    with m.Else():
+        with m.Switch(timer):
+            for value in range(divisor):
+                with m.Case(value):
+                    m.d.sync += timer.eq(value - 1 if value else divisor - 1)
+    return timer == 0
+
+
 class UARTTx(wiring.Component):
     """UART transmitter.
 
@@ -58,11 +77,18 @@ class UARTTx(wiring.Component):
     i_stream : In(stream.Signature(8))
         Bytes to send; one is taken when the line is idle, and sent as start bit, 8 data
         bits LSB first and a stop bit.
+    substitute : In(1)
+        Taken with each byte: when high, the byte's data bits are not sent; instead each
+        data bit time carries ``sub_bit`` as it is then. A bit-serial CRC whose next bit is
+        ``sub_bit`` sends itself this way, with no byte to load
+        (:class:`lowbit.hw.uart_bridge.BitCRC`).
+    sub_bit : In(1)
+        See ``substitute``.
     tx : Out(1)
-        The line (idle high).
+        The line (idle high); registered, a cycle after ``bit``.
     bit, bit_valid : Out(1)
-        Each data bit as it has been sent (``bit_valid`` high for a cycle at the end of its
-        bit time), for a CRC folded bit by bit (:class:`lowbit.hw.uart_bridge.BitCRC`).
+        Each data bit as it is sent (``bit_valid`` high for a cycle at the end of its bit
+        time), for a CRC folded bit by bit.
     divisor : int
         Clock cycles per bit.
 
@@ -73,6 +99,8 @@ class UARTTx(wiring.Component):
     """
 
     i_stream: In(stream.Signature(8))
+    substitute: In(1)
+    sub_bit: In(1)
     tx: Out(1, init=1)
     bit: Out(1)
     bit_valid: Out(1)
@@ -87,23 +115,33 @@ class UARTTx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Start bit, data, stop bit, shifted out LSB first; the line idles high.
-        shift = Signal(10, init=0x3FF)
-        bits = Signal(range(11))            # bits still to send (0: idle)
-        timer = Signal(range(self.divisor))
-        m.d.comb += [self.tx.eq(shift[0]), self.i_stream.ready.eq(bits == 0),
-                     self.bit.eq(shift[0]),
-                     # bits 9..2: data bits 0..7 on the line (10: start, 1: stop).
-                     self.bit_valid.eq((timer == 0) & (bits >= 2) & (bits <= 9))]
-        with m.If(bits == 0):
+        # Stop bit, data and start bit, shifted out LSB first with zeros coming in behind:
+        # all zero is idle, the stop bit alone is the last bit time, and the stop bit still
+        # at the top is the start bit time; no bit counter.
+        frame = Signal(10)
+        # (The timer and the substitution flag need no reset: the timer is held while idle,
+        # the flag taken with each byte.)
+        timer = Signal(range(self.divisor), reset_less=True)
+        sub = Signal(reset_less=True)
+        line_low = Signal()                 # the tx register, inverted: idle is zero
+        rest = frame[1:] == 0
+        idle = rest & ~frame[0]
+        data = ~frame[9] & ~rest
+        line = Signal()
+        end = _bit_timer(m, timer, self.divisor, idle, self.divisor - 1)
+        m.d.comb += [line.eq(frame[0] | idle),
+                     self.i_stream.ready.eq(idle),
+                     self.bit.eq(line), self.bit_valid.eq(end & data),
+                     self.tx.eq(~line_low)]
+        with m.If(sub & data):
+            m.d.comb += line.eq(self.sub_bit)
+        m.d.sync += line_low.eq(~line)
+        with m.If(idle):
             with m.If(self.i_stream.valid):
-                m.d.sync += [shift.eq(Cat(0, self.i_stream.payload, 1)), bits.eq(10),
-                             timer.eq(self.divisor - 1)]
-        with m.Elif(timer == 0):
-            m.d.sync += [shift.eq(Cat(shift[1:], 1)), bits.eq(bits - 1),
-                         timer.eq(self.divisor - 1)]
-        with m.Else():
-            m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [frame.eq(Cat(0, self.i_stream.payload, 1)),
+                             sub.eq(self.substitute)]
+        with m.Elif(end):
+            m.d.sync += frame.eq(frame[1:])
         return m
 
 
@@ -122,9 +160,8 @@ class UARTRx(wiring.Component):
     rx : In(1)
         The line, asynchronous to the clock (synchronised by two flip-flops here).
     o_stream : Out(stream.Signature(8))
-        Received bytes. A byte waits in ``payload`` until taken; one that arrives before
-        the previous one was taken replaces it (the consumer must keep up: the bridge
-        always does).
+        Received bytes. A byte waits in ``payload`` until taken, or until the next start
+        bit (the consumer must keep up: the bridge always does).
     error : Out(1)
         High for one cycle when a byte's stop bit was 0 (a framing error: noise, a wrong
         baud rate or a break); that byte is not delivered.
@@ -156,46 +193,35 @@ class UARTRx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        line = Signal(init=1)
-        m.submodules.sync = cdc.FFSynchronizer(self.rx, line, init=1)
-        timer = Signal(range(self.divisor))
-        bits = Signal(range(9))
-        data = Signal(8)
-        m.d.comb += [self.o_stream.payload.eq(data), self.bit.eq(line)]
+        # The line inverted (1: low), so that the synchroniser starts at zero.
+        rx_low = Signal()
+        low = Signal()
+        m.d.comb += rx_low.eq(~self.rx)
+        m.submodules.sync = cdc.FFSynchronizer(rx_low, low)
+        timer = Signal(range(self.divisor), reset_less=True)   # held while idle
+        start = Signal()                    # in the start bit
+        busy = Signal()                     # in the data bits or the stop bit
+        # The data bits shift in at the top behind a marker that starts there: once the
+        # marker reaches the bottom the byte is in and the stop bit comes next.
+        shift = Signal(9, reset_less=True)   # set at each start bit
+        stop = shift[0]
+        sample = _bit_timer(m, timer, self.divisor, ~start & ~busy, self.divisor // 2 - 1)
+        m.d.comb += [self.o_stream.payload.eq(shift[1:]), self.bit.eq(~low),
+                     self.bit_valid.eq(busy & sample & ~stop)]
         m.d.sync += self.error.eq(0)
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(~line):
-                    # Half a bit to the middle of the start bit.
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
-                    m.next = "START"
-            with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Elif(line):
-                    m.next = "IDLE"     # a glitch, not a start bit
-                with m.Else():
-                    m.d.sync += [timer.eq(self.divisor - 1), bits.eq(8)]
-                    m.next = "DATA"
-            with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Else():
-                    m.d.comb += self.bit_valid.eq(1)
-                    m.d.sync += [data.eq(Cat(data[1:], line)), bits.eq(bits - 1),
-                                 timer.eq(self.divisor - 1)]
-                    with m.If(bits == 1):
-                        m.next = "STOP"
-            with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Else():
-                    with m.If(line):
-                        m.d.sync += self.o_stream.valid.eq(1)
-                    with m.Else():
-                        m.d.sync += self.error.eq(1)
-                    # Back to IDLE at mid stop bit: the next start edge can come at once.
-                    m.next = "IDLE"
+        with m.If(~start & ~busy):
+            with m.If(low):
+                m.d.sync += start.eq(1)
+        with m.Elif(sample):
+            with m.If(start):
+                # Mid start bit: still low, or it was a glitch.
+                m.d.sync += [start.eq(0), busy.eq(low), shift.eq(1 << 8)]
+            with m.Elif(~stop):
+                m.d.sync += shift.eq(Cat(shift[1:], ~low))
+            with m.Else():
+                # Back to idle at mid stop bit: the next start edge can come at once.
+                m.d.sync += [busy.eq(0), self.o_stream.valid.eq(~low),
+                             self.error.eq(low)]
         return m
