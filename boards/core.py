@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from ..config.accelerator import AcceleratorConfig
 from ..framing import DEFAULT_BAUD, ident
 from ..hw.accelerator import Accelerator
-from ..hw.uart_bridge import SerialBridge
+from ..hw.uart_bridge import SerialBridge, bridge_timing
 
 __all__ = ["DEFAULT_BAUD", "BoardCore", "SIM_CLK_HZ", "SIM_BAUD", "SimBoard", "sim_unit"]
 
@@ -51,17 +51,18 @@ class BoardCore(wiring.Component):
     tx: Out(1, init=1)
     bad_frame: Out(1)
 
+    def __new__(cls, config, *, clk_freq, baud=DEFAULT_BAUD):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if config.host_link_bits != 8:
+            raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, "
+                             f"not {config.host_link_bits}")
+        bridge_timing(clk_freq, baud)
+        return super().__new__(cls)
+
     def __init__(self, config, *, clk_freq, baud=DEFAULT_BAUD):
-        try:
-            if not isinstance(config, AcceleratorConfig):
-                raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-            if config.host_link_bits != 8:
-                raise ValueError(f"a board's UART carries bytes: host_link_bits must be 8, "
-                                 f"not {config.host_link_bits}")
-            self.link = SerialBridge(clk_freq=clk_freq, baud=baud, ident=ident(config))
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # never built: no "created but never used"
-            raise
+        self.link = SerialBridge(clk_freq=clk_freq, baud=baud, ident=ident(config))
         self.config = config
         self.clk_freq = clk_freq
         self.baud = baud
@@ -88,6 +89,9 @@ SIM_BAUD = SIM_CLK_HZ // 8
 class SimBoard(BoardCore):
     """:class:`BoardCore` at the simulation's clock and baud rate, built from the
     configuration alone (what :func:`lowbit.sim.runner.run_cocotb` needs)."""
+
+    def __new__(cls, config):
+        return super().__new__(cls, config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD)
 
     def __init__(self, config):
         super().__init__(config, clk_freq=SIM_CLK_HZ, baud=SIM_BAUD)

@@ -38,7 +38,7 @@ def popcount_primitives(platform):
     if mode is not None:
         return mode
     family = getattr(platform, "target", None) or getattr(platform, "family", None)
-    return family == "ice40"
+    return str(family).lower() == "ice40"
 
 
 class PopcountEmulation:

@@ -22,13 +22,15 @@ class StreamUnit(wiring.Component):
     config_class = None
     config_article = "a"
 
+    def __new__(cls, config=None):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        if config is not None and not isinstance(config, cls.config_class):
+            raise TypeError(f"config must be {cls.config_article} "
+                            f"{cls.config_class.__name__}, not {config!r}")
+        return super().__new__(cls)
+
     def __init__(self, config=None):
-        cls = self.config_class
-        config = cls() if config is None else config
-        if not isinstance(config, cls):
-            self._MustUse__silence = True  # never built: no "created but never used" warning
-            raise TypeError(f"config must be {self.config_article} {cls.__name__}, "
-                            f"not {config!r}")
+        config = self.config_class() if config is None else config
         self.config = config
         super().__init__({
             "i_stream": In(stream.Signature(config.beat_layout)),

@@ -105,12 +105,13 @@ class UARTTx(wiring.Component):
     bit: Out(1)
     bit_valid: Out(1)
 
+    def __new__(cls, *, clk_freq, baud):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        baud_divisor(clk_freq, baud)
+        return super().__new__(cls)
+
     def __init__(self, *, clk_freq, baud):
-        try:
-            self.divisor = baud_divisor(clk_freq, baud)
-        except ValueError:
-            self._MustUse__silence = True  # never built: no "created but never used"
-            raise
+        self.divisor = baud_divisor(clk_freq, baud)
         super().__init__()
 
     def elaborate(self, platform):
@@ -183,12 +184,13 @@ class UARTRx(wiring.Component):
     bit: Out(1)
     bit_valid: Out(1)
 
+    def __new__(cls, *, clk_freq, baud):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        baud_divisor(clk_freq, baud)
+        return super().__new__(cls)
+
     def __init__(self, *, clk_freq, baud):
-        try:
-            self.divisor = baud_divisor(clk_freq, baud)
-        except ValueError:
-            self._MustUse__silence = True  # never built: no "created but never used"
-            raise
+        self.divisor = baud_divisor(clk_freq, baud)
         super().__init__()
 
     def elaborate(self, platform):

@@ -229,21 +229,21 @@ class UARTBridge(wiring.Component):
     accel_reset: Out(1)
     bad_frame: Out(1)
 
+    def __new__(cls, *, ident, tick_log2, gap_ticks, flush_ticks):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        for name, value in (("tick_log2", tick_log2), ("gap_ticks", gap_ticks),
+                            ("flush_ticks", flush_ticks)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"UARTBridge {name} must be a positive integer, not "
+                                 f"{value!r}")
+        ident = bytes(ident)
+        if len(ident) + TAG_BYTES > MAX_PAYLOAD:
+            raise ValueError(f"UARTBridge ident takes at most "
+                             f"{MAX_PAYLOAD - TAG_BYTES} bytes, not {len(ident)}")
+        return super().__new__(cls)
+
     def __init__(self, *, ident, tick_log2, gap_ticks, flush_ticks):
-        try:
-            for name, value in (("tick_log2", tick_log2), ("gap_ticks", gap_ticks),
-                                ("flush_ticks", flush_ticks)):
-                if not (isinstance(value, int) and not isinstance(value, bool)
-                        and value >= 1):
-                    raise ValueError(f"UARTBridge {name} must be a positive integer, not "
-                                     f"{value!r}")
-            ident = bytes(ident)
-            if len(ident) + TAG_BYTES > MAX_PAYLOAD:
-                raise ValueError(f"UARTBridge ident takes at most "
-                                 f"{MAX_PAYLOAD - TAG_BYTES} bytes, not {len(ident)}")
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # never built: no "created but never used"
-            raise
+        ident = bytes(ident)
         self.ident = ident
         self.tick_log2 = tick_log2
         self.gap_ticks = gap_ticks
@@ -577,12 +577,13 @@ class SerialBridge(wiring.Component):
     accel_reset: Out(1)
     bad_frame: Out(1)
 
+    def __new__(cls, *, clk_freq, baud, ident):
+        # Checked before the object exists: a refused one leaves no unused elaboratable.
+        bridge_timing(clk_freq, baud)
+        return super().__new__(cls)
+
     def __init__(self, *, clk_freq, baud, ident):
-        try:
-            self.timing = bridge_timing(clk_freq, baud)
-        except ValueError:
-            self._MustUse__silence = True  # never built: no "created but never used"
-            raise
+        self.timing = bridge_timing(clk_freq, baud)
         self.clk_freq, self.baud, self.ident = clk_freq, baud, bytes(ident)
         super().__init__()
 

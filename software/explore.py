@@ -351,10 +351,7 @@ def _points(space):
                 config_settings[key] = value
         config, error = None, None
         try:
-            config = apply_overrides(space.base, config_settings)
-            # What the gateware itself refuses (cross-unit checks), as `lowbit synth` does;
-            # this probe is never elaborated.
-            unit.make_component(config)._MustUse__silence = True
+            config = apply_overrides(space.base, config_settings)  # checks itself
         except (TypeError, ValueError) as exc:
             config, error = None, str(exc)
         out.append(_Point(index, settings, config, error, recipe, run))
