@@ -106,18 +106,18 @@ class Board:
 
 
 BOARDS = {board.name: board for board in [
-    # iCE40UP5K: 24 MHz (the 2x2x32 core places at about 27 MHz; 3 Mbaud is 8 cycles a
-    # bit). nextpnr-ice40 needs no router option; -dsp puts the accelerator's region
+    # iCE40UP5K: 30 MHz (the board, 2x2x32 core and bridge, places at 32.0 MHz; 3 Mbaud is
+    # 10 cycles a bit). nextpnr-ice40 needs no router option; -dsp puts the accelerator's region
     # checker multiplier in SB_MAC16s (as `lowbit synth accelerator` does).
     Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
-          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 24.0,
+          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 30.0,
           "ice40_generic", "top.bin", synth_opts="-dsp"),
-    # ECP5: 36 MHz asked, 35.71 made (the default core places at about 41 MHz; 3 Mbaud is
-    # 12 cycles a bit, 0.8% slow). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
+    # ECP5: 45 MHz (the board with the default core places at 58.9 MHz; 3 Mbaud is 15
+    # cycles a bit, exactly). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
     # fails an assertion on the default accelerator) and router2 (router1 does not finish
     # it in 30 min).
     Board("ulx3s-85f", "ULX3S-85F (ECP5 LFE5U-85F)",
-          "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "clk25", 36.0, "ulx3s",
+          "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "clk25", 45.0, "ulx3s",
           "top.bit", synth_opts="-noabc9", nextpnr_opts="--router router2",
           can_load_sram=True),
 ]}
