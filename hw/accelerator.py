@@ -207,6 +207,10 @@ class Accelerator(wiring.Component):
         words_m1, planes_m1 = Signal.like(w), Signal.like(p)
         n_tiles_m1, m_tiles_m1 = Signal.like(ct), Signal.like(rt)
         pool_m1 = Signal.like(qi)
+        # Whether the column and row tile counters are at their last values, kept in flags
+        # set when the counters move (an equality of the wide counters sat on the UP5K
+        # board's critical path, through the end-of-GEMM test into the counters' enables).
+        last_ct, last_rt = Signal(), Signal()
         head_ok = Signal()
         waits_held = Signal()
         hg = g_head.op
@@ -229,6 +233,9 @@ class Accelerator(wiring.Component):
                          a_tile.eq(hg.a_addr), b_ptr.eq(hg.b_addr), b_tile.eq(hg.b_addr),
                          thr_tile.eq(hg.thr_addr), dst_rt.eq(hg.dst_addr),
                          dst_tile.eq(hg.dst_addr), field.eq(0), qi.eq(0)]
+        # The cycle after the pop, no beat is issued and the sizes are the new GEMM's.
+        with m.If(fresh):
+            m.d.sync += [last_ct.eq(n_tiles_m1 == 0), last_rt.eq(m_tiles_m1 == 0)]
         # The head's per-instruction sizes, computed while the stage is idle (the head is
         # the entry the next pop takes): off the pop's path.
         with m.If(~running):
@@ -262,7 +269,6 @@ class Accelerator(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(running & ~fresh & ~hold)
         last_word, last_plane = w == words_m1, p == planes_m1
-        last_ct, last_rt = ct == n_tiles_m1, rt == m_tiles_m1
         tile_end = last_word & last_plane
         # The last tile of a pooling window (every tile without pooling).
         last_q = Const(1) if cfg.max_pool == 1 else qi == pool_m1
@@ -301,7 +307,8 @@ class Accelerator(wiring.Component):
                 # operand memory (a_ptr runs on), against the same column tile's weights.
                 m.d.sync += [p.eq(0), qi.eq(qi + 1), b_ptr.eq(b_tile)]
             with m.If(tile_end & last_q):
-                m.d.sync += [p.eq(0), qi.eq(0), ct.eq(ct + 1), field.eq(field + 1)]
+                m.d.sync += [p.eq(0), qi.eq(0), ct.eq(ct + 1), field.eq(field + 1),
+                             last_ct.eq(ct + 1 == n_tiles_m1)]
                 # The next column tile re-reads this row block; its weights follow on.
                 m.d.sync += [a_ptr.eq(a_tile), b_tile.eq(b_tile + f.words),
                              b_ptr.eq(b_tile + f.words), thr_tile.eq(thr_tile + thr_count)]
@@ -312,6 +319,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += dst_tile.eq(dst_tile + 1)
                 with m.If(last_ct):
                     m.d.sync += [ct.eq(0), rt.eq(rt + 1), field.eq(0), a_ptr.eq(a_ptr + 1),
+                                 last_ct.eq(n_tiles_m1 == 0), last_rt.eq(rt + 1 == m_tiles_m1),
                                  a_tile.eq(a_ptr + 1), b_tile.eq(f.b_addr), b_ptr.eq(f.b_addr),
                                  thr_tile.eq(f.thr_addr), dst_rt.eq(dst_rt + rt_step),
                                  dst_tile.eq(dst_rt + rt_step)]
