@@ -461,11 +461,13 @@ class Accelerator(wiring.Component):
         halt = Signal(8)
         idle = Signal(range(cfg.timeout_cycles + 1))
         waiting = Signal()   # the front end wants input
-        timed_out = idle == cfg.timeout_cycles
+        # ``idle == timeout_cycles``, kept in a flip-flop set as the counter gets there (its
+        # comparison fed the state machine: the iCEBreaker board's critical path).
+        timed_out = Signal()
         with m.If(got):
-            m.d.sync += idle.eq(0)
+            m.d.sync += [idle.eq(0), timed_out.eq(0)]
         with m.Elif(waiting & ~timed_out):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle == cfg.timeout_cycles - 1)]
         # Whether any stage has work, registered: HALT and the cycle counter look at last
         # cycle's verdict (off the counters' comparison paths). Once the front end stops
         # dispatching, a stage that is idle stays idle, so the lag only delays the end.
@@ -607,7 +609,8 @@ class Accelerator(wiring.Component):
                 with m.If(self.o_stream.ready):
                     m.d.sync += beat_no.eq(beat_no + 1)
                     with m.If(beat_no == status_beats - 1):
-                        m.d.sync += [beat_no.eq(0), in_program.eq(0), idle.eq(0)]
+                        m.d.sync += [beat_no.eq(0), in_program.eq(0), idle.eq(0),
+                                     timed_out.eq(0)]
                         with m.If(code == Status.OK):
                             m.next = "FETCH"
                         with m.Else():

@@ -1,0 +1,136 @@
+"""Exact integer matrix products on the accelerator: ``a @ b.T`` for the operand precisions
+of :class:`lowbit.golden.xnor_array.Precision`, computed by ``SCORES`` GEMMs on any
+:class:`lowbit.runtime.Runtime` (ISS, RTL simulation or a board).
+
+The core multiplies unsigned bit-plane (or +-1) activation rows by +-1 weight rows
+(``docs/accelerator.md``). Every other product reduces to that one exactly, with integer
+corrections the host adds from the operands' row and column sums (cheap next to the
+product itself):
+
+* a signed ``k``-bit left operand is sent offset, ``a + 2^(k-1)`` (unsigned ``k`` bits):
+  ``a s^T = (a + 2^(k-1)) s^T - 2^(k-1) * colsum(s)``;
+* a left operand of more planes than the core's ``max_act_bits`` is split into chunks of
+  planes, their products summed with their powers of two;
+* a multi-bit right operand is offset the same way to ``u`` (0 .. 2^k - 1) and split into
+  +-1 planes ``s_j = 2 u_j - 1``: ``a u_j^T = (a s_j^T + rowsum(a)) / 2``, all planes in one
+  GEMM (stacked as rows of the weight operand);
+* operands larger than the core's memories are cut into blocks of rows and of ``K``, one
+  program each (weights from the program's constants, activations as its inputs).
+
+:class:`DeviceMatmul` counts the cycles, array beats and GEMMs it ran (:attr:`stats`).
+"""
+
+import numpy as np
+
+from .golden.xnor_array import Precision
+from .layout import dot_from_acc, pack_act, pack_weights, plane_words, tiles, unpack_scores
+from .program import Program
+
+__all__ = ["DeviceMatmul"]
+
+
+class DeviceMatmul:
+    """``a @ b.T`` on the accelerator behind ``runtime``, bit-exact.
+
+    Parameters
+    ----------
+    runtime : lowbit.runtime.Runtime
+        Where the GEMMs run; its configuration sets the block sizes.
+
+    Attributes
+    ----------
+    stats : dict
+        Totals over every call: ``cycles``, ``array_beats``, ``gemms`` (programs run) and
+        ``macs`` (binary MACs the core did, every plane pair counted).
+    """
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.config = runtime.config
+        self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0}
+
+    def __call__(self, a, b, a_precision, b_precision):
+        """``a @ b.T`` exactly (``int64``), as :func:`lowbit.golden.training.popcount_matmul`
+        defines it; operands are checked against their precisions."""
+        a_precision, b_precision = Precision.parse(a_precision), Precision.parse(b_precision)
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise ValueError(f"operands must be (M, K) and (N, K), not {a.shape} and {b.shape}")
+        a_precision.check(a, "left operand")
+        b_precision.check(b, "right operand")
+        if b_precision.kind == "binary":
+            return self._left(a, a_precision, b)
+        offset = 1 << (b_precision.bits - 1) if b_precision.kind == "signed" else 0
+        u = b + offset
+        bits = b_precision.bits
+        planes = np.concatenate([2 * ((u >> j) & 1) - 1 for j in range(bits)])  # (bits*N, K)
+        products = self._left(a, a_precision, planes).reshape(len(a), bits, len(b))
+        rowsum = a.sum(axis=1)[:, None]
+        out = np.zeros((len(a), len(b)), dtype=np.int64)
+        for j in range(bits):
+            out += (products[:, j] + rowsum) << j >> 1   # (a s_j^T + rowsum) is even
+        return out - offset * rowsum
+
+    def _left(self, a, precision, s):
+        """``a @ s.T`` for a +-1 ``s``."""
+        if precision.kind == "binary":
+            return self._gemm(a, 1, True, s)
+        if precision.kind == "signed":
+            offset = 1 << (precision.bits - 1)
+            return self._unsigned(a + offset, precision.bits, s) - offset * s.sum(axis=1)[None]
+        return self._unsigned(a, precision.bits, s)
+
+    def _unsigned(self, a, bits, s):
+        step = self.config.xnor_array.max_act_bits
+        out = np.zeros((len(a), len(s)), dtype=np.int64)
+        for low in range(0, bits, step):
+            planes = min(step, bits - low)
+            chunk = (a >> low) & ((1 << planes) - 1)
+            out += self._gemm(chunk, planes, False, s) << low
+        return out
+
+    def _gemm(self, a, planes, bipolar, s):
+        """``a @ s.T`` by as many ``SCORES`` GEMMs as the memories need."""
+        c = self.config
+        m, k = a.shape
+        n = len(s)
+        k_step = c.max_words * c.word
+        out = np.zeros((m, n), dtype=np.int64)
+        for k0 in range(0, k, k_step):
+            ka, ks = a[:, k0:k0 + k_step], s[:, k0:k0 + k_step]
+            words = plane_words(ka.shape[1], c.word)
+            nt_max = max(1, min(c.weight_depth // words, c.score_depth // c.rows))
+            for n0 in range(0, n, nt_max * c.cols):
+                sb = ks[n0:n0 + nt_max * c.cols]
+                nt = tiles(len(sb), c.cols)
+                mt_max = max(1, min(c.in_depth // (planes * words),
+                                    c.score_depth // (c.rows * nt)))
+                for m0 in range(0, m, mt_max * c.rows):
+                    ab = ka[m0:m0 + mt_max * c.rows]
+                    out[m0:m0 + len(ab), n0:n0 + len(sb)] += self._block(ab, planes, bipolar,
+                                                                         sb, words, nt)
+        return out
+
+    def _block(self, a, planes, bipolar, s, words, nt):
+        c = self.config
+        mt = tiles(len(a), c.rows)
+        weights, inputs = pack_weights(s, c), pack_act(a, planes, c, bipolar=bipolar)
+        program = Program(c, [
+            dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=len(weights),
+                 unread=0, unwritten=0),
+            dict(opcode="LOAD", buffer="IN", source="INPUT", addr=0, count=len(inputs),
+                 unread=0, unwritten=0),
+            dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=planes,
+                 words=words, m_tiles=mt, n_tiles=nt, mode="SCORES", out_bits=1,
+                 dst_addr=0, thr_addr=0, sync=1, unsent=0),
+            dict(opcode="STORE", buffer="SCORE", addr=0, count=mt * c.rows * nt, unwritten=0),
+            dict(opcode="HALT", status=0),
+        ], constants=weights.reshape(-1))
+        result = self.runtime.run(program, inputs.reshape(-1))
+        for key in ("cycles", "array_beats"):
+            self.stats[key] += int(result.stats.get(key, 0))
+        self.stats["gemms"] += 1
+        self.stats["macs"] += len(a) * len(s) * a.shape[1] * planes
+        acc = unpack_scores(np.asarray(result.outputs[0]).reshape(-1, c.cols), len(a),
+                            len(s), c)
+        return dot_from_acc(acc, s, planes, bipolar=bipolar)

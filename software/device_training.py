@@ -1,0 +1,170 @@
+"""Training a binarized MLP with its products on the accelerator (``lowbit train --backend``).
+
+The step is :class:`lowbit.golden.training.TrainingStep`, bit for bit: its every product
+(the forward layers, the statistics' reference passes, ``dW = dZ^T X`` and ``dX = dZ W``)
+runs as ``SCORES`` GEMMs on the accelerator behind a :class:`lowbit.runtime.Runtime`
+(:class:`lowbit.device_matmul.DeviceMatmul`): the ISS, the RTL simulation or a board. The
+host does the rest of the step: the LightNorm statistics and their folding, the loss
+gradient, the gradients' requantisation and the LNS-Madam update (``docs/training.md``
+says which of these could move onto the core, and what it would need).
+
+:func:`export_model` turns the trained state into a :class:`lowbit.model.QuantModel` (the
+signs of the latent weights, each LightNorm's BFP scale and offset from a reference set as
+an inference batch norm), which ``lowbit compile`` compiles like any other model.
+"""
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+
+from .golden.bfp import BFP, dequantize
+from .golden.training import TrainingConfig, TrainingStep, popcount_matmul
+
+__all__ = ["DeviceTrainReport", "train_on_device", "export_model", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DeviceTrainReport:
+    """What :func:`train_on_device` did.
+
+    Attributes
+    ----------
+    config : TrainingConfig
+    epochs, steps : int
+    losses, accuracies : list of float
+        Mean loss (nats) of each epoch's steps and test accuracy after it.
+    accuracy : float
+        Final test accuracy of the trained step (norm statistics from the training set).
+    model_accuracy : float or None
+        Test accuracy of the exported model (its float batch norms).
+    device : dict
+        The accelerator's totals (:attr:`lowbit.device_matmul.DeviceMatmul.stats`), or
+        ``None`` on the host.
+    seconds : float
+    """
+
+    config: TrainingConfig
+    epochs: int
+    steps: int
+    losses: list
+    accuracies: list
+    accuracy: float
+    model_accuracy: float = None
+    device: dict = None
+    seconds: float = 0.0
+    backend: str = "host"
+
+    def lines(self):
+        c = self.config
+        out = [f"trained {'-'.join(map(str, c.sizes))} on the {self.backend}: {self.epochs} "
+               f"epochs, {self.steps} steps of batch {c.batch}, gradients "
+               f"{'/'.join(map(str, c.grad_bits))} bits, latent weights LNS {c.weight_bits}-bit "
+               f"gamma {c.weight_gamma}, in {self.seconds:.1f} s",
+               f"test accuracy {100 * self.accuracy:.2f}% (training step, LightNorm "
+               f"statistics of the training set)"]
+        if self.model_accuracy is not None:
+            out.append(f"exported model {100 * self.model_accuracy:.2f}% (float batch norms)")
+        if self.device:
+            d = self.device
+            out.append(f"accelerator: {d['gemms']:,} GEMM programs, {d['cycles']:,} cycles "
+                       f"({d['cycles'] / max(self.steps, 1):,.0f} a step), "
+                       f"{d['array_beats']:,} array beats, {d['macs']:,} binary MACs")
+        return out
+
+
+def _norm_affine(step, reference):
+    """Per layer ``(scale, offset)``: each LightNorm's BFP parameters from the statistics of
+    ``reference`` propagated through the network as :meth:`TrainingStep.forward` does,
+    dequantized to float64 per channel."""
+    cfg = step.config
+    h = np.asarray(reference, dtype=np.int64)
+    out = []
+    for layer, w in enumerate(step.binary()):
+        z = popcount_matmul(h, w, cfg.input_precision(layer), "binary")
+        norm = step.norms[layer]
+        total, spread = norm.statistics(z)
+        params, _, _ = norm.fold_affine(total, spread, len(z), cfg.norm_gamma(layer), 0.0)
+        fmt, n = norm.format, w.shape[0]
+        scale, offset = (np.concatenate([
+            dequantize(BFP(np.int64(p[f"{key}_exp"]), np.asarray(p[key], dtype=np.int64)),
+                       fmt) for p in params])[:n] for key in ("scale", "offset"))
+        out.append((scale, offset))
+        values = dequantize(norm.apply(z, params), fmt).reshape(z.shape)
+        h = np.where(values >= 0, 1, -1).astype(np.int64)  # as the step: sign(0) = +1
+    return out
+
+
+def export_model(step, reference, *, name, dataset, input_quantizer):
+    """The trained ``step`` as a :class:`lowbit.model.QuantModel`: ``Dense`` layers of the
+    latent weights' signs, each followed by a ``BatchNorm`` whose affine is the LightNorm's
+    (statistics of the integer inputs ``reference``: ``gamma`` the BFP scale, ``beta`` the
+    BFP offset, mean 0, variance 1, eps 0) and, but for the last, a ``Sign``. The compiled
+    model thresholds ``scale * z + offset >= 0`` exactly; the training step rounds that sum
+    to BFP first, so the two can differ for a sum within half a BFP step of zero."""
+    from .model import BatchNorm, Dense, QuantModel, Sign
+
+    layers = []
+    affine = _norm_affine(step, reference)
+    last = step.config.layers - 1
+    for layer, (w, (scale, offset)) in enumerate(zip(step.binary(), affine)):
+        layers.append(Dense(w.astype(np.float64), weight_bits=1))
+        layers.append(BatchNorm(gamma=scale, beta=offset, mean=np.zeros_like(scale),
+                                var=np.ones_like(scale), eps=0.0))
+        if layer < last:
+            layers.append(Sign())
+    return QuantModel(name=name, dataset=dataset, input_quantizer=input_quantizer,
+                      input_shape=(step.config.sizes[0],), layers=layers)
+
+
+def evaluate(step, x, labels, reference):
+    """Test accuracy of ``step`` on integer inputs ``x`` (norm statistics of
+    ``reference``)."""
+    return float((step.predict(x, reference) == np.asarray(labels)).mean())
+
+
+def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progress=None,
+                    backend=None):
+    """Train :class:`TrainingStep` on ``data`` (a :class:`lowbit.datasets.Dataset`) for
+    ``epochs`` epochs of shuffled batches (the remainder of each epoch dropped), its
+    products on ``runtime`` (``None``: on the host). ``progress(epoch, loss, accuracy)`` is
+    called after every epoch. Returns ``(step, report)``."""
+    from .device_matmul import DeviceMatmul
+
+    config = TrainingConfig() if config is None else config
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, not {epochs!r}")
+    q = data.input_quantizer
+    features = int(np.prod(data.input_shape))
+    if q.bits != config.input_bits or features != config.sizes[0]:
+        raise ValueError(f"the {data.name} data set has {features} "
+                         f"{q.bits}-bit inputs; the training configuration expects "
+                         f"{config.sizes[0]} of {config.input_bits} bits")
+    matmul = None if runtime is None else DeviceMatmul(runtime)
+    step = TrainingStep(config, matmul=matmul)
+    x_train, x_test = q.quantize(data.x_train), q.quantize(data.x_test)
+    rng = np.random.default_rng(seed)
+    steps = len(x_train) // config.batch
+    losses, accuracies = [], []
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = rng.permutation(len(x_train))
+        total = 0.0
+        for s in range(steps):
+            index = order[s * config.batch:(s + 1) * config.batch]
+            result = step.step(x_train[index], data.y_train[index])
+            total += float(np.mean(result.loss))
+        losses.append(total / steps)
+        accuracies.append(evaluate(step, x_test, data.y_test, x_train))
+        log.info("epoch %d: loss %.4f, test accuracy %.4f", epoch + 1, losses[-1],
+                 accuracies[-1])
+        if progress is not None:
+            progress(epoch + 1, losses[-1], accuracies[-1])
+    report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
+                               accuracies[-1], device=None if matmul is None else matmul.stats,
+                               seconds=time.perf_counter() - start,
+                               backend=backend or ("host" if runtime is None else "device"))
+    return step, report

@@ -1,0 +1,189 @@
+"""Training with the products on the accelerator (lowbit.device_matmul,
+lowbit.device_training, ``lowbit train --backend``): every product equals numpy's integer
+``a @ b.T``; whole steps on the ISS and the generated Verilog equal the host golden step bit
+for bit; the trained state exports to a model that compiles and runs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lowbit import datasets
+from lowbit.cli import main
+from lowbit.compiler import compile_model, run_model
+from lowbit.config.accelerator import AcceleratorConfig
+from lowbit.config.xnor_array import XNORArrayConfig
+from lowbit.device_matmul import DeviceMatmul
+from lowbit.device_training import export_model, train_on_device
+from lowbit.golden.training import TrainingConfig, TrainingStep
+from lowbit.golden.xnor_array import Precision
+from lowbit.runtime import ISSTransport, Runtime
+
+from conftest import simulator_params
+
+#: Small memories and 4 planes a pass: products split into blocks of rows, of K and of
+#: planes. The configuration of the compiler's convolution tests (one Verilator build).
+SMALL = AcceleratorConfig(
+    xnor_array=XNORArrayConfig(rows=2, cols=2, word=16, max_k=256, max_act_bits=4,
+                               max_weight_bits=1, pipeline=2),
+    in_depth=256, act_depth=128, weight_depth=256, thresh_depth=64, score_depth=64)
+
+#: A three-layer net: an input layer (5-bit inputs), a hidden layer and the output layer.
+NET = TrainingConfig(sizes=(64, 16, 16, 10), grad_bits=(6, 8, 8), batch=16)
+
+
+def draw(rng, precision, shape):
+    p = Precision.parse(precision)
+    if p.kind == "binary":
+        return rng.choice([-1, 1], shape)
+    low, high = p.range
+    return rng.integers(low, high + 1, shape)
+
+
+PAIRS = [("binary", "binary", (13, 70, 9)), ("uint5", "binary", (32, 64, 40)),
+         ("int8", "binary", (16, 48, 64)), ("int8", "uint5", (40, 16, 64)),
+         ("int6", "binary", (40, 32, 70)), ("uint3", "int4", (5, 600, 7)),
+         ("binary", "int2", (3, 17, 5))]
+
+
+@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL], ids=["default", "small"])
+@pytest.mark.parametrize("a_prec, b_prec, shape", PAIRS, ids=[f"{a}x{b}" for a, b, _ in PAIRS])
+def test_products_are_numpys_integer_products(config, a_prec, b_prec, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(m * k + n)
+    a, b = draw(rng, a_prec, (m, k)), draw(rng, b_prec, (n, k))
+    with ISSTransport(config) as link:
+        matmul = DeviceMatmul(Runtime(config, link))
+        got = matmul(a, b, a_prec, b_prec)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, a @ b.T)
+    assert matmul.stats["gemms"] >= 1 and matmul.stats["array_beats"] > 0
+
+
+def test_products_are_split_into_blocks_on_small_memories():
+    # 600 elements of K at 16 bits a word and 16 words a GEMM: 3 blocks of K; an int8 left
+    # operand at 4 planes a pass: 2 chunks; 130 rows of weights, 32 tiles a block: 3 blocks.
+    rng = np.random.default_rng(3)
+    a, b = draw(rng, "int8", (9, 600)), draw(rng, "binary", (130, 600))
+    with ISSTransport(SMALL) as link:
+        matmul = DeviceMatmul(Runtime(SMALL, link))
+        np.testing.assert_array_equal(matmul(a, b, "int8", "binary"), a @ b.T)
+    assert SMALL.max_words * SMALL.word < 600
+    assert matmul.stats["gemms"] >= 3 * 2 * 3
+
+
+def test_products_refuse_bad_operands():
+    with ISSTransport(SMALL) as link:
+        matmul = DeviceMatmul(Runtime(SMALL, link))
+        with pytest.raises(ValueError, match=r"operands must be \(M, K\) and \(N, K\)"):
+            matmul(np.ones((2, 3)), np.ones((2, 4)), "binary", "binary")
+        with pytest.raises(ValueError, match="left operand"):
+            matmul(np.full((2, 3), 9), np.ones((2, 3)), "uint3", "binary")
+
+
+def _batches(config, steps, seed=0):
+    data = datasets.load("digits")
+    x = data.input_quantizer.quantize(data.x_train)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        index = rng.choice(len(x), config.batch, replace=False)
+        yield x[index], data.y_train[index]
+
+
+def _same_step(gold, dev):
+    for g, d in zip(gold.weights, dev.weights):
+        np.testing.assert_array_equal(g.code, d.code)
+        np.testing.assert_array_equal(g.sign, d.sign)
+
+
+def _check_steps(runtime, steps):
+    gold, dev = TrainingStep(NET), TrainingStep(NET, matmul=DeviceMatmul(runtime))
+    flips = 0
+    for x, y in _batches(NET, steps):
+        ours, theirs = gold.step(x, y), dev.step(x, y)
+        for g, d in zip(ours.dw, theirs.dw):
+            np.testing.assert_array_equal(g.man, d.man)
+            assert g.exp == d.exp
+        for g, d in zip(ours.forward.z, theirs.forward.z):
+            np.testing.assert_array_equal(g, d)
+        _same_step(gold, dev)
+        flips += ours.flips
+    assert flips > 0  # the steps changed binary weights: the comparison is not vacuous
+    return dev.matmul.stats
+
+
+@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL], ids=["default", "small"])
+def test_steps_on_the_iss_are_the_golden_steps(config):
+    with ISSTransport(config) as link:
+        stats = _check_steps(Runtime(config, link), 3)
+    assert stats["cycles"] > 0
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", simulator_params())
+def test_a_step_on_the_generated_verilog_is_the_golden_step(simulator, tmp_path):
+    # One whole step, every kind of layer (5-bit input layer, hidden, output), its products
+    # on the Verilog of the small configuration; the ISS's cycle count on the same programs.
+    from lowbit.runtime import RTLTransport
+
+    with RTLTransport(SMALL, simulator, test_dir=tmp_path, timeout=120) as rtl:
+        rtl_stats = _check_steps(Runtime(SMALL, rtl), 1)
+    with ISSTransport(SMALL) as link:
+        iss_stats = _check_steps(Runtime(SMALL, link), 1)
+    assert rtl_stats == iss_stats
+
+
+def test_training_learns_and_exports_a_model_that_compiles():
+    data = datasets.load("digits")
+    config = dataclasses.replace(NET, sizes=(64, 32, 32, 10), batch=32)
+    with ISSTransport(AcceleratorConfig()) as link:
+        step, report = train_on_device(data, config, runtime=Runtime(AcceleratorConfig(), link),
+                                       epochs=2)
+    assert report.steps == 2 * (len(data.x_train) // config.batch)
+    assert report.device["gemms"] > 0 and len(report.losses) == 2
+    assert report.accuracy >= 0.6  # two epochs of a small net; 10% is chance
+    q = data.input_quantizer
+    model = export_model(step, q.quantize(data.x_train), name="t", dataset="digits",
+                         input_quantizer=q)
+    program = compile_model(model, AcceleratorConfig(), batch=16)
+    with ISSTransport(AcceleratorConfig()) as link:
+        scores, _ = run_model(program, Runtime(AcceleratorConfig(), link), data.x_test)
+    compiled = float((scores.argmax(1) == data.y_test).mean())
+    # The compiled thresholds are exact on the exported float norms; the step rounds the
+    # norm's input to BFP first, so a few images near a boundary may differ.
+    assert abs(compiled - report.accuracy) <= 0.03
+    assert compiled == float((model.predict(data.x_test) == data.y_test).mean())
+
+
+def test_training_refuses_a_data_set_of_other_inputs():
+    data = datasets.load("digits")
+    with pytest.raises(ValueError, match="the digits data set has 64 5-bit inputs; the "
+                                         "training configuration expects 32 of 5 bits"):
+        train_on_device(data, TrainingConfig(sizes=(32, 16, 10), grad_bits=(8, 8)))
+    with pytest.raises(ValueError, match="epochs must be a positive integer, not 0"):
+        train_on_device(data, NET, epochs=0)
+
+
+def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    assert main(["train", "--backend", "iss", "--epochs", "1", "--hidden", "32,32",
+                 "--batch-size", "16", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 1/1: loss" in text and "trained 64-32-32-10 on the iss" in text
+    assert "GEMM programs" in text and f"wrote {out}" in text
+    program = tmp_path / "m.lbp"
+    assert main(["compile", str(out), "-o", str(program)]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "cnn"], "--backend trains the binarized MLP only"),
+    (["--grad-bits", "9"], "grad_bits"),
+    (["--backend", "board"], "--backend board needs --port"),
+])
+def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
+    argv = ["train", "--backend", "iss", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
