@@ -395,13 +395,19 @@ class TrainingStep:
     config : TrainingConfig
     weights : list of LNSTensor, optional
         Initial latent weights ``(out, in)``; :func:`init_weights` by default.
+    matmul : callable, optional
+        ``matmul(a, b, a_precision, b_precision)``, the exact ``a @ b.T`` every product of
+        the step goes through: :func:`popcount_matmul` by default, or
+        :class:`lowbit.device_matmul.DeviceMatmul` to run them on the accelerator (a step is
+        then the same bit for bit, which the tests check).
     """
 
-    def __init__(self, config=None, weights=None):
+    def __init__(self, config=None, weights=None, matmul=None):
         config = TrainingConfig() if config is None else config
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, not {config!r}")
         self.config = config
+        self.matmul = popcount_matmul if matmul is None else matmul
         self.weights = init_weights(config) if weights is None else list(weights)
         for layer, (w, shape) in enumerate(zip(self.weights, self._shapes())):
             if w.shape != shape or (w.bits, w.gamma) != (config.weight_bits,
@@ -429,9 +435,9 @@ class TrainingStep:
         record = ForwardRecord([], [], [], [], [])
         for layer, w in enumerate(self.binary()):
             prec = cfg.input_precision(layer)
-            z = popcount_matmul(h, w, prec, "binary")
+            z = self.matmul(h, w, prec, "binary")
             norm = self.norms[layer]
-            stat_z = z if ref is None else popcount_matmul(ref, w, prec, "binary")
+            stat_z = z if ref is None else self.matmul(ref, w, prec, "binary")
             total, spread = norm.statistics(stat_z)
             params, _, _ = norm.fold_affine(total, spread, stat_z.shape[0],
                                             cfg.norm_gamma(layer), 0.0)
@@ -482,11 +488,11 @@ class TrainingStep:
             bits = cfg.grad_bits[layer]
             dz = norm_backward(dy, fwd.scale[layer], fwd.y[layer][1], bits)
             k = Precision("signed", bits)
-            dw_sum = popcount_matmul(dz.man.T, fwd.inputs[layer].T, k,
+            dw_sum = self.matmul(dz.man.T, fwd.inputs[layer].T, k,
                                      cfg.input_precision(layer))
             dzs[layer], dws[layer] = dz, quantize_gradient(dw_sum, dz.exp, bits)
             if layer > 0:
-                dx_sum = popcount_matmul(dz.man, binary[layer].T, k, "binary")
+                dx_sum = self.matmul(dz.man, binary[layer].T, k, "binary")
                 dx_sum = np.where(fwd.masks[layer - 1], dx_sum, 0)  # straight-through mask
                 dy = quantize_gradient(dx_sum, dz.exp, bits)
         self.weights = [madam_update(w, g.man, cfg.grad_bits[i], cfg.lr_exponent)
