@@ -22,6 +22,7 @@ product itself):
 
 import numpy as np
 
+from .energy import Actions, count_program
 from .golden.xnor_array import Precision
 from .layout import dot_from_acc, pack_act, pack_weights, plane_words, tiles, unpack_scores
 from .program import Program
@@ -42,12 +43,15 @@ class DeviceMatmul:
     stats : dict
         Totals over every call: ``cycles``, ``array_beats``, ``gemms`` (programs run) and
         ``macs`` (binary MACs the core did, every plane pair counted).
+    actions : lowbit.energy.Actions
+        The energy model's action counts of every program run (``lowbit.energy``).
     """
 
     def __init__(self, runtime):
         self.runtime = runtime
         self.config = runtime.config
         self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0}
+        self.actions = Actions()
 
     def __call__(self, a, b, a_precision, b_precision):
         """``a @ b.T`` exactly (``int64``), as :func:`lowbit.golden.training.popcount_matmul`
@@ -130,6 +134,7 @@ class DeviceMatmul:
         for key in ("cycles", "array_beats"):
             self.stats[key] += int(result.stats.get(key, 0))
         self.stats["gemms"] += 1
+        self.actions = self.actions + Actions.total(count_program(program))
         self.stats["macs"] += len(a) * len(s) * a.shape[1] * planes
         acc = unpack_scores(np.asarray(result.outputs[0]).reshape(-1, c.cols), len(a),
                             len(s), c)

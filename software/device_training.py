@@ -22,7 +22,8 @@ import numpy as np
 from .golden.bfp import BFP, dequantize
 from .golden.training import TrainingConfig, TrainingStep, popcount_matmul
 
-__all__ = ["DeviceTrainReport", "train_on_device", "export_model", "evaluate"]
+__all__ = ["DeviceTrainReport", "train_on_device", "export_model", "evaluate",
+           "training_macs", "memory_per_sample", "step_energy"]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,16 @@ class DeviceTrainReport:
         if self.model_accuracy is not None:
             out.append(f"exported model {100 * self.model_accuracy:.2f}% (float batch norms)")
         if self.device:
-            d = self.device
+            d, steps = self.device, max(self.steps, 1)
             out.append(f"accelerator: {d['gemms']:,} GEMM programs, {d['cycles']:,} cycles "
-                       f"({d['cycles'] / max(self.steps, 1):,.0f} a step), "
-                       f"{d['array_beats']:,} array beats, {d['macs']:,} binary MACs")
+                       f"({d['cycles'] / steps:,.0f} a step), {d['array_beats']:,} array "
+                       f"beats, {d['macs']:,} binary MACs")
+            out.append(f"energy of the products: {d['energy_pj_per_step'] / 1e6:.2f} uJ a step "
+                       f"(45 nm model; the same products' MACs in fp32: "
+                       f"{d['fp32_mac_pj_per_step'] / 1e6:.2f} uJ)")
+        ours, full = memory_per_sample(c)
+        out.append(f"kept for the backward pass: {ours:g} bytes a sample (float32 "
+                   f"activations: {full:g})")
         return out
 
 
@@ -145,6 +152,8 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
                          f"{config.sizes[0]} of {config.input_bits} bits")
     matmul = None if runtime is None else DeviceMatmul(runtime)
     step = TrainingStep(config, matmul=matmul)
+    # Evaluation is a report, not part of training: on the host (the same integers).
+    host = TrainingStep(config)
     x_train, x_test = q.quantize(data.x_train), q.quantize(data.x_test)
     rng = np.random.default_rng(seed)
     steps = len(x_train) // config.batch
@@ -158,13 +167,49 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
             result = step.step(x_train[index], data.y_train[index])
             total += float(np.mean(result.loss))
         losses.append(total / steps)
-        accuracies.append(evaluate(step, x_test, data.y_test, x_train))
+        host.weights = step.weights
+        accuracies.append(evaluate(host, x_test, data.y_test, x_train))
         log.info("epoch %d: loss %.4f, test accuracy %.4f", epoch + 1, losses[-1],
                  accuracies[-1])
         if progress is not None:
             progress(epoch + 1, losses[-1], accuracies[-1])
+    device = None
+    if matmul is not None:
+        device = dict(matmul.stats)
+        device.update(step_energy(config, runtime.config, matmul.actions, epochs * steps))
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
-                               accuracies[-1], device=None if matmul is None else matmul.stats,
+                               accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
                                backend=backend or ("host" if runtime is None else "device"))
     return step, report
+
+
+def training_macs(config):
+    """Useful MACs of one training step's products per sample: the forward product of
+    every layer, ``dW`` of every layer and ``dX`` of all but the first (each product's
+    ``K x N`` once, whatever the operand bits)."""
+    pairs = list(zip(config.sizes[:-1], config.sizes[1:]))
+    return 2 * sum(k * n for k, n in pairs) + sum(k * n for k, n in pairs[1:])
+
+
+def memory_per_sample(config):
+    """``(ours, float32)`` bytes a sample keeps for the backward pass: its k-bit input and
+    two bits per hidden activation (sign and straight-through mask), against the input and
+    every layer's output as float32."""
+    hidden = sum(config.sizes[1:-1])
+    ours = (config.sizes[0] * config.input_bits + 2 * hidden) / 8
+    return ours, 4 * sum(config.sizes)
+
+
+def step_energy(config, accelerator, actions, steps, tech=None):
+    """Energy of the products of ``steps`` training steps from their action counts
+    (``lowbit.energy``'s 45 nm table), per step, beside the same products' MACs on a
+    hypothetical fp32 datapath (``energy.mac_energy``, MACs only)."""
+    from . import energy
+
+    tech = energy.default_technology() if tech is None else tech
+    components = energy.energy_of(actions, accelerator, tech)
+    total = sum(components.values())
+    fp32 = training_macs(config) * config.batch * energy.mac_energy(tech, "fp32")
+    return {"energy_pj_per_step": total / steps, "fp32_mac_pj_per_step": fp32,
+            "energy_components_pj_per_step": {k: v / steps for k, v in components.items()}}

@@ -14,7 +14,8 @@ from lowbit.compiler import compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.device_matmul import DeviceMatmul
-from lowbit.device_training import export_model, train_on_device
+from lowbit.device_training import (export_model, memory_per_sample, train_on_device,
+                                     training_macs)
 from lowbit.golden.training import TrainingConfig, TrainingStep
 from lowbit.golden.xnor_array import Precision
 from lowbit.runtime import ISSTransport, Runtime
@@ -141,6 +142,7 @@ def test_training_learns_and_exports_a_model_that_compiles():
                                        epochs=2)
     assert report.steps == 2 * (len(data.x_train) // config.batch)
     assert report.device["gemms"] > 0 and len(report.losses) == 2
+    assert report.device["energy_pj_per_step"] > 0 and report.device["fp32_mac_pj_per_step"] > 0
     assert report.accuracy >= 0.6  # two epochs of a small net; 10% is chance
     q = data.input_quantizer
     model = export_model(step, q.quantize(data.x_train), name="t", dataset="digits",
@@ -153,6 +155,14 @@ def test_training_learns_and_exports_a_model_that_compiles():
     # norm's input to BFP first, so a few images near a boundary may differ.
     assert abs(compiled - report.accuracy) <= 0.03
     assert compiled == float((model.predict(data.x_test) == data.y_test).mean())
+
+
+def test_training_counts_hand_case():
+    # 64-16-16-10: forward and dW of every layer (1,024 + 256 + 160 MACs a sample each),
+    # dX of the upper two (256 + 160).
+    assert training_macs(NET) == 2 * (64 * 16 + 16 * 16 + 16 * 10) + 16 * 16 + 16 * 10
+    # 64 5-bit inputs and 2 bits for each of 32 hidden activations; float32: 106 values.
+    assert memory_per_sample(NET) == ((64 * 5 + 2 * 32) / 8, 4 * 106)
 
 
 def test_training_refuses_a_data_set_of_other_inputs():
@@ -170,7 +180,7 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
                  "--batch-size", "16", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "epoch 1/1: loss" in text and "trained 64-32-32-10 on the iss" in text
-    assert "GEMM programs" in text and f"wrote {out}" in text
+    assert "GEMM programs" in text and "uJ a step" in text and f"wrote {out}" in text
     program = tmp_path / "m.lbp"
     assert main(["compile", str(out), "-o", str(program)]) == 0
 
