@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac", "accelerator", "boards"]
+BENCHMARKS = ["xnor_array", "lightnorm", "lns_mac", "accelerator", "boards", "training"]
 
 
 def main():
