@@ -199,9 +199,11 @@ def format_synth(result):
 
 def cmd_demo(parser, args):
     toolenv.require("lowbit demo", "sim")
-    from .demo import run_demo
+    from .demo import run_demo, run_train_demo
 
-    return run_demo(out_dir=Path(args.output), synth=args.synth)
+    if args.train:
+        return run_train_demo(out_dir=Path(args.output or "build/demo-train"))
+    return run_demo(out_dir=Path(args.output or "build/demo"), synth=args.synth)
 
 
 def cmd_run(parser, args):
@@ -357,9 +359,13 @@ def build_parser():
     add_explore_command(sub)
 
     p = sub.add_parser("demo", help="the main job: train, compile, simulate, synthesise")
-    p.add_argument("-o", "--output", default="build/demo", help="output folder")
+    p.add_argument("-o", "--output", default=None,
+                   help="output folder (default: build/demo, build/demo-train)")
     p.add_argument("--synth", action="store_true",
                    help="also synthesise the accelerator for ECP5-85F (long) for images/s")
+    p.add_argument("--train", action="store_true",
+                   help="the training demo: train the digits BNN with its products on the "
+                   "accelerator (ISS, one step checked on the RTL), then compile and run it")
     p.set_defaults(func=cmd_demo)
     for name, command in sub.choices.items():
         _add_verbosity(command, argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "run_train_demo"]
 
 RTL_IMAGES = 50
 
@@ -164,6 +164,67 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False, rtl=True):
     print(f"  files      {out_dir}/ (model, program, accelerator.v)")
     return 0 if agree or not rtl else 1
 
+
+
+def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
+    """``lowbit demo --train``: train the digits BNN with its products on the accelerator
+    (ISS), check one whole step on the RTL against the golden step, export, compile and
+    run the trained model. Returns 0 when the RTL step is the golden one bit for bit."""
+    from . import datasets, toolenv
+    from .compiler import compile_model
+    from .config.accelerator import AcceleratorConfig
+    from .device_matmul import DeviceMatmul
+    from .device_training import export_model, train_on_device
+    from .golden.training import TrainingConfig, TrainingStep
+    from .runtime import ISSTransport, RTLTransport, Runtime
+
+    toolenv.setup()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = datasets.load("digits")
+    config, accel = TrainingConfig(lr_exponent=4), AcceleratorConfig()
+    q = data.input_quantizer
+    status = 0
+    if rtl:
+        print("[1/3] one training step with its products on the RTL (Verilator; the first "
+              "build takes about a minute) against the golden step", flush=True)
+        x, y = q.quantize(data.x_train[:config.batch]), data.y_train[:config.batch]
+        gold = TrainingStep(config)
+        gold.step(x, y)
+        with RTLTransport(accel) as link:
+            dev = TrainingStep(config, matmul=DeviceMatmul(Runtime(accel, link)))
+            dev.step(x, y)
+        same = all(np.array_equal(a.code, b.code) and np.array_equal(a.sign, b.sign)
+                   for a, b in zip(gold.weights, dev.weights))
+        print(f"      {dev.matmul.stats['gemms']} GEMM programs, "
+              f"{dev.matmul.stats['cycles']:,} cycles: latent weights "
+              f"{'equal to' if same else 'DIFFERENT from'} the golden step's")
+        status = 0 if same else 1
+    print(f"[2/3] training {'-'.join(map(str, config.sizes))} on the ISS: {epochs} epochs of "
+          f"batch {config.batch}, products on the accelerator", flush=True)
+
+    def progress(epoch, loss, accuracy):
+        print(f"      epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy "
+              f"{100 * accuracy:.2f}%", flush=True)
+
+    with ISSTransport(accel) as link:
+        step, report = train_on_device(data, config, runtime=Runtime(accel, link),
+                                       epochs=epochs, progress=progress, backend="iss")
+    for line in report.lines():
+        print(f"      {line}")
+    model = export_model(step, q.quantize(data.x_train), name="digits-device",
+                         dataset=data.name, input_quantizer=q)
+    model_path = out_dir / "digits-device.npz"
+    model.save(model_path)
+    print("[3/3] the trained model compiled and run on the ISS", flush=True)
+    program = compile_model(model, accel, batch=16)
+    with ISSTransport(accel) as link:
+        scores, stats, _ = _run(program, Runtime(accel, link), data.x_test, "ISS")
+    accuracy = float(np.mean(scores.argmax(1) == data.y_test))
+    print(f"      {100 * accuracy:.2f}% on the {len(data.x_test)} test images -> {model_path}; "
+          f"whole demo {time.perf_counter() - t0:.0f} s")
+    return status
 
 if __name__ == "__main__":
     sys.exit(run_demo())

@@ -20,3 +20,14 @@ def test_demo_reports_the_iss_figures(tmp_path, capsys):
     assert abs(macs - 150016 / cycles) <= 150016 / cycles * 0.01 + 1
     assert 0.5 < utilisation <= 1.0
     assert "ISS vs numpy predictions" in out and "energy" in out
+
+
+def test_training_demo_trains_on_the_iss_and_runs_the_model(tmp_path, capsys):
+    from lowbit.demo import run_train_demo
+
+    assert run_train_demo(tmp_path, epochs=1, rtl=False) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1: loss" in out and "GEMM programs" in out
+    assert (tmp_path / "digits-device.npz").exists()
+    accuracy = float(re.search(r"(\d+\.\d+)% on the 360 test images", out).group(1))
+    assert accuracy > 60  # one epoch; 10% is chance
