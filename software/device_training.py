@@ -1,7 +1,7 @@
 """Training a binarized MLP with its products on the accelerator (``lowbit train --backend``).
 
 The step is :class:`lowbit.golden.training.TrainingStep`, bit for bit: its every product
-(the forward layers, the statistics' reference passes, ``dW = dZ^T X`` and ``dX = dZ W``)
+(the forward layers, ``dW = dZ^T X`` and ``dX = dZ W``)
 runs as ``SCORES`` GEMMs on the accelerator behind a :class:`lowbit.runtime.Runtime`
 (:class:`lowbit.device_matmul.DeviceMatmul`): the ISS, the RTL simulation or a board. The
 host does the rest of the step: the LightNorm statistics and their folding, the loss
