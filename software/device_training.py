@@ -158,6 +158,9 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
     x_train, x_test = q.quantize(data.x_train), q.quantize(data.x_test)
     rng = np.random.default_rng(seed)
     steps = len(x_train) // config.batch
+    if steps == 0:
+        raise ValueError(f"a batch of {config.batch} needs at least that many training "
+                         f"images; the {data.name} data set has {len(x_train)}")
     losses, accuracies = [], []
     start = time.perf_counter()
     for epoch in range(epochs):

@@ -172,6 +172,10 @@ def test_training_refuses_a_data_set_of_other_inputs():
         train_on_device(data, TrainingConfig(sizes=(32, 16, 10), grad_bits=(8, 8)))
     with pytest.raises(ValueError, match="epochs must be a positive integer, not 0"):
         train_on_device(data, NET, epochs=0)
+    big = dataclasses.replace(NET, batch=2000)
+    with pytest.raises(ValueError, match="a batch of 2000 needs at least that many training "
+                                         "images; the digits data set has 1437"):
+        train_on_device(data, big)
 
 
 def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
