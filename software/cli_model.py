@@ -86,14 +86,29 @@ def cmd_train(parser, args):
     """``lowbit train``: train, save, print the report."""
     from .train import train
 
-    if args.backend is not None:
+    device = args.backend is not None
+    given = [flag for dest, flag in (HOST_FLAGS if device else DEVICE_FLAGS)
+             if getattr(args, dest, None) not in (None, False, [])]
+    if given:
+        trainer = ("the host trainer (without --backend)" if device
+                   else "the trainer on the accelerator (with --backend)")
+        raise UserError(f"{', '.join(given)}: an option of {trainer} only")
+    if device:
         return _train_on_device(parser, args)
     with refusing(ValueError, TypeError, NotImplementedError):
         model, report = train(args.dataset, args.arch, args.precision, args.hidden,
                               args.epochs, args.seed,
                               progress=not (args.no_progress or args.quietness),
-                              batch_size=args.batch_size or 64, lr=args.lr, twin=not args.no_twin,
-                              channels=args.channels)
+                              batch_size=HOST_BATCH if args.batch_size is None
+                              else args.batch_size,
+                              lr=HOST_LR if args.lr is None else args.lr,
+                              twin=not args.no_twin,
+                              channels=HOST_CHANNELS if args.channels is None else args.channels)
+    return _save_model(args, model, report)
+
+
+def _save_model(args, model, report):
+    """Write the trained model to ``-o`` and print its report."""
     with writing(args.output):
         model.save(args.output)
     for line in report.lines():
@@ -102,9 +117,21 @@ def cmd_train(parser, args):
     return 0
 
 
+#: ``lowbit train`` without ``--backend``: batch, Adam learning rate and CNN channels.
+HOST_BATCH = 64
+HOST_LR = 0.01
+HOST_CHANNELS = (32,)
+#: Options of one trainer only, as (argument destination, flag): their defaults are ``None``,
+#: ``False`` or ``[]``, so any other value was given, and the other trainer refuses it.
+HOST_FLAGS = (("lr", "--lr"), ("no_twin", "--no-twin"), ("channels", "--channels"))
+DEVICE_FLAGS = (("config", "--config"), ("set", "--set"), ("grad_bits", "--grad-bits"),
+                ("port", "--port"), ("baud", "--baud"), ("simulator", "--simulator"))
+
+
 #: ``lowbit train --backend``: epochs and batch of the integer training step by default.
 DEVICE_EPOCHS = 15
 DEVICE_BATCH = 32
+DEVICE_GRAD_BITS = 8
 #: Its learning-rate exponent (the largest gradient moves a weight 2^e LNS codes): 4 reached
 #: 96.4% on digits in 15 epochs where 3 oscillated around 94-95% (docs/training.md).
 DEVICE_LR_EXPONENT = 4
@@ -128,17 +155,24 @@ def _train_on_device(parser, args):
                         "w1a1)")
     if args.backend == "rtl":
         toolenv.require("lowbit train --backend rtl", "sim")
+    from .framing import DEFAULT_BAUD
+
     config = configuration(args, AcceleratorConfig)
-    data = datasets.load(args.dataset)
+    # _transport reads these as `lowbit run` gives them.
+    args.baud = DEFAULT_BAUD if args.baud is None else args.baud
+    args.simulator = "verilator" if args.simulator is None else args.simulator
     hidden = tuple(args.hidden) if args.hidden else TrainingConfig().sizes[1:-1]
-    features = int(np.prod(data.input_shape))
+    grad_bits = DEVICE_GRAD_BITS if args.grad_bits is None else args.grad_bits
     with refusing(ValueError, TypeError):
+        data = datasets.load(args.dataset)
+        features = int(np.prod(data.input_shape))
         training = TrainingConfig(sizes=(features, *hidden, data.classes),
                                   input_bits=data.input_quantizer.bits,
-                                  grad_bits=(args.grad_bits,) * (len(hidden) + 1),
-                                  batch=args.batch_size or DEVICE_BATCH,
+                                  grad_bits=(grad_bits,) * (len(hidden) + 1),
+                                  batch=DEVICE_BATCH if args.batch_size is None
+                                  else args.batch_size,
                                   lr_exponent=DEVICE_LR_EXPONENT, seed=args.seed)
-    epochs = args.epochs or DEVICE_EPOCHS
+    epochs = DEVICE_EPOCHS if args.epochs is None else args.epochs
 
     def report(epoch, loss, accuracy):
         if not (args.no_progress or args.quietness):
@@ -312,15 +346,17 @@ def _add_train_command(sub):
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="w1a1",
                    help="weight and activation bits (a1: sign, +-1)")
     p.add_argument("--hidden", type=_widths, default=None, metavar="N,N",
-                   help="hidden dense layer widths (default: 256,256 for mlp, 256 for cnn)")
-    p.add_argument("--channels", type=_widths, default=(32,), metavar="N,N",
+                   help="hidden dense layer widths (default: 256,256 for mlp, 256 for cnn; "
+                   "128,128 with --backend)")
+    p.add_argument("--channels", type=_widths, default=None, metavar="N,N",
                    help="cnn: output channels of each 3x3 convolution stage (default: 32)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: 60 for digits, 10 for mnist)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch size (default: 64; 32 with --backend)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam's initial learning rate (default: 0.01)")
     p.add_argument("--no-twin", action="store_true",
                    help="skip the unquantized twin (no float reference accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -335,12 +371,13 @@ def _add_train_command(sub):
     from .cli import add_config_arguments
 
     add_config_arguments(device, "the accelerator configuration", "AcceleratorConfig()")
-    device.add_argument("--grad-bits", type=int, default=8,
+    device.add_argument("--grad-bits", type=int, default=None,
                         help="signed gradient bits of every layer (2..8, default 8)")
     device.add_argument("--port", help="serial device of the board backend")
-    device.add_argument("--baud", type=int, default=3_000_000,
-                        help="baud rate of the board backend (the bitstream's)")
-    device.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
-                        help="simulator of the rtl backend")
+    device.add_argument("--baud", type=int, default=None,
+                        help="baud rate of the board backend (default: the bitstream's, "
+                        "3,000,000)")
+    device.add_argument("--simulator", choices=["verilator", "icarus"], default=None,
+                        help="simulator of the rtl backend (default: verilator)")
     p.set_defaults(func=cmd_train)
     return p

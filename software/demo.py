@@ -165,7 +165,6 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False, rtl=True):
     return 0 if agree or not rtl else 1
 
 
-
 def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     """``lowbit demo --train``: train the digits BNN with its products on the accelerator
     (ISS), check one whole step on the RTL against the golden step, export, compile and
@@ -225,6 +224,7 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     print(f"      {100 * accuracy:.2f}% on the {len(data.x_test)} test images -> {model_path}; "
           f"whole demo {time.perf_counter() - t0:.0f} s")
     return status
+
 
 if __name__ == "__main__":
     sys.exit(run_demo())

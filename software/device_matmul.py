@@ -48,8 +48,14 @@ class DeviceMatmul:
     """
 
     def __init__(self, runtime):
+        c = runtime.config
+        if c.score_depth < c.rows:
+            # A block's scores are at least one row tile: `rows` score words.
+            raise ValueError(f"products on the accelerator need score_depth >= rows "
+                             f"({c.rows}) to store one row tile's scores, not "
+                             f"{c.score_depth}")
         self.runtime = runtime
-        self.config = runtime.config
+        self.config = c
         self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0}
         self.actions = Actions()
 
@@ -85,7 +91,8 @@ class DeviceMatmul:
         return self._unsigned(a, precision.bits, s)
 
     def _unsigned(self, a, bits, s):
-        step = self.config.xnor_array.max_act_bits
+        # At most as many planes a GEMM as the array takes and the input memory holds words.
+        step = min(self.config.xnor_array.max_act_bits, self.config.in_depth)
         out = np.zeros((len(a), len(s)), dtype=np.int64)
         for low in range(0, bits, step):
             planes = min(step, bits - low)
@@ -98,7 +105,8 @@ class DeviceMatmul:
         c = self.config
         m, k = a.shape
         n = len(s)
-        k_step = c.max_words * c.word
+        # A block of K fits one tile of weights and one row tile's planes in their memories.
+        k_step = min(c.max_words, c.weight_depth, c.in_depth // planes) * c.word
         out = np.zeros((m, n), dtype=np.int64)
         for k0 in range(0, k, k_step):
             ka, ks = a[:, k0:k0 + k_step], s[:, k0:k0 + k_step]

@@ -22,7 +22,7 @@ import numpy as np
 from .golden.bfp import BFP, dequantize
 from .golden.training import TrainingConfig, TrainingStep, popcount_matmul
 
-__all__ = ["DeviceTrainReport", "train_on_device", "export_model", "evaluate",
+__all__ = ["DeviceTrainReport", "train_on_device", "export_model", "evaluate", "lr_exponent",
            "training_macs", "memory_per_sample", "step_energy"]
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,16 @@ class DeviceTrainReport:
     model_accuracy : float or None
         Test accuracy of the exported model (its float batch norms).
     device : dict
-        The accelerator's totals (:attr:`lowbit.device_matmul.DeviceMatmul.stats`), or
-        ``None`` on the host.
+        ``None`` on the host; else the accelerator's totals
+        (:attr:`lowbit.device_matmul.DeviceMatmul.stats`: ``cycles``, ``array_beats``,
+        ``gemms``, ``macs``) and :func:`step_energy`'s keys (``energy_pj_per_step``,
+        ``fp32_mac_pj_per_step``, ...).
     seconds : float
+        Wall time of the whole run, with each epoch's evaluation on the host.
+    train_seconds : float
+        Wall time of the training steps alone (what training images/s divide by).
+    backend : str
+        Where the products ran (``host``, ``iss``, ``rtl``, ``board``).
     """
 
     config: TrainingConfig
@@ -58,13 +65,21 @@ class DeviceTrainReport:
     device: dict = None
     seconds: float = 0.0
     backend: str = "host"
+    train_seconds: float = 0.0
+
+    @property
+    def images_per_second(self):
+        """Training images a second of the steps alone (0 when none ran)."""
+        images = self.steps * self.config.batch
+        return images / self.train_seconds if self.train_seconds else 0.0
 
     def lines(self):
         c = self.config
         out = [f"trained {'-'.join(map(str, c.sizes))} on the {self.backend}: {self.epochs} "
                f"epochs, {self.steps} steps of batch {c.batch}, gradients "
                f"{'/'.join(map(str, c.grad_bits))} bits, latent weights LNS {c.weight_bits}-bit "
-               f"gamma {c.weight_gamma}, in {self.seconds:.1f} s",
+               f"gamma {c.weight_gamma}, in {self.seconds:.1f} s "
+               f"({self.images_per_second:,.0f} training images/s, evaluation aside)",
                f"test accuracy {100 * self.accuracy:.2f}% (training step, LightNorm "
                f"statistics of the training set)"]
         if self.model_accuracy is not None:
@@ -138,8 +153,9 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
     """Train :class:`TrainingStep` on ``data`` (a :class:`lowbit.datasets.Dataset`) for
     ``epochs`` epochs of shuffled batches (the remainder of each epoch dropped), its
     products on ``runtime`` (``None``: on the host), the learning-rate exponent lowered by
-    one after 60% and again after 85% of the epochs (``schedule``). ``progress(epoch, loss, accuracy)`` is
-    called after every epoch. Returns ``(step, report)``."""
+    one after 60% and again after 85% of the epochs (``schedule``).
+    ``progress(epoch, loss, accuracy)`` is called after every epoch. Returns
+    ``(step, report)``."""
     from .device_matmul import DeviceMatmul
 
     config = TrainingConfig() if config is None else config
@@ -162,21 +178,18 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
         raise ValueError(f"a batch of {config.batch} needs at least that many training "
                          f"images; the {data.name} data set has {len(x_train)}")
     losses, accuracies = [], []
-    start = time.perf_counter()
+    start, train_seconds = time.perf_counter(), 0.0
     for epoch in range(epochs):
-        # A step schedule of the learning-rate exponent (LNS-Madam moves the largest
-        # gradient's weight 2^e codes): e for the first 60% of the epochs, then e - 1,
-        # then e - 2 for the last 15% (not below 0): the accuracy settles instead of
-        # moving 1-2 points from epoch to epoch.
-        drop = (epoch >= 0.6 * epochs) + (epoch >= 0.85 * epochs) if schedule else 0
-        step.config = dataclasses.replace(config,
-                                          lr_exponent=max(0, config.lr_exponent - drop))
+        step.config = dataclasses.replace(config, lr_exponent=lr_exponent(
+            config.lr_exponent, epoch, epochs) if schedule else config.lr_exponent)
         order = rng.permutation(len(x_train))
         total = 0.0
+        began = time.perf_counter()
         for s in range(steps):
             index = order[s * config.batch:(s + 1) * config.batch]
             result = step.step(x_train[index], data.y_train[index])
             total += float(np.mean(result.loss))
+        train_seconds += time.perf_counter() - began
         losses.append(total / steps)
         host.weights = step.weights
         accuracies.append(evaluate(host, x_test, data.y_test, x_train))
@@ -184,6 +197,7 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
                  accuracies[-1])
         if progress is not None:
             progress(epoch + 1, losses[-1], accuracies[-1])
+    step.config = config  # the schedule's last exponent is not the caller's configuration
     device = None
     if matmul is not None:
         device = dict(matmul.stats)
@@ -191,8 +205,18 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
                                accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
-                               backend=backend or ("host" if runtime is None else "device"))
+                               backend=backend or ("host" if runtime is None else "device"),
+                               train_seconds=train_seconds)
     return step, report
+
+
+def lr_exponent(exponent, epoch, epochs):
+    """The learning-rate exponent of ``epoch`` (from 0) of ``epochs``: a step schedule.
+    LNS-Madam moves the largest gradient's weight ``2^e`` codes: ``e`` for the first 60% of
+    the epochs, ``e - 1`` from there, ``e - 2`` for the last 15% (never below 0), so the
+    accuracy settles instead of moving 1-2 points from epoch to epoch."""
+    drop = (epoch >= 0.6 * epochs) + (epoch >= 0.85 * epochs)
+    return max(0, exponent - drop)
 
 
 def training_macs(config):

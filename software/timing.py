@@ -26,12 +26,13 @@ Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats p
   is registered); the program's ``cycles`` end there.
 
 The execute stage pops a ``GEMM`` once it is idle, the ``GEMM`` was pushed two cycles
-before or earlier and its waits held in the previous cycle (the verdict is registered); its tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats
-each, ``m_tiles x pool x n_tiles`` when pooling) start when their beats can go and the result stage will be free when they finish:
-tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
+before or earlier and its waits held in the previous cycle (the verdict is registered); its
+tiles (``m_tiles x n_tiles``, ``B = planes * words`` beats each, ``m_tiles x pool x n_tiles``
+when pooling) start when their beats can go and the result stage will be free when they
+finish: tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles after its start, and
 the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
-``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so tiles start every ``max(B, D)`` cycles and a
-``GEMM``'s first tile no earlier than ``D + K`` after the previous tile minus its own
+``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so
+tiles start every ``max(B, D)`` cycles and a ``GEMM``'s first tile no earlier than ``D + K`` after the previous tile minus its own
 ``K``. The store stage pops a ``STORE`` once it is idle, two cycles after its push at the
 earliest, and a cycle after its wait holds, then sends a
 ``HB``-beat header and ``count * cols * WB`` data beats.

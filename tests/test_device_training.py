@@ -14,8 +14,8 @@ from lowbit.compiler import compile_model, run_model
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.device_matmul import DeviceMatmul
-from lowbit.device_training import (export_model, memory_per_sample, train_on_device,
-                                     training_macs)
+from lowbit.device_training import (export_model, lr_exponent, memory_per_sample,
+                                    train_on_device, training_macs)
 from lowbit.golden.training import TrainingConfig, TrainingStep
 from lowbit.golden.xnor_array import Precision
 from lowbit.runtime import ISSTransport, Runtime
@@ -70,7 +70,35 @@ def test_products_are_split_into_blocks_on_small_memories():
         matmul = DeviceMatmul(Runtime(SMALL, link))
         np.testing.assert_array_equal(matmul(a, b, "int8", "binary"), a @ b.T)
     assert SMALL.max_words * SMALL.word < 600
-    assert matmul.stats["gemms"] >= 3 * 2 * 3
+    # By hand, per chunk of 4 of the int8's 8 planes (2 chunks): K in blocks of 16 words
+    # (256, 256, 88 elements: 16, 16, 6 words). A 16-word block holds 256 // 16 = 16 tiles
+    # of weights (32 rows: 4 blocks and one of 2 rows); 16 tiles of scores leave
+    # 64 // 32 = 2 row tiles (4 rows: 3 blocks), one tile leaves 4 (8 rows: 2 blocks):
+    # 4 * 3 + 2 = 14. The 6-word block: 32 tiles (64 rows: 2 blocks of 1 row tile, 5 blocks
+    # each, and one of 2 rows, 1 block): 11.
+    assert matmul.stats["gemms"] == 2 * (14 + 14 + 11)
+
+
+#: Memories far smaller than an operand's row: 2 words of weights, 4 of inputs and scores.
+TINY = dataclasses.replace(SMALL, in_depth=4, weight_depth=2, act_depth=4, thresh_depth=4,
+                           score_depth=4)
+
+
+@pytest.mark.parametrize("left", ["int8", "binary"])
+def test_products_fit_memories_shallower_than_a_row(left):
+    rng = np.random.default_rng(5)
+    a, b = draw(rng, left, (5, 100)), draw(rng, "int4", (3, 100))
+    with ISSTransport(TINY) as link:
+        matmul = DeviceMatmul(Runtime(TINY, link))
+        np.testing.assert_array_equal(matmul(a, b, left, "int4"), a @ b.T)
+
+
+def test_products_refuse_a_score_memory_below_a_row_tile():
+    config = dataclasses.replace(TINY, score_depth=1)
+    with ISSTransport(config) as link:
+        with pytest.raises(ValueError, match=r"score_depth >= rows \(2\) to store one row "
+                           r"tile's scores, not 1"):
+            DeviceMatmul(Runtime(config, link))
 
 
 def test_products_refuse_bad_operands():
@@ -155,6 +183,18 @@ def test_training_learns_and_exports_a_model_that_compiles():
     # norm's input to BFP first, so a few images near a boundary may differ.
     assert abs(compiled - report.accuracy) <= 0.03
     assert compiled == float((model.predict(data.x_test) == data.y_test).mean())
+    # The schedule lowered the step's exponent while training; the step comes back with the
+    # caller's configuration.
+    assert step.config == config
+    assert report.train_seconds > 0 and report.images_per_second > 0
+
+
+def test_learning_rate_schedule_hand_case():
+    # 10 epochs: 0-5 keep e (6 < 0.6 * 10), 6-8 drop one (8 < 8.5), 9 drops two.
+    assert [lr_exponent(4, e, 10) for e in range(10)] == [4] * 6 + [3] * 3 + [2]
+    # Never below 0; a single epoch keeps e.
+    assert [lr_exponent(1, e, 10) for e in (0, 6, 9)] == [1, 0, 0]
+    assert lr_exponent(3, 0, 1) == 3
 
 
 def test_training_counts_hand_case():
@@ -193,6 +233,10 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
     (["--arch", "cnn"], "--backend trains the binarized MLP only"),
     (["--grad-bits", "9"], "grad_bits"),
     (["--backend", "board"], "--backend board needs --port"),
+    (["--epochs", "0"], "epochs must be a positive integer, not 0"),
+    (["--batch-size", "0"], "batch"),
+    (["--lr", "0.1", "--no-twin"], "--lr, --no-twin: an option of the host trainer (without "
+                                   "--backend) only"),
 ])
 def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     argv = ["train", "--backend", "iss", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")]
@@ -201,3 +245,17 @@ def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grad-bits", "6"], "--grad-bits"),
+    (["--set", "xnor_array.rows=2", "--port", "/dev/null"], "--set, --port"),
+    (["--simulator", "icarus"], "--simulator"),
+])
+def test_cli_refuses_device_options_for_the_host_trainer(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"{message}: an option of the trainer on the accelerator (with --backend) only"
+            in err)

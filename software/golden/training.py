@@ -489,7 +489,7 @@ class TrainingStep:
             dz = norm_backward(dy, fwd.scale[layer], fwd.y[layer][1], bits)
             k = Precision("signed", bits)
             dw_sum = self.matmul(dz.man.T, fwd.inputs[layer].T, k,
-                                     cfg.input_precision(layer))
+                                 cfg.input_precision(layer))
             dzs[layer], dws[layer] = dz, quantize_gradient(dw_sum, dz.exp, bits)
             if layer > 0:
                 dx_sum = self.matmul(dz.man, binary[layer].T, k, "binary")
