@@ -6,7 +6,7 @@ golden model of the same name is :class:`lowbit.golden.lightnorm.LightNorm`, and
 BFP arithmetic is :func:`lowbit.golden.bfp.affine`.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
@@ -136,8 +136,9 @@ class LightNorm(StreamUnit):
     accumulator, finds the output exponent (leading-one detection again) and rounds the
     sums to the output block: six register stages, one per step, because each step is a
     deep chain of LUTs on an iCE40. Threshold modes compare ``x`` with every threshold of its
-    channel and count: two register stages. Statistics update in the last stage, so a statistics
-    read-modify-write never spans stages and back-to-back beats of one group are exact.
+    channel and count: two register stages. Statistics live in a memory word per group (block
+    RAM): read a stage before the last, updated and written back in the last, so back-to-back
+    beats of one group are exact (the read port is transparent to the write).
 
     Flow control is one global ``advance = ~o_stream.valid | o_stream.ready``: every stage,
     the memory read and the statistics registers move only together, so stalls on either
@@ -203,13 +204,14 @@ class LightNorm(StreamUnit):
         params = rport.data
 
         if cfg.output == "bfp":
-            ctl_fin, x_fin, result = self._bfp_path(m, advance, ctl1, x1, params, x_layout,
-                                                    stage)
+            ctl_pre, ctl_fin, x_fin, result = self._bfp_path(m, advance, ctl1, x1, params,
+                                                             x_layout, stage)
         else:
-            ctl_fin, x_fin, result = ctl1, x1, self._threshold_path(m, x1, params)
+            ctl_pre, ctl_fin, x_fin = ctl0, ctl1, x1
+            result = self._threshold_path(m, x1, params)
 
         if cfg.statistics:
-            stats = self._statistics(m, advance, ctl_fin, x_fin)
+            stats = self._statistics(m, advance, ctl_pre, ctl_fin, x_fin)
         else:
             stats = Signal(cfg.stats_layout, name="stats")  # not built: zeros
 
@@ -389,46 +391,49 @@ class LightNorm(StreamUnit):
         for i in range(cfg.block):
             shifted = ys.apply(m, s4.n.s[i], f"ys_{i}")
             m.d.comb += result.man[i].eq(_clip(m, shifted, mmin, mmax, mw, f"my_{i}"))
-        return ctl4, s4.x, result
+        return ctl3, ctl4, s4.x, result
 
     # Range batch-norm statistics ----------------------------------------------------------
 
-    def _statistics(self, m, advance, ctl, x):
-        """Per channel: sum, current chunk max/min, sums of finished chunks' max/min.
-        Returns the ``stats_layout`` value of the beat in ``ctl`` (valid on ``last``)."""
+    def _statistics(self, m, advance, ctl_pre, ctl, x):
+        """Per channel: sum, current chunk max/min, sums of finished chunks' max/min, one
+        memory word per group read a stage ahead (``ctl_pre``'s group) and written back by
+        the beat in ``ctl``. Returns the ``stats_layout`` value of the beat in ``ctl``
+        (valid on ``last``)."""
         cfg = self.config
         ext = cfg.extreme_bits
         stats = Signal(cfg.stats_layout, name="stats")
         update = advance & ctl.valid & (ctl.op == Op.STAT)
         new_chunk = ctl.first | ctl.chunk
+        # Block RAM, not flip-flops: about 100 bits a channel would be 100,000 flip-flops at
+        # 1,024 channels, more than an ECP5-85F has. The read is issued with the beat one stage before the update, so it
+        # sees every earlier beat's write: the one a cycle ahead through the port's
+        # transparency (a write and a read of one group in the same cycle return the
+        # written word), older ones from the memory. Stalls stop both ports together.
+        m.submodules.stats = mem = Memory(shape=cfg.running_stats_layout, depth=cfg.groups,
+                                          init=[])
+        wport = mem.write_port()
+        rport = mem.read_port(domain="sync", transparent_for=(wport,))
+        nxt = Signal(mem.shape, name="st_next")
+        m.d.comb += [
+            rport.addr.eq(ctl_pre.group), rport.en.eq(advance),
+            wport.addr.eq(ctl.group), wport.data.eq(nxt), wport.en.eq(update),
+        ]
         for i in range(cfg.block):
-            regs = {
-                key: [Signal(signed(w), name=f"st_{key}_{gi}_{i}") for gi in range(cfg.groups)]
-                for key, w in (("sum", cfg.sum_bits), ("cmax", cfg.input_width),
-                               ("cmin", cfg.input_width), ("smax", ext), ("smin", ext))}
-            cur = {key: (Array(sigs)[ctl.group] if cfg.groups > 1 else sigs[0])
-                   for key, sigs in regs.items()}
-            nxt = {key: Signal(signed(len(sigs[0])), name=f"st_{key}_next_{i}")
-                   for key, sigs in regs.items()}
-            xi = x[i]
+            cur, new, xi = rport.data[i], nxt[i], x[i]
             m.d.comb += [
-                nxt["sum"].eq(Mux(ctl.first, 0, cur["sum"]) + xi),
-                nxt["smax"].eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur["smax"] + cur["cmax"],
-                                                     cur["smax"]))),
-                nxt["smin"].eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur["smin"] + cur["cmin"],
-                                                     cur["smin"]))),
-                nxt["cmax"].eq(Mux(new_chunk | (xi > cur["cmax"]), xi, cur["cmax"])),
-                nxt["cmin"].eq(Mux(new_chunk | (xi < cur["cmin"]), xi, cur["cmin"])),
+                new.sum.eq(Mux(ctl.first, 0, cur.sum) + xi),
+                new.smax.eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur.smax + cur.cmax, cur.smax))),
+                new.smin.eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur.smin + cur.cmin, cur.smin))),
+                new.cmax.eq(Mux(new_chunk | (xi > cur.cmax), xi, cur.cmax)),
+                new.cmin.eq(Mux(new_chunk | (xi < cur.cmin), xi, cur.cmin)),
             ]
-            for gi in range(cfg.groups):
-                with m.If(update & ((ctl.group == gi) if cfg.groups > 1 else 1)):
-                    m.d.sync += [regs[key][gi].eq(nxt[key]) for key in regs]
             hi = Signal(signed(ext), name=f"st_hi_{i}")
             lo = Signal(signed(ext), name=f"st_lo_{i}")
             m.d.comb += [
-                hi.eq(nxt["smax"] + nxt["cmax"]),
-                lo.eq(nxt["smin"] + nxt["cmin"]),
-                stats[i].sum.eq(nxt["sum"]),
+                hi.eq(new.smax + new.cmax),
+                lo.eq(new.smin + new.cmin),
+                stats[i].sum.eq(new.sum),
                 stats[i].spread.eq(hi - lo),
             ]
         return stats

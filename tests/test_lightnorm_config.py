@@ -71,6 +71,11 @@ def test_derived_widths():
     assert config.replace(sum_width=30).sum_bits == 30
     # max_batch = 1 adds no bits to the sum.
     assert config.replace(max_batch=1).required_sum_width == 12
+    # Memories, per group: 8 channels of 7 thresholds of 13 bits and a flip bit (736), and
+    # the running statistics, 22 + 12 + 12 + 15 + 15 bits a channel (608); 4 groups.
+    assert config.running_stats_layout.size == 8 * 76
+    assert config.memory_bits == 4 * (8 * (7 * 13 + 1) + 8 * 76)
+    assert config.replace(statistics=False).memory_bits == 4 * 8 * (7 * 13 + 1)
 
 
 def test_overrides_and_round_trip():

@@ -105,9 +105,10 @@ class LightNormConfig(ConfigMixin):
         ``k`` of ``multithreshold`` outputs (1..4): ``2^k - 1`` thresholds per channel.
         Ignored (taken as 1) in ``sign`` mode.
     statistics : bool
-        Build the range batch-norm statistics (``STAT`` beats). They keep five registers
-        per channel (about 100 bits: 27,000 flip-flops for 256 channels); an inference-only
-        unit leaves them out, and its ``STAT`` beats then report zero statistics.
+        Build the range batch-norm statistics (``STAT`` beats). They keep five values per
+        channel (:attr:`running_stats_layout`, about 80-100 bits) in a memory of one word
+        per group (block RAM on an FPGA, so 1,024 channels fit); an inference-only unit
+        leaves them out, and its ``STAT`` beats then report zero statistics.
 
     Raises
     ------
@@ -256,6 +257,26 @@ class LightNormConfig(ConfigMixin):
             "sum": signed(self.sum_bits),
             "spread": signed(self.spread_bits),
         }), self.block)
+
+    @property
+    def running_stats_layout(self):
+        """What the unit keeps of one group between ``STAT`` beats (a word of its statistics
+        memory): per channel the running sum, the current chunk's max and min and the sums
+        of the finished chunks' maxima and minima."""
+        ext = self.extreme_bits
+        return data.ArrayLayout(data.StructLayout({
+            "sum": signed(self.sum_bits), "cmax": signed(self.input_width),
+            "cmin": signed(self.input_width), "smax": signed(ext), "smin": signed(ext),
+        }), self.block)
+
+    @property
+    def memory_bits(self):
+        """Bits of the unit's memories: one parameter word per group, and one statistics
+        word per group when ``statistics`` is built."""
+        per_group = self.param_layout.size
+        if self.statistics:
+            per_group += self.running_stats_layout.size
+        return self.groups * per_group
 
     @property
     def result_layout(self):
