@@ -99,6 +99,9 @@ UNITS = {unit.name: unit for unit in [
                       "synth_ecp5 -run map_cells:"))),
     Unit("int8-mac", "lowbit.config.int8_mac:Int8MacConfig", "lowbit.hw.int8_mac:Int8Mac",
          "lowbit.sim.int8_mac_tb", "int8_mac", "lowbit.units:_lanes"),
+    Unit("madam-update", "lowbit.config.madam:MadamUpdateConfig",
+         "lowbit.hw.madam_update:MadamUpdate", "lowbit.sim.madam_update_tb", "madam_update",
+         "lowbit.units:_lanes"),
 ]}
 
 
