@@ -92,6 +92,9 @@ class DeviceTrainReport:
             out.append(f"energy of the products: {d['energy_pj_per_step'] / 1e6:.2f} uJ a step "
                        f"(45 nm model; the same products' MACs in fp32: "
                        f"{d['fp32_mac_pj_per_step'] / 1e6:.2f} uJ)")
+            out.append(f"the rest of the step (statistics, norms, softmax, requantisation, "
+                       f"update): {d['host_pj_per_step'] / 1e6:.3f} uJ of integer arithmetic; "
+                       f"the whole step in fp32 arithmetic: {d['fp32_step_pj'] / 1e6:.2f} uJ")
         ours, full = memory_per_sample(c)
         out.append(f"kept for the backward pass: {ours:g} bytes a sample (float32 "
                    f"activations: {full:g})")
@@ -239,12 +242,19 @@ def memory_per_sample(config):
 def step_energy(config, accelerator, actions, steps, tech=None):
     """Energy of the products of ``steps`` training steps from their action counts
     (``lowbit.energy``'s 45 nm table), per step, beside the same products' MACs on a
-    hypothetical fp32 datapath (``energy.mac_energy``, MACs only)."""
+    hypothetical fp32 datapath (``energy.mac_energy``, MACs only); the step's per-element
+    part (``host_pj_per_step``) and the whole step in fp32 arithmetic (``fp32_step_pj``)
+    from :mod:`lowbit.training_energy`'s operation counts."""
     from . import energy
+
+    from .training_energy import fp32_operations, host_operations, operations_energy
 
     tech = energy.default_technology() if tech is None else tech
     components = energy.energy_of(actions, accelerator, tech)
     total = sum(components.values())
     fp32 = training_macs(config) * config.batch * energy.mac_energy(tech, "fp32")
+    host = operations_energy(host_operations(config), tech)
     return {"energy_pj_per_step": total / steps, "fp32_mac_pj_per_step": fp32,
-            "energy_components_pj_per_step": {k: v / steps for k, v in components.items()}}
+            "energy_components_pj_per_step": {k: v / steps for k, v in components.items()},
+            "host_pj_per_step": sum(host.values()), "host_components_pj_per_step": host,
+            "fp32_step_pj": sum(operations_energy(fp32_operations(config), tech).values())}

@@ -253,6 +253,7 @@ DEFAULT_FITS = {("xnor-array", "ice40"): True, ("xnor-array", "ecp5"): True,
                 ("bn-conventional", "ice40"): False, ("bn-conventional", "ecp5"): True,
                 ("lns-mac", "ice40"): True, ("lns-mac", "ecp5"): True,
                 ("int8-mac", "ice40"): True, ("int8-mac", "ecp5"): True,
+                ("madam-update", "ice40"): True, ("madam-update", "ecp5"): True,
                 ("accelerator", "ice40"): False, ("accelerator", "ecp5"): True}
 
 

@@ -15,8 +15,9 @@ from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.device_matmul import DeviceMatmul
 from lowbit.device_training import (export_model, lr_exponent, memory_per_sample,
-                                    train_on_device, training_macs)
+                                    step_energy, train_on_device, training_macs)
 from lowbit.golden.training import TrainingConfig, TrainingStep
+from lowbit.training_energy import fp32_operations, host_operations, operations_energy
 from lowbit.golden.xnor_array import Precision
 from lowbit.runtime import ISSTransport, Runtime
 
@@ -203,6 +204,25 @@ def test_training_counts_hand_case():
     assert training_macs(NET) == 2 * (64 * 16 + 16 * 16 + 16 * 10) + 16 * 16 + 16 * 10
     # 64 5-bit inputs and 2 bits for each of 32 hidden activations; float32: 106 values.
     assert memory_per_sample(NET) == ((64 * 5 + 2 * 32) / 8, 4 * 106)
+
+
+def test_training_energy_hand_case():
+    # NET: 64-16-16-10, batch 16; 1,440 weights. The 45 nm table: int_add_8 0.03 pJ,
+    # fp_mul_32 3.7, fp_add_32 0.9.
+    host = operations_energy(host_operations(NET))
+    assert host["update"] == pytest.approx(3 * 0.03 * 1440)   # 8-bit LNS codes: 3 adds
+    fp32 = operations_energy(fp32_operations(NET))
+    assert fp32["update"] == pytest.approx(1440 * (3.7 + 0.9))
+    assert fp32["products"] == pytest.approx(16 * training_macs(NET) * (3.7 + 0.9))
+    # Softmax: per logit an 8-bit and a 32-bit multiply (0.2 + 3.1) and a 32-bit add (0.1).
+    assert host["softmax"] == pytest.approx(16 * 10 * (0.2 + 3.1 + 0.1))
+    with ISSTransport(AcceleratorConfig()) as link:
+        matmul = DeviceMatmul(Runtime(AcceleratorConfig(), link))
+        a, b = np.ones((2, 64), dtype=np.int64), np.ones((3, 64), dtype=np.int64)
+        matmul(a, b, "binary", "binary")
+    energy = step_energy(NET, AcceleratorConfig(), matmul.actions, 1)
+    assert energy["host_pj_per_step"] == pytest.approx(sum(host.values()))
+    assert energy["fp32_step_pj"] == pytest.approx(sum(fp32.values()))
 
 
 def test_training_refuses_a_data_set_of_other_inputs():
