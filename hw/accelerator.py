@@ -211,12 +211,6 @@ class Accelerator(wiring.Component):
         # set when the counters move (an equality of the wide counters sat on the UP5K
         # board's critical path, through the end-of-GEMM test into the counters' enables).
         last_ct, last_rt = Signal(), Signal()
-        # Likewise the word, plane and pooling counters (w == words_m1, p == planes_m1,
-        # qi == pool_m1): their equalities led into the tile counters' next values (the
-        # iCEBreaker board's critical path once the front end's was cut).
-        last_word, last_plane = Signal(), Signal()
-        # The last tile of a pooling window (every tile without pooling).
-        last_q = Const(1) if cfg.max_pool == 1 else Signal()
         head_ok = Signal()
         waits_held = Signal()
         hg = g_head.op
@@ -241,10 +235,7 @@ class Accelerator(wiring.Component):
                          dst_tile.eq(hg.dst_addr), field.eq(0), qi.eq(0)]
         # The cycle after the pop, no beat is issued and the sizes are the new GEMM's.
         with m.If(fresh):
-            m.d.sync += [last_ct.eq(n_tiles_m1 == 0), last_rt.eq(m_tiles_m1 == 0),
-                         last_word.eq(words_m1 == 0), last_plane.eq(planes_m1 == 0)]
-            if cfg.max_pool > 1:
-                m.d.sync += last_q.eq(pool_m1 == 0)
+            m.d.sync += [last_ct.eq(n_tiles_m1 == 0), last_rt.eq(m_tiles_m1 == 0)]
         # The head's per-instruction sizes, computed while the stage is idle (the head is
         # the entry the next pop takes): off the pop's path.
         with m.If(~running):
@@ -277,7 +268,10 @@ class Accelerator(wiring.Component):
         hold = running & ~fresh & tile_start & behind
         issue = Signal()
         m.d.comb += issue.eq(running & ~fresh & ~hold)
+        last_word, last_plane = w == words_m1, p == planes_m1
         tile_end = last_word & last_plane
+        # The last tile of a pooling window (every tile without pooling).
+        last_q = Const(1) if cfg.max_pool == 1 else qi == pool_m1
         with m.If(issue & tile_start):
             m.d.sync += [ahead.eq(reserve), behind.eq(reserve_gt)]
         with m.Elif(ahead != 0):
@@ -305,24 +299,16 @@ class Accelerator(wiring.Component):
             ctx.merge.eq(qi != 0),
         ]
         with m.If(issue):
-            m.d.sync += [w.eq(w + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1),
-                         last_word.eq(w + 1 == words_m1)]
+            m.d.sync += [w.eq(w + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1)]
             with m.If(last_word):
-                m.d.sync += [w.eq(0), p.eq(p + 1), b_ptr.eq(b_tile),
-                             last_word.eq(words_m1 == 0), last_plane.eq(p + 1 == planes_m1)]
-            with m.If(tile_end):
-                m.d.sync += [p.eq(0), last_plane.eq(planes_m1 == 0)]
+                m.d.sync += [w.eq(0), p.eq(p + 1), b_ptr.eq(b_tile)]
             with m.If(tile_end & ~last_q):
                 # Within a pooling window: the window's next row tile follows on in the
                 # operand memory (a_ptr runs on), against the same column tile's weights.
-                m.d.sync += [qi.eq(qi + 1), b_ptr.eq(b_tile)]
-                if cfg.max_pool > 1:
-                    m.d.sync += last_q.eq(qi + 1 == pool_m1)
+                m.d.sync += [p.eq(0), qi.eq(qi + 1), b_ptr.eq(b_tile)]
             with m.If(tile_end & last_q):
-                m.d.sync += [qi.eq(0), ct.eq(ct + 1), field.eq(field + 1),
+                m.d.sync += [p.eq(0), qi.eq(0), ct.eq(ct + 1), field.eq(field + 1),
                              last_ct.eq(ct + 1 == n_tiles_m1)]
-                if cfg.max_pool > 1:
-                    m.d.sync += last_q.eq(pool_m1 == 0)
                 # The next column tile re-reads this row block; its weights follow on.
                 m.d.sync += [a_ptr.eq(a_tile), b_tile.eq(b_tile + f.words),
                              b_ptr.eq(b_tile + f.words), thr_tile.eq(thr_tile + thr_count)]
@@ -569,7 +555,10 @@ class Accelerator(wiring.Component):
                             m.d.sync += halt.eq(ops[Opcode.HALT].status)
                             m.next = "HALT"
                         with m.Case(Opcode.LOAD.value):
-                            m.d.sync += load_ok.eq(0)
+                            m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
+                                         beat_no.eq(0), load_ok.eq(0),
+                                         l_last_beat.eq(word_of == 1),
+                                         l_last_word.eq(lo.count == 1)]
                             m.next = "LOAD_WAIT"
                         # A GEMM or STORE goes into its stage's queue with a snapshot of
                         # the other stage's dispatch count.
@@ -584,13 +573,7 @@ class Accelerator(wiring.Component):
                                                  index.eq(index + 1)]
                                     m.next = "FETCH"
             with m.State("LOAD_WAIT"):
-                # The LOAD's set-up, from the instruction register (unchanged until the next
-                # fetch): here rather than in DECODE, so the load pointer's enable does not
-                # hang off DECODE's opcode and legality decisions (the iCEBreaker's
-                # critical path). LOAD_WAIT lasts two cycles at least (load_ok starts at 0).
-                m.d.sync += [load_ok.eq(waits_met), lptr.eq(lo.addr), lwords.eq(lo.count),
-                             lbuf.eq(lo.buffer), beat_no.eq(0), l_last_beat.eq(word_of == 1),
-                             l_last_word.eq(lo.count == 1)]
+                m.d.sync += load_ok.eq(waits_met)
                 with m.If(load_ok):
                     m.next = "LOAD"
             with m.State("LOAD"):
