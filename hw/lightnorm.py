@@ -405,22 +405,32 @@ class LightNorm(StreamUnit):
         stats = Signal(cfg.stats_layout, name="stats")
         update = advance & ctl.valid & (ctl.op == Op.STAT)
         new_chunk = ctl.first | ctl.chunk
-        # Block RAM, not flip-flops: about 100 bits a channel would be 100,000 flip-flops at
-        # 1,024 channels, more than an ECP5-85F has. The read is issued with the beat one stage before the update, so it
-        # sees every earlier beat's write: the one a cycle ahead through the port's
-        # transparency (a write and a read of one group in the same cycle return the
-        # written word), older ones from the memory. Stalls stop both ports together.
-        m.submodules.stats = mem = Memory(shape=cfg.running_stats_layout, depth=cfg.groups,
-                                          init=[])
-        wport = mem.write_port()
-        rport = mem.read_port(domain="sync", transparent_for=(wport,))
-        nxt = Signal(mem.shape, name="st_next")
-        m.d.comb += [
-            rport.addr.eq(ctl_pre.group), rport.en.eq(advance),
-            wport.addr.eq(ctl.group), wport.data.eq(nxt), wport.en.eq(update),
-        ]
+        nxt = Signal(cfg.running_stats_layout, name="st_next")
+        if cfg.groups == 1:
+            # One group: a register is the whole memory (a one-word RAM would add the
+            # transparency's bypass register and multiplexer, about 10% of the unit).
+            held = Signal(cfg.running_stats_layout, name="st_held")
+            with m.If(update):
+                m.d.sync += held.eq(nxt)
+            cur_stats = held
+        else:
+            # Block RAM, not flip-flops: about 100 bits a channel would be 100,000
+            # flip-flops at 1,024 channels, more than an ECP5-85F has. The read is issued
+            # with the beat one stage before the update, so it sees every earlier beat's
+            # write: the one a cycle ahead through the port's transparency (a write and a
+            # read of one group in the same cycle return the written word), older ones from
+            # the memory. Stalls stop both ports together.
+            m.submodules.stats = mem = Memory(shape=cfg.running_stats_layout,
+                                              depth=cfg.groups, init=[])
+            wport = mem.write_port()
+            rport = mem.read_port(domain="sync", transparent_for=(wport,))
+            m.d.comb += [
+                rport.addr.eq(ctl_pre.group), rport.en.eq(advance),
+                wport.addr.eq(ctl.group), wport.data.eq(nxt), wport.en.eq(update),
+            ]
+            cur_stats = rport.data
         for i in range(cfg.block):
-            cur, new, xi = rport.data[i], nxt[i], x[i]
+            cur, new, xi = cur_stats[i], nxt[i], x[i]
             m.d.comb += [
                 new.sum.eq(Mux(ctl.first, 0, cur.sum) + xi),
                 new.smax.eq(Mux(ctl.first, 0, Mux(ctl.chunk, cur.smax + cur.cmax, cur.smax))),

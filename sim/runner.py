@@ -1,8 +1,8 @@
 """Build and run cocotb testbenches on lowbit's generated Verilog.
 
 Builds are cached per (design, simulator, waves, cocotb installation): the Verilog text is
-hashed, so a changed configuration or changed gateware builds anew while a repeated run (or a second test on the
-same configuration) reuses the Verilator/Icarus build. Concurrent pytest workers share the
+hashed, so a changed configuration or changed gateware builds anew while a repeated run
+(or a second test on the same configuration) reuses the Verilator/Icarus build. Concurrent pytest workers share the
 cache safely through a lock file per build.
 """
 

@@ -289,7 +289,8 @@ def test_cli_bitstream_that_does_not_fit(tmp_path, monkeypatch, capsys):
 
     figures = {"board": "icebreaker", "part": "iCE40UP5K-SG48", "config": "big.json",
                "baud": 3000000, "baud_error": 0.0, "cycles_per_bit": 8, "luts": 6102,
-               "luts_available": 5280, "bram": 12, "bram_available": 30, "spram": 4, "dsp": 4, "fits": False,
+               "luts_available": 5280, "bram": 12, "bram_available": 30, "spram": 4, "dsp": 4,
+               "fits": False,
                "over": {"ICESTORM_LC": [6102, 5280]}}
 
     def build(*args, **kwargs):

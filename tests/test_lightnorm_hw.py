@@ -12,7 +12,7 @@ from lowbit.golden.lightnorm import LightNorm as LightNormModel
 from lowbit.golden.lightnorm import fold_thresholds
 from lowbit.hw.lightnorm import LightNorm
 from lowbit.sim.amaranth_streams import run_stream_test
-from lowbit.sim.lightnorm_vectors import random_beats
+from lowbit.sim.lightnorm_vectors import random_beats, random_blocks, random_params
 
 CONFIGS = {
     "bfp-2groups": dict(channels=8, block=4, mantissa=6, exponent=4, input_width=10),
@@ -43,6 +43,24 @@ def test_random_beats_with_stalls(name):
     assert len(got) == len(expected)
     for n, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"result {n}: got {g}, expected {e}"
+
+
+@pytest.mark.parametrize("name", ["bfp-2groups", "sign"])
+def test_statistics_of_one_group_back_to_back(name):
+    # Several groups keep their statistics in a memory read a stage ahead of the write:
+    # a batch sent group by group puts every beat right behind one of its own group (the
+    # read sees the write of the cycle through the port's transparency).
+    config = LightNormConfig(max_batch=64, **CONFIGS[name])
+    assert config.groups > 1
+    rng = np.random.default_rng(11)
+    model = LightNormModel(config)
+    beats = model.load_beats([random_params(config, rng) for _ in range(config.groups)])
+    x = np.array(random_blocks(config, rng, 20 * config.groups)).reshape(20, -1)
+    stats = model.stat_beats(x)
+    beats += sorted(stats, key=lambda b: b["group"])   # stable: samples in order per group
+    for seed, stall in ((1, 0.0), (2, 0.4)):
+        got, expected, _ = _run(config, beats, idle=0.0, stall=stall, seed=seed)
+        assert got == expected and len(expected) == config.groups
 
 
 @pytest.mark.parametrize("output", ["bfp", "sign"])
