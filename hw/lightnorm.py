@@ -138,7 +138,8 @@ class LightNorm(StreamUnit):
     deep chain of LUTs on an iCE40. Threshold modes compare ``x`` with every threshold of its
     channel and count: two register stages. Statistics live in a memory word per group (block
     RAM): read a stage before the last, updated and written back in the last, so back-to-back
-    beats of one group are exact (the read port is transparent to the write).
+    beats of one group are exact (the read port is transparent to the write); a one-group
+    unit keeps them in a register.
 
     Flow control is one global ``advance = ~o_stream.valid | o_stream.ready``: every stage,
     the memory read and the statistics registers move only together, so stalls on either
@@ -414,7 +415,7 @@ class LightNorm(StreamUnit):
                 m.d.sync += held.eq(nxt)
             cur_stats = held
         else:
-            # Block RAM, not flip-flops: about 100 bits a channel would be 100,000
+            # Block RAM, not flip-flops: 80-100 bits a channel would be about 84,000
             # flip-flops at 1,024 channels, more than an ECP5-85F has. The read is issued
             # with the beat one stage before the update, so it sees every earlier beat's
             # write: the one a cycle ahead through the port's transparency (a write and a

@@ -2,8 +2,8 @@
 
 Builds are cached per (design, simulator, waves, cocotb installation): the Verilog text is
 hashed, so a changed configuration or changed gateware builds anew while a repeated run
-(or a second test on the same configuration) reuses the Verilator/Icarus build. Concurrent pytest workers share the
-cache safely through a lock file per build.
+(or a second test on the same configuration) reuses the Verilator/Icarus build. Concurrent
+pytest workers share the cache safely through a lock file per build.
 """
 
 import contextlib

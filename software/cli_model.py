@@ -88,7 +88,7 @@ def cmd_train(parser, args):
 
     device = args.backend is not None
     given = [flag for dest, flag in (HOST_FLAGS if device else DEVICE_FLAGS)
-             if getattr(args, dest, None) not in (None, False, [])]
+             if _given(getattr(args, dest, None))]
     if given:
         trainer = ("the host trainer (without --backend)" if device
                    else "the trainer on the accelerator (with --backend)")
@@ -105,6 +105,12 @@ def cmd_train(parser, args):
                               twin=not args.no_twin,
                               channels=HOST_CHANNELS if args.channels is None else args.channels)
     return _save_model(args, model, report)
+
+
+def _given(value):
+    """Whether an option whose default is ``None``, ``False`` (a flag) or ``[]`` (repeated)
+    was given: by identity, so a given ``0`` counts."""
+    return not (value is None or value is False or (isinstance(value, list) and not value))
 
 
 def _save_model(args, model, report):
@@ -189,12 +195,7 @@ def _train_on_device(parser, args):
     model = export_model(step, q.quantize(data.x_train), name=f"{args.dataset}-device",
                          dataset=data.name, input_quantizer=q)
     result.model_accuracy = float((model.predict(data.x_test) == data.y_test).mean())
-    with writing(args.output):
-        model.save(args.output)
-    for line in result.lines():
-        print(line)
-    print(f"wrote {args.output}")
-    return 0
+    return _save_model(args, model, result)
 
 
 def cmd_compile(parser, args):

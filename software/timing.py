@@ -33,9 +33,9 @@ finish: tile ``i``'s last accumulation lands ``K = B + 1 + pipeline`` cycles aft
 the result stage then needs it for ``D`` cycles (``T + out_bits - 1`` for ``THRESHOLD``,
 ``T = 2^out_bits - 1`` compares and room for the plane writes; ``rows`` for ``SCORES``), so
 tiles start every ``max(B, D)`` cycles and a ``GEMM``'s first tile no earlier than
-``D + K`` after the previous tile minus its own ``K``. The store stage pops a ``STORE`` once it is idle, two cycles after its push at the
-earliest, and a cycle after its wait holds, then sends a
-``HB``-beat header and ``count * cols * WB`` data beats.
+``D + K`` after the previous tile minus its own ``K``. The store stage pops a ``STORE``
+once it is idle, two cycles after its push at the earliest, and a cycle after its wait
+holds, then sends a ``HB``-beat header and ``count * cols * WB`` data beats.
 """
 
 import dataclasses

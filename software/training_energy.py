@@ -22,7 +22,7 @@ def _layers(config):
 
 def host_operations(config):
     """``{(part, operation): count}`` of one step's per-element work in lowbit's formats;
-    ``operation`` is ``("int_add", bits)`` or ``("int_mul", 8)``."""
+    ``operation`` is ``("int_add", bits)`` or ``("int_mul", 8 | 32)``."""
     n = config.batch
     ops = collections.Counter()
     for layer, (fan_in, width) in enumerate(_layers(config)):

@@ -127,7 +127,8 @@ DEVICES = {"ice40": {"part": "iCE40UP5K", "cells": 5280, "memory_bits": 30 * 409
 #: keeps them, and its parameters, in block RAM (:attr:`LightNormConfig.memory_bits`), so
 #: its channels cost little logic: measured 3,946 cells at 64 channels in blocks of 2 on
 #: iCE40, 20,127 at 1,024 in blocks of 16 (12-bit inputs) on ECP5. Its sign mode is
-#: assumed to scale as the BFP mode does with channels (not measured since).
+#: assumed to scale as the BFP mode does with channels (not measured since). A one-group
+#: LightNorm keeps its statistics in flip-flops: :data:`_ONE_GROUP_PER_CHANNEL` applies.
 _CELLS = {
     ("lightnorm", "ice40", "bfp"): (1382, 8, 649), ("lightnorm", "ecp5", "bfp"): (1258, 0, 0),
     ("lightnorm", "ice40", "sign"): (485, 8, 0), ("lightnorm", "ecp5", "sign"): (485, 8, 0),
@@ -136,6 +137,10 @@ _CELLS = {
     ("lns-mac", "ice40", None): (732, 0, 0), ("lns-mac", "ecp5", None): (754, 0, 0),
     ("int8-mac", "ice40", None): (236, 0, 0), ("int8-mac", "ecp5", None): (48, 0, 0),
 }
+#: Cells per channel of a one-group LightNorm, whose statistics are flip-flops (the fit of
+#: the figures above from before the statistics moved to block RAM).
+_ONE_GROUP_PER_CHANNEL = {("ice40", "bfp"): 171, ("ecp5", "bfp"): 167, ("ice40", "sign"): 60,
+                          ("ecp5", "sign"): 60}
 #: Cells per binary MAC of the XNOR array (binary-only, or 1..8-bit capable), measured.
 _CELLS_PER_MAC = {("ice40", True): 4.6, ("ice40", False): 7.4, ("ecp5", True): 6.4,
                   ("ecp5", False): 8.4}
@@ -169,6 +174,8 @@ def estimate(unit, config, target):
     if figures is None:
         return None, bits
     per_lane, per_channel, fixed = figures
+    if unit.name == "lightnorm" and config.groups == 1:
+        per_channel = _ONE_GROUP_PER_CHANNEL[target, variant]
     return (per_lane * getattr(config, _lanes_field(unit))
             + per_channel * getattr(config, "channels", 0) + fixed), bits
 

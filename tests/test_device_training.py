@@ -257,6 +257,7 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
     (["--batch-size", "0"], "batch"),
     (["--lr", "0.1", "--no-twin"], "--lr, --no-twin: an option of the host trainer (without "
                                    "--backend) only"),
+    (["--lr", "0"], "--lr: an option of the host trainer"),   # a given 0 counts
 ])
 def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     argv = ["train", "--backend", "iss", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")]
@@ -271,6 +272,7 @@ def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     (["--grad-bits", "6"], "--grad-bits"),
     (["--set", "xnor_array.rows=2", "--port", "/dev/null"], "--set, --port"),
     (["--simulator", "icarus"], "--simulator"),
+    (["--grad-bits", "0", "--baud", "0"], "--grad-bits, --baud"),
 ])
 def test_cli_refuses_device_options_for_the_host_trainer(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as info:

@@ -76,6 +76,8 @@ def test_derived_widths():
     assert config.running_stats_layout.size == 8 * 76
     assert config.memory_bits == 4 * (8 * (7 * 13 + 1) + 8 * 76)
     assert config.replace(statistics=False).memory_bits == 4 * 8 * (7 * 13 + 1)
+    # One group keeps its statistics in a register: only the parameters are memory.
+    assert config.replace(channels=8).memory_bits == 8 * (7 * 13 + 1)
 
 
 def test_overrides_and_round_trip():

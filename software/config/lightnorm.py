@@ -107,8 +107,9 @@ class LightNormConfig(ConfigMixin):
     statistics : bool
         Build the range batch-norm statistics (``STAT`` beats). They keep five values per
         channel (:attr:`running_stats_layout`, about 80-100 bits) in a memory of one word
-        per group (block RAM on an FPGA, so 1,024 channels fit); an inference-only unit
-        leaves them out, and its ``STAT`` beats then report zero statistics.
+        per group (block RAM on an FPGA, so 1,024 channels fit; one group: a register); an
+        inference-only unit leaves them out, and its ``STAT`` beats then report zero
+        statistics.
 
     Raises
     ------
@@ -272,9 +273,11 @@ class LightNormConfig(ConfigMixin):
     @property
     def memory_bits(self):
         """Bits of the unit's memories: one parameter word per group, and one statistics
-        word per group when ``statistics`` is built."""
+        word per group when ``statistics`` is built with more than one group (one group
+        keeps its statistics in a register). A lower bound on the block RAM used: the
+        words are wide and shallow, so each takes whole primitives."""
         per_group = self.param_layout.size
-        if self.statistics:
+        if self.statistics and self.groups > 1:
             per_group += self.running_stats_layout.size
         return self.groups * per_group
 
