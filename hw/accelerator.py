@@ -23,9 +23,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
-from ..isa import (DATA_HEADER, LOAD_BUFFERS, STATUS_RECORD, STORE_BUFFERS, Buffer, GemmMode,
-                   Opcode, Record, Status, instruction_set)
+from ..config.madam import MadamUpdateConfig
+from ..isa import (DATA_HEADER, STATUS_RECORD, Buffer, GemmMode, Opcode, Record, Status,
+                   instruction_set)
 from .core_memory import CoreMemory
+from .madam_update import MadamUpdate
 from .pe_array import PEArray
 from .result_stage import ResultStage, tile_context
 
@@ -81,7 +83,7 @@ class Accelerator(wiring.Component):
         raw = data.View(isa.raw_layout, ir.as_value())
         operands = ir.as_value()[isa.layout["operands"].offset:]
         bad_any = Const(0)
-        for op in Opcode:
+        for op in isa.opcodes:
             view = data.View(isa.raw_operands[op], operands[:isa.raw_operands[op].size])
             conds = []
             for name, field in isa.operands[op]:
@@ -90,9 +92,9 @@ class Accelerator(wiring.Component):
                 if isinstance(shape, type) and issubclass(shape, enum.Enum):
                     allowed = list(shape)
                     if op == Opcode.LOAD and name == "buffer":
-                        allowed = LOAD_BUFFERS
+                        allowed = isa.load_buffers
                     if op == Opcode.STORE and name == "buffer":
-                        allowed = STORE_BUFFERS
+                        allowed = isa.store_buffers
                     if op == Opcode.GEMM and name == "a_buffer":
                         allowed = (Buffer.IN, Buffer.ACT)
                     ok = Const(0)
@@ -115,11 +117,84 @@ class Accelerator(wiring.Component):
                 bad = bad | c
             bad_any = bad_any | ((raw.opcode == op.value) & bad)
         known = Const(0)
-        for op in Opcode:
+        for op in isa.opcodes:
             known = known | (raw.opcode == op.value)
         illegal = Signal()
         m.d.comb += illegal.eq(~known | bad_any)
         return illegal
+
+    def _update_unit(self, m, mems, uo, cnt, outstanding, stores_idle):
+        """The datapath of ``UPDATE`` (a training configuration): the latent word's bit
+        planes shifted past a :class:`MadamUpdate` of ``link / 8`` lanes, one gradient byte
+        a lane per link beat, and the updated planes shifted into a second register. The
+        front end's states drive it through the returned signals: ``read`` (the latent
+        word's read), ``latch``, ``feed`` (a gradient beat taken), ``write`` (the updated
+        word and its signs written); it reports ``waits_met``, ``last_beat``,
+        ``collected`` (every lane of the word is back) and ``last_word``."""
+        cfg = self.config
+        C, W, LB, LT = cfg.cols, cfg.word, cfg.host_link_bits, cfg.latent_bits
+        n = LB // 8
+        per_word = W // n
+        mcfg = MadamUpdateConfig(lanes=n, bits=LT, grad_bits=8, lr_headroom=6)
+        m.submodules.madam = mu = MadamUpdate(mcfg)
+        sig = {name: Signal(name=f"upd_{name}") for name in ("read", "latch", "feed", "write")}
+        lptr = Signal(range(cfg.latent_depth))
+        wptr = Signal(range(cfg.weight_depth * C))
+        left = Signal(range(cfg.latent_depth + 1))
+        lr = Signal(range(mcfg.max_lr_exponent + 1))
+        lat = Signal(LT * W)    # the word's planes, shifted down n bits a beat
+        new = Signal(LT * W)    # the updated planes, shifted in from the top
+        beat = Signal(range(per_word))
+        outs = Signal(range(per_word))
+        last_beat, collected = Signal(), Signal()
+        g_read = outstanding(cnt["g_disp"], cnt["g_read"])
+        g_written = outstanding(cnt["g_disp"], cnt["g_written"])
+        waits_met = Signal()
+        m.d.comb += waits_met.eq((g_read <= uo.unread) & (g_written <= uo.unwritten)
+                                 & stores_idle)
+        # A grad_bits-bit mantissa in an 8-bit field: the same rounding with the exponent
+        # raised by 8 - grad_bits (lowbit.golden.training.madam_update's shift is
+        # grad_bits - 1 - lr).
+        start = [lptr.eq(uo.lat_addr), wptr.eq(uo.w_addr), left.eq(uo.count),
+                 lr.eq(uo.lr_exponent + 8 - uo.grad_bits)]
+        with m.If(sig["read"]):
+            m.d.comb += [mems["latent"].raddr.eq(lptr), mems["latent"].re.eq(1)]
+            m.d.sync += [beat.eq(0), last_beat.eq(per_word == 1)]
+        with m.If(sig["latch"]):
+            m.d.sync += lat.eq(mems["latent"].rdata)
+        planes = [lat[p * W:(p + 1) * W] for p in range(LT)]
+        beat_in = mu.i_stream.payload
+        m.d.comb += [mu.i_stream.valid.eq(sig["feed"]), beat_in.lr_exponent.eq(lr),
+                     mu.o_stream.ready.eq(1)]
+        payload = self.i_stream.payload
+        for i in range(n):
+            m.d.comb += [beat_in.w[i].sign.eq(planes[0][i]),
+                         beat_in.w[i].code.eq(Cat(planes[p][i] for p in range(1, LT))),
+                         beat_in.grad[i].eq(payload[8 * i:8 * (i + 1)])]
+        with m.If(sig["feed"]):
+            m.d.sync += [lat.eq(Cat(Cat(p[n:], Const(0, n)) for p in planes)), beat.eq(beat + 1),
+                         last_beat.eq(beat == per_word - 2)]
+        out = mu.o_stream.payload
+        new_planes = [new[p * W:(p + 1) * W] for p in range(LT)]
+        with m.If(mu.o_stream.valid):
+            fresh = [Cat(out.w[i].sign for i in range(n))] + [
+                Cat(out.w[i].code[p - 1] for i in range(n)) for p in range(1, LT)]
+            m.d.sync += [new.eq(Cat(Cat(q[n:], f) for q, f in zip(new_planes, fresh))),
+                         outs.eq(outs + 1), collected.eq(outs == per_word - 1)]
+            with m.If(outs == per_word - 1):
+                m.d.sync += outs.eq(0)
+        lane_bits = (C - 1).bit_length()
+        with m.If(sig["write"]):
+            signs = ~new_planes[0]    # bit 1 = +1
+            m.d.comb += [mems["latent"].waddr.eq(lptr), mems["latent"].wdata.eq(new),
+                         mems["latent"].we.eq(1),
+                         mems["weight"].waddr.eq(wptr[lane_bits:]),
+                         mems["weight"].wdata.eq(Cat(signs for _ in range(C))),
+                         mems["weight"].we.eq(Const(1, C) << wptr[:lane_bits])]
+            m.d.sync += [collected.eq(0), lptr.eq(lptr + 1), wptr.eq(wptr + 1),
+                         left.eq(left - 1)]
+        return {**sig, "start": start, "waits_met": waits_met, "last_beat": last_beat,
+                "collected": collected, "last_word": left == 1}
 
     def elaborate(self, platform):
         cfg, isa = self.config, self.isa
@@ -129,10 +204,12 @@ class Accelerator(wiring.Component):
 
         # Memories ------------------------------------------------------------------------
         mems = {}
-        for name in ("in", "act", "weight", "thresh", "score"):
+        for name in cfg.memories:
+            # A training configuration's UPDATE writes one lane of a weight word.
             mems[name] = m.submodules[f"{name}_memory"] = CoreMemory(
                 cfg.depth(name), cfg.lanes(name) * W,
-                single_port=name == "weight" and cfg.weight_single_port)
+                single_port=name == "weight" and cfg.weight_single_port,
+                lanes=C if name == "weight" and cfg.training else 1)
         #: The memories by name, once elaborated (a simulation reads them).
         self.memories = mems
         m.submodules.array = pe = PEArray(cfg)
@@ -377,30 +454,49 @@ class Accelerator(wiring.Component):
         m.d.comb += s_ok.eq(s_ready & ~storing)
         header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
         word_beats = C * lane_beats
+        s_lat = Signal()   # the STORE reads the latent memory (a training configuration)
+        s_depth, s_lanes = cfg.score_depth, C
+        s_count = so.count * C
+        if cfg.training:
+            lat_beats = cfg.latent_bits * lane_beats
+            s_depth, s_lanes = max(s_depth, cfg.latent_depth), max(C, cfg.latent_bits)
+            s_count = Mux(s_lat, so.count * cfg.latent_bits, s_count)
+            word_beats_of = Mux(s_lat, lat_beats, word_beats)
+        else:
+            lat_beats, word_beats_of = word_beats, word_beats
         # The header's bytes are picked by beat from the latched STORE (no shift register).
         s_header = Signal(DATA_HEADER)
-        m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(so.count * C)]
-        s_beat = Signal(range(max(header_beats, word_beats)))
+        m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(s_count)]
+        s_beat = Signal(range(max(header_beats, word_beats, lat_beats)))
         s_in_header = Signal()
         s_first, s_last_beat, s_last_word = Signal(), Signal(), Signal()
-        s_words_left = Signal(range(cfg.score_depth + 1))   # memory words still to send
-        s_reads_left = Signal(range(cfg.score_depth + 1))
-        s_rptr = Signal(range(cfg.score_depth))
+        s_words_left = Signal(range(s_depth + 1))   # memory words still to send
+        s_reads_left = Signal(range(s_depth + 1))
+        s_rptr = Signal(range(s_depth))
         # Two words in hand keep the link busy when a word takes 3 or more beats.
-        wq_depth = 2 if word_beats >= 3 else 4
-        m.submodules.store_words = wq = fifo.SyncFIFO(width=C * W, depth=wq_depth)
+        wq_depth = 2 if min(word_beats, lat_beats) >= 3 else 4
+        m.submodules.store_words = wq = fifo.SyncFIFO(width=s_lanes * W, depth=wq_depth)
         inflight = Signal()
-        shifter = Signal(C * W)
+        shifter = Signal(s_lanes * W)
         with m.If(s_ok):
             m.d.comb += sq.r_en.eq(1)
             m.d.sync += [so.eq(s_head.op), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
                          s_last_beat.eq(header_beats == 1),
                          s_last_word.eq(s_head.op.count == 1),
                          s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
-                         s_rptr.eq(s_head.op.addr)]
+                         s_rptr.eq(s_head.op.addr),
+                         s_lat.eq(s_head.op.buffer == Buffer.LATENT)]
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
-        m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(read_now),
+        m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(read_now & ~s_lat),
                      wq.w_data.eq(mems["score"].rdata), wq.w_en.eq(inflight)]
+        if cfg.training:
+            # The latent memory's read port is the store stage's while it stores (an
+            # UPDATE waits for every STORE before it), else UPDATE's (below).
+            with m.If(storing):
+                m.d.comb += [mems["latent"].raddr.eq(s_rptr),
+                             mems["latent"].re.eq(read_now & s_lat)]
+            with m.If(s_lat):   # constant through a STORE, its last read included
+                m.d.comb += wq.w_data.eq(mems["latent"].rdata)
         m.d.sync += inflight.eq(read_now)
         with m.If(read_now):
             m.d.sync += [s_rptr.eq(s_rptr + 1), s_reads_left.eq(s_reads_left - 1)]
@@ -425,18 +521,18 @@ class Accelerator(wiring.Component):
                                  s_last_beat.eq(s_beat == header_beats - 2)]
                     with m.If(s_last_beat):
                         m.d.sync += [s_in_header.eq(0), s_beat.eq(0), s_first.eq(1),
-                                     s_last_beat.eq(word_beats == 1)]
+                                     s_last_beat.eq(word_beats_of == 1)]
             with m.Else():
                 m.d.comb += o_payload.eq(Mux(s_first, wq.r_data[:LB], shifter[:LB]))
                 with m.If(sent):
                     m.d.sync += [s_beat.eq(s_beat + 1), shifter.eq(shifter >> LB),
-                                 s_first.eq(0), s_last_beat.eq(s_beat == word_beats - 2)]
+                                 s_first.eq(0), s_last_beat.eq(s_beat == word_beats_of - 2)]
                     with m.If(s_first):
                         m.d.comb += wq.r_en.eq(1)
                         m.d.sync += shifter.eq(wq.r_data >> LB)
                     with m.If(s_last_beat):
                         m.d.sync += [s_beat.eq(0), s_words_left.eq(s_words_left - 1),
-                                     s_first.eq(1), s_last_beat.eq(word_beats == 1),
+                                     s_first.eq(1), s_last_beat.eq(word_beats_of == 1),
                                      s_last_word.eq(s_words_left == 2)]
                         with m.If(s_last_word):
                             m.d.sync += [storing.eq(0), cnt["s_done"].eq(cnt["s_done"] + 1)]
@@ -444,7 +540,7 @@ class Accelerator(wiring.Component):
         # The front end ------------------------------------------------------------------------
         ir = Signal(isa.layout)
         raw = data.View(isa.raw_layout, ir.as_value())
-        ops = {op: getattr(ir.operands, op.name.lower()) for op in Opcode}
+        ops = {op: getattr(ir.operands, op.name.lower()) for op in isa.opcodes}
         # The verdict of the instruction check is registered: a CHECK cycle between the last
         # fetch beat and DECODE keeps the field checks off the queue's write path.
         illegal = Signal()
@@ -453,7 +549,8 @@ class Accelerator(wiring.Component):
         got = Signal()
         m.d.comb += [self.i_stream.ready.eq(take), got.eq(take & self.i_stream.valid)]
         fetch_beats = isa.width // LB
-        beat_no = Signal(range(max(fetch_beats, max(R, C) * lane_beats,
+        LT = cfg.latent_bits if cfg.training else 0   # lanes of a latent word
+        beat_no = Signal(range(max(fetch_beats, max(R, C, LT) * lane_beats,
                                    STATUS_RECORD.size // LB) + 1))
         in_program = Signal()
         index = Signal(COUNTER_BITS)
@@ -480,33 +577,41 @@ class Accelerator(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         # LOAD: a memory word assembled beat by beat, written the cycle after it completes.
-        widest = max(R, C) * W
+        widest = max(R, C, LT) * W
         sreg = Signal(widest)
-        lptr = Signal(range(max(cfg.depth(b.name.lower()) for b in LOAD_BUFFERS)))
-        lwords = Signal(range(max(cfg.depth(b.name.lower()) for b in LOAD_BUFFERS) + 1))
+        loadable = max(cfg.depth(b.name.lower()) for b in isa.load_buffers)
+        lptr = Signal(range(loadable))
+        lwords = Signal(range(loadable + 1))
         lwrite = Signal()
         lbuf = Signal(Buffer)
         lwaddr = Signal.like(lptr)
         m.d.sync += lwrite.eq(0)
-        for name, buf in (("in", Buffer.IN), ("weight", Buffer.WEIGHT),
-                          ("thresh", Buffer.THRESH)):
-            lanes = cfg.lanes(name)
+        for buf in isa.load_buffers:
+            name = buf.name.lower()
+            lanes, enables = cfg.lanes(name), mems[name].lanes
             m.d.comb += [mems[name].waddr.eq(lwaddr), mems[name].wdata.eq(sreg[-lanes * W:]),
-                         mems[name].we.eq(lwrite & (lbuf == buf))]
+                         mems[name].we.eq(Mux(lwrite & (lbuf == buf), (1 << enables) - 1, 0))]
         lo = ops[Opcode.LOAD]
         g_pending = outstanding(cnt["g_disp"], cnt["g_read"])
         g_unwritten = outstanding(cnt["g_disp"], cnt["g_written"])
         waits_met = (g_pending <= lo.unread) & (g_unwritten <= lo.unwritten)
         if cfg.weight_single_port:
             waits_met = waits_met & ((lo.buffer != Buffer.WEIGHT) | (g_pending == 0))
+        stores_idle = cnt["s_done"] == cnt["s_disp"]
+        if cfg.training:
+            # The latent memory's read port serves STORE: its writers wait for them.
+            waits_met = waits_met & ((lo.buffer != Buffer.LATENT) | stores_idle)
         # A LOAD's waits are checked in one cycle and acted on in the next (the counters
         # only move towards them holding while the front end waits).
         load_ok = Signal()
         # The beat's position in the LOAD, kept one beat ahead (as the store stage's): the
         # last beat's effects (the word's write, the next instruction) hang off two flags.
         l_last_beat, l_last_word = Signal(), Signal()
-        word_of = Signal(range(max(R, C) * lane_beats + 1))
+        word_of = Signal(range(max(R, C, LT) * lane_beats + 1))
         m.d.comb += word_of.eq(Mux(lo.buffer == Buffer.IN, R * lane_beats, C * lane_beats))
+        if cfg.training:
+            with m.If(lo.buffer == Buffer.LATENT):
+                m.d.comb += word_of.eq(LT * lane_beats)
 
         status = Signal(STATUS_RECORD)
         status_beats = STATUS_RECORD.size // LB
@@ -526,6 +631,10 @@ class Accelerator(wiring.Component):
 
         def finish(value):
             m.d.sync += [code.eq(value), counting.eq(0)]
+
+        if cfg.training:
+            upd = self._update_unit(m, mems, ops[Opcode.UPDATE], cnt, outstanding,
+                                    stores_idle)
 
         with m.FSM():
             with m.State("FETCH"):
@@ -554,6 +663,10 @@ class Accelerator(wiring.Component):
                         with m.Case(Opcode.HALT.value):
                             m.d.sync += halt.eq(ops[Opcode.HALT].status)
                             m.next = "HALT"
+                        if cfg.training:
+                            with m.Case(Opcode.UPDATE.value):
+                                m.d.sync += [*upd["start"], load_ok.eq(0), beat_no.eq(0)]
+                                m.next = "UPD_WAIT"
                         with m.Case(Opcode.LOAD.value):
                             m.d.sync += [lptr.eq(lo.addr), lwords.eq(lo.count), lbuf.eq(lo.buffer),
                                          beat_no.eq(0), load_ok.eq(0),
@@ -594,6 +707,35 @@ class Accelerator(wiring.Component):
                     m.d.sync += beat_no.eq(0)
                     finish(Status.TRUNCATED)
                     m.next = "DRAIN"
+            if cfg.training:
+                # UPDATE: per latent word a read, a latch, the gradient beats, the update
+                # unit's two stages and the write (lowbit.timing: beats + 5 cycles).
+                with m.State("UPD_WAIT"):
+                    m.d.sync += load_ok.eq(upd["waits_met"])
+                    with m.If(load_ok):
+                        m.next = "UPD_READ"
+                with m.State("UPD_READ"):
+                    m.d.comb += upd["read"].eq(1)
+                    m.next = "UPD_LATCH"
+                with m.State("UPD_LATCH"):
+                    m.d.comb += upd["latch"].eq(1)
+                    m.next = "UPD_DATA"
+                with m.State("UPD_DATA"):
+                    m.d.comb += [take.eq(1), waiting.eq(1), upd["feed"].eq(got)]
+                    with m.If(got & upd["last_beat"]):
+                        m.next = "UPD_DRAIN"
+                    with m.Elif(~got & timed_out):
+                        m.d.sync += beat_no.eq(0)
+                        finish(Status.TRUNCATED)
+                        m.next = "DRAIN"
+                with m.State("UPD_DRAIN"):
+                    with m.If(upd["collected"]):
+                        m.d.comb += upd["write"].eq(1)
+                        with m.If(upd["last_word"]):
+                            m.d.sync += index.eq(index + 1)
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "UPD_READ"
             with m.State("HALT"):
                 with m.If(~busy):
                     finish(Status.OK)

@@ -9,6 +9,9 @@ the ports are exactly ``log2(depth)`` bits wide and wider values are truncated.
 (:class:`~lowbit.hw.buffer_memory.BufferMemory`, an iCE40UP5K SPRAM under the synthesis
 flow); a write then takes the port for that cycle, and the accelerator guarantees that no
 read is wanted then (a weight ``LOAD`` waits until no ``GEMM`` reads weights).
+
+``lanes > 1`` gives the write port one enable per lane (``width / lanes`` bits each): a
+training configuration's ``UPDATE`` writes one lane of a weight word.
 """
 
 from amaranth import Module, unsigned
@@ -32,25 +35,32 @@ class CoreMemory(wiring.Component):
         Bits per word.
     single_port : bool
         Build from single-ported RAM (reads and writes never in the same cycle).
+    lanes : int
+        Write enables of the write port (one per ``width / lanes``-bit lane); not with
+        ``single_port``.
 
     Attributes
     ----------
     waddr, we, wdata : In
-        Write ``wdata`` at ``waddr`` when ``we``.
+        Write ``wdata`` at ``waddr`` when ``we`` (lane ``i`` of it when ``we[i]``).
     raddr, re : In
         Read the word at ``raddr`` when ``re``.
     rdata : Out(width)
         The word read in the previous read cycle.
     """
 
-    def __init__(self, depth, width, *, single_port=False):
+    def __init__(self, depth, width, *, single_port=False, lanes=1):
         if depth < 1 or depth & (depth - 1):
             raise ValueError(f"CoreMemory depth must be a power of two, not {depth}")
+        if lanes < 1 or width % lanes or (lanes > 1 and single_port):
+            raise ValueError(f"CoreMemory of {width} bits cannot have {lanes} write lanes"
+                             f"{' (single-ported)' if single_port else ''}")
         self.depth, self.width, self.single_port = depth, width, single_port
+        self.lanes = lanes
         self.ram = None
         abits = max(1, (depth - 1).bit_length())
         super().__init__({
-            "waddr": In(abits), "we": In(1), "wdata": In(width),
+            "waddr": In(abits), "we": In(lanes), "wdata": In(width),
             "raddr": In(abits), "re": In(1), "rdata": Out(width),
         })
 
@@ -78,7 +88,9 @@ class CoreMemory(wiring.Component):
         m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[],
                                         attrs={"no_rw_check": 1})
         self.ram = mem
-        rport, wport = mem.read_port(), mem.write_port()
+        rport = mem.read_port()
+        wport = mem.write_port(granularity=self.width // self.lanes if self.lanes > 1
+                               else None)
         m.d.comb += [
             rport.addr.eq(self.raddr), rport.en.eq(self.re), self.rdata.eq(rport.data),
             wport.addr.eq(self.waddr), wport.en.eq(self.we), wport.data.eq(self.wdata),

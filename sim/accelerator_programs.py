@@ -351,12 +351,12 @@ def faulty_streams(config=None):
 
     def raw(opcode, **fields):
         operands = 0
-        if opcode in {op.value for op in Opcode}:
+        if opcode in {op.value for op in isa.opcodes}:
             operands = isa.raw_operands[Opcode(opcode)].const(fields).as_bits()
         return isa.raw_layout.const({"opcode": opcode, "operands": operands,
                                      "reserved": 0}).as_bits().to_bytes(isa.bytes, "little")
 
-    unknown = max(op.value for op in Opcode) + 1
+    unknown = max(op.value for op in isa.opcodes) + 1   # UPDATE without a latent memory
     act_load = raw(Opcode.LOAD.value, buffer=1, source=0, addr=0, count=1)  # ACT: illegal
     halt_word = int.from_bytes(words[3], "little")
     mask = isa.unused_mask(Opcode.HALT)

@@ -26,17 +26,20 @@ def small_configs():
     from ..config.accelerator import AcceleratorConfig
     from ..config.xnor_array import XNORArrayConfig
 
-    def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool):
+    def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool, latent=(0, 8)):
         return AcceleratorConfig(
             xnor_array=XNORArrayConfig(rows=rows, cols=cols, word=word, max_k=8 * word,
                                        max_act_bits=4, max_weight_bits=1,
                                        pipeline=pipeline),
             max_out_bits=out_bits, max_pool=pool, in_depth=64, act_depth=64, weight_depth=64,
             thresh_depth=32, score_depth=64, weight_single_port=single, queue_depth=queue,
-            host_link_bits=link, timeout_cycles=64)
+            host_link_bits=link, timeout_cycles=64, latent_depth=latent[0],
+            latent_bits=latent[1])
 
-    return [make(2, 2, 32, 1, 2, 8, False, 2, 4), make(1, 4, 16, 2, 1, 16, True, 1, 1),
-            make(3, 1, 16, 0, 3, 8, False, 4, 3)]
+    # The first and the last are training configurations (a latent memory and UPDATE).
+    return [make(2, 2, 32, 1, 2, 8, False, 2, 4, (128, 8)),
+            make(1, 4, 16, 2, 1, 16, True, 1, 1),
+            make(3, 1, 16, 0, 3, 8, False, 4, 3, (32, 5))]
 
 
 def _overlap(a, b):
@@ -49,6 +52,7 @@ def random_program(config, rng, *, instructions=12):
     instrs, consts, inputs = [], [], []
     gemms = []    # (reads, writes) regions of each GEMM in order
     stores = []   # read regions of each STORE
+    latent_words = config.latent_depth
     act_written = []
     word_max = 1 << config.word
 
@@ -152,6 +156,41 @@ def random_program(config, rng, *, instructions=12):
             return instr
         return None
 
+    def draw_update():
+        if not config.training:
+            return None
+        count = int(rng.integers(1, min(latent_words, 6) + 1))
+        lat_addr = int(rng.integers(0, latent_words - count + 1))
+        w_addr = int(rng.integers(0, config.weight_depth * config.cols - count + 1))
+        instr = dict(opcode="UPDATE", source="INPUT" if rng.random() < 0.5 else "CONST",
+                     lat_addr=lat_addr, w_addr=w_addr, count=count,
+                     grad_bits=int(rng.integers(2, 9)),
+                     lr_exponent=int(rng.integers(0, config.max_update_lr + 1)),
+                     unread=NO_WAIT, unwritten=NO_WAIT)
+        (region,) = [r[:3] for r in isa.regions(instr) if r[0] == "weight"]
+        g = len(gemms)
+        for j in range(g - 1, -1, -1):   # as a LOAD of weights
+            if any(_overlap(region, r) for r in gemms[j][0]):
+                instr["unread"] = g - (j + 1)
+                break
+        words = rng.integers(0, word_max, isa.link_words(instr), dtype=np.uint64)
+        (inputs if instr["source"] == "INPUT" else consts).append(words)
+        return instr
+
+    def draw_latent():
+        if not config.training:
+            return None
+        count = int(rng.integers(1, min(latent_words, 8) + 1))
+        addr = int(rng.integers(0, latent_words - count + 1))
+        if rng.random() < 0.5:
+            words = rng.integers(0, word_max, count * config.latent_bits, dtype=np.uint64)
+            consts.append(words)
+            return dict(opcode="LOAD", buffer=Buffer.LATENT, source="CONST", addr=addr,
+                        count=count, unread=NO_WAIT, unwritten=NO_WAIT)
+        stores.append(("latent", addr, count))
+        return dict(opcode="STORE", buffer=Buffer.LATENT, addr=addr, count=count,
+                    unwritten=NO_WAIT)
+
     def draw_store():
         scored = [w for _, writes in gemms for w in writes if w[0] == "score"]
         if not scored:
@@ -171,7 +210,7 @@ def random_program(config, rng, *, instructions=12):
                     unwritten=min(unwritten, NO_WAIT))
 
     # Something to compute on first.
-    for buffer in (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH):
+    for buffer in isa.load_buffers:
         name = buffer.name.lower()
         words = draw_words(name, config.flat_words(name))
         source = "INPUT" if buffer == Buffer.IN else "CONST"
@@ -179,8 +218,9 @@ def random_program(config, rng, *, instructions=12):
         instrs.append(dict(opcode="LOAD", buffer=buffer, source=source, addr=0,
                            count=config.depth(name), unread=NO_WAIT, unwritten=NO_WAIT))
     while len(instrs) < instructions:
-        kind = rng.choice(["load", "gemm", "gemm", "store"])
-        instr = {"load": draw_load, "gemm": draw_gemm, "store": draw_store}[kind]()
+        kind = rng.choice(["load", "gemm", "gemm", "store", "update", "latent"])
+        instr = {"load": draw_load, "gemm": draw_gemm, "store": draw_store,
+                 "update": draw_update, "latent": draw_latent}[kind]()
         if instr is not None:
             instrs.append(instr)
     instrs.append(dict(opcode="HALT", status=int(rng.integers(0, 256))))
@@ -198,6 +238,11 @@ def random_word(config, rng, *, max_work=4000):
     if rng.random() < 0.05:
         return int.from_bytes(rng.bytes(isa.bytes), "little")
     op = Opcode(int(rng.integers(0, len(Opcode))))
+    if op not in isa.operands:
+        # UPDATE on an accelerator without a latent memory: an unknown opcode to it.
+        bits = int.from_bytes(rng.bytes(isa.bytes), "little")
+        low = isa.layout["opcode"].width
+        return (bits >> low << low) | op.value
     layout = isa.raw_operands[op]
     while True:
         fields = {name: int(rng.integers(0, 1 << field.width)) if field.width else 0
@@ -209,20 +254,23 @@ def random_word(config, rng, *, max_work=4000):
                 continue
         if op in (Opcode.LOAD, Opcode.STORE) and fields["count"] > 64:
             fields["count"] = int(rng.integers(0, 65))
+        if op == Opcode.UPDATE and fields["count"] > 4:
+            fields["count"] = int(rng.integers(0, 5))
         break
     operands = layout.const(fields).as_bits()
     return isa.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()
 
 
 def stream(program, inputs):
-    """The host-link bytes of a program (instruction words, each LOAD's words after it)."""
+    """The host-link bytes of a program (instruction words, each LOAD's and UPDATE's words
+    after it)."""
     isa = instruction_set(program.config)
     word_bytes = program.config.word // 8
     parts, pos = [], {"CONST": 0, "INPUT": 0}
     sources = {"CONST": program.constants, "INPUT": np.asarray(inputs, dtype=np.uint64)}
     for instr, word in zip(program.instructions, program.words()):
         parts.append(word.to_bytes(isa.bytes, "little"))
-        if instr["opcode"] == Opcode.LOAD:
+        if isa.takes_data(instr):
             n, src = isa.link_words(instr), instr["source"].name
             parts.append(sources[src][pos[src]:pos[src] + n].astype(f"<u{word_bytes}")
                          .tobytes())
@@ -236,7 +284,7 @@ def word_stream(config, rng):
     isa = instruction_set(config)
     word = random_word(config, rng)
     data = word.to_bytes(isa.bytes, "little")
-    if isa.raw_layout.from_bits(word).opcode == Opcode.LOAD.value:
+    if isa.raw_layout.from_bits(word).opcode in (Opcode.LOAD.value, Opcode.UPDATE.value):
         try:
             instr = isa.decode(word, regions=False)
         except ValueError:

@@ -150,6 +150,7 @@ def _train_on_device(parser, args):
     from .cli import _transport, configuration
     from .config.accelerator import AcceleratorConfig
     from .device_training import export_model, train_on_device
+    from .device_update import latent_depth_for
     from .golden.training import TrainingConfig
     from .iss import ISSError
     from .runtime import AcceleratorError, ProtocolError, Runtime, TransportError
@@ -163,7 +164,6 @@ def _train_on_device(parser, args):
         toolenv.require("lowbit train --backend rtl", "sim")
     from .framing import DEFAULT_BAUD
 
-    config = configuration(args, AcceleratorConfig)
     # _transport reads these as `lowbit run` gives them.
     args.baud = DEFAULT_BAUD if args.baud is None else args.baud
     args.simulator = "verilator" if args.simulator is None else args.simulator
@@ -179,6 +179,13 @@ def _train_on_device(parser, args):
                                   else args.batch_size,
                                   lr_exponent=DEVICE_LR_EXPONENT, seed=args.seed)
     epochs = DEVICE_EPOCHS if args.epochs is None else args.epochs
+    # Without --config: the default accelerator with a latent memory for this network, so
+    # the update runs there too (a configuration without one updates on the host).
+    base = AcceleratorConfig()
+    shapes = [(n, k) for k, n in zip(training.sizes[:-1], training.sizes[1:])]
+    base = base.replace(latent_depth=latent_depth_for(shapes, base),
+                        latent_bits=training.weight_bits)
+    config = configuration(args, AcceleratorConfig, base=base)
 
     def report(epoch, loss, accuracy):
         if not (args.no_progress or args.quietness):
@@ -365,13 +372,14 @@ def _add_train_command(sub):
                    help="model file to write (.npz, lowbit model format)")
     device = p.add_argument_group(
         "training on the accelerator", "with --backend the integer training step "
-        "(docs/training.md) runs with its products on the accelerator; without it the host "
-        "trainer above runs")
+        "(docs/training.md) runs with its products, and on a training configuration its "
+        "LNS-Madam update, on the accelerator; without it the host trainer above runs")
     device.add_argument("--backend", choices=["iss", "rtl", "board"], default=None,
-                        help="where the step's GEMMs run")
+                        help="where the step's GEMMs (and update) run")
     from .cli import add_config_arguments
 
-    add_config_arguments(device, "the accelerator configuration", "AcceleratorConfig()")
+    add_config_arguments(device, "the accelerator configuration",
+                         "AcceleratorConfig() with a latent memory for the network")
     device.add_argument("--grad-bits", type=int, default=None,
                         help="signed gradient bits of every layer (2..8, default 8)")
     device.add_argument("--port", help="serial device of the board backend")

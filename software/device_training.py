@@ -3,10 +3,12 @@
 The step is :class:`lowbit.golden.training.TrainingStep`, bit for bit: its every product
 (the forward layers, ``dW = dZ^T X`` and ``dX = dZ W``)
 runs as ``SCORES`` GEMMs on the accelerator behind a :class:`lowbit.runtime.Runtime`
-(:class:`lowbit.device_matmul.DeviceMatmul`): the ISS, the RTL simulation or a board. The
-host does the rest of the step: the LightNorm statistics and their folding, the loss
-gradient, the gradients' requantisation and the LNS-Madam update (``docs/training.md``
-says which of these could move onto the core, and what it would need).
+(:class:`lowbit.device_matmul.DeviceMatmul`): the ISS, the RTL simulation or a board. On a
+training configuration (``latent_depth > 0``) the LNS-Madam update runs there too, the
+latent weights resident in the latent memory (:class:`lowbit.device_update.DeviceUpdate`).
+The host does the rest of the step: the LightNorm statistics and their folding, the loss
+gradient and the gradients' requantisation (``docs/training.md`` says which of these could
+move onto the core, and what it would need).
 
 :func:`export_model` turns the trained state into a :class:`lowbit.model.QuantModel` (the
 signs of the latent weights, each LightNorm's BFP scale and offset from a reference set as
@@ -38,6 +40,8 @@ class DeviceTrainReport:
     epochs, steps : int
     losses, accuracies : list of float
         Mean loss (nats) of each epoch's steps and test accuracy after it.
+    update : str
+        Where the LNS-Madam update ran: ``"host"`` or ``"accelerator"``.
     accuracy : float
         Final test accuracy of the trained step (norm statistics from the training set).
     model_accuracy : float or None
@@ -66,6 +70,7 @@ class DeviceTrainReport:
     seconds: float = 0.0
     backend: str = "host"
     train_seconds: float = 0.0
+    update: str = "host"
 
     @property
     def images_per_second(self):
@@ -82,6 +87,9 @@ class DeviceTrainReport:
                f"({self.images_per_second:,.0f} training images/s, evaluation aside)",
                f"test accuracy {100 * self.accuracy:.2f}% (training step, LightNorm "
                f"statistics of the training set)"]
+        out.append(f"LNS-Madam update on the {self.update}"
+                   + (" (latent weights resident in its latent memory)"
+                      if self.update == "accelerator" else ""))
         if self.model_accuracy is not None:
             out.append(f"exported model {100 * self.model_accuracy:.2f}% (float batch norms)")
         if self.device:
@@ -171,7 +179,13 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
                          f"{q.bits}-bit inputs; the training configuration expects "
                          f"{config.sizes[0]} of {config.input_bits} bits")
     matmul = None if runtime is None else DeviceMatmul(runtime)
-    step = TrainingStep(config, matmul=matmul)
+    updater = None
+    if runtime is not None and runtime.config.training:
+        from .device_update import DeviceUpdate
+
+        shapes = [(n, k) for k, n in zip(config.sizes[:-1], config.sizes[1:])]
+        updater = DeviceUpdate(runtime, shapes, config.weight_bits)
+    step = TrainingStep(config, matmul=matmul, update=updater)
     # Evaluation is a report, not part of training: on the host (the same integers).
     host = TrainingStep(config)
     x_train, x_test = q.quantize(data.x_train), q.quantize(data.x_test)
@@ -204,12 +218,18 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
     device = None
     if matmul is not None:
         device = dict(matmul.stats)
-        device.update(step_energy(config, runtime.config, matmul.actions, epochs * steps))
+        actions = matmul.actions
+        if updater is not None:
+            device["cycles"] += updater.stats["cycles"]
+            device["update_cycles"] = updater.stats["cycles"]
+            actions = actions + updater.actions
+        device.update(step_energy(config, runtime.config, actions, epochs * steps))
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
                                accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
                                backend=backend or ("host" if runtime is None else "device"),
-                               train_seconds=train_seconds)
+                               train_seconds=train_seconds,
+                               update="host" if updater is None else "accelerator")
     return step, report
 
 

@@ -16,24 +16,34 @@ read by the gateware, the ISS and the runtime.
 Four instructions, each a whole operation (``docs/accelerator.md``):
 
 * ``LOAD`` moves ``count`` memory words from the host (the program's constants or the run's
-  inputs) into the ``in``, ``weight`` or ``thresh`` memory, lane 0 of a word first;
-* ``STORE`` sends ``count`` words of the ``score`` memory to the host;
+  inputs) into the ``in``, ``weight`` or ``thresh`` memory (or ``latent``), lane 0 first;
+* ``STORE`` sends ``count`` words of the ``score`` memory (or, in a training configuration,
+  of the ``latent`` memory) to the host;
 * ``GEMM`` runs a layer: ``m_tiles x pool x n_tiles`` array tiles, each ``planes x words``
   beats, its results thresholded into the ``act`` memory (``THRESHOLD``) or kept as
   integer scores in the ``score`` memory (``SCORES``); with ``pool > 1`` (``THRESHOLD``
   only) each output row block is the largest count over ``pool`` consecutive row tiles
   of the operand (a max-pooling window, for a convolution's im2col rows);
-* ``HALT`` ends the program.
+* ``HALT`` ends the program;
+* ``UPDATE`` (a training configuration only, ``latent_depth > 0``) applies LNS-Madam's
+  update to ``count`` words of the ``latent`` memory (``word`` latent weights each) by
+  gradient mantissas from the host (``GRAD_FIELD_BITS``-bit two's-complement fields: 8
+  ``word``-bit words per latent word), writes the updated words back and their signs
+  (bit 1 = +1) into ``count`` consecutive weight *lanes* from ``w_addr`` (lane
+  ``w_addr % cols`` of weight word ``w_addr // cols``, in the order ``LOAD`` moves lanes).
+  Its rule is :func:`lowbit.golden.training.madam_update` with ``bits = grad_bits``.
 
-Three stages run them: the front end (fetch and ``LOAD``), the execute stage (``GEMM``, a
-queue of ``queue_depth``) and the store stage (``STORE``, a queue of its own). Their order
-is kept by *wait fields* the compiler sets, counts of instructions still outstanding in
-another stage: a ``LOAD`` waits until at most ``unread`` of the ``GEMM``s dispatched before
-it are still reading operands and at most ``unwritten`` still writing results; a ``STORE``
-waits (in its queue) until at most ``unwritten`` earlier ``GEMM``s are still writing; a
-``GEMM`` waits (in its queue) until at most ``unsent`` earlier ``STORE``s are unfinished,
-and with ``sync`` until every earlier ``GEMM`` has written its results. The value
-:data:`NO_WAIT` (31) never waits.
+Three stages run them: the front end (fetch, ``LOAD`` and ``UPDATE``), the execute stage
+(``GEMM``, a queue of ``queue_depth``) and the store stage (``STORE``, a queue of its own).
+Their order is kept by *wait fields* the compiler sets, counts of instructions still
+outstanding in another stage: a ``LOAD`` (and an ``UPDATE``) waits until at most ``unread``
+of the ``GEMM``s dispatched before it are still reading operands and at most ``unwritten``
+still writing results; a ``STORE`` waits (in its queue) until at most ``unwritten`` earlier
+``GEMM``s are still writing; a ``GEMM`` waits (in its queue) until at most ``unsent``
+earlier ``STORE``s are unfinished, and with ``sync`` until every earlier ``GEMM`` has
+written its results. The value :data:`NO_WAIT` (31) never waits. An ``UPDATE``, and a
+``LOAD`` into the ``latent`` memory, also wait until every earlier ``STORE`` has been sent
+(the ``latent`` memory's one read port serves ``UPDATE`` and ``STORE``).
 
 Both :func:`encode` and :func:`decode` raise :class:`InstructionError` (a ``ValueError``)
 with an exact message. Its ``code`` is the :class:`Status` the accelerator reports:
@@ -50,7 +60,7 @@ import numbers
 from amaranth import unsigned
 from amaranth.lib import data, enum
 
-from .config.accelerator import AcceleratorConfig
+from .config.accelerator import GRAD_FIELD_BITS, AcceleratorConfig
 
 __all__ = ["Opcode", "Buffer", "Source", "GemmMode", "Status", "Record", "InstructionError",
            "InstructionSet", "instruction_set", "encode", "decode", "DATA_HEADER",
@@ -71,6 +81,8 @@ class Opcode(enum.Enum, shape=4):
     LOAD = 1
     STORE = 2
     GEMM = 3
+    #: Training configurations only.
+    UPDATE = 4
 
 
 class Buffer(enum.Enum, shape=3):
@@ -81,9 +93,12 @@ class Buffer(enum.Enum, shape=3):
     WEIGHT = 2
     THRESH = 3
     SCORE = 4
+    #: Training configurations only.
+    LATENT = 5
 
 
-#: Memories a ``LOAD`` may write and a ``STORE`` may read.
+#: Memories a ``LOAD`` may write and a ``STORE`` may read (a training configuration adds
+#: ``LATENT`` to both: :attr:`InstructionSet.load_buffers`, :attr:`~InstructionSet.store_buffers`).
 LOAD_BUFFERS = (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH)
 STORE_BUFFERS = (Buffer.SCORE,)
 
@@ -200,15 +215,20 @@ class InstructionSet:
         self.config = c = config
         self.no_wait = NO_WAIT
         wait = range(NO_WAIT + 1)
-        loadable = max(c.depth(_name(b)) for b in LOAD_BUFFERS)
+        extra = (Buffer.LATENT,) if c.training else ()
+        #: Memories a ``LOAD`` may write and a ``STORE`` may read in this configuration.
+        self.load_buffers = LOAD_BUFFERS + extra
+        self.store_buffers = STORE_BUFFERS + extra
+        loadable = max(c.depth(_name(b)) for b in self.load_buffers)
+        storable = max(c.depth(_name(b)) for b in self.store_buffers)
         self.operands = {
             Opcode.HALT: data.StructLayout({"status": 8}),
             Opcode.LOAD: data.StructLayout({
                 "buffer": Buffer, "source": Source, "addr": range(loadable),
                 "count": range(1, loadable + 1), "unread": wait, "unwritten": wait}),
             Opcode.STORE: data.StructLayout({
-                "buffer": Buffer, "addr": range(c.score_depth),
-                "count": range(1, c.score_depth + 1), "unwritten": wait}),
+                "buffer": Buffer, "addr": range(storable),
+                "count": range(1, storable + 1), "unwritten": wait}),
             Opcode.GEMM: data.StructLayout({
                 "a_buffer": Buffer, "a_addr": range(max(c.in_depth, c.act_depth)),
                 "b_addr": range(c.weight_depth),
@@ -221,6 +241,15 @@ class InstructionSet:
                 "dst_addr": range(max(c.act_depth, c.score_depth)),
                 "thr_addr": range(c.thresh_depth), "sync": 1, "unsent": wait}),
         }
+        if c.training:
+            self.operands[Opcode.UPDATE] = data.StructLayout({
+                "source": Source, "lat_addr": range(c.latent_depth),
+                "w_addr": range(c.weight_depth * c.cols),
+                "count": range(1, c.latent_depth + 1), "grad_bits": range(2, 9),
+                "lr_exponent": range(c.max_update_lr + 1),
+                "unread": wait, "unwritten": wait})
+        #: The opcodes of this configuration (``UPDATE`` in a training configuration only).
+        self.opcodes = tuple(self.operands)
         #: Operand fields an instruction dict may leave out, and their values.
         self.defaults = {Opcode.GEMM: {"pool": 1}}
         union = data.UnionLayout({op.name.lower(): layout
@@ -247,8 +276,17 @@ class InstructionSet:
         """Words of one bit plane of a ``THRESHOLD`` layer's output row block."""
         return -(-n_tiles * self.config.cols // self.config.word)
 
+    @staticmethod
+    def takes_data(instr):
+        """Whether ``instr`` is followed by data words from the host (``LOAD``, ``UPDATE``:
+        :meth:`link_words` of them, from its ``source``)."""
+        return instr["opcode"] in (Opcode.LOAD, Opcode.UPDATE, "LOAD", "UPDATE")
+
     def link_words(self, instr):
-        """``word``-bit words a ``LOAD`` takes from the host or a ``STORE`` sends."""
+        """``word``-bit words a ``LOAD`` or an ``UPDATE`` takes from the host or a ``STORE``
+        sends."""
+        if self._opcode(instr["opcode"]) == Opcode.UPDATE:
+            return instr["count"] * GRAD_FIELD_BITS
         buffer = instr["buffer"]
         buffer = Buffer[buffer] if isinstance(buffer, str) else buffer
         return instr["count"] * self.config.lanes(_name(buffer))
@@ -268,6 +306,12 @@ class InstructionSet:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "w")]
         if op == Opcode.STORE:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "r")]
+        if op == Opcode.UPDATE:
+            first = instr["w_addr"] // c.cols
+            last = (instr["w_addr"] + instr["count"] - 1) // c.cols
+            return [("latent", instr["lat_addr"], instr["count"], "r"),
+                    ("latent", instr["lat_addr"], instr["count"], "w"),
+                    ("weight", first, last - first + 1, "w")]
         if op != Opcode.GEMM:
             return []
         m, n = instr["m_tiles"], instr["n_tiles"]
@@ -285,11 +329,17 @@ class InstructionSet:
     # Validation shared by encode and decode ---------------------------------------------
 
     def _opcode(self, value):
+        op = None
         if isinstance(value, Opcode):
-            return value
-        if isinstance(value, str) and value in Opcode.__members__:
-            return Opcode[value]
-        raise InstructionError(f"unknown opcode {value!r}")
+            op = value
+        elif isinstance(value, str) and value in Opcode.__members__:
+            op = Opcode[value]
+        if op is None:
+            raise InstructionError(f"unknown opcode {value!r}")
+        if op not in self.operands:
+            raise InstructionError(f"{op.name} needs a training configuration (latent_depth "
+                                   f"> 0); this accelerator has no latent memory")
+        return op
 
     def _check(self, instr, *, raw=False, regions=True):
         if not isinstance(instr, dict):
@@ -322,12 +372,12 @@ class InstructionSet:
             if value > high:
                 raise InstructionError(f"{op.name} {name} must be at most {high}, not {value}")
             out[name] = value
-        if op == Opcode.LOAD and out["buffer"] not in LOAD_BUFFERS:
+        if op == Opcode.LOAD and out["buffer"] not in self.load_buffers:
             raise InstructionError(f"LOAD cannot write the {_name(out['buffer'])} memory "
-                                   f"(only {', '.join(_name(b) for b in LOAD_BUFFERS)})")
-        if op == Opcode.STORE and out["buffer"] not in STORE_BUFFERS:
+                                   f"(only {', '.join(_name(b) for b in self.load_buffers)})")
+        if op == Opcode.STORE and out["buffer"] not in self.store_buffers:
             raise InstructionError(f"STORE cannot read the {_name(out['buffer'])} memory "
-                                   f"(only {', '.join(_name(b) for b in STORE_BUFFERS)})")
+                                   f"(only {', '.join(_name(b) for b in self.store_buffers)})")
         if op == Opcode.GEMM and out["a_buffer"] not in (Buffer.IN, Buffer.ACT):
             raise InstructionError(f"GEMM a_buffer must be IN or ACT, not "
                                    f"{out['a_buffer'].name}")
@@ -384,7 +434,7 @@ class InstructionSet:
             raise InstructionError(f"an instruction word must be a {self.width}-bit unsigned "
                                    f"integer, not {bits!r}")
         raw = self.raw_layout.from_bits(bits)
-        if raw.opcode not in {op.value for op in Opcode}:
+        if raw.opcode not in {op.value for op in self.opcodes}:
             raise InstructionError(f"unknown opcode {raw.opcode}")
         op = Opcode(raw.opcode)
         member = getattr(self.layout.from_bits(bits).operands, op.name.lower())

@@ -24,9 +24,11 @@ import dataclasses
 
 import numpy as np
 
-from .config.accelerator import MEMORIES, AcceleratorConfig
+from .config.accelerator import AcceleratorConfig
+from .golden.lns import LNSTensor
 from .golden.pe_array import PEArray
 from .golden.result_stage import ResultStage
+from .golden.training import madam_update
 from .isa import (DATA_HEADER, STATUS_COUNTERS, STATUS_RECORD, GemmMode, InstructionError,
                   Opcode, Record, Source, Status, instruction_set)
 from .program import Program
@@ -107,7 +109,7 @@ class ISS:
         """Zero the memories (their power-up contents in this model)."""
         cfg = self.config
         self.memories = {name: np.zeros((cfg.depth(name), cfg.lanes(name)), dtype=np.uint64)
-                         for name in MEMORIES}
+                         for name in cfg.memories}
 
     # Memory access with the gateware's wrap-around ---------------------------------------
 
@@ -156,11 +158,12 @@ class ISS:
             except InstructionError as error:
                 raise ISSError(f"instruction {index}: {error}") from None
             data = None
-            if instr["opcode"] == Opcode.LOAD:
+            if instr["opcode"] in (Opcode.LOAD, Opcode.UPDATE):
                 source, count = instr["source"], self.isa.link_words(instr)
                 stream, start = streams[source], pos[source]
                 if start + count > len(stream):
-                    raise ISSError(f"instruction {index}: LOAD needs {count} {source.name} "
+                    raise ISSError(f"instruction {index}: {instr['opcode'].name} needs {count} "
+                                   f"{source.name} "
                                    f"words, {len(stream) - start} remain")
                 data = stream[start:start + count]
                 pos[source] = start + count
@@ -187,7 +190,38 @@ class ISS:
             self._outputs.append(self._read(name, instr["addr"], instr["count"]).reshape(-1))
         elif op == Opcode.GEMM:
             self._gemm(instr)
+        elif op == Opcode.UPDATE:
+            self._update(instr, data)
+            self._bytes_in += len(data) * self.config.word // 8
         self._timing.step(instr)
+
+    def _update(self, instr, data):
+        """``UPDATE``: LNS-Madam on ``count`` latent words by the gradient bytes in
+        ``data`` (whole latent words only: a truncated one is not updated), their signs
+        into the weight lanes from ``w_addr``."""
+        cfg = self.config
+        word, bits = cfg.word, cfg.latent_bits
+        grads = np.asarray(data, dtype=np.uint64).astype(f"<u{word // 8}")
+        grads = np.frombuffer(grads.tobytes(), dtype=np.int8).astype(np.int64)
+        count = len(grads) // word
+        if count == 0:
+            return
+        grads = grads[:count * word].reshape(count, word)
+        lat = self._read("latent", instr["lat_addr"], count)            # (count, bits)
+        shifts = np.arange(word, dtype=np.uint64)
+        planes = (lat[:, :, None] >> shifts) & np.uint64(1)              # (count, bits, word)
+        planes = planes.astype(np.int64)
+        code = sum(planes[:, 1 + b] << b for b in range(bits - 1))
+        new = madam_update(LNSTensor(planes[:, 0], code, 0, bits), grads,
+                           instr["grad_bits"], instr["lr_exponent"])
+        out = [new.sign] + [(new.code >> b) & 1 for b in range(bits - 1)]
+        packed = np.stack([(p.astype(np.uint64) << shifts).sum(axis=1, dtype=np.uint64)
+                           for p in out], axis=1)
+        self._write("latent", instr["lat_addr"], packed)
+        # The signs into the weight lanes (bit 1 = +1), in LOAD's lane order.
+        signs = ((1 - new.sign).astype(np.uint64) << shifts).sum(axis=1, dtype=np.uint64)
+        flat = (instr["w_addr"] + np.arange(count)) % (cfg.weight_depth * cfg.cols)
+        self.memories["weight"][flat // cfg.cols, flat % cfg.cols] = signs
 
     def _gemm(self, instr):
         cfg = self.config
@@ -272,7 +306,19 @@ class ISS:
                 self._timing.illegal()
                 return len(data), self._result(Status.ILLEGAL, 0, index)
             payload = None
-            if instr["opcode"] == Opcode.LOAD:
+            if instr["opcode"] == Opcode.UPDATE:
+                size = isa.link_words(instr) * word_bytes
+                chunk = data[pos:pos + size]
+                pos += len(chunk)
+                whole = len(chunk) // word_bytes
+                payload = np.frombuffer(chunk[:whole * word_bytes],
+                                        dtype=f"<u{word_bytes}").astype(np.uint64)
+                if len(chunk) < size:
+                    # The latent words whose bytes all arrived are updated (the gateware
+                    # writes a word once its last gradient is in); the rest is lost.
+                    self._update(instr, payload)
+                    return len(data), self._result(Status.TRUNCATED, 0, index)
+            elif instr["opcode"] == Opcode.LOAD:
                 lanes = self.config.lanes(instr["buffer"].name.lower())
                 size = isa.link_words(instr) * word_bytes
                 chunk = data[pos:pos + size]

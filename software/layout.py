@@ -26,6 +26,17 @@ activation's padding 0 never counts; padding channels are 0.
 **Scores** (``score`` memory, ``cols`` lanes): the accumulator of row ``r``, channel ``n``
 is lane ``n % cols`` of word ``r * n_tiles + n // cols``.
 
+**Latent weights** (``latent`` memory of a training configuration, ``latent_bits`` lanes):
+one memory word per lane word of the weight memory, in the weight memory's flat lane order
+(word ``j`` belongs to lane word ``j`` of :func:`pack_weights`' flat output): its ``word``
+LNS weights as bit planes, lane 0 the signs (1 = negative), lane ``1 + b`` bit ``b`` of the
+codes. Padding elements are sign 0 (so their binary weight is the padding 1), padding
+channels sign 1 (binary 0), both code 1 with a zero gradient, so an ``UPDATE`` keeps them
+(a zero code would update as sign 0).
+**Gradients** of an ``UPDATE`` (:func:`pack_gradients`): per latent word, its ``word``
+mantissas as two's-complement bytes, element ``t`` in byte ``t`` (``word``-bit words,
+little-endian: 8 words per latent word).
+
 **Convolutions** (a first layer): the host builds the im2col rows (:func:`conv_rows`). Lane
 ``i`` of every row tile is sample ``i`` of a block of ``rows`` samples, and the block's row
 tiles go pooling window by window (row-major), each window's positions in a row
@@ -46,7 +57,8 @@ import numpy as np
 
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
            "unpack_scores", "dot_from_acc", "acc_threshold", "tiles", "conv_rows",
-           "flattened_weight"]
+           "flattened_weight", "pack_latent", "unpack_latent", "pack_gradients",
+           "latent_words", "signs_of_latent"]
 
 
 def tiles(n, size):
@@ -226,3 +238,78 @@ def flattened_weight(weight, channels, positions, word):
     out = np.ones((n, positions, slot), dtype=np.int64)
     out[:, :, :channels] = weight.reshape(n, channels, positions).transpose(0, 2, 1)
     return out.reshape(n, positions * slot)
+
+
+# Latent weights of a training configuration --------------------------------------------
+
+def _lane_order(values, config, pad_element, pad_channel):
+    # (N, K) -> (n_tiles * nw * cols, word): every lane word of pack_weights' flat order,
+    # its elements in bit order; padding elements and channels set as given.
+    values = np.asarray(values, dtype=np.int64)
+    if values.ndim != 2:
+        raise ValueError(f"latent weights must be a 2-D array, not of shape {values.shape}")
+    cols, word = config.cols, config.word
+    n, k = values.shape
+    nt, nw = tiles(n, cols), plane_words(k, word)
+    full = np.full((nt * cols, nw * word), pad_element, dtype=np.int64)
+    full[:n, :k] = values
+    full[n:] = pad_channel
+    # (tile, lane, w, t) -> (tile, w, lane, t): lane-major within a memory word.
+    return full.reshape(nt, cols, nw, word).transpose(0, 2, 1, 3).reshape(-1, word)
+
+
+def latent_words(shape, config):
+    """Latent-memory words (lane words of the weight memory) of ``(N, K)`` weights."""
+    n, k = shape
+    return tiles(n, config.cols) * plane_words(k, config.word) * config.cols
+
+
+def pack_latent(sign, code, config):
+    """Latent-memory words ``(latent_words, latent_bits)`` of LNS weights ``(N, K)``:
+    ``sign`` 0/1 (1 = negative), ``code`` ``0..2^(latent_bits-1) - 1``."""
+    bits = config.latent_bits
+    sign, code = np.asarray(sign, dtype=np.int64), np.asarray(code, dtype=np.int64)
+    if sign.shape != code.shape:
+        raise ValueError(f"signs {sign.shape} and codes {code.shape} differ in shape")
+    if np.any((sign != 0) & (sign != 1)):
+        raise ValueError("latent signs must be 0 or 1")
+    if np.any((code < 0) | (code >> (bits - 1) != 0)):
+        raise ValueError(f"latent codes must be within 0..{(1 << (bits - 1)) - 1}")
+    s = _lane_order(sign, config, 0, 1)
+    c = _lane_order(code, config, 1, 1)   # code 0 would update as sign 0
+    planes = [s] + [(c >> b) & 1 for b in range(bits - 1)]
+    return np.stack([_pack_bits(p.astype(bool), config.word)[:, 0] for p in planes], axis=1)
+
+
+def unpack_latent(words, shape, config):
+    """``(sign, code)`` ``(N, K)`` of latent-memory words written by :func:`pack_latent`
+    (and updated by ``UPDATE``)."""
+    n, k = shape
+    cols, word, bits = config.cols, config.word, config.latent_bits
+    nt, nw = tiles(n, cols), plane_words(k, word)
+    words = np.asarray(words, dtype=np.uint64).reshape(-1, bits)[:nt * nw * cols]
+    planes = [_unpack_bits(words[:, p:p + 1], word, word).astype(np.int64)
+              for p in range(bits)]
+    code = sum(p << b for b, p in enumerate(planes[1:]))
+
+    def back(v):
+        v = v.reshape(nt, nw, cols, word).transpose(0, 2, 1, 3).reshape(nt * cols, nw * word)
+        return v[:n, :k]
+    return back(planes[0]), back(code)
+
+
+def signs_of_latent(sign, config):
+    """The weight-memory words (:func:`pack_weights`) an ``UPDATE`` writes for latent
+    signs ``(N, K)``: +1 where the sign is 0."""
+    return pack_weights(np.where(np.asarray(sign) == 0, 1, -1), config)
+
+
+def pack_gradients(grad, config):
+    """The data words of an ``UPDATE`` of ``(N, K)`` weights by mantissas ``grad``
+    (-128..127; padding 0): ``latent_words * 8`` ``word``-bit words."""
+    grad = np.asarray(grad, dtype=np.int64)
+    if grad.size and (grad.min() < -128 or grad.max() > 127):
+        raise ValueError("gradient mantissas must be within -128..127 (one byte each)")
+    g = _lane_order(grad, config, 0, 0).astype(np.int8).view(np.uint8)
+    nbytes = config.word // 8
+    return np.ascontiguousarray(g).reshape(-1).view(f"<u{nbytes}").astype(np.uint64)

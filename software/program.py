@@ -111,7 +111,7 @@ class Program:
             raise ProgramError(f"constant {bad[0]} does not fit a {config.word}-bit word")
         self.constants = np.array(values, dtype=np.uint64)
         loaded = sum(isa.link_words(i) for i in checked
-                     if i["opcode"] == Opcode.LOAD and i["source"] == Source.CONST)
+                     if isa.takes_data(i) and i["source"] == Source.CONST)
         if loaded != len(values):
             raise ProgramError(f"program loads {loaded} constant words but carries "
                                f"{len(values)}")

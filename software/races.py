@@ -6,10 +6,10 @@ The stages (:mod:`lowbit.isa`) run instructions in program order each, the front
 for each other only where wait fields say so. The ISS runs a program in plain program
 order; the gateware computes the same only when the program is *race-free*:
 
-* a ``LOAD`` must not overwrite ``in`` or ``weight`` words that an earlier ``GEMM`` may
-  still be reading (``unread``, or ``unwritten``: a written ``GEMM`` has read everything),
-  nor ``thresh`` words, which a ``GEMM`` reads until it has written its last result
-  (``unwritten`` only);
+* a ``LOAD`` (or an ``UPDATE``, which writes weights) must not overwrite ``in`` or
+  ``weight`` words that an earlier ``GEMM`` may still be reading (``unread``, or
+  ``unwritten``: a written ``GEMM`` has read everything), nor ``thresh`` words, which a
+  ``GEMM`` reads until it has written its last result (``unwritten`` only);
 * a ``STORE`` must not read ``score`` words an earlier ``GEMM`` may still be writing
   (``unwritten``);
 * a ``GEMM`` must not overwrite ``score`` words an earlier ``STORE`` may still be sending
@@ -174,6 +174,11 @@ def check_races(program):
         regions = isa.regions(instr)
         if op == Opcode.LOAD:
             (memory, lo, n, _), = regions
+            state.load(index, instr, memory, lo, lo + n)
+        elif op == Opcode.UPDATE:
+            # Its weight lanes are written as a LOAD writes (the latent memory is the
+            # front end's alone: an UPDATE waits for every STORE before it).
+            (memory, lo, n, _), = [r for r in regions if r[0] == "weight"]
             state.load(index, instr, memory, lo, lo + n)
         elif op == Opcode.STORE:
             (memory, lo, n, _), = regions

@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
-from .isa import (DATA_HEADER, STATUS_COUNTERS, STATUS_RECORD, STORE_BUFFERS,
+from .isa import (DATA_HEADER, STATUS_COUNTERS, STATUS_RECORD,
                   InstructionError, Opcode, Record, Source, Status, instruction_set)
 from .program import Program, ProgramError
 
@@ -612,7 +612,7 @@ class Runtime:
                                f"this accelerator is {ours}")
         streams = {Source.CONST: program.constants, Source.INPUT: self._input_words(inputs)}
         wanted = sum(self.isa.link_words(i) for i in program.instructions
-                     if i["opcode"] == Opcode.LOAD and i["source"] == Source.INPUT)
+                     if self.isa.takes_data(i) and i["source"] == Source.INPUT)
         given = len(streams[Source.INPUT])
         if given != wanted:
             raise ValueError(f"the program's INPUT loads take {wanted} words, {given} "
@@ -622,7 +622,7 @@ class Runtime:
         parts = []
         for instr, word in zip(program.instructions, program.words()):
             parts.append(word.to_bytes(self.isa.bytes, "little"))
-            if instr["opcode"] == Opcode.LOAD:
+            if self.isa.takes_data(instr):
                 source, count = instr["source"], self.isa.link_words(instr)
                 words = streams[source][pos[source]:pos[source] + count]
                 parts.append(words.astype(dtype).tobytes())
@@ -692,7 +692,7 @@ class Runtime:
         # (lanes, most words) of each memory a STORE reads: a DATA record's count is a
         # whole number of memory words.
         return [(self.config.lanes(b.name.lower()), self.config.flat_words(b.name.lower()))
-                for b in STORE_BUFFERS]
+                for b in self.isa.store_buffers]
 
     def _records(self):
         # Read DATA records up to the STATUS record: (outputs, (code, halt, index), stats).
@@ -757,13 +757,13 @@ class Runtime:
             pos += isa.bytes
             if i == index:
                 number = isa.raw_layout.from_bits(bits).opcode
-                if number not in {op.value for op in Opcode}:
+                if number not in {op.value for op in isa.opcodes}:
                     return f"opcode {number}"
                 return Opcode(number).name
             try:
                 instr = isa.decode(bits, regions=False)
             except InstructionError:
                 return None  # the accelerator would have stopped here
-            if instr["opcode"] == Opcode.LOAD:
+            if isa.takes_data(instr):
                 pos += isa.link_words(instr) * word_bytes
         return None

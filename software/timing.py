@@ -22,6 +22,9 @@ Per instruction (``IB`` beats per instruction word, ``WB = word / link`` beats p
 * ``GEMM`` / ``STORE``: pushed into its queue at ``d``, or once the queue has room;
 * ``LOAD``: checks its wait fields from ``d + 1`` and starts the cycle after they hold (at
   ``d + 2`` at the earliest), then ``count * lanes * WB`` beats;
+* ``UPDATE``: waits as a ``LOAD`` does, and until every earlier ``STORE`` is sent; then per
+  latent word a read, a latch, ``word * 8 / link`` gradient beats, two cycles of the update
+  pipeline, a collect cycle and the write: ``beats + 5`` cycles a word;
 * ``HALT``: waits from ``d + 1`` until every stage has been idle for a cycle (the verdict
   is registered); the program's ``cycles`` end there.
 
@@ -46,6 +49,9 @@ from .isa import Buffer, GemmMode, Opcode, instruction_set
 __all__ = ["Timing", "GemmTiming"]
 
 NEVER = -(1 << 60)
+#: Cycles of an ``UPDATE`` word besides its gradient beats: the latent read, its latch,
+#: the update unit's two stages, the collect cycle and the write.
+UPDATE_OVERHEAD = 5
 
 
 @dataclasses.dataclass
@@ -84,6 +90,8 @@ class Timing:
         self.decode_delay = self.fetch_beats + 1
         self.lane_beats = config.word // link
         self.header_beats = 64 // link
+        #: Gradient beats of one latent word (``word`` bytes).
+        self.update_beats = config.word * 8 // link
         self.reset()
 
     def reset(self):
@@ -138,8 +146,18 @@ class Timing:
                        self._written_by(g - instr["unwritten"]) + 1)
             if instr["buffer"] == Buffer.WEIGHT and cfg.weight_single_port:
                 wait = max(wait, self._read_by(g) + 1)
+            if instr["buffer"] == Buffer.LATENT:
+                # The latent memory's read port serves STORE: its writers wait for them.
+                wait = max(wait, self._stored_by(len(self.store_end)) + 1)
             beats = self.isa.link_words(instr) * self.lane_beats
             self.t = wait + beats + 1
+        elif op == Opcode.UPDATE:
+            g = len(self.gemms)
+            wait = max(d + 2, self._read_by(g - instr["unread"]) + 1,
+                       self._written_by(g - instr["unwritten"]) + 1,
+                       self._stored_by(len(self.store_end)) + 1)
+            per_word = self.update_beats + UPDATE_OVERHEAD
+            self.t = wait + 1 + instr["count"] * per_word
         elif op == Opcode.HALT:
             # The stages' idleness is registered: seen a cycle after it begins.
             end = max(d + 1, self._written_by(len(self.gemms)) + 1,

@@ -5,7 +5,6 @@ instruction words (status, outputs and the memories afterwards)."""
 import numpy as np
 import pytest
 
-from lowbit.config.accelerator import MEMORIES
 from lowbit.isa import Status
 from lowbit.iss import ISS
 from lowbit.sim.amaranth_transport import AmaranthTransport
@@ -46,7 +45,7 @@ def test_random_words_match_the_iss(index):
             codes.add(iss.results[0].code)
             if iss.results[0].code != Status.OK:
                 rtl.wait(config.timeout_cycles + 8)    # the gateware discards until quiet
-        for name in MEMORIES:
+        for name in config.memories:
             assert np.array_equal(rtl.memory(name), iss.memories[name]), name
     assert codes == {Status.OK, Status.ILLEGAL}
 

@@ -32,7 +32,16 @@ WIDE = AcceleratorConfig(
     xnor_array=XNORArrayConfig(rows=4, cols=64, word=64, max_k=512, max_act_bits=1,
                                max_weight_bits=1),
     max_out_bits=4, host_link_bits=64, weight_single_port=True)
-CONFIGS = [DEFAULT, SMALL, WIDE]
+# A training configuration: a latent memory of 6-bit LNS words and UPDATE.
+TRAIN = SMALL.replace(latent_depth=256, latent_bits=6)
+CONFIGS = [DEFAULT, SMALL, WIDE, TRAIN]
+
+
+def update(**changes):
+    instr = dict(opcode="UPDATE", source="INPUT", lat_addr=0, w_addr=0, count=4, grad_bits=8,
+                 lr_exponent=3, unread=NO_WAIT, unwritten=NO_WAIT)
+    instr.update(changes)
+    return instr
 
 
 def load(**changes):
@@ -124,7 +133,7 @@ def test_config_errors(changes, error, message):
     assert str(info.value).startswith(message)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
 def test_config_round_trips_through_dict_and_json(config, tmp_path):
     d = json.loads(json.dumps(config.to_dict()))
     assert d["xnor_array"]["type"] == "XNORArrayConfig"
@@ -176,7 +185,8 @@ def test_config_fingerprint_covers_every_field():
     others = [DEFAULT.replace(xnor_array=DEFAULT.xnor_array.replace(rows=4)),
               DEFAULT.replace(max_out_bits=1), DEFAULT.replace(score_depth=1024),
               DEFAULT.replace(weight_single_port=True), DEFAULT.replace(queue_depth=2),
-              DEFAULT.replace(host_link_bits=16), DEFAULT.replace(timeout_cycles=1000)]
+              DEFAULT.replace(host_link_bits=16), DEFAULT.replace(timeout_cycles=1000),
+              DEFAULT.replace(latent_depth=64), DEFAULT.replace(latent_bits=6)]
     prints = {DEFAULT.fingerprint()} | {c.fingerprint() for c in others}
     assert len(prints) == len(others) + 1
     assert AcceleratorConfig().fingerprint() == DEFAULT.fingerprint()
@@ -185,14 +195,17 @@ def test_config_fingerprint_covers_every_field():
 # Layouts ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
 def test_layout_is_fixed_width_and_defined_once(config):
     isa = instruction_set(config)
     assert isa.layout["opcode"].shape is Opcode
     assert isa.width == isa.layout.size and isa.bytes * 8 == isa.width
     assert isa.width % 32 == 0 and isa.width % config.host_link_bits == 0
+    # UPDATE belongs to training configurations only.
+    base = (Opcode.HALT, Opcode.LOAD, Opcode.STORE, Opcode.GEMM)
+    assert isa.opcodes == (base + (Opcode.UPDATE,) if config.training else base)
     assert {name for name, _ in isa.layout["operands"].shape} == \
-        {op.name.lower() for op in Opcode}
+        {op.name.lower() for op in isa.opcodes}
     # The reserved padding is less than one alignment unit.
     assert isa.layout["reserved"].width < max(32, config.host_link_bits)
     assert isa.no_wait == NO_WAIT == 31
@@ -249,8 +262,8 @@ def test_bit_positions_come_from_the_layout():
 
 
 def test_enum_values():
-    assert [op.value for op in Opcode] == [0, 1, 2, 3]
-    assert [b.value for b in Buffer] == [0, 1, 2, 3, 4]
+    assert [op.value for op in Opcode] == [0, 1, 2, 3, 4]
+    assert [b.value for b in Buffer] == [0, 1, 2, 3, 4, 5]
     assert (Source.CONST.value, Source.INPUT.value) == (0, 1)
     assert (GemmMode.THRESHOLD.value, GemmMode.SCORES.value) == (0, 1)
     assert [s.value for s in Status] == [0, 1, 2, 3]
@@ -318,9 +331,9 @@ def _random_fields(rng, isa, op):
         else:
             fields[name] = int(rng.integers(0, 2 ** field.width))
     if op == Opcode.LOAD:
-        fields["buffer"] = LOAD_BUFFERS[int(rng.integers(3))]
+        fields["buffer"] = isa.load_buffers[int(rng.integers(len(isa.load_buffers)))]
     elif op == Opcode.STORE:
-        fields["buffer"] = Buffer.SCORE
+        fields["buffer"] = isa.store_buffers[int(rng.integers(len(isa.store_buffers)))]
     elif op == Opcode.GEMM:
         fields["a_buffer"] = (Buffer.IN, Buffer.ACT)[int(rng.integers(2))]
         if fields["mode"] == GemmMode.SCORES:
@@ -345,11 +358,19 @@ def _fit(rng, isa, instr):
     raise AssertionError(f"could not fit {instr}")
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_round_trip_of_random_valid_instructions(config, op):
     isa = instruction_set(config)
     rng = np.random.default_rng(op.value)
+    if op not in isa.opcodes:
+        with pytest.raises(InstructionError, match=r"^UPDATE needs a training configuration "
+                           r"\(latent_depth > 0\); this accelerator has no latent memory$"):
+            isa.encode({"opcode": op})
+        bits = isa.raw_layout.const({"opcode": op.value}).as_bits()
+        with pytest.raises(InstructionError, match="^unknown opcode 4$"):
+            isa.decode(bits)
+        return
     for _ in range(60):
         instr = _fit(rng, isa, _random_fields(rng, isa, op))
         word = isa.encode(instr)
@@ -364,7 +385,7 @@ def test_round_trip_of_random_valid_instructions(config, op):
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_decode_without_regions_takes_any_in_range_fields(op):
     # Words built through the layout itself, regions unchecked: what the gateware accepts.
-    isa = instruction_set(SMALL)
+    isa = instruction_set(TRAIN)
     rng = np.random.default_rng(10 + op.value)
     for _ in range(60):
         instr = _random_fields(rng, isa, op)
@@ -404,8 +425,10 @@ def test_check_normalises_names():
     (load(count=8193), "LOAD count must be at most 8192, not 8193"),
     (load(addr=8192), "LOAD addr must be at most 8191, not 8192"),
     (load(unread=32), "LOAD unread must be at most 31, not 32"),
-    (load(buffer="OUT"), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, not 'OUT'"),
-    (load(buffer=0), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, not 0"),
+    (load(buffer="OUT"),
+     "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, LATENT, not 'OUT'"),
+    (load(buffer=0), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, LATENT, "
+                     "not 0"),
     (load(source="HOST"), "LOAD source must be one of CONST, INPUT, not 'HOST'"),
     (load(buffer="ACT"), "LOAD cannot write the act memory (only in, weight, thresh)"),
     (load(buffer="SCORE"), "LOAD cannot write the score memory (only in, weight, thresh)"),
@@ -471,16 +494,19 @@ def _raw(config, opcode, **fields):
     # An instruction word with any field values, through the raw layouts.
     isa = instruction_set(config)
     operands = 0
-    if opcode in {op.value for op in Opcode}:
+    if opcode in {op.value for op in isa.opcodes}:
         operands = isa.raw_operands[Opcode(opcode)].const(fields).as_bits()
     return isa.raw_layout.const({"opcode": opcode, "operands": operands}).as_bits()
 
 
 @pytest.mark.parametrize("opcode, fields, message", [
-    (4, {}, "unknown opcode 4"),
+    (4, {}, "unknown opcode 4"),    # UPDATE: this is not a training configuration
+    (5, {}, "unknown opcode 5"),
     (15, {}, "unknown opcode 15"),
     (Opcode.LOAD.value, dict(buffer=7, count=1), "LOAD buffer must be one of IN, ACT, WEIGHT, "
-                                                 "THRESH, SCORE, not 7"),
+                                                 "THRESH, SCORE, LATENT, not 7"),
+    (Opcode.LOAD.value, dict(buffer=5, count=1), "LOAD cannot write the latent memory (only "
+                                                 "in, weight, thresh)"),
     (Opcode.LOAD.value, dict(buffer=1, count=1), "LOAD cannot write the act memory (only in, "
                                                  "weight, thresh)"),
     (Opcode.LOAD.value, dict(count=0), "LOAD count must be at least 1, not 0"),
@@ -512,12 +538,20 @@ def test_decode_word_range(word):
                               f"{word!r}"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_every_unused_bit_is_illegal(config, op):
     isa = instruction_set(config)
+    if op not in isa.opcodes:
+        # No UPDATE without a latent memory: every bit pattern of it is an unknown opcode.
+        word = isa.raw_layout.const({"opcode": op.value}).as_bits()
+        for bit in range(isa.layout["opcode"].width, isa.width, 7):
+            with pytest.raises(InstructionError, match="^unknown opcode 4$"):
+                isa.decode(word | 1 << bit)
+        return
     instr = {Opcode.HALT: HALT, Opcode.LOAD: load(count=1), Opcode.STORE: store(count=1),
-             Opcode.GEMM: gemm(m_tiles=1, n_tiles=1, words=1, out_bits=1)}[op]
+             Opcode.GEMM: gemm(m_tiles=1, n_tiles=1, words=1, out_bits=1),
+             Opcode.UPDATE: update(count=1)}[op]
     word = isa.encode(instr)
     mask = isa.unused_mask(op)
     # Everything but the opcode and this opcode's fields: the union's spare bits and the

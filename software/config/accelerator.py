@@ -19,7 +19,14 @@ memory    lanes      holds                                           written by 
 ``weight`` ``cols``  +-1 weights                                     LOAD / array columns
 ``thresh`` ``cols``  per-channel thresholds (low ``acc_bits`` bits)   LOAD / result stage
 ``score`` ``cols``   a last layer's integer scores                   result stage / STORE
+``latent`` ``latent_bits`` LNS latent weights (training only)        LOAD, UPDATE / UPDATE, STORE
 ========  =========  ==============================================  =================
+
+The ``latent`` memory exists only in a training configuration (``latent_depth > 0``): one
+memory word per ``word``-bit lane of the weight memory, its ``word`` LNS weights as
+``latent_bits`` bit planes (plane 0 the signs, plane ``1 + b`` bit ``b`` of the codes).
+``UPDATE`` applies LNS-Madam's rule to them and writes their signs into the weight memory
+(``docs/training.md``).
 
 Each memory has one writer and one reader, so no engine ever waits for a port: the RAM's
 write port serves the writer, its read port the reader. The one exception is a weight
@@ -33,10 +40,14 @@ import json
 from .base import ConfigMixin, check_bool, check_int
 from .xnor_array import XNORArrayConfig
 
-__all__ = ["AcceleratorConfig", "MEMORIES"]
+__all__ = ["AcceleratorConfig", "MEMORIES", "GRAD_FIELD_BITS"]
 
-#: The accelerator's memories, in the order of :class:`lowbit.isa.Buffer`.
+#: The accelerator's memories, in the order of :class:`lowbit.isa.Buffer` (a training
+#: configuration adds ``latent``: :attr:`AcceleratorConfig.memories`).
 MEMORIES = ("in", "act", "weight", "thresh", "score")
+
+#: Bits of one gradient mantissa in an ``UPDATE``'s data: a two's-complement byte.
+GRAD_FIELD_BITS = 8
 
 #: Deepest memory a configuration may ask for (words of ``lanes x word`` bits).
 MAX_DEPTH = 1 << 16
@@ -80,6 +91,11 @@ class AcceleratorConfig(ConfigMixin):
     timeout_cycles : int
         Cycles without host-link input after which an incomplete program is abandoned with
         the ``TRUNCATED`` status (16..2^32-1; ``docs/host_link.md``).
+    latent_depth : int
+        Words of the ``latent`` memory of a training configuration (a power of two,
+        1..65536; one word per weight lane), or 0: no latent memory and no ``UPDATE``.
+    latent_bits : int
+        LNS word of a latent weight, sign included (4..16): bit planes of a latent word.
 
     Raises
     ------
@@ -102,6 +118,8 @@ class AcceleratorConfig(ConfigMixin):
     queue_depth: int = 4
     host_link_bits: int = 8
     timeout_cycles: int = 1 << 20
+    latent_depth: int = 0
+    latent_bits: int = 8
 
     def __post_init__(self):
         owner = "AcceleratorConfig"
@@ -137,6 +155,15 @@ class AcceleratorConfig(ConfigMixin):
                              f"the word ({array.word})")
         check_int(owner, "timeout_cycles", self.timeout_cycles, minimum=16,
                   maximum=(1 << 32) - 1)
+        latent = check_int(owner, "latent_depth", self.latent_depth, minimum=0,
+                           maximum=MAX_DEPTH)
+        if latent and not _power_of_two(latent):
+            raise ValueError(f"{owner} latent_depth must be 0 or a power of two, not {latent}")
+        check_int(owner, "latent_bits", self.latent_bits, minimum=4, maximum=16)
+        if latent and self.weight_single_port:
+            raise ValueError(f"{owner} latent_depth > 0 needs a dual-ported weight memory: "
+                             f"UPDATE writes one lane of a weight word (weight_single_port "
+                             f"must be False)")
         if self.acc_bits > array.word:
             raise ValueError(f"{owner} the {self.acc_bits}-bit accumulators (max_k "
                              f"{array.max_k}, max_act_bits {array.max_act_bits}) do not fit "
@@ -182,8 +209,26 @@ class AcceleratorConfig(ConfigMixin):
         """Thresholds per channel at ``max_out_bits``."""
         return (1 << self.max_out_bits) - 1
 
+    @property
+    def training(self):
+        """Whether this configuration has a ``latent`` memory and ``UPDATE``."""
+        return self.latent_depth > 0
+
+    @property
+    def memories(self):
+        """The names of this configuration's memories (:data:`MEMORIES`, and ``latent`` in
+        a training configuration)."""
+        return MEMORIES + (("latent",) if self.training else ())
+
+    @property
+    def max_update_lr(self):
+        """The largest learning-rate exponent of an ``UPDATE``: ``latent_bits - 2``."""
+        return self.latent_bits - 2
+
     def lanes(self, memory):
-        """Lanes of ``memory`` (a name of :data:`MEMORIES`)."""
+        """Lanes of ``memory`` (a name of :attr:`memories`)."""
+        if memory == "latent":
+            return self.latent_bits
         return self.rows if memory in ("in", "act") else self.cols
 
     def depth(self, memory):

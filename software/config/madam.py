@@ -41,6 +41,10 @@ class MadamUpdateConfig(ConfigMixin):
         ``0..2^(B-1) - 1``.
     grad_bits : int
         Signed bits of the gradient mantissas (2..8).
+    lr_headroom : int
+        Learning-rate exponents beyond ``bits - 2`` a beat may carry (0..8): the
+        accelerator's ``UPDATE`` feeds ``8``-bit mantissa fields and folds a narrower
+        ``grad_bits`` into the exponent (``lr + 8 - grad_bits``), which needs up to 6 more.
 
     Raises
     ------
@@ -51,12 +55,14 @@ class MadamUpdateConfig(ConfigMixin):
     lanes: int = 16
     bits: int = 8
     grad_bits: int = 8
+    lr_headroom: int = 0
 
     def __post_init__(self):
         owner = "MadamUpdateConfig"
         check_int(owner, "lanes", self.lanes, minimum=1, maximum=64)
         check_int(owner, "bits", self.bits, minimum=4, maximum=16)
         check_int(owner, "grad_bits", self.grad_bits, minimum=2, maximum=8)
+        check_int(owner, "lr_headroom", self.lr_headroom, minimum=0, maximum=8)
 
     @property
     def code_bits(self):
@@ -70,9 +76,9 @@ class MadamUpdateConfig(ConfigMixin):
 
     @property
     def max_lr_exponent(self):
-        """The largest learning-rate exponent a beat may carry: ``B - 2``, a step of up to
-        ``2^(B-2)`` codes (half the code range)."""
-        return self.bits - 2
+        """The largest learning-rate exponent a beat may carry: ``B - 2 + lr_headroom``
+        (``B - 2``: a step of up to ``2^(B-2)`` codes, half the code range)."""
+        return self.bits - 2 + self.lr_headroom
 
     @property
     def step_bits(self):

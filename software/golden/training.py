@@ -46,8 +46,8 @@ from .xnor_array import Precision, bit_planes
 
 __all__ = ["TrainingConfig", "Gradient", "ForwardRecord", "StepResult", "TrainingStep",
            "popcount_matmul", "quantize_gradient", "softmax_gradient", "norm_backward",
-           "madam_update", "binary_weights", "init_weights", "SOFTMAX_GAMMA", "SOFTMAX_FRAC",
-           "PROB_FRAC", "LOG2E_Q", "NORM_GUARD_BITS"]
+           "madam_update", "host_update", "binary_weights", "init_weights", "SOFTMAX_GAMMA",
+           "SOFTMAX_FRAC", "PROB_FRAC", "LOG2E_Q", "NORM_GUARD_BITS"]
 
 #: Softmax exponentials are ``2^(u / SOFTMAX_GAMMA)`` for integer ``u``: the LNS table of
 #: that base (``lns_lut(SOFTMAX_GAMMA, SOFTMAX_FRAC)``, ``SOFTMAX_FRAC`` fractional bits).
@@ -358,6 +358,13 @@ def madam_update(latent, grad, bits, lr_exponent):
         code=np.where(cross, 1, np.minimum(t, c_max)).astype(np.int64))
 
 
+def host_update(weights, grads, grad_bits, lr_exponent):
+    """The update of every layer on the host: :func:`madam_update` of each latent tensor by
+    its mantissas."""
+    return [madam_update(w, g, bits, lr_exponent)
+            for w, g, bits in zip(weights, grads, grad_bits)]
+
+
 # The step ---------------------------------------------------------------------------------
 
 class ForwardRecord(NamedTuple):
@@ -400,14 +407,19 @@ class TrainingStep:
         the step goes through: :func:`popcount_matmul` by default, or
         :class:`lowbit.device_matmul.DeviceMatmul` to run them on the accelerator (a step is
         then the same bit for bit, which the tests check).
+    update : callable, optional
+        ``update(weights, grads, grad_bits, lr_exponent)``, the new latent weights of every
+        layer from its ``dW`` mantissas: :func:`madam_update` layer by layer by default, or
+        :class:`lowbit.device_update.DeviceUpdate` to run the update on the accelerator.
     """
 
-    def __init__(self, config=None, weights=None, matmul=None):
+    def __init__(self, config=None, weights=None, matmul=None, update=None):
         config = TrainingConfig() if config is None else config
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, not {config!r}")
         self.config = config
         self.matmul = popcount_matmul if matmul is None else matmul
+        self.update = host_update if update is None else update
         self.weights = init_weights(config) if weights is None else list(weights)
         for layer, (w, shape) in enumerate(zip(self.weights, self._shapes())):
             if w.shape != shape or (w.bits, w.gamma) != (config.weight_bits,
@@ -495,7 +507,7 @@ class TrainingStep:
                 dx_sum = self.matmul(dz.man, binary[layer].T, k, "binary")
                 dx_sum = np.where(fwd.masks[layer - 1], dx_sum, 0)  # straight-through mask
                 dy = quantize_gradient(dx_sum, dz.exp, bits)
-        self.weights = [madam_update(w, g.man, cfg.grad_bits[i], cfg.lr_exponent)
-                        for i, (w, g) in enumerate(zip(self.weights, dws))]
+        self.weights = self.update(self.weights, [g.man for g in dws], cfg.grad_bits,
+                                   cfg.lr_exponent)
         flips = int(sum((b != n).sum() for b, n in zip(binary, self.binary())))
         return StepResult(fwd, d_logits, dzs, dws, loss, flips)
