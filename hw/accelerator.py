@@ -159,7 +159,8 @@ class Accelerator(wiring.Component):
                  lr.eq(uo.lr_exponent + 8 - uo.grad_bits)]
         with m.If(sig["read"]):
             m.d.comb += [mems["latent"].raddr.eq(lptr), mems["latent"].re.eq(1)]
-            m.d.sync += [beat.eq(0), last_beat.eq(per_word == 1)]
+            # `outs` restarts too: a word cut short by a timeout left a partial count.
+            m.d.sync += [beat.eq(0), last_beat.eq(per_word == 1), outs.eq(0)]
         with m.If(sig["latch"]):
             m.d.sync += lat.eq(mems["latent"].rdata)
         planes = [lat[p * W:(p + 1) * W] for p in range(LT)]

@@ -150,7 +150,7 @@ def _train_on_device(parser, args):
     from .cli import _transport, configuration
     from .config.accelerator import AcceleratorConfig
     from .device_training import export_model, train_on_device
-    from .device_update import latent_depth_for
+    from .device_update import with_latent_memory
     from .golden.training import TrainingConfig
     from .iss import ISSError
     from .runtime import AcceleratorError, ProtocolError, Runtime, TransportError
@@ -181,10 +181,8 @@ def _train_on_device(parser, args):
     epochs = DEVICE_EPOCHS if args.epochs is None else args.epochs
     # Without --config: the default accelerator with a latent memory for this network, so
     # the update runs there too (a configuration without one updates on the host).
-    base = AcceleratorConfig()
-    shapes = [(n, k) for k, n in zip(training.sizes[:-1], training.sizes[1:])]
-    base = base.replace(latent_depth=latent_depth_for(shapes, base),
-                        latent_bits=training.weight_bits)
+    with refusing(ValueError, TypeError):
+        base = with_latent_memory(AcceleratorConfig(), training)
     config = configuration(args, AcceleratorConfig, base=base)
 
     def report(epoch, loss, accuracy):

@@ -166,14 +166,16 @@ def run_demo(out_dir=Path("build/demo"), *, epochs=40, synth=False, rtl=True):
 
 
 def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
-    """``lowbit demo --train``: train the digits BNN with its products on the accelerator
-    (ISS), check one whole step on the RTL against the golden step, export, compile and
-    run the trained model. Returns 0 when the RTL step is the golden one bit for bit."""
+    """``lowbit demo --train``: train the digits BNN with its products and its update on the
+    accelerator (ISS, a training configuration), check one whole step on the RTL against
+    the golden step, export, compile and run the trained model. Returns 0 when the RTL step
+    is the golden one bit for bit."""
     from . import datasets, toolenv
     from .compiler import compile_model
     from .config.accelerator import AcceleratorConfig
     from .device_matmul import DeviceMatmul
     from .device_training import export_model, train_on_device
+    from .device_update import DeviceUpdate, with_latent_memory
     from .golden.training import TrainingConfig, TrainingStep
     from .runtime import ISSTransport, RTLTransport, Runtime
 
@@ -182,26 +184,32 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = datasets.load("digits")
-    config, accel = TrainingConfig(lr_exponent=4), AcceleratorConfig()
+    config = TrainingConfig(lr_exponent=4)
+    accel = with_latent_memory(AcceleratorConfig(), config)
     q = data.input_quantizer
     status = 0
     if rtl:
-        print("[1/3] one training step with its products on the RTL (Verilator; the first "
-              "build takes about a minute) against the golden step", flush=True)
+        print("[1/3] one training step with its products and its update on the RTL "
+              "(Verilator; the first build takes about a minute) against the golden step",
+              flush=True)
         x, y = q.quantize(data.x_train[:config.batch]), data.y_train[:config.batch]
         gold = TrainingStep(config)
         gold.step(x, y)
+        shapes = [(n, k) for k, n in zip(config.sizes[:-1], config.sizes[1:])]
         with RTLTransport(accel) as link:
-            dev = TrainingStep(config, matmul=DeviceMatmul(Runtime(accel, link)))
+            runtime = Runtime(accel, link)
+            dev = TrainingStep(config, matmul=DeviceMatmul(runtime),
+                               update=DeviceUpdate(runtime, shapes, config.weight_bits))
             dev.step(x, y)
         same = all(np.array_equal(a.code, b.code) and np.array_equal(a.sign, b.sign)
                    for a, b in zip(gold.weights, dev.weights))
         print(f"      {dev.matmul.stats['gemms']} GEMM programs, "
-              f"{dev.matmul.stats['cycles']:,} cycles: latent weights "
+              f"{dev.matmul.stats['cycles']:,} cycles, the update "
+              f"{dev.update.stats['cycles']:,} cycles: latent weights "
               f"{'equal to' if same else 'DIFFERENT from'} the golden step's")
         status = 0 if same else 1
     print(f"[2/3] training {'-'.join(map(str, config.sizes))} on the ISS: {epochs} epochs of "
-          f"batch {config.batch}, products on the accelerator", flush=True)
+          f"batch {config.batch}, products and update on the accelerator", flush=True)
 
     def progress(epoch, loss, accuracy):
         print(f"      epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy "

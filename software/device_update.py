@@ -21,7 +21,7 @@ from .energy import Actions, count_program
 from .layout import latent_words, pack_gradients, pack_latent, unpack_latent
 from .program import Program
 
-__all__ = ["DeviceUpdate", "latent_depth_for"]
+__all__ = ["DeviceUpdate", "latent_depth_for", "with_latent_memory"]
 
 
 def latent_depth_for(shapes, config):
@@ -29,6 +29,15 @@ def latent_depth_for(shapes, config):
     layers of ``shapes`` ``(out, in)`` on ``config``'s array."""
     words = sum(latent_words(shape, config) for shape in shapes)
     return 1 << max(0, (words - 1).bit_length())
+
+
+def with_latent_memory(base, training):
+    """``base`` (an AcceleratorConfig) as a training configuration for the network of
+    ``training`` (a :class:`~lowbit.golden.training.TrainingConfig`): a latent memory that
+    holds every layer, of its LNS word."""
+    shapes = [(n, k) for k, n in zip(training.sizes[:-1], training.sizes[1:])]
+    return base.replace(latent_depth=latent_depth_for(shapes, base),
+                        latent_bits=training.weight_bits)
 
 
 class DeviceUpdate:

@@ -232,7 +232,7 @@ class Technology:
             "host_byte": (self.host_byte, f"dram_access_64b / 8 x {d['host_dram_per_byte']:g}"
                                           " (host DRAM read or write; link I/O not included)"),
         }
-        for name in MEMORIES:
+        for name in config.memories:
             depth, width = config.depth(name), config.lanes(name) * config.word
             out[f"sram_{name}"] = (
                 self.sram_access(depth, width),
@@ -286,16 +286,21 @@ def default_technology():
 
 # Action counts ---------------------------------------------------------------------------
 
+#: Every memory an action may name: :data:`MEMORIES` and a training configuration's latent
+#: memory (whose actions count 0 elsewhere).
+_ALL_MEMORIES = MEMORIES + ("latent",)
+
+
 def _memory_actions():
-    return tuple(f"{m}_{rw}" for m in MEMORIES for rw in ("reads", "writes"))
+    return tuple(f"{m}_{rw}" for m in _ALL_MEMORIES for rw in ("reads", "writes"))
 
 
 #: Actions that cost energy: the array's bit operations (a ``word``-bit XNOR and popcount
 #: share per PE and beat, counted per bit) and accumulator adds (one per PE and beat), the
-#: result stage's threshold compares, memory-word reads and writes per memory, and bytes
-#: over the host link each way.
+#: result stage's threshold compares, memory-word reads and writes per memory, bytes over
+#: the host link each way, and an ``UPDATE``'s latent weights (``lns_updates``).
 ACTIONS = ("xnor_bit_ops", "acc_adds", "threshold_compares", *_memory_actions(),
-           "host_bytes_in", "host_bytes_out")
+           "host_bytes_in", "host_bytes_out", "lns_updates")
 #: Actions counted for reference, with no energy of their own (their work is in
 #: :data:`ACTIONS`): array beats (the status record's ``array_beats``), tiles, the
 #: array's MACs (``tiles x rows x cols x words x word``: one per weight element of every
@@ -342,6 +347,13 @@ def count_instruction(instr, config):
         a["host_bytes_out"] += DATA_HEADER_BYTES + isa.link_words(instr) * word_bytes
     elif op == Opcode.GEMM:
         _count_gemm(instr, config, regions, a)
+    elif op == Opcode.UPDATE:
+        # A read and a write of each latent word; its signs go into one weight lane,
+        # charged as a whole weight-word write (an upper bound).
+        count = instr["count"]
+        a.update(latent_reads=count, latent_writes=count, weight_writes=count,
+                 lns_updates=count * config.word)
+        a["host_bytes_in"] += isa.link_words(instr) * word_bytes
     return a
 
 
@@ -508,12 +520,13 @@ def _metadata_layers(meta, count):
 COMPONENTS = {
     "xnor_array": ("xnor_bit_ops", "acc_adds"),
     "result_stage": ("threshold_compares",),
-    **{f"{m}_memory": (f"{m}_reads", f"{m}_writes") for m in MEMORIES},
+    **{f"{m}_memory": (f"{m}_reads", f"{m}_writes") for m in _ALL_MEMORIES},
     "host_link": ("host_bytes_in", "host_bytes_out"),
+    "lns_update": ("lns_updates",),
 }
 #: Which components are compute, memory (on-chip) and host transfer.
-KINDS = {"compute": ("xnor_array", "result_stage"),
-         "memory": tuple(f"{m}_memory" for m in MEMORIES), "host": ("host_link",)}
+KINDS = {"compute": ("xnor_array", "result_stage", "lns_update"),
+         "memory": tuple(f"{m}_memory" for m in _ALL_MEMORIES), "host": ("host_link",)}
 
 
 def action_energy(tech, config):
@@ -522,12 +535,19 @@ def action_energy(tech, config):
     its depth and width. The :data:`COUNTED` actions cost nothing of their own."""
     word, acc = config.word, config.acc_bits
     e = {}
-    for memory in MEMORIES:
+    for memory in _ALL_MEMORIES:
+        if memory not in config.memories:
+            e[f"{memory}_reads"] = e[f"{memory}_writes"] = (0.0, "no such memory")
+            continue
         depth, width = config.depth(memory), config.lanes(memory) * word
         e[f"{memory}_reads"] = (tech.sram_access(depth, width),
                                 f"sram {depth} x {width} bits, read")
         e[f"{memory}_writes"] = (tech.sram_access(depth, width, write=True),
                                  f"sram {depth} x {width} bits, write")
+    bits = config.latent_bits
+    # The update of one weight: the step's shift and rounding, the code's subtraction and
+    # the saturation or zero-crossing compare, each at most a latent_bits-wide add.
+    e["lns_updates"] = (3 * tech.int_add(bits), f"3 x int_add({bits}) per latent weight")
     e["host_bytes_in"] = e["host_bytes_out"] = (tech.host_byte, "host_byte")
     e["xnor_bit_ops"] = (tech.xnor_popcount_bit, "xnor_popcount_bit")
     e["acc_adds"] = (tech.int_add(acc), f"int_add({acc}) per PE and beat")

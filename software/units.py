@@ -158,9 +158,7 @@ def estimate(unit, config, target):
     estimated from measured figures without running any tool (``None`` where lowbit has no
     estimate)."""
     if unit.name == "accelerator":
-        from .config.accelerator import MEMORIES
-
-        bits = sum(config.depth(m) * config.lanes(m) * config.word for m in MEMORIES)
+        bits = sum(config.depth(m) * config.lanes(m) * config.word for m in config.memories)
         return None, bits
     if unit.name == "xnor-array":
         binary = config.max_act_bits == 1 and config.max_weight_bits == 1

@@ -20,6 +20,7 @@ from lowbit.golden.training import TrainingConfig, TrainingStep
 from lowbit.training_energy import fp32_operations, host_operations, operations_energy
 from lowbit.golden.xnor_array import Precision
 from lowbit.runtime import ISSTransport, Runtime
+from lowbit.device_update import DeviceUpdate, latent_depth_for
 
 from conftest import simulator_params
 
@@ -32,6 +33,9 @@ SMALL = AcceleratorConfig(
 
 #: A three-layer net: an input layer (5-bit inputs), a hidden layer and the output layer.
 NET = TrainingConfig(sizes=(64, 16, 16, 10), grad_bits=(6, 8, 8), batch=16)
+SHAPES = [(16, 64), (16, 16), (10, 16)]
+#: SMALL with a latent memory for NET: the update runs on the accelerator too.
+SMALL_TRAIN = SMALL.replace(latent_depth=latent_depth_for(SHAPES, SMALL))
 
 
 def draw(rng, precision, shape):
@@ -127,7 +131,10 @@ def _same_step(gold, dev):
 
 
 def _check_steps(runtime, steps):
-    gold, dev = TrainingStep(NET), TrainingStep(NET, matmul=DeviceMatmul(runtime))
+    update = (DeviceUpdate(runtime, SHAPES, NET.weight_bits) if runtime.config.training
+              else None)
+    gold = TrainingStep(NET)
+    dev = TrainingStep(NET, matmul=DeviceMatmul(runtime), update=update)
     flips = 0
     for x, y in _batches(NET, steps):
         ours, theirs = gold.step(x, y), dev.step(x, y)
@@ -139,10 +146,14 @@ def _check_steps(runtime, steps):
         _same_step(gold, dev)
         flips += ours.flips
     assert flips > 0  # the steps changed binary weights: the comparison is not vacuous
+    if update is not None:
+        assert update.stats["programs"] == steps + 1   # one load, an update a step
+        return {**dev.matmul.stats, "update_cycles": update.stats["cycles"]}
     return dev.matmul.stats
 
 
-@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL], ids=["default", "small"])
+@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL, SMALL_TRAIN],
+                         ids=["default", "small", "small-train"])
 def test_steps_on_the_iss_are_the_golden_steps(config):
     with ISSTransport(config) as link:
         stats = _check_steps(Runtime(config, link), 3)
@@ -153,14 +164,47 @@ def test_steps_on_the_iss_are_the_golden_steps(config):
 @pytest.mark.parametrize("simulator", simulator_params())
 def test_a_step_on_the_generated_verilog_is_the_golden_step(simulator, tmp_path):
     # One whole step, every kind of layer (5-bit input layer, hidden, output), its products
-    # on the Verilog of the small configuration; the ISS's cycle count on the same programs.
+    # and its update (UPDATE on the latent memory) on the Verilog of the small training
+    # configuration; the ISS's cycle counts on the same programs.
     from lowbit.runtime import RTLTransport
 
-    with RTLTransport(SMALL, simulator, test_dir=tmp_path, timeout=120) as rtl:
-        rtl_stats = _check_steps(Runtime(SMALL, rtl), 1)
-    with ISSTransport(SMALL) as link:
-        iss_stats = _check_steps(Runtime(SMALL, link), 1)
-    assert rtl_stats == iss_stats
+    with RTLTransport(SMALL_TRAIN, simulator, test_dir=tmp_path, timeout=120) as rtl:
+        rtl_stats = _check_steps(Runtime(SMALL_TRAIN, rtl), 1)
+    with ISSTransport(SMALL_TRAIN) as link:
+        iss_stats = _check_steps(Runtime(SMALL_TRAIN, link), 1)
+    assert rtl_stats == iss_stats and rtl_stats["update_cycles"] > 0
+
+
+def test_device_update_reloads_weights_it_did_not_return():
+    """A caller that replaces the weights between steps (here: the initial ones again) gets
+    the update of those, not of what the latent memory held."""
+    with ISSTransport(SMALL_TRAIN) as link:
+        update = DeviceUpdate(Runtime(SMALL_TRAIN, link), SHAPES, NET.weight_bits)
+        start = TrainingStep(NET).weights
+        grads = [np.ones(s, dtype=np.int64) * 5 for s in SHAPES]
+        first = update(start, grads, NET.grad_bits, 3)
+        again = update(start, grads, NET.grad_bits, 3)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a.code, b.code)
+        assert update.stats["programs"] == 4      # two loads, two updates
+        update(again, grads, NET.grad_bits, 3)    # its last result: no reload
+        assert update.stats["programs"] == 5
+
+
+@pytest.mark.parametrize("config, bits, message", [
+    (SMALL, 8, "the update on the accelerator needs a training configuration: latent_depth "
+               "is 0 (no latent memory)"),
+    (SMALL_TRAIN, 6, "the training step's latent weights are 6-bit LNS words; the "
+                     "accelerator's latent_bits is 8"),
+    (SMALL.replace(latent_depth=64), 8, "the latent weights of layers [(16, 64), (16, 16), "
+                                        "(10, 16)] take 90 latent words; latent_depth is 64 "
+                                        "(at least 128 needed)"),
+])
+def test_device_update_refuses_configurations_that_cannot_hold_it(config, bits, message):
+    with ISSTransport(config) as link:
+        with pytest.raises(ValueError) as info:
+            DeviceUpdate(Runtime(config, link), SHAPES, bits)
+    assert str(info.value) == message
 
 
 def test_training_learns_and_exports_a_model_that_compiles():
@@ -245,6 +289,7 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "epoch 1/1: loss" in text and "trained 64-32-32-10 on the iss" in text
     assert "GEMM programs" in text and "uJ a step" in text and f"wrote {out}" in text
+    assert "LNS-Madam update on the accelerator (latent weights resident" in text
     program = tmp_path / "m.lbp"
     assert main(["compile", str(out), "-o", str(program)]) == 0
 

@@ -155,14 +155,23 @@ def test_truncated_gradients_update_the_whole_words_only():
     iss = ISS(CONFIG)
     expected = iss.run_stream(data[:cut])
     assert iss.results[0].code == Status.TRUNCATED
+    before = layout.pack_latent(sign, code, CONFIG)
+    assert not np.array_equal(iss.memories["latent"][:2], before[:2])
+    assert np.array_equal(iss.memories["latent"][2:words], before[2:])
+    # After the timeout a whole UPDATE runs as it should (nothing of the cut word is left).
+    again = Program(CONFIG, [update(count=words), HALT])
+    more = stream(again, grads)
     with AmaranthTransport(CONFIG, max_cycles=200_000) as rtl:
         rtl.write(data[:cut])
         assert rtl.read(len(expected))[:8] == expected[:8]   # kind, code, index
         for name in CONFIG.memories:
             assert np.array_equal(rtl.memory(name), iss.memories[name]), name
-    before = layout.pack_latent(sign, code, CONFIG)
-    assert not np.array_equal(iss.memories["latent"][:2], before[:2])
-    assert np.array_equal(iss.memories["latent"][2:words], before[2:])
+        rtl.wait(CONFIG.timeout_cycles + 8)    # the gateware discards until quiet
+        reply = iss.run_stream(more)
+        rtl.write(more)
+        assert rtl.read(len(reply)) == reply
+        for name in CONFIG.memories:
+            assert np.array_equal(rtl.memory(name), iss.memories[name]), name
 
 
 def test_latent_layout_round_trip_and_padding():
@@ -245,3 +254,21 @@ def test_race_of_an_update_with_a_gemm_reading_its_weights():
         racy.check_races()
     Program(CONFIG, [gemm, update(count=4, w_addr=0, unread=0), HALT]).check_races()
     Program(CONFIG, [gemm, update(count=4, w_addr=4), HALT]).check_races()  # other words
+
+
+def test_energy_model_counts_an_update():
+    """UPDATE of 3 latent words on 16-bit words: 3 latent reads and writes, 3 weight-lane
+    writes (charged as word writes), 48 weights updated, the instruction and 3 x 16
+    gradient bytes in; an update costs three latent_bits-wide adds."""
+    from lowbit import energy
+
+    isa = instruction_set(CONFIG)
+    a = energy.count_instruction(isa.check(update(count=3)), CONFIG)
+    assert (a["latent_reads"], a["latent_writes"], a["weight_writes"]) == (3, 3, 3)
+    assert a["lns_updates"] == 48 and a["host_bytes_in"] == isa.bytes + 48
+    tech = energy.default_technology()
+    e = energy.action_energy(tech, CONFIG)
+    assert e["lns_updates"][0] == pytest.approx(3 * tech.int_add(8))
+    assert e["latent_reads"][0] == pytest.approx(tech.sram_access(64, 8 * 16))
+    # An inference configuration: no latent memory, nothing charged for one.
+    assert energy.action_energy(tech, small_config())["latent_reads"][0] == 0.0

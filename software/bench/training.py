@@ -1,5 +1,6 @@
-"""Training the digits BNN with its products on the accelerator (the ISS), beside the same
-integer step on the host: accuracy, time, training images/s, cycles and energy a step
+"""Training the digits BNN with its products and its LNS-Madam update on the accelerator (the
+ISS, the default configuration with a latent memory), beside the same integer step on the
+host: accuracy, time, training images/s, cycles and energy a step
 (``python -m lowbit.bench.training [--epochs N]``)."""
 
 import argparse
@@ -19,12 +20,13 @@ def run(epochs=EPOCHS):
     from .. import datasets
     from ..config.accelerator import AcceleratorConfig
     from ..device_training import memory_per_sample, train_on_device
+    from ..device_update import with_latent_memory
     from ..golden.training import TrainingConfig
     from ..runtime import ISSTransport, Runtime
 
     data = datasets.load("digits")
     config = TrainingConfig(lr_exponent=LR_EXPONENT)
-    accelerator = AcceleratorConfig()
+    accelerator = with_latent_memory(AcceleratorConfig(), config)
     out = {"network": "-".join(map(str, config.sizes)), "batch": config.batch,
            "epochs": epochs, "grad_bits": list(config.grad_bits),
            "lns": f"{config.weight_bits}-bit gamma {config.weight_gamma}"}
@@ -46,6 +48,9 @@ def run(epochs=EPOCHS):
             d = report.device
             row.update(cycles_per_step=round(d["cycles"] / report.steps),
                        gemms_per_step=round(d["gemms"] / report.steps, 1),
+                       update_cycles_per_step=round(d.get("update_cycles", 0)
+                                                    / report.steps),
+                       update=report.update,
                        utilisation=round(d["array_beats"] / d["cycles"], 4),
                        energy_uj_per_step=round(d["energy_pj_per_step"] / 1e6, 2),
                        fp32_mac_uj_per_step=round(d["fp32_mac_pj_per_step"] / 1e6, 2),
