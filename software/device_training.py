@@ -97,12 +97,20 @@ class DeviceTrainReport:
             out.append(f"accelerator: {d['gemms']:,} GEMM programs, {d['cycles']:,} cycles "
                        f"({d['cycles'] / steps:,.0f} a step), {d['array_beats']:,} array "
                        f"beats, {d['macs']:,} binary MACs")
-            out.append(f"energy of the products: {d['energy_pj_per_step'] / 1e6:.2f} uJ a step "
+            on_chip = "the products" + (" and the update" if self.update == "accelerator"
+                                        else "")
+            rest = "statistics, norms, softmax, requantisation" + (
+                "" if self.update == "accelerator" else ", update")
+            if d.get("update_cycles"):
+                out.append(f"the update: {d['update_cycles'] / steps:,.0f} cycles and "
+                           f"{d['update_pj_per_step'] / 1e6:.2f} uJ a step (UPDATE of every "
+                           f"layer, the latent words read back)")
+            out.append(f"energy of {on_chip}: {d['energy_pj_per_step'] / 1e6:.2f} uJ a step "
                        f"(45 nm model; the same products' MACs in fp32: "
                        f"{d['fp32_mac_pj_per_step'] / 1e6:.2f} uJ)")
-            out.append(f"the rest of the step (statistics, norms, softmax, requantisation, "
-                       f"update): {d['host_pj_per_step'] / 1e6:.3f} uJ of integer arithmetic; "
-                       f"the whole step in fp32 arithmetic: {d['fp32_step_pj'] / 1e6:.2f} uJ")
+            out.append(f"the rest of the step ({rest}): {d['host_pj_per_step'] / 1e6:.3f} uJ "
+                       f"of integer arithmetic; the whole step in fp32 arithmetic: "
+                       f"{d['fp32_step_pj'] / 1e6:.2f} uJ")
         ours, full = memory_per_sample(c)
         out.append(f"kept for the backward pass: {ours:g} bytes a sample (float32 "
                    f"activations: {full:g})")
@@ -220,10 +228,15 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
         device = dict(matmul.stats)
         actions = matmul.actions
         if updater is not None:
+            from . import energy
+
             device["cycles"] += updater.stats["cycles"]
             device["update_cycles"] = updater.stats["cycles"]
+            device["update_pj_per_step"] = sum(
+                energy.energy_of(updater.actions, runtime.config).values()) / (epochs * steps)
             actions = actions + updater.actions
-        device.update(step_energy(config, runtime.config, actions, epochs * steps))
+        device.update(step_energy(config, runtime.config, actions, epochs * steps,
+                                  update_on_host=updater is None))
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
                                accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
@@ -259,12 +272,13 @@ def memory_per_sample(config):
     return ours, 4 * sum(config.sizes)
 
 
-def step_energy(config, accelerator, actions, steps, tech=None):
+def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=True):
     """Energy of the products of ``steps`` training steps from their action counts
     (``lowbit.energy``'s 45 nm table), per step, beside the same products' MACs on a
     hypothetical fp32 datapath (``energy.mac_energy``, MACs only); the step's per-element
-    part (``host_pj_per_step``) and the whole step in fp32 arithmetic (``fp32_step_pj``)
-    from :mod:`lowbit.training_energy`'s operation counts."""
+    part (``host_pj_per_step``, the update in it unless it ran on the accelerator:
+    ``update_on_host``) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
+    :mod:`lowbit.training_energy`'s operation counts."""
     from . import energy
 
     from .training_energy import fp32_operations, host_operations, operations_energy
@@ -273,7 +287,7 @@ def step_energy(config, accelerator, actions, steps, tech=None):
     components = energy.energy_of(actions, accelerator, tech)
     total = sum(components.values())
     fp32 = training_macs(config) * config.batch * energy.mac_energy(tech, "fp32")
-    host = operations_energy(host_operations(config), tech)
+    host = operations_energy(host_operations(config, update=update_on_host), tech)
     return {"energy_pj_per_step": total / steps, "fp32_mac_pj_per_step": fp32,
             "energy_components_pj_per_step": {k: v / steps for k, v in components.items()},
             "host_pj_per_step": sum(host.values()), "host_components_pj_per_step": host,

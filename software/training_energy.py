@@ -20,9 +20,11 @@ def _layers(config):
     return list(zip(config.sizes[:-1], config.sizes[1:]))
 
 
-def host_operations(config):
+def host_operations(config, update=True):
     """``{(part, operation): count}`` of one step's per-element work in lowbit's formats;
-    ``operation`` is ``("int_add", bits)`` or ``("int_mul", 8 | 32)``."""
+    ``operation`` is ``("int_add", bits)`` or ``("int_mul", 8 | 32)``. ``update=False``
+    leaves the LNS-Madam update out (a training configuration runs it on the accelerator,
+    where the energy model counts it)."""
     n = config.batch
     ops = collections.Counter()
     for layer, (fan_in, width) in enumerate(_layers(config)):
@@ -41,7 +43,8 @@ def host_operations(config):
         if layer > 0:
             ops["requantisation", ("int_add", 16)] += n * fan_in   # dX
         # LNS-Madam: the step's rounding add, the code add, the saturation compare.
-        ops["update", ("int_add", config.weight_bits)] += 3 * weights
+        if update:
+            ops["update", ("int_add", config.weight_bits)] += 3 * weights
     classes = config.sizes[-1]
     # Softmax: the exponent's product with log2(e), the sum, the division (a 32-bit
     # multiply's worth), per logit.
