@@ -44,11 +44,7 @@ class BNConventional(StreamUnit):
         m = Module()
         w = cfg.input_width
         busy = Signal()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq((~self.o_stream.valid | self.o_stream.ready) & ~busy),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = self.advance(m, hold=busy)
         beat = self.i_stream.payload
 
         m.submodules.params = mem = Memory(shape=cfg.param_layout, depth=cfg.groups, init=[])

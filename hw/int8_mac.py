@@ -43,11 +43,7 @@ class Int8Mac(StreamUnit):
         cfg = self.config
         m = Module()
         beat = self.i_stream.payload
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o_stream.valid | self.o_stream.ready),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = self.advance(m)
 
         def stage(value, name):
             reg = Signal.like(value, name=name)

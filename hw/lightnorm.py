@@ -162,11 +162,7 @@ class LightNorm(StreamUnit):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o_stream.valid | self.o_stream.ready),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = self.advance(m)
         beat = self.i_stream.payload
 
         # Parameters: one memory word per channel group, written by LOAD beats and read

@@ -45,11 +45,7 @@ class MadamUpdate(StreamUnit):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o_stream.valid | self.o_stream.ready),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = self.advance(m)
         beat = self.i_stream.payload
         gb, top = cfg.grad_bits, cfg.max_lr_exponent
 

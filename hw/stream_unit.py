@@ -1,6 +1,7 @@
 """The common shape of lowbit's gateware units: a component built from one configuration
 object, with an ``i_stream`` and an ``o_stream`` whose payloads the configuration defines."""
 
+from amaranth import Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,3 +37,13 @@ class StreamUnit(wiring.Component):
             "i_stream": In(stream.Signature(config.beat_layout)),
             "o_stream": Out(stream.Signature(config.result_layout)),
         })
+
+    def advance(self, m, hold=None):
+        """The pipeline's advance signal, driving ``i_stream.ready``: every stage moves on
+        when the output register is empty or being taken (and ``hold`` is low), so
+        back-pressure holds every beat in place."""
+        advance = Signal()
+        go = ~self.o_stream.valid | self.o_stream.ready
+        m.d.comb += [advance.eq(go if hold is None else go & ~hold),
+                     self.i_stream.ready.eq(advance)]
+        return advance

@@ -46,11 +46,7 @@ class XNORArray(StreamUnit):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o_stream.valid | self.o_stream.ready),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = self.advance(m)
         beat = self.i_stream.payload
         is_and = Signal()
         m.d.comb += is_and.eq((beat.op == Op.AND) if not cfg.binary_only else 0)
