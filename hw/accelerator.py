@@ -128,16 +128,16 @@ class Accelerator(wiring.Component):
         planes shifted past a :class:`MadamUpdate` of ``link / 8`` lanes, one gradient byte
         a lane per link beat, and the updated planes shifted into a second register. The
         front end's states drive it through the returned signals: ``read`` (the latent
-        word's read), ``latch``, ``feed`` (a gradient beat taken), ``write`` (the updated
-        word and its signs written); it reports ``waits_met``, ``last_beat``,
-        ``collected`` (every lane of the word is back) and ``last_word``."""
+        word's read), ``latch``, ``feed`` (a gradient beat taken); it reports
+        ``waits_met``, ``last_beat``, ``collected`` (every lane of the word is back: the
+        word and its signs are written in this cycle) and ``last_word``."""
         cfg = self.config
         C, W, LB, LT = cfg.cols, cfg.word, cfg.host_link_bits, cfg.latent_bits
         n = LB // 8
         per_word = W // n
         mcfg = MadamUpdateConfig(lanes=n, bits=LT, grad_bits=8, lr_headroom=6)
         m.submodules.madam = mu = MadamUpdate(mcfg)
-        sig = {name: Signal(name=f"upd_{name}") for name in ("read", "latch", "feed", "write")}
+        sig = {name: Signal(name=f"upd_{name}") for name in ("read", "latch", "feed")}
         lptr = Signal(range(cfg.latent_depth))
         wptr = Signal(range(cfg.weight_depth * C))
         left = Signal(range(cfg.latent_depth + 1))
@@ -185,7 +185,10 @@ class Accelerator(wiring.Component):
             with m.If(outs == per_word - 1):
                 m.d.sync += outs.eq(0)
         lane_bits = (C - 1).bit_length()
-        with m.If(sig["write"]):
+        # The write hangs off the `collected` flip-flop, not off the state machine: its
+        # select of the weight memory's write port (shared with LOAD) was the ECP5's
+        # critical path through the state decode.
+        with m.If(collected):
             signs = ~new_planes[0]    # bit 1 = +1
             m.d.comb += [mems["latent"].waddr.eq(lptr), mems["latent"].wdata.eq(new),
                          mems["latent"].we.eq(1),
@@ -455,7 +458,8 @@ class Accelerator(wiring.Component):
         m.d.comb += s_ok.eq(s_ready & ~storing)
         header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
         word_beats = C * lane_beats
-        s_lat = Signal()   # the STORE reads the latent memory (a training configuration)
+        # The STORE reads the latent memory (a training configuration; else never).
+        s_lat = Signal() if cfg.training else Const(0)
         s_depth, s_lanes = cfg.score_depth, C
         s_count = so.count * C
         if cfg.training:
@@ -485,10 +489,12 @@ class Accelerator(wiring.Component):
                          s_last_beat.eq(header_beats == 1),
                          s_last_word.eq(s_head.op.count == 1),
                          s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
-                         s_rptr.eq(s_head.op.addr),
-                         s_lat.eq(s_head.op.buffer == Buffer.LATENT)]
+                         s_rptr.eq(s_head.op.addr)]
+            if cfg.training:
+                m.d.sync += s_lat.eq(s_head.op.buffer == Buffer.LATENT)
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
-        m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(read_now & ~s_lat),
+        m.d.comb += [mems["score"].raddr.eq(s_rptr),
+                     mems["score"].re.eq(read_now & ~s_lat if cfg.training else read_now),
                      wq.w_data.eq(mems["score"].rdata), wq.w_en.eq(inflight)]
         if cfg.training:
             # The latent memory's read port is the store stage's while it stores (an
@@ -730,8 +736,7 @@ class Accelerator(wiring.Component):
                         finish(Status.TRUNCATED)
                         m.next = "DRAIN"
                 with m.State("UPD_DRAIN"):
-                    with m.If(upd["collected"]):
-                        m.d.comb += upd["write"].eq(1)
+                    with m.If(upd["collected"]):    # the word is written in this cycle
                         with m.If(upd["last_word"]):
                             m.d.sync += index.eq(index + 1)
                             m.next = "FETCH"

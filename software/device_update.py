@@ -80,10 +80,15 @@ class DeviceUpdate:
         self.words = [latent_words(s, c) for s in self.shapes]
         self.offsets = list(np.cumsum([0] + self.words[:-1]))
         total = sum(self.words)
-        if total > c.latent_depth or total > c.weight_depth * c.cols:
+        if total > c.latent_depth:
             raise ValueError(f"the latent weights of layers {self.shapes} take {total} latent "
                              f"words; latent_depth is {c.latent_depth} (at least "
                              f"{latent_depth_for(self.shapes, c)} needed)")
+        if total > c.weight_depth * c.cols:
+            # UPDATE writes each latent word's signs into a weight lane of its own.
+            raise ValueError(f"the latent weights of layers {self.shapes} take {total} weight "
+                             f"lanes for their signs; the weight memory has "
+                             f"{c.weight_depth * c.cols}")
         self.runtime, self.config = runtime, c
         self.stats = {"cycles": 0, "programs": 0, "updates": 0}
         self.actions = Actions()

@@ -75,7 +75,7 @@ class _Checker:
         self.exec_sent = 0     # STOREs sent before the next GEMM pops
         self.store_written = 0  # GEMMs written before the next STORE pops
 
-    def load(self, index, instr, memory, lo, hi):
+    def load(self, index, instr, memory, lo, hi, name="LOAD"):
         g = self.gemms
         self.front_written = max(self.front_written, _after(g, instr["unwritten"]))
         self.front_read = max(self.front_read, self.front_written, _after(g, instr["unread"]))
@@ -92,9 +92,10 @@ class _Checker:
         if hit:
             number, first, end, other = hit
             raise ProgramError(
-                f"race: instruction {index} (LOAD) may overwrite {_words(lo, hi, first, end)} "
-                f"of the {memory} memory while instruction {other} (GEMM) may still read "
-                f"them ({advice.format(rank=g - 1 - number)})")
+                f"race: instruction {index} ({name}) may overwrite "
+                f"{_words(lo, hi, first, end)} of the {memory} memory while instruction "
+                f"{other} (GEMM) may still read them "
+                f"({advice.format(rank=g - 1 - number).replace('LOAD', name)})")
 
     def store(self, index, instr, memory, lo, hi):
         g = self.gemms
@@ -179,7 +180,7 @@ def check_races(program):
             # Its weight lanes are written as a LOAD writes (the latent memory is the
             # front end's alone: an UPDATE waits for every STORE before it).
             (memory, lo, n, _), = [r for r in regions if r[0] == "weight"]
-            state.load(index, instr, memory, lo, lo + n)
+            state.load(index, instr, memory, lo, lo + n, "UPDATE")
         elif op == Opcode.STORE:
             (memory, lo, n, _), = regions
             state.store(index, instr, memory, lo, lo + n)

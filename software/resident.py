@@ -51,8 +51,10 @@ def split_preamble(program):
 
 
 def loads_weights(instructions):
-    """Whether any of ``instructions`` loads the weight or thresh memory."""
-    return any(_is_weight_load(instr) for instr in instructions)
+    """Whether any of ``instructions`` writes the weight or thresh memory: a ``LOAD`` of
+    them, or an ``UPDATE`` (it writes the new signs into weight lanes)."""
+    return any(_is_weight_load(instr) or instr["opcode"] == Opcode.UPDATE
+               for instr in instructions)
 
 
 def weights_tag(program, preamble=None):

@@ -27,11 +27,11 @@ SMALL = AcceleratorConfig(
                                max_weight_bits=1, pipeline=1),
     max_out_bits=3, in_depth=32, act_depth=64, weight_depth=128, thresh_depth=16,
     score_depth=8, queue_depth=2, host_link_bits=16)
-# A 64-bit word and link, one-plane activations, 4-bit outputs.
+# A 64-bit word, a 32-bit link, one-plane activations, 4-bit outputs.
 WIDE = AcceleratorConfig(
     xnor_array=XNORArrayConfig(rows=4, cols=64, word=64, max_k=512, max_act_bits=1,
                                max_weight_bits=1),
-    max_out_bits=4, host_link_bits=64, weight_single_port=True)
+    max_out_bits=4, host_link_bits=32, weight_single_port=True)
 # A training configuration: a latent memory of 6-bit LNS words and UPDATE.
 TRAIN = SMALL.replace(latent_depth=256, latent_bits=6)
 CONFIGS = [DEFAULT, SMALL, WIDE, TRAIN]
@@ -115,7 +115,9 @@ def test_config_derived_quantities():
     (dict(queue_depth=17), ValueError, "AcceleratorConfig queue_depth must be at most 16, "
                                        "not 17"),
     (dict(host_link_bits=12), ValueError,
-     "AcceleratorConfig host_link_bits must be 8, 16, 32 or 64, not 12"),
+     "AcceleratorConfig host_link_bits must be 8, 16 or 32, not 12"),
+    (dict(host_link_bits=64), ValueError,
+     "AcceleratorConfig host_link_bits must be 8, 16 or 32, not 64"),
     (dict(xnor_array=XNORArrayConfig(word=16, max_k=64, max_act_bits=2, max_weight_bits=1),
           host_link_bits=32), ValueError,
      "AcceleratorConfig host_link_bits 32 must not exceed the word (16)"),
@@ -186,10 +188,17 @@ def test_config_fingerprint_covers_every_field():
               DEFAULT.replace(max_out_bits=1), DEFAULT.replace(score_depth=1024),
               DEFAULT.replace(weight_single_port=True), DEFAULT.replace(queue_depth=2),
               DEFAULT.replace(host_link_bits=16), DEFAULT.replace(timeout_cycles=1000),
-              DEFAULT.replace(latent_depth=64), DEFAULT.replace(latent_bits=6)]
+              DEFAULT.replace(latent_depth=64),
+              DEFAULT.replace(latent_depth=64, latent_bits=6)]
     prints = {DEFAULT.fingerprint()} | {c.fingerprint() for c in others}
     assert len(prints) == len(others) + 1
     assert AcceleratorConfig().fingerprint() == DEFAULT.fingerprint()
+    # An inference configuration's fingerprint leaves the latent fields out (its hardware
+    # does not have them): the one it had before training configurations existed.
+    assert DEFAULT.fingerprint() == "9a98a3dbb3c9c8b9"
+    assert "latent_depth" not in DEFAULT.to_dict()
+    assert AcceleratorConfig.from_dict(DEFAULT.replace(latent_depth=64).to_dict()) == \
+        DEFAULT.replace(latent_depth=64)
 
 
 # Layouts ----------------------------------------------------------------------------------

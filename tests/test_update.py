@@ -248,9 +248,9 @@ def test_race_of_an_update_with_a_gemm_reading_its_weights():
                 m_tiles=1, n_tiles=1, mode="SCORES", out_bits=1, dst_addr=0, thr_addr=0,
                 sync=0, unsent=NO_WAIT)
     racy = Program(CONFIG, [gemm, update(count=4, w_addr=0), HALT])
-    with pytest.raises(ProgramError, match=r"^race: instruction 1 \(LOAD\) may overwrite "
+    with pytest.raises(ProgramError, match=r"^race: instruction 1 \(UPDATE\) may overwrite "
                        r"words 0..0 of the weight memory while instruction 0 \(GEMM\) may "
-                       r"still read them"):
+                       r"still read them \(give the UPDATE unread or unwritten at most 0\)$"):
         racy.check_races()
     Program(CONFIG, [gemm, update(count=4, w_addr=0, unread=0), HALT]).check_races()
     Program(CONFIG, [gemm, update(count=4, w_addr=4), HALT]).check_races()  # other words
@@ -272,3 +272,33 @@ def test_energy_model_counts_an_update():
     assert e["latent_reads"][0] == pytest.approx(tech.sram_access(64, 8 * 16))
     # An inference configuration: no latent memory, nothing charged for one.
     assert energy.action_energy(tech, small_config())["latent_reads"][0] == 0.0
+
+
+def test_an_update_invalidates_resident_weights():
+    """A transport that keeps weights between runs (a board's) must send an inference
+    program's weights again after an UPDATE rewrote weight lanes: the same program and
+    inputs give the same scores before and after."""
+    from lowbit.runtime import ISSTransport, Runtime
+
+    class Keeping(ISSTransport):
+        keeps_weights = True      # as a board's link, which keeps the tag in the bridge
+
+    waits = dict(unread=NO_WAIT, unwritten=NO_WAIT)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 1 << 16, 2, dtype=np.uint64)      # one in word (rows = 2)
+    b = rng.integers(0, 1 << 16, 4, dtype=np.uint64)      # one weight word (cols = 4)
+    infer = Program(CONFIG, [
+        dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=1, **waits),
+        dict(opcode="LOAD", buffer="IN", source="INPUT", addr=0, count=1, **waits),
+        dict(opcode="GEMM", a_buffer="IN", a_addr=0, b_addr=0, planes=1, words=1, m_tiles=1,
+             n_tiles=1, mode="SCORES", out_bits=1, dst_addr=0, thr_addr=0, sync=0,
+             unsent=NO_WAIT),
+        dict(opcode="STORE", buffer="SCORE", addr=0, count=2, unwritten=0), HALT],
+        constants=b)
+    runtime = Runtime(CONFIG, Keeping(CONFIG))
+    first = runtime.run(infer, a)
+    runtime.run(Program(CONFIG, [update(count=4, lr_exponent=0), HALT]),
+                np.zeros(4 * 8, dtype=np.uint64))    # rewrites weight lanes 0..3
+    again = runtime.run(infer, a)
+    assert again.stats["weights_sent"]
+    assert np.array_equal(first.outputs[0], again.outputs[0])

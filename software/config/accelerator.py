@@ -147,8 +147,9 @@ class AcceleratorConfig(ConfigMixin):
         check_bool(owner, "weight_single_port", self.weight_single_port)
         check_int(owner, "queue_depth", self.queue_depth, minimum=1, maximum=16)
         check_int(owner, "host_link_bits", self.host_link_bits)
-        if self.host_link_bits not in (8, 16, 32, 64):
-            raise ValueError(f"{owner} host_link_bits must be 8, 16, 32 or 64, not "
+        if self.host_link_bits not in (8, 16, 32):
+            # 64 would cut the 160-bit STATUS record inside a beat (its last 32 bits lost).
+            raise ValueError(f"{owner} host_link_bits must be 8, 16 or 32, not "
                              f"{self.host_link_bits}")
         if self.host_link_bits > array.word:
             raise ValueError(f"{owner} host_link_bits {self.host_link_bits} must not exceed "
@@ -247,9 +248,14 @@ class AcceleratorConfig(ConfigMixin):
     # Files --------------------------------------------------------------------------------
 
     def to_dict(self):
-        """The fields as plain JSON-compatible values, the array as a dict with a ``type``."""
+        """The fields as plain JSON-compatible values, the array as a dict with a ``type``.
+        An inference configuration (``latent_depth`` 0) leaves the latent fields out, so
+        its fingerprint, and every program and bitstream stamped with it, is what it was
+        before training configurations existed (the hardware is the same)."""
         out = {}
         for field in dataclasses.fields(self):
+            if not self.training and field.name in ("latent_depth", "latent_bits"):
+                continue
             value = getattr(self, field.name)
             if isinstance(value, ConfigMixin):
                 value = {"type": type(value).__name__, **value.to_dict()}
