@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import toolenv
 from ..hw.uart import baud_divisor
-from ..synth import ROUTER1_TIMEOUT_S, TARGETS, _utilisation
+from ..synth import FSM_ONE_HOT, ROUTER1_TIMEOUT_S, TARGETS, _utilisation
 from .core import DEFAULT_BAUD
 from .targets import BoardTop
 
@@ -157,7 +157,7 @@ def build_bitstream(board, config, *, out_dir, baud=DEFAULT_BAUD, clock_mhz=None
         platform = board.make_platform(pack=False)
         nextpnr_opts = f"{opts} --timing-allow-fail --report {report.name}".strip()
         plan = platform.prepare(top, name="top", synth_opts=board.synth_opts,
-                                nextpnr_opts=nextpnr_opts)
+                                nextpnr_opts=nextpnr_opts, script_after_read=FSM_ONE_HOT)
         plan.extract(out_dir)
         try:
             proc = _run_script(out_dir, timeout)

@@ -60,10 +60,10 @@ def test_bridge_timing_at_3_mbaud_on_24_mhz():
 def test_boards_clocks_and_baud_rates():
     # The PLL settings, found by the divider search, and the UART divisor at 3 Mbaud.
     icebreaker, ulx3s = ICEBREAKER.pll(), ULX3S.pll()
-    # iCE40: 12 MHz x (DIVF + 1) / (2^DIVQ x (DIVR + 1)) = 12 x 80 / 32 = 30 MHz.
-    assert (icebreaker.out_mhz, icebreaker.dividers) == (30.0, {
-        "DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1})
-    assert baud_divisor(30e6, 3_000_000) == 10
+    # iCE40: 12 MHz x (DIVF + 1) / (2^DIVQ x (DIVR + 1)) = 12 x 88 / 32 = 33 MHz.
+    assert (icebreaker.out_mhz, icebreaker.dividers) == (33.0, {
+        "DIVR": 0, "DIVF": 87, "DIVQ": 5, "FILTER_RANGE": 1})
+    assert baud_divisor(33e6, 3_000_000) == 11
     # ECP5: 25 MHz / CLKI_DIV x CLKFB_DIV = 25 / 5 x 9 = 45 MHz (VCO 45 x 17 = 765 MHz).
     assert ulx3s.out_mhz == pytest.approx(45.0) and ulx3s.dividers["CLKI_DIV"] == 5
     assert (ulx3s.dividers["CLKFB_DIV"], ulx3s.dividers["CLKOP_DIV"]) == (9, 17)
@@ -271,13 +271,13 @@ def test_board_transport_on_a_missing_port():
 def test_icebreaker_bitstream_fits_and_meets_its_clock(tmp_path, capsys):
     assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["board"] == "icebreaker" and result["clock_mhz"] == 30.0
-    assert result["baud"] == 3_000_000 and result["cycles_per_bit"] == 10
+    assert result["board"] == "icebreaker" and result["clock_mhz"] == 33.0
+    assert result["baud"] == 3_000_000 and result["cycles_per_bit"] == 11
     assert result["luts"] <= result["luts_available"] == 5280
     assert result["bram"] <= result["bram_available"] == 30
-    assert result["fmax_mhz"] >= 30.0 * 1.05 and result["meets_timing"]
+    assert result["fmax_mhz"] >= 33.0 * 1.05 and result["meets_timing"]
     # (the report's Fmax is rounded to 0.01 MHz, its slack computed before rounding)
-    assert result["slack_ns"] == pytest.approx(timing_verdict(30.0, result["fmax_mhz"])[0],
+    assert result["slack_ns"] == pytest.approx(timing_verdict(33.0, result["fmax_mhz"])[0],
                                                abs=0.02)
     assert Path(result["bitstream"]) == tmp_path / "top.bin"
     assert (tmp_path / "top.bin").stat().st_size > 100_000   # a UP5K image is 104 kB
