@@ -1,11 +1,14 @@
-"""The full-rate accelerator: host link, three decoupled stages, five memories, the PE array
-and the result stage, from one :class:`~lowbit.config.accelerator.AcceleratorConfig`.
+"""The full-rate accelerator: host link, three decoupled stages, five memories (six in a
+training configuration), the PE array and the result stage, from one
+:class:`~lowbit.config.accelerator.AcceleratorConfig`.
 
 * The **front end** fetches instruction words from ``i_stream``, checks each (the checks of
   :meth:`lowbit.isa.InstructionSet.decode` without the region checks: addresses wrap),
-  runs ``LOAD`` itself (a memory word is assembled from the link and written in one cycle),
-  pushes ``GEMM`` and ``STORE`` into their stages' queues and, at ``HALT``, waits for both
-  stages and sends the ``STATUS`` record.
+  runs ``LOAD`` itself (a memory word is assembled from the link and written in one cycle)
+  and, in a training configuration, ``UPDATE`` (latent words through a
+  :class:`~lowbit.hw.madam_update.MadamUpdate` as their gradients arrive), pushes ``GEMM``
+  and ``STORE`` into their stages' queues and, at ``HALT``, waits for both stages and sends
+  the ``STATUS`` record.
 * The **execute stage** pops a ``GEMM`` when its waits hold and issues one beat per cycle:
   one ``rows``-lane word of the ``in`` or ``act`` memory and one ``cols``-lane word of the
   ``weight`` memory, addresses from counters (no multiplier). A tile starts only when the
