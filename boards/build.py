@@ -63,7 +63,7 @@ class BitstreamError(RuntimeError):
 #: one-hot, a flip-flop a state. Yosys leaves them binary by itself (a state register with
 #: an initial value is not taken for an FSM), and the accelerator's front end decoded its
 #: 4-bit state on the iCEBreaker's critical path: at 36 MHz the board placed at 35.16 MHz
-#: binary, 37.84 / 37.52 MHz one-hot (seeds 1 / 2). One-hot drops the initial value: the
+#: binary, 37.84 / 37.52 / 35.73 MHz one-hot (seeds 1 / 2 / 3). One-hot drops the initial value: the
 #: state starts from reset, which the boards hold until the PLL locks (lowbit.boards.pll).
 #: `lowbit synth` keeps Yosys's default: on the 4x2 core alone one-hot made nextpnr's
 #: router1 loop (seed 1; router2 then 33.4 MHz against 36.21 binary).
