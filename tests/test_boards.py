@@ -57,6 +57,23 @@ def test_bridge_timing_at_3_mbaud_on_24_mhz():
                                               "flush_ticks": 1}
 
 
+def test_ulx3s_training_configuration_is_the_board_s_with_a_latent_memory():
+    # boards/configs/ulx3s-85f-train.json: the ULX3S-85F's configuration plus a latent memory
+    # that holds the default `lowbit train --backend` network (64-128-128-10: 832 words).
+    from lowbit.boards.targets import CONFIG_DIR
+    from lowbit.device_update import latent_depth_for
+    from lowbit.golden.training import TrainingConfig
+
+    train = AcceleratorConfig.load(CONFIG_DIR / "ulx3s-85f-train.json")
+    board = ULX3S.load_config()
+    assert train.training and not board.training
+    assert train.replace(latent_depth=0) == board.replace(latent_bits=train.latent_bits)
+    sizes = TrainingConfig().sizes
+    shapes = [(n, k) for k, n in zip(sizes[:-1], sizes[1:])]
+    assert train.latent_depth >= latent_depth_for(shapes, train) == 1024
+    assert train.latent_bits == TrainingConfig().weight_bits
+
+
 def test_boards_clocks_and_baud_rates():
     # The PLL settings, found by the divider search, and the UART divisor at 3 Mbaud.
     icebreaker, ulx3s = ICEBREAKER.pll(), ULX3S.pll()
