@@ -81,7 +81,7 @@ class BoardCore(wiring.Component):
 
 
 #: The simulated board: a 100 MHz clock (10 ns, as lowbit's cocotb benches) and 8 clock
-#: cycles per bit, the ratio of the iCEBreaker's 24 MHz to the link's 3 Mbaud.
+#: cycles per bit, the ratio of an earlier 24 MHz iCEBreaker clock to the link's 3 Mbaud.
 SIM_CLK_HZ = 100_000_000
 SIM_BAUD = SIM_CLK_HZ // 8
 

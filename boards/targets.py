@@ -107,13 +107,14 @@ class Board:
 
 BOARDS = {board.name: board for board in [
     # iCE40UP5K: 33 MHz (the board, 2x2x32 core and bridge with a one-hot front end, places
-    # at 36.4 MHz; 3 Mbaud is 11 cycles a bit). At 36 MHz it places at 37.5-37.8 MHz, short
-    # of the 5% margin (37.9). nextpnr-ice40 needs no router option; -dsp puts the
-    # accelerator's region checker multiplier in SB_MAC16s (as `lowbit synth accelerator`).
+    # at 36.4 MHz; 3 Mbaud is 11 cycles a bit). At 36 MHz it places at 35.7-37.8 MHz over
+    # three seeds, short of the 5% margin (37.9). nextpnr-ice40 needs no router option;
+    # -dsp puts the accelerator's region checker multiplier in SB_MAC16s (as `lowbit synth
+    # accelerator` does).
     Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
           "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 33.0,
           "ice40_generic", "top.bin", synth_opts="-dsp"),
-    # ECP5: 45 MHz (the board with the default core places at 58.9 MHz; 3 Mbaud is 15
+    # ECP5: 45 MHz (the board with the default core places at 52.4 MHz; 3 Mbaud is 15
     # cycles a bit, exactly). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
     # fails an assertion on the default accelerator) and router2 (router1 does not finish
     # it in 30 min).

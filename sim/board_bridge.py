@@ -6,7 +6,7 @@ socket, i.e. the real serial runtime code) listens on ``127.0.0.1:$LOWBIT_BRIDGE
 this module connects and plays the USB-serial adapter:
 
 * bytes from the host are put on the design's ``rx`` pin as 8N1 frames at the simulated
-  baud rate (:data:`lowbit.boards.core.SIM_BAUD`, 8 cycles a bit as on the iCEBreaker;
+  baud rate (:data:`lowbit.boards.core.SIM_BAUD`, 8 cycles a bit as on an earlier 24 MHz iCEBreaker;
   ``$LOWBIT_LINE_BAUD`` sets the adapter's rate instead, to test a wrong one), back to
   back;
 * the design's ``tx`` pin is watched for start bits, each bit sampled in its middle, and

@@ -199,7 +199,7 @@ def fractional_waveform(data, cycles_per_bit, phase=0.0):
 
 
 @pytest.mark.parametrize("clk,baud,phase", [
-    (24_000_000, 3_000_000, 0.0),            # the iCEBreaker: 8 cycles a bit, exact
+    (24_000_000, 3_000_000, 0.0),            # 8 cycles a bit, exact (a 24 MHz iCEBreaker)
     (24_000_000, 3_000_000 * 1.02, 0.5),     # a sender 2% fast
     (24_000_000, 3_000_000 / 1.02, 0.3),     # a sender 2% slow
     (250_000_000 / 7, 3_000_000, 0.7),       # the ULX3S's 35.71 MHz: 11.9 cycles a bit
