@@ -2,10 +2,10 @@
 (Verilator), with a UART model on its pins at 8 clock cycles a bit (an earlier 24 MHz
 iCEBreaker's ratio), driven by the real serial runtime code (FramedTransport, the board
 transport's codec, over the simulation's socket instead of a serial port): a compiled
-digits BNN gives the ISS's scores on a clean line, with bytes corrupted and dropped in both directions and with
-random noise, with its weights resident across calls; a board of another configuration,
-one that stops answering and a wrong baud rate are clear errors. One Verilator build
-serves every check."""
+digits BNN gives the ISS's scores on a clean line, with bytes corrupted and dropped in both
+directions and with random noise, with its weights resident across calls; a board of
+another configuration, one that stops answering and a wrong baud rate are clear errors. One
+Verilator build serves every check."""
 
 import numpy as np
 import pytest
