@@ -260,6 +260,19 @@ def test_training_energy_hand_case():
     assert fp32["products"] == pytest.approx(16 * training_macs(NET) * (3.7 + 0.9))
     # Softmax: per logit an 8-bit and a 32-bit multiply (0.2 + 3.1) and a 32-bit add (0.1).
     assert host["softmax"] == pytest.approx(16 * 10 * (0.2 + 3.1 + 0.1))
+    # Requantisation, a 16-bit add (0.05) per value, weight and dX: layer 0 256 + 1,024;
+    # layer 1 256 + 256 + 256; layer 2 160 + 160 + 256: 2,624.
+    assert host["requantisation"] == pytest.approx(2624 * 0.05)
+    # The norm's backward product: an 8-bit multiply and a 32-bit add per value, 672 values.
+    assert host["norm backward"] == pytest.approx(672 * (0.2 + 0.1))
+    # Statistics: a sum_bits-wide add and two input-width compares per value. Layer 0: input
+    # width 12 (peak 64 x 31 = 1,984, 11 bits and a sign), sum 12 + 16 = 28 bits (batches up
+    # to 2^16); adds interpolate linearly: 28 bits 0.0875, 12 bits 0.04. Layers 1 and 2:
+    # width 6 (peak 16), sum 22 bits: 0.06875 and 6 x 0.03 / 8 = 0.0225.
+    assert host["statistics"] == pytest.approx(
+        256 * (0.0875 + 2 * 0.04) + (256 + 160) * (0.06875 + 2 * 0.0225))
+    # The update on the accelerator: left out of the host's part.
+    assert "update" not in operations_energy(host_operations(NET, update=False))
     with ISSTransport(AcceleratorConfig()) as link:
         matmul = DeviceMatmul(Runtime(AcceleratorConfig(), link))
         a, b = np.ones((2, 64), dtype=np.int64), np.ones((3, 64), dtype=np.int64)
