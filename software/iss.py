@@ -158,7 +158,7 @@ class ISS:
             except InstructionError as error:
                 raise ISSError(f"instruction {index}: {error}") from None
             data = None
-            if instr["opcode"] in (Opcode.LOAD, Opcode.UPDATE):
+            if self.isa.takes_data(instr):
                 source, count = instr["source"], self.isa.link_words(instr)
                 stream, start = streams[source], pos[source]
                 if start + count > len(stream):
@@ -306,7 +306,7 @@ class ISS:
                 self._timing.illegal()
                 return len(data), self._result(Status.ILLEGAL, 0, index)
             payload = None
-            if instr["opcode"] == Opcode.UPDATE:
+            if isa.takes_data(instr):
                 size = isa.link_words(instr) * word_bytes
                 chunk = data[pos:pos + size]
                 pos += len(chunk)
@@ -314,30 +314,25 @@ class ISS:
                 payload = np.frombuffer(chunk[:whole * word_bytes],
                                         dtype=f"<u{word_bytes}").astype(np.uint64)
                 if len(chunk) < size:
-                    # The latent words whose bytes all arrived are updated (the gateware
-                    # writes a word once its last gradient is in); the rest is lost.
-                    self._update(instr, payload)
-                    return len(data), self._result(Status.TRUNCATED, 0, index)
-            elif instr["opcode"] == Opcode.LOAD:
-                lanes = self.config.lanes(instr["buffer"].name.lower())
-                size = isa.link_words(instr) * word_bytes
-                chunk = data[pos:pos + size]
-                pos += len(chunk)
-                whole = len(chunk) // word_bytes
-                payload = np.frombuffer(chunk[:whole * word_bytes],
-                                        dtype=f"<u{word_bytes}").astype(np.uint64)
-                if len(chunk) < size:
-                    # The memory words that arrived whole are written (the gateware writes a
-                    # word once its last lane has arrived); the rest is lost.
-                    name = instr["buffer"].name.lower()
-                    whole_words = whole // lanes
-                    if whole_words:
-                        self._write(name, instr["addr"], payload[:whole_words * lanes])
+                    self._truncated(instr, payload)
                     return len(data), self._result(Status.TRUNCATED, 0, index)
             self._execute(instr, payload)
             if instr["opcode"] == Opcode.HALT:
                 return pos, self._result(Status.OK, instr["status"], index)
             index += 1
+
+    def _truncated(self, instr, payload):
+        """What a ``LOAD`` or ``UPDATE`` cut short does with the words that arrived: the
+        gateware writes a memory word once its last lane is in, and updates a latent word
+        once its last gradient is in; the rest is lost."""
+        if instr["opcode"] == Opcode.UPDATE:
+            self._update(instr, payload)      # whole latent words only
+            return
+        name = instr["buffer"].name.lower()
+        lanes = self.config.lanes(name)
+        whole_words = len(payload) // lanes
+        if whole_words:
+            self._write(name, instr["addr"], payload[:whole_words * lanes])
 
     @property
     def counter_names(self):
