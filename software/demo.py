@@ -195,11 +195,10 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
         x, y = q.quantize(data.x_train[:config.batch]), data.y_train[:config.batch]
         gold = TrainingStep(config)
         gold.step(x, y)
-        shapes = [(n, k) for k, n in zip(config.sizes[:-1], config.sizes[1:])]
         with RTLTransport(accel) as link:
             runtime = Runtime(accel, link)
             dev = TrainingStep(config, matmul=DeviceMatmul(runtime),
-                               update=DeviceUpdate(runtime, shapes, config.weight_bits))
+                               update=DeviceUpdate(runtime, config.shapes, config.weight_bits))
             dev.step(x, y)
         same = all(np.array_equal(a.code, b.code) and np.array_equal(a.sign, b.sign)
                    for a, b in zip(gold.weights, dev.weights))

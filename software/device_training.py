@@ -191,8 +191,7 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
     if runtime is not None and runtime.config.training:
         from .device_update import DeviceUpdate
 
-        shapes = [(n, k) for k, n in zip(config.sizes[:-1], config.sizes[1:])]
-        updater = DeviceUpdate(runtime, shapes, config.weight_bits)
+        updater = DeviceUpdate(runtime, config.shapes, config.weight_bits)
     step = TrainingStep(config, matmul=matmul, update=updater)
     # Evaluation is a report, not part of training: on the host (the same integers).
     host = TrainingStep(config)

@@ -35,8 +35,7 @@ def with_latent_memory(base, training):
     """``base`` (an AcceleratorConfig) as a training configuration for the network of
     ``training`` (a :class:`~lowbit.golden.training.TrainingConfig`): a latent memory that
     holds every layer, of its LNS word."""
-    shapes = [(n, k) for k, n in zip(training.sizes[:-1], training.sizes[1:])]
-    return base.replace(latent_depth=latent_depth_for(shapes, base),
+    return base.replace(latent_depth=latent_depth_for(training.shapes, base),
                         latent_bits=training.weight_bits)
 
 

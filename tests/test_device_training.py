@@ -316,6 +316,10 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
     (["--lr", "0.1", "--no-twin"], "--lr, --no-twin: an option of the host trainer (without "
                                    "--backend) only"),
     (["--lr", "0"], "--lr: an option of the host trainer"),   # a given 0 counts
+    (["--set", "latent_depth=48"], "AcceleratorConfig latent_depth must be 0 or a power of "
+                                   "two, not 48"),
+    (["--set", "latent_bits=6"], "the training step's latent weights are 8-bit LNS words; "
+                                 "the accelerator's latent_bits is 6"),
 ])
 def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     argv = ["train", "--backend", "iss", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")]

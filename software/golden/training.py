@@ -176,6 +176,11 @@ class TrainingConfig(ConfigMixin):
     def layers(self):
         return len(self.sizes) - 1
 
+    @property
+    def shapes(self):
+        """``(out, in)`` of each layer's weights."""
+        return [(n, k) for k, n in zip(self.sizes[:-1], self.sizes[1:])]
+
     def input_precision(self, layer):
         """The operand format of layer ``layer``'s inputs: k-bit unsigned, then binary."""
         return Precision("unsigned", self.input_bits) if layer == 0 else Precision("binary")
@@ -421,17 +426,13 @@ class TrainingStep:
         self.matmul = popcount_matmul if matmul is None else matmul
         self.update = host_update if update is None else update
         self.weights = init_weights(config) if weights is None else list(weights)
-        for layer, (w, shape) in enumerate(zip(self.weights, self._shapes())):
+        for layer, (w, shape) in enumerate(zip(self.weights, config.shapes)):
             if w.shape != shape or (w.bits, w.gamma) != (config.weight_bits,
                                                          config.weight_gamma):
                 raise ValueError(f"layer {layer} weights must be {shape} LNS "
                                  f"{config.weight_bits}-bit gamma={config.weight_gamma}, not "
                                  f"{w.shape} {w.bits}-bit gamma={w.gamma}")
         self.norms = [LightNorm(config.norm_config(i)) for i in range(config.layers)]
-
-    def _shapes(self):
-        s = self.config.sizes
-        return [(n, k) for k, n in zip(s[:-1], s[1:])]
 
     def binary(self):
         """The +-1 weights of every layer (signs of the latent weights)."""
