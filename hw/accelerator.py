@@ -27,9 +27,11 @@ from amaranth.lib.wiring import In, Out
 
 from ..config.accelerator import AcceleratorConfig
 from ..config.madam import MadamUpdateConfig
-from ..isa import (DATA_HEADER, STATUS_RECORD, Buffer, GemmMode, Opcode, Record, Status,
-                   instruction_set)
+from ..config.lightnorm import Op as NormOp
+from ..isa import (DATA_HEADER, STATS_LANES, STATUS_RECORD, Buffer, GemmMode, Opcode, Record,
+                   Status, instruction_set)
 from .core_memory import CoreMemory
+from .lightnorm import LightNorm
 from .madam_update import MadamUpdate
 from .pe_array import PEArray
 from .result_stage import ResultStage, tile_context
@@ -203,6 +205,87 @@ class Accelerator(wiring.Component):
         return {**sig, "start": start, "waits_met": waits_met, "last_beat": last_beat,
                 "collected": collected, "last_word": left == 1}
 
+    def _stats_unit(self, m, mems, wq, s_ok, s_head, s_stats, sto, storing, s_rptr,
+                    s_words_left, s_reads_left, s_last_word):
+        """The datapath of ``STATS`` in the store stage: score words read in order (sample
+        major, ``groups`` a sample) into a small queue with their ``STAT`` flags, then
+        through a :class:`~lowbit.hw.lightnorm.LightNorm` (statistics in its memory, one
+        word per group); each group's result (emitted on the last sample's beat) goes into
+        the store stage's word queue as one record word, sums then spreads, and out as a
+        ``STORE``'s words do. The unit's back-pressure holds the queue, and the reads stop
+        while it is full, so nothing is lost when the link is slow."""
+        cfg = self.config
+        C, W, K = cfg.cols, cfg.word, cfg.norm_chunks
+        ncfg = cfg.norm
+        iw, depth = ncfg.input_width, cfg.score_depth
+        log_k = (K - 1).bit_length()
+        m.submodules.stats = nu = LightNorm(ncfg)
+        reading = Signal()
+        g = Signal(range(cfg.norm_groups))
+        groups_m1 = Signal(range(cfg.norm_groups))
+        last_g = Signal()                          # g == groups - 1
+        left = Signal(range(depth + 1))            # samples left, this one included
+        first, new, last_s = Signal(), Signal(), Signal()
+        rem = Signal(range(depth + 1))             # samples left in this chunk, this one too
+        k = Signal(range(K + 1))                   # chunks started
+        base = Signal(range((depth >> log_k) + 1))
+        extra = Signal(range(K))
+        hd = s_head.op.stats
+        with m.If(s_ok):
+            m.d.sync += s_stats.eq(s_head.stats)
+            with m.If(s_head.stats):
+                hb = hd.samples >> log_k
+                he = hd.samples & (K - 1)
+                m.d.sync += [sto.eq(hd), reading.eq(1), g.eq(0), groups_m1.eq(hd.groups - 1),
+                             last_g.eq(hd.groups == 1), left.eq(hd.samples),
+                             last_s.eq(hd.samples == 1), first.eq(1), new.eq(1),
+                             base.eq(hb), extra.eq(he), rem.eq(hb + (he != 0)), k.eq(1),
+                             s_words_left.eq(hd.groups), s_reads_left.eq(0),
+                             s_last_word.eq(hd.groups == 1), s_rptr.eq(hd.addr)]
+        ctl = data.StructLayout({"group": range(cfg.norm_groups), "first": 1, "chunk": 1,
+                                 "last": 1})
+        entry = data.StructLayout({"x": data.ArrayLayout(iw, C), "ctl": ctl})
+        m.submodules.stats_beats = bq = fifo.SyncFIFO(width=entry.size, depth=4)
+        inflight = Signal()
+        beat_ctl = Signal(ctl)
+        read = Signal()
+        m.d.comb += read.eq(storing & s_stats & reading & (bq.level + inflight < 4))
+        m.d.sync += inflight.eq(read)
+        with m.If(read):
+            m.d.comb += [mems["score"].raddr.eq(s_rptr), mems["score"].re.eq(1)]
+            m.d.sync += [beat_ctl.group.eq(g), beat_ctl.first.eq(first),
+                         beat_ctl.chunk.eq(new), beat_ctl.last.eq(last_s),
+                         s_rptr.eq(s_rptr + 1), g.eq(g + 1), last_g.eq(g + 1 == groups_m1)]
+            with m.If(last_g):
+                m.d.sync += [g.eq(0), last_g.eq(groups_m1 == 0), first.eq(0),
+                             left.eq(left - 1), last_s.eq(left == 2)]
+                with m.If(last_s):
+                    m.d.sync += reading.eq(0)
+                # The array_split rule: the first `extra` chunks have base + 1 samples.
+                with m.If(rem == 1):
+                    m.d.sync += [new.eq(1), rem.eq(base + (k < extra)), k.eq(k + 1)]
+                with m.Else():
+                    m.d.sync += [new.eq(0), rem.eq(rem - 1)]
+        push = Signal(entry)
+        rdata = mems["score"].rdata
+        m.d.comb += [push.ctl.eq(beat_ctl), bq.w_data.eq(push), bq.w_en.eq(inflight)]
+        m.d.comb += [push.x[i].eq(rdata[i * W:i * W + iw]) for i in range(C)]
+        head = data.View(entry, bq.r_data)
+        beat = nu.i_stream.payload
+        m.d.comb += [nu.i_stream.valid.eq(bq.r_rdy), bq.r_en.eq(nu.i_stream.ready),
+                     beat.op.eq(NormOp.STAT), beat.group.eq(head.ctl.group),
+                     beat.first.eq(head.ctl.first), beat.chunk.eq(head.ctl.chunk),
+                     beat.last.eq(head.ctl.last)]
+        m.d.comb += [beat.data.x[i].eq(head.x[i].as_signed()) for i in range(C)]
+        stats = nu.o_stream.payload.data.stats
+        word = Signal(STATS_LANES * C * W)
+        for i in range(C):
+            m.d.comb += [word[i * W:(i + 1) * W].eq(stats[i].sum),
+                         word[(C + i) * W:(C + i + 1) * W].eq(stats[i].spread)]
+        m.d.comb += nu.o_stream.ready.eq(wq.w_rdy)
+        with m.If(s_stats):
+            m.d.comb += [wq.w_data.eq(word), wq.w_en.eq(nu.o_stream.valid & wq.w_rdy)]
+
     def elaborate(self, platform):
         cfg, isa = self.config, self.isa
         R, C, W, LB = cfg.rows, cfg.cols, cfg.word, cfg.host_link_bits
@@ -246,7 +329,11 @@ class Accelerator(wiring.Component):
         # Queues ------------------------------------------------------------------------------
         gemm_ops, store_ops = isa.operands[Opcode.GEMM], isa.operands[Opcode.STORE]
         g_entry = data.StructLayout({"op": gemm_ops, "stores": COUNT_BITS})
-        s_entry = data.StructLayout({"op": store_ops, "gemms": COUNT_BITS})
+        # The store queue holds STOREs and, with a statistics unit, STATS (``stats`` set).
+        stats_ops = isa.operands.get(Opcode.STATS)
+        s_kinds = {"store": store_ops, **({"stats": stats_ops} if stats_ops else {})}
+        s_entry = data.StructLayout({"op": data.UnionLayout(s_kinds), "stats": 1,
+                                     "gemms": COUNT_BITS})
         m.submodules.gemm_queue = gq = fifo.SyncFIFO(width=g_entry.size, depth=cfg.queue_depth)
         m.submodules.store_queue = sq = fifo.SyncFIFO(width=s_entry.size,
                                                       depth=cfg.queue_depth)
@@ -455,50 +542,66 @@ class Accelerator(wiring.Component):
         so = Signal(store_ops)
         s_ok = Signal()
         pending = outstanding(s_head.gemms, cnt["g_written"])
+        s_unwritten = s_head.op.store.unwritten
+        if stats_ops:
+            s_unwritten = Mux(s_head.stats, s_head.op.stats.unwritten, s_unwritten)
         # As for the GEMM queue: the head's wait is checked a cycle before the pop.
         s_ready = Signal()
-        m.d.sync += s_ready.eq(sq.r_rdy & ~s_ok & (pending <= s_head.op.unwritten))
+        m.d.sync += s_ready.eq(sq.r_rdy & ~s_ok & (pending <= s_unwritten))
         m.d.comb += s_ok.eq(s_ready & ~storing)
         header_beats, lane_beats = DATA_HEADER.size // LB, W // LB
         word_beats = C * lane_beats
         # The STORE reads the latent memory (a training configuration; else never).
         s_lat = Signal() if cfg.training else Const(0)
+        # The store stage runs a STATS (a configuration with a statistics unit).
+        s_stats = Signal() if stats_ops else Const(0)
         s_depth, s_lanes = cfg.score_depth, C
         s_count = so.count * C
+        word_beats_of = word_beats
+        lat_beats = stats_beats = word_beats
         if cfg.training:
             lat_beats = cfg.latent_bits * lane_beats
             s_depth, s_lanes = max(s_depth, cfg.latent_depth), max(C, cfg.latent_bits)
             s_count = Mux(s_lat, so.count * cfg.latent_bits, s_count)
             word_beats_of = Mux(s_lat, lat_beats, word_beats)
-        else:
-            lat_beats, word_beats_of = word_beats, word_beats
+        if stats_ops:
+            # A STATS record's word: a group's sums and spreads, STATS_LANES x cols lanes.
+            sto = Signal(stats_ops)
+            stats_beats = STATS_LANES * C * lane_beats
+            s_lanes = max(s_lanes, STATS_LANES * C)
+            s_count = Mux(s_stats, sto.groups * (STATS_LANES * C), s_count)
+            word_beats_of = Mux(s_stats, stats_beats, word_beats_of)
         # The header's bytes are picked by beat from the latched STORE (no shift register).
         s_header = Signal(DATA_HEADER)
         m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(s_count)]
-        s_beat = Signal(range(max(header_beats, word_beats, lat_beats)))
+        s_beat = Signal(range(max(header_beats, word_beats, lat_beats, stats_beats)))
         s_in_header = Signal()
         s_first, s_last_beat, s_last_word = Signal(), Signal(), Signal()
         s_words_left = Signal(range(s_depth + 1))   # memory words still to send
         s_reads_left = Signal(range(s_depth + 1))
         s_rptr = Signal(range(s_depth))
         # Two words in hand keep the link busy when a word takes 3 or more beats.
-        wq_depth = 2 if min(word_beats, lat_beats) >= 3 else 4
+        wq_depth = 2 if min(word_beats, lat_beats, stats_beats) >= 3 else 4
         m.submodules.store_words = wq = fifo.SyncFIFO(width=s_lanes * W, depth=wq_depth)
         inflight = Signal()
         shifter = Signal(s_lanes * W)
+        hs = s_head.op.store
         with m.If(s_ok):
             m.d.comb += sq.r_en.eq(1)
-            m.d.sync += [so.eq(s_head.op), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
+            m.d.sync += [so.eq(hs), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
                          s_last_beat.eq(header_beats == 1),
-                         s_last_word.eq(s_head.op.count == 1),
-                         s_words_left.eq(s_head.op.count), s_reads_left.eq(s_head.op.count),
-                         s_rptr.eq(s_head.op.addr)]
+                         s_last_word.eq(hs.count == 1),
+                         s_words_left.eq(hs.count), s_reads_left.eq(hs.count),
+                         s_rptr.eq(hs.addr)]
             if cfg.training:
-                m.d.sync += s_lat.eq(s_head.op.buffer == Buffer.LATENT)
+                m.d.sync += s_lat.eq((hs.buffer == Buffer.LATENT) & ~s_head.stats)
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
         m.d.comb += [mems["score"].raddr.eq(s_rptr),
                      mems["score"].re.eq(read_now & ~s_lat if cfg.training else read_now),
                      wq.w_data.eq(mems["score"].rdata), wq.w_en.eq(inflight)]
+        if stats_ops:
+            self._stats_unit(m, mems, wq, s_ok, s_head, s_stats, sto, storing, s_rptr,
+                             s_words_left, s_reads_left, s_last_word)
         if cfg.training:
             # The latent memory's read port is the store stage's while it stores (an
             # UPDATE waits for every STORE before it), else UPDATE's (below).
@@ -646,6 +749,9 @@ class Accelerator(wiring.Component):
             upd = self._update_unit(m, mems, ops[Opcode.UPDATE], cnt, outstanding,
                                     stores_idle)
 
+        # The store queue's entry, filled by STORE or STATS at decode.
+        s_push = Signal(s_entry)
+        m.d.comb += sq.w_data.eq(s_push)
         with m.FSM():
             with m.State("FETCH"):
                 m.d.comb += [take.eq(1), waiting.eq(in_program)]
@@ -685,12 +791,21 @@ class Accelerator(wiring.Component):
                             m.next = "LOAD_WAIT"
                         # A GEMM or STORE goes into its stage's queue with a snapshot of
                         # the other stage's dispatch count.
-                        for op, queue, mine, other in ((Opcode.GEMM, gq, "g_disp", "s_disp"),
-                                                       (Opcode.STORE, sq, "s_disp", "g_disp")):
+                        pushes = [(Opcode.GEMM, gq, "g_disp", "s_disp"),
+                                  (Opcode.STORE, sq, "s_disp", "g_disp")]
+                        if stats_ops:
+                            pushes.append((Opcode.STATS, sq, "s_disp", "g_disp"))
+                        for op, queue, mine, other in pushes:
                             with m.Case(op.value):
-                                m.d.comb += [queue.w_data.eq(Cat(ops[op].as_value(),
-                                                                 cnt[other])),
-                                             queue.w_en.eq(1)]
+                                if queue is gq:
+                                    m.d.comb += gq.w_data.eq(Cat(ops[op].as_value(),
+                                                                 cnt[other]))
+                                else:
+                                    kind = "stats" if op == Opcode.STATS else "store"
+                                    m.d.comb += [s_push.op[kind].eq(ops[op]),
+                                                 s_push.stats.eq(op == Opcode.STATS),
+                                                 s_push.gemms.eq(cnt[other])]
+                                m.d.comb += queue.w_en.eq(1)
                                 with m.If(queue.w_rdy):
                                     m.d.sync += [cnt[mine].eq(cnt[mine] + 1),
                                                  index.eq(index + 1)]

@@ -13,7 +13,7 @@ module packs instruction bits by hand or repeats an opcode number. The records t
 accelerator sends back (:data:`DATA_HEADER`, :data:`STATUS_RECORD`) are layouts here too,
 read by the gateware, the ISS and the runtime.
 
-Four instructions, each a whole operation (``docs/accelerator.md``):
+The instructions, each a whole operation (``docs/accelerator.md``):
 
 * ``LOAD`` moves ``count`` memory words from the host (the program's constants or the run's
   inputs) into the ``in``, ``weight`` or ``thresh`` memory (or ``latent``), lane 0 first;
@@ -31,7 +31,16 @@ Four instructions, each a whole operation (``docs/accelerator.md``):
   ``word``-bit words per latent word), writes the updated words back and their signs
   (bit 1 = +1) into ``count`` consecutive weight *lanes* from ``w_addr`` (lane
   ``w_addr % cols`` of weight word ``w_addr // cols``, in the order ``LOAD`` moves lanes).
-  Its rule is :func:`lowbit.golden.training.madam_update` with ``bits = grad_bits``.
+  Its rule is :func:`lowbit.golden.training.madam_update` with ``bits = grad_bits``;
+* ``STATS`` (a configuration with a statistics unit only, ``norm_channels > 0``) reads the
+  score words of ``samples`` samples of ``groups`` channel groups from ``addr`` (sample
+  major, as a ``SCORES`` GEMM writes them: ``groups`` is its ``n_tiles``), computes each
+  channel's range batch-norm statistics over the samples (``STAT`` beats of the
+  :class:`~lowbit.hw.lightnorm.LightNorm` unit, ``norm_chunks`` chunks split as
+  ``numpy.array_split`` splits them) and sends them in a ``DATA`` record: per group its
+  ``cols`` sums, then its ``cols`` spreads, one ``word``-bit two's-complement lane each
+  (:func:`lowbit.layout.unpack_stats`). It runs in the store stage and waits as a
+  ``STORE`` does.
 
 Three stages run them: the front end (fetch, ``LOAD`` and ``UPDATE``), the execute stage
 (``GEMM``, a queue of ``queue_depth``) and the store stage (``STORE``, a queue of its own).
@@ -64,8 +73,11 @@ from .config.accelerator import GRAD_FIELD_BITS, AcceleratorConfig
 
 __all__ = ["Opcode", "Buffer", "Source", "GemmMode", "Status", "Record", "InstructionError",
            "InstructionSet", "instruction_set", "encode", "decode", "DATA_HEADER",
-           "STATUS_RECORD", "STATUS_COUNTERS", "LOAD_BUFFERS", "STORE_BUFFERS", "NO_WAIT"]
+           "STATUS_RECORD", "STATUS_COUNTERS", "LOAD_BUFFERS", "STORE_BUFFERS", "NO_WAIT",
+           "STATS_LANES"]
 
+#: Lanes per channel of a ``STATS`` record: the sum and the spread.
+STATS_LANES = 2
 #: Instructions are padded to a multiple of this many bits (and of the host link's width).
 INSTRUCTION_ALIGN = 32
 #: The wait-field value that never waits: more instructions than this are never
@@ -83,6 +95,8 @@ class Opcode(enum.Enum, shape=4):
     GEMM = 3
     #: Training configurations only.
     UPDATE = 4
+    #: Configurations with a statistics unit only.
+    STATS = 5
 
 
 class Buffer(enum.Enum, shape=3):
@@ -248,7 +262,12 @@ class InstructionSet:
                 "count": range(1, c.latent_depth + 1), "grad_bits": range(2, 9),
                 "lr_exponent": range(c.max_update_lr + 1),
                 "unread": wait, "unwritten": wait})
-        #: The opcodes of this configuration (``UPDATE`` in a training configuration only).
+        if c.statistics:
+            self.operands[Opcode.STATS] = data.StructLayout({
+                "addr": range(c.score_depth), "groups": range(1, c.norm_groups + 1),
+                "samples": range(1, c.score_depth + 1), "unwritten": wait})
+        #: The opcodes of this configuration (``UPDATE`` in a training configuration only,
+        #: ``STATS`` with a statistics unit only).
         self.opcodes = tuple(self.operands)
         #: Operand fields an instruction dict may leave out, and their values.
         self.defaults = {Opcode.GEMM: {"pool": 1}}
@@ -284,9 +303,12 @@ class InstructionSet:
 
     def link_words(self, instr):
         """``word``-bit words a ``LOAD`` or an ``UPDATE`` takes from the host or a ``STORE``
-        sends."""
-        if self._opcode(instr["opcode"]) == Opcode.UPDATE:
+        or ``STATS`` sends."""
+        op = self._opcode(instr["opcode"])
+        if op == Opcode.UPDATE:
             return instr["count"] * GRAD_FIELD_BITS
+        if op == Opcode.STATS:
+            return instr["groups"] * STATS_LANES * self.config.cols
         buffer = instr["buffer"]
         buffer = Buffer[buffer] if isinstance(buffer, str) else buffer
         return instr["count"] * self.config.lanes(_name(buffer))
@@ -306,6 +328,8 @@ class InstructionSet:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "w")]
         if op == Opcode.STORE:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "r")]
+        if op == Opcode.STATS:
+            return [("score", instr["addr"], instr["samples"] * instr["groups"], "r")]
         if op == Opcode.UPDATE:
             first = instr["w_addr"] // c.cols
             last = (instr["w_addr"] + instr["count"] - 1) // c.cols
@@ -337,6 +361,9 @@ class InstructionSet:
         if op is None:
             raise InstructionError(f"unknown opcode {value!r}")
         if op not in self.operands:
+            if op == Opcode.STATS:
+                raise InstructionError("STATS needs a statistics unit (norm_channels > 0); "
+                                       "this accelerator has none")
             raise InstructionError(f"{op.name} needs a training configuration (latent_depth "
                                    f"> 0); this accelerator has no latent memory")
         return op

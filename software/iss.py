@@ -25,6 +25,7 @@ import dataclasses
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
+from .golden.lightnorm import LightNorm, wrap
 from .golden.lns import LNSTensor
 from .golden.pe_array import PEArray
 from .golden.result_stage import ResultStage
@@ -49,7 +50,7 @@ class ISSResult:
     Attributes
     ----------
     outputs : list of numpy.ndarray
-        The ``word``-bit words of each ``STORE``, in order (``uint64``).
+        The ``word``-bit words of each ``STORE`` and ``STATS``, in order (``uint64``).
     status : int
         The ``HALT`` status.
     cycles : int
@@ -193,7 +194,27 @@ class ISS:
         elif op == Opcode.UPDATE:
             self._update(instr, data)
             self._bytes_in += len(data) * self.config.word // 8
+        elif op == Opcode.STATS:
+            self._outputs.append(self._stats(instr))
         self._timing.step(instr)
+
+    def _stats(self, instr):
+        """``STATS``: the range batch-norm statistics of ``samples`` samples of ``groups``
+        channel groups of score words, as the statistics unit's ``STAT`` beats compute
+        them (:class:`lowbit.golden.lightnorm.LightNorm`), laid out as the record sends
+        them: per group ``cols`` sums, then ``cols`` spreads, two's complement."""
+        cfg = self.config
+        norm = cfg.norm
+        groups, n = instr["groups"], instr["samples"]
+        words = self._read("score", instr["addr"], n * groups).astype(np.int64)
+        # The unit takes the low input_width bits of each lane as a signed integer.
+        x = wrap(words & ((1 << norm.input_width) - 1), norm.input_width)
+        x = np.pad(x.reshape(n, groups * cfg.cols),
+                   ((0, 0), (0, cfg.norm_channels - groups * cfg.cols)))
+        total, spread = LightNorm(norm).statistics(x)
+        lanes = np.stack([total.reshape(-1, cfg.cols), spread.reshape(-1, cfg.cols)], axis=1)
+        mask = np.uint64((1 << cfg.word) - 1)
+        return lanes[:groups].reshape(-1).astype(np.uint64) & mask
 
     def _update(self, instr, data):
         """``UPDATE``: LNS-Madam on ``count`` latent words by the gradient bytes in

@@ -55,8 +55,10 @@ thresholds on ``dot`` become thresholds on ``acc`` with a per-channel constant.
 
 import numpy as np
 
+from .isa import STATS_LANES
+
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
-           "unpack_scores", "dot_from_acc", "acc_threshold", "tiles", "conv_rows",
+           "unpack_scores", "unpack_stats", "stats_from_acc", "dot_from_acc", "acc_threshold", "tiles", "conv_rows",
            "flattened_weight", "pack_latent", "unpack_latent", "pack_gradients",
            "latent_words", "signs_of_latent"]
 
@@ -179,6 +181,36 @@ def unpack_scores(words, m, n, config):
     words = np.asarray(words, dtype=np.uint64)[:m * nt]
     mask = np.uint64(config.never)
     return (words.reshape(m, nt * cols)[:, :n] & mask).astype(np.int64)
+
+
+def unpack_stats(words, n, config):
+    """The statistics ``(sum, spread)`` (``int64`` arrays of ``n`` channels) of a ``STATS``
+    record's words: per channel group its ``cols`` sums, then its ``cols`` spreads, each a
+    ``word``-bit two's-complement lane."""
+    cols, word = config.cols, config.word
+    groups = tiles(n, cols)
+    words = np.asarray(words, dtype=np.uint64)[:groups * STATS_LANES * cols]
+    if len(words) < groups * STATS_LANES * cols:
+        raise ValueError(f"a STATS record of {n} channels needs "
+                         f"{groups * STATS_LANES * cols} words, not {len(words)}")
+    lanes = words.reshape(groups, STATS_LANES, cols).astype(np.int64)
+    if word < 64:
+        lanes = np.where(lanes >= 1 << (word - 1), lanes - (1 << word), lanes)
+    return lanes[:, 0].reshape(-1)[:n], lanes[:, 1].reshape(-1)[:n]
+
+
+def stats_from_acc(total, spread, m, weights, planes, *, bipolar):
+    """The statistics of the dot products (:func:`dot_from_acc`) over ``m`` samples from
+    those of the accumulators: ``dot = a acc + b_c`` with ``a`` 1 or 2 (positive), so
+    ``sum(dot) = a sum(acc) + m b_c`` and ``spread(dot) = a spread(acc)``, exactly."""
+    total = np.asarray(total, dtype=np.int64)
+    spread = np.asarray(spread, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.int64)
+    k = w.shape[1]
+    if bipolar:
+        return 2 * total - m * k, 2 * spread
+    minus = k - (w > 0).sum(axis=1)
+    return total - m * ((1 << planes) - 1) * minus, spread
 
 
 def dot_from_acc(acc, weights, planes, *, bipolar):

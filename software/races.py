@@ -10,8 +10,8 @@ order; the gateware computes the same only when the program is *race-free*:
   ``weight`` words that an earlier ``GEMM`` may still be reading (``unread``, or
   ``unwritten``: a written ``GEMM`` has read everything), nor ``thresh`` words, which a
   ``GEMM`` reads until it has written its last result (``unwritten`` only);
-* a ``STORE`` must not read ``score`` words an earlier ``GEMM`` may still be writing
-  (``unwritten``);
+* a ``STORE`` (or a ``STATS``, which reads score words in the store stage) must not read
+  ``score`` words an earlier ``GEMM`` may still be writing (``unwritten``);
 * a ``GEMM`` must not overwrite ``score`` words an earlier ``STORE`` may still be sending
   (``unsent``);
 * a ``GEMM`` that reads ``act`` words an earlier ``GEMM`` writes must wait for it
@@ -97,7 +97,7 @@ class _Checker:
                 f"{other} (GEMM) may still read them "
                 f"({advice.format(rank=g - 1 - number).replace('LOAD', name)})")
 
-    def store(self, index, instr, memory, lo, hi):
+    def store(self, index, instr, memory, lo, hi, name="STORE"):
         g = self.gemms
         self.store_written = max(self.store_written, self.front_written,
                                  _after(g, instr["unwritten"]))
@@ -105,9 +105,9 @@ class _Checker:
         if hit:
             number, first, end, other = hit
             raise ProgramError(
-                f"race: instruction {index} (STORE) may read {_words(lo, hi, first, end)} of "
+                f"race: instruction {index} ({name}) may read {_words(lo, hi, first, end)} of "
                 f"the {memory} memory while instruction {other} (GEMM) may still write them "
-                f"(give the STORE unwritten at most {g - 1 - number})")
+                f"(give the {name} unwritten at most {g - 1 - number})")
         self.store_reads.append((self.stores, lo, hi, index))
         self.stores += 1
 
@@ -181,9 +181,10 @@ def check_races(program):
             # front end's alone: an UPDATE waits for every STORE before it).
             (memory, lo, n, _), = [r for r in regions if r[0] == "weight"]
             state.load(index, instr, memory, lo, lo + n, "UPDATE")
-        elif op == Opcode.STORE:
+        elif op in (Opcode.STORE, Opcode.STATS):
+            # A STATS reads score words in the store stage, in order with the STOREs.
             (memory, lo, n, _), = regions
-            state.store(index, instr, memory, lo, lo + n)
+            state.store(index, instr, memory, lo, lo + n, op.name)
         elif op == Opcode.GEMM:
             state.gemm(index, instr, regions)
         else:

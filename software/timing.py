@@ -52,6 +52,10 @@ NEVER = -(1 << 60)
 #: Cycles of an ``UPDATE`` word besides its gradient beats: the latent read, its latch,
 #: the update unit's two stages, the collect cycle and the write.
 UPDATE_OVERHEAD = 5
+#: Cycles from a ``STATS``'s pop to the cycle its first record word could be sent, when
+#: that word is the first beat's (one sample): the score read, the beat queue, the
+#: statistics unit's two stages and the word queue.
+STATS_LATENCY = 5
 
 
 @dataclasses.dataclass
@@ -139,6 +143,11 @@ class Timing:
             push = d if k < q else max(d, self.store_pop[k - q] + 1)
             self._store(instr, push, len(self.gemms))
             self.t = push + 1
+        elif op == Opcode.STATS:
+            k = len(self.store_end)
+            push = d if k < q else max(d, self.store_pop[k - q] + 1)
+            self._stats(instr, push, len(self.gemms))
+            self.t = push + 1
         elif op == Opcode.LOAD:
             g = len(self.gemms)
             # The waits are checked from d + 1 and acted on a cycle after they hold.
@@ -207,6 +216,20 @@ class Timing:
                      self._written_by(gemms_before - instr["unwritten"]) + 1)
         beats = self.header_beats + self.isa.link_words(instr) * self.lane_beats
         end = popped + beats
+        self.store_idle = end + 1
+        self.store_pop.append(popped)
+        self.store_end.append(end)
+
+    def _stats(self, instr, push, gemms_before):
+        # Popped as a STORE. One score word is read a cycle; a group's record word is
+        # ready STATS_LATENCY cycles after the pop plus the beats before its last-sample
+        # beat, and then the link sends the words back to back.
+        popped = max(push + 2, self.store_idle,
+                     self._written_by(gemms_before - instr["unwritten"]) + 1)
+        groups, samples = instr["groups"], instr["samples"]
+        ready = popped + STATS_LATENCY + (samples - 1) * groups
+        start = max(popped + self.header_beats, ready)
+        end = start + self.isa.link_words(instr) * self.lane_beats
         self.store_idle = end + 1
         self.store_pop.append(popped)
         self.store_end.append(end)

@@ -34,7 +34,10 @@ WIDE = AcceleratorConfig(
     max_out_bits=4, host_link_bits=32, weight_single_port=True)
 # A training configuration: a latent memory of 6-bit LNS words and UPDATE.
 TRAIN = SMALL.replace(latent_depth=256, latent_bits=6)
-CONFIGS = [DEFAULT, SMALL, WIDE, TRAIN]
+# Every opcode: a latent memory and a statistics unit.
+FULL = DEFAULT.replace(latent_depth=256, latent_bits=6, norm_channels=64, norm_chunks=4)
+CONFIGS = [DEFAULT, SMALL, WIDE, TRAIN, FULL]
+IDS = ["default", "small", "wide", "train", "full"]
 
 
 def update(**changes):
@@ -135,7 +138,7 @@ def test_config_errors(changes, error, message):
     assert str(info.value).startswith(message)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_config_round_trips_through_dict_and_json(config, tmp_path):
     d = json.loads(json.dumps(config.to_dict()))
     assert d["xnor_array"]["type"] == "XNORArrayConfig"
@@ -204,15 +207,16 @@ def test_config_fingerprint_covers_every_field():
 # Layouts ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_layout_is_fixed_width_and_defined_once(config):
     isa = instruction_set(config)
     assert isa.layout["opcode"].shape is Opcode
     assert isa.width == isa.layout.size and isa.bytes * 8 == isa.width
     assert isa.width % 32 == 0 and isa.width % config.host_link_bits == 0
-    # UPDATE belongs to training configurations only.
+    # UPDATE belongs to training configurations only, STATS to those with a statistics unit.
     base = (Opcode.HALT, Opcode.LOAD, Opcode.STORE, Opcode.GEMM)
-    assert isa.opcodes == (base + (Opcode.UPDATE,) if config.training else base)
+    assert isa.opcodes == base + ((Opcode.UPDATE,) if config.training else ()) \
+        + ((Opcode.STATS,) if config.statistics else ())
     assert {name for name, _ in isa.layout["operands"].shape} == \
         {op.name.lower() for op in isa.opcodes}
     # The reserved padding is less than one alignment unit.
@@ -230,6 +234,10 @@ def test_field_ranges_follow_the_configuration():
     assert ops[Opcode.GEMM]["m_tiles"].shape == range(1, 65)
     assert ops[Opcode.GEMM]["n_tiles"].shape == range(1, 129)
     assert ops[Opcode.GEMM]["words"].shape == range(1, 8)      # ceil(100 / 16)
+    stats = instruction_set(FULL).operands[Opcode.STATS]
+    assert stats["addr"].shape == range(512)                   # score_depth
+    assert stats["groups"].shape == range(1, 9)                # norm_channels 64 / cols 8
+    assert stats["samples"].shape == range(1, 513)
     assert ops[Opcode.GEMM]["planes"].shape == range(1, 5)
     assert ops[Opcode.GEMM]["out_bits"].shape == range(1, 4)
     assert ops[Opcode.GEMM]["dst_addr"].shape == range(64)     # max(act 64, score 8)
@@ -271,7 +279,7 @@ def test_bit_positions_come_from_the_layout():
 
 
 def test_enum_values():
-    assert [op.value for op in Opcode] == [0, 1, 2, 3, 4]
+    assert [op.value for op in Opcode] == [0, 1, 2, 3, 4, 5]
     assert [b.value for b in Buffer] == [0, 1, 2, 3, 4, 5]
     assert (Source.CONST.value, Source.INPUT.value) == (0, 1)
     assert (GemmMode.THRESHOLD.value, GemmMode.SCORES.value) == (0, 1)
@@ -358,7 +366,8 @@ def _fit(rng, isa, instr):
                if first + words > config.depth(memory)]
         if not bad:
             return instr
-        for key in ("count", "m_tiles", "n_tiles", "pool", "words", "planes", "out_bits"):
+        for key in ("count", "m_tiles", "n_tiles", "pool", "words", "planes", "out_bits",
+                    "groups", "samples"):
             if key in instr and instr[key] > 1:
                 instr[key] = max(1, instr[key] // 2)
         for key in ("addr", "a_addr", "b_addr", "dst_addr", "thr_addr"):
@@ -367,17 +376,21 @@ def _fit(rng, isa, instr):
     raise AssertionError(f"could not fit {instr}")
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_round_trip_of_random_valid_instructions(config, op):
     isa = instruction_set(config)
     rng = np.random.default_rng(op.value)
     if op not in isa.opcodes:
-        with pytest.raises(InstructionError, match=r"^UPDATE needs a training configuration "
-                           r"\(latent_depth > 0\); this accelerator has no latent memory$"):
+        message = {
+            Opcode.UPDATE: r"^UPDATE needs a training configuration \(latent_depth > 0\); "
+                           r"this accelerator has no latent memory$",
+            Opcode.STATS: r"^STATS needs a statistics unit \(norm_channels > 0\); this "
+                          r"accelerator has none$"}[op]
+        with pytest.raises(InstructionError, match=message):
             isa.encode({"opcode": op})
         bits = isa.raw_layout.const({"opcode": op.value}).as_bits()
-        with pytest.raises(InstructionError, match="^unknown opcode 4$"):
+        with pytest.raises(InstructionError, match=f"^unknown opcode {op.value}$"):
             isa.decode(bits)
         return
     for _ in range(60):
@@ -394,7 +407,7 @@ def test_round_trip_of_random_valid_instructions(config, op):
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_decode_without_regions_takes_any_in_range_fields(op):
     # Words built through the layout itself, regions unchecked: what the gateware accepts.
-    isa = instruction_set(TRAIN)
+    isa = instruction_set(FULL)
     rng = np.random.default_rng(10 + op.value)
     for _ in range(60):
         instr = _random_fields(rng, isa, op)
@@ -547,20 +560,22 @@ def test_decode_word_range(word):
                               f"{word!r}"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "small", "wide", "train"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("op", list(Opcode), ids=lambda op: op.name)
 def test_every_unused_bit_is_illegal(config, op):
     isa = instruction_set(config)
     if op not in isa.opcodes:
-        # No UPDATE without a latent memory: every bit pattern of it is an unknown opcode.
+        # No UPDATE without a latent memory (no STATS without a statistics unit): every
+        # bit pattern of it is an unknown opcode.
         word = isa.raw_layout.const({"opcode": op.value}).as_bits()
         for bit in range(isa.layout["opcode"].width, isa.width, 7):
-            with pytest.raises(InstructionError, match="^unknown opcode 4$"):
+            with pytest.raises(InstructionError, match=f"^unknown opcode {op.value}$"):
                 isa.decode(word | 1 << bit)
         return
     instr = {Opcode.HALT: HALT, Opcode.LOAD: load(count=1), Opcode.STORE: store(count=1),
              Opcode.GEMM: gemm(m_tiles=1, n_tiles=1, words=1, out_bits=1),
-             Opcode.UPDATE: update(count=1)}[op]
+             Opcode.UPDATE: update(count=1),
+             Opcode.STATS: dict(opcode="STATS", addr=0, groups=1, samples=1, unwritten=0)}[op]
     word = isa.encode(instr)
     mask = isa.unused_mask(op)
     # Everything but the opcode and this opcode's fields: the union's spare bits and the

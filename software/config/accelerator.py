@@ -28,6 +28,11 @@ memory word per ``word``-bit lane of the weight memory, its ``word`` LNS weights
 ``UPDATE`` applies LNS-Madam's rule to them and writes their signs into the weight memory
 (``docs/training.md``).
 
+A configuration with ``norm_channels > 0`` has a statistics unit in its store stage: the
+``STATS`` instruction reads score words, runs them through a
+:class:`~lowbit.hw.lightnorm.LightNorm` (:attr:`AcceleratorConfig.norm`) and sends each
+channel's range batch-norm statistics (sum and spread) to the host.
+
 Each memory has one writer and one reader, so no engine ever waits for a port: the RAM's
 write port serves the writer, its read port the reader. The one exception is a weight
 memory built from single-ported RAM (``weight_single_port``, the iCE40UP5K's SPRAM): there
@@ -38,6 +43,7 @@ import dataclasses
 import json
 
 from .base import ConfigMixin, check_bool, check_int
+from .lightnorm import LightNormConfig
 from .xnor_array import XNORArrayConfig
 
 __all__ = ["AcceleratorConfig", "MEMORIES", "GRAD_FIELD_BITS"]
@@ -96,6 +102,12 @@ class AcceleratorConfig(ConfigMixin):
         1..65536; one word per weight lane), or 0: no latent memory and no ``UPDATE``.
     latent_bits : int
         LNS word of a latent weight, sign included (4..16): bit planes of a latent word.
+    norm_channels : int
+        Channels the ``STATS`` instruction's statistics unit holds (0..1024, a multiple of
+        ``cols``), or 0: no statistics unit and no ``STATS``.
+    norm_chunks : int
+        ``K``, the range chunks of those statistics (a power of two, 1..64): the batch is
+        split as ``numpy.array_split`` splits it.
 
     Raises
     ------
@@ -120,6 +132,8 @@ class AcceleratorConfig(ConfigMixin):
     timeout_cycles: int = 1 << 20
     latent_depth: int = 0
     latent_bits: int = 8
+    norm_channels: int = 0
+    norm_chunks: int = 8
 
     def __post_init__(self):
         owner = "AcceleratorConfig"
@@ -169,6 +183,22 @@ class AcceleratorConfig(ConfigMixin):
             raise ValueError(f"{owner} the {self.acc_bits}-bit accumulators (max_k "
                              f"{array.max_k}, max_act_bits {array.max_act_bits}) do not fit "
                              f"a {array.word}-bit threshold or score lane")
+        norm = check_int(owner, "norm_channels", self.norm_channels, minimum=0,
+                         maximum=1024)
+        if norm % array.cols:
+            raise ValueError(f"{owner} norm_channels {norm} must be a multiple of cols "
+                             f"{array.cols}: a score word is cols channels")
+        chunks = check_int(owner, "norm_chunks", self.norm_chunks, minimum=1, maximum=64)
+        if not _power_of_two(chunks):
+            raise ValueError(f"{owner} norm_chunks must be a power of two (the gateware "
+                             f"splits a batch by shifts), not {chunks}")
+        if norm:
+            stats = self.norm
+            if stats.sum_bits > array.word or stats.input_width > 32:
+                raise ValueError(f"{owner} the statistics' {stats.sum_bits}-bit sums "
+                                 f"({self.acc_bits}-bit scores over up to score_depth "
+                                 f"{self.score_depth} samples) do not fit a {array.word}-bit "
+                                 f"lane")
 
     # Derived quantities ------------------------------------------------------------------
 
@@ -216,6 +246,28 @@ class AcceleratorConfig(ConfigMixin):
         return self.latent_depth > 0
 
     @property
+    def statistics(self):
+        """Whether this configuration has the statistics unit and ``STATS``."""
+        return self.norm_channels > 0
+
+    @property
+    def norm_groups(self):
+        """Channel groups of the statistics unit: score words per sample."""
+        return self.norm_channels // self.cols
+
+    @property
+    def norm(self):
+        """The :class:`LightNormConfig` of the statistics unit (``norm_channels > 0``): a
+        block of ``cols`` channels (a score word), inputs the scores as signed
+        ``acc_bits + 1``-bit integers, batches of up to ``score_depth`` samples; statistics
+        only (its ``APPLY`` path is not used, so synthesis removes it)."""
+        if not self.statistics:
+            raise ValueError("AcceleratorConfig has no statistics unit (norm_channels is 0)")
+        return LightNormConfig(channels=self.norm_channels, block=self.cols,
+                               input_width=self.acc_bits + 1, chunks=self.norm_chunks,
+                               max_batch=self.score_depth, output="sign", statistics=True)
+
+    @property
     def memories(self):
         """The names of this configuration's memories (:data:`MEMORIES`, and ``latent`` in
         a training configuration)."""
@@ -249,12 +301,15 @@ class AcceleratorConfig(ConfigMixin):
 
     def to_dict(self):
         """The fields as plain JSON-compatible values, the array as a dict with a ``type``.
-        An inference configuration (``latent_depth`` 0) leaves the latent fields out, so
-        its fingerprint, and every program and bitstream stamped with it, is what it was
+        An inference configuration (``latent_depth`` 0) leaves the latent fields out, and
+        one without a statistics unit (``norm_channels`` 0) the norm fields, so its
+        fingerprint, and every program and bitstream stamped with it, is what it was
         before training configurations existed (the hardware is the same)."""
         out = {}
         for field in dataclasses.fields(self):
             if not self.training and field.name in ("latent_depth", "latent_bits"):
+                continue
+            if not self.statistics and field.name in ("norm_channels", "norm_chunks"):
                 continue
             value = getattr(self, field.name)
             if isinstance(value, ConfigMixin):
