@@ -26,7 +26,8 @@ def small_configs():
     from ..config.accelerator import AcceleratorConfig
     from ..config.xnor_array import XNORArrayConfig
 
-    def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool, latent=(0, 8)):
+    def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool, latent=(0, 8),
+             norm=(0, 8)):
         return AcceleratorConfig(
             xnor_array=XNORArrayConfig(rows=rows, cols=cols, word=word, max_k=8 * word,
                                        max_act_bits=4, max_weight_bits=1,
@@ -34,10 +35,11 @@ def small_configs():
             max_out_bits=out_bits, max_pool=pool, in_depth=64, act_depth=64, weight_depth=64,
             thresh_depth=32, score_depth=64, weight_single_port=single, queue_depth=queue,
             host_link_bits=link, timeout_cycles=64, latent_depth=latent[0],
-            latent_bits=latent[1])
+            latent_bits=latent[1], norm_channels=norm[0], norm_chunks=norm[1])
 
-    # The first and the last are training configurations (a latent memory and UPDATE).
-    return [make(2, 2, 32, 1, 2, 8, False, 2, 4, (128, 8)),
+    # The first and the last are training configurations (a latent memory and UPDATE); the
+    # first also has a statistics unit (STATS) of 4 groups, in 4 chunks.
+    return [make(2, 2, 32, 1, 2, 8, False, 2, 4, (128, 8), (8, 4)),
             make(1, 4, 16, 2, 1, 16, True, 1, 1),
             make(3, 1, 16, 0, 3, 8, False, 4, 3, (32, 5))]
 
@@ -209,6 +211,25 @@ def random_program(config, rng, *, instructions=12):
         return dict(opcode="STORE", buffer=Buffer.SCORE, addr=addr, count=count,
                     unwritten=min(unwritten, NO_WAIT))
 
+    def draw_stats():
+        scored = [w for _, writes in gemms for w in writes if w[0] == "score"]
+        if not config.statistics or not scored:
+            return None
+        _, first, size = scored[int(rng.integers(len(scored)))]
+        groups = int(rng.integers(1, min(config.norm_groups, size) + 1))
+        samples = int(rng.integers(1, size // groups + 1))
+        addr = first + int(rng.integers(0, size - samples * groups + 1))
+        region = ("score", addr, samples * groups)
+        g = len(gemms)
+        unwritten = NO_WAIT
+        for j in range(g - 1, -1, -1):
+            if any(_overlap(region, w) for w in gemms[j][1]):
+                unwritten = g - (j + 1)
+                break
+        stores.append(region)
+        return dict(opcode="STATS", addr=addr, groups=groups, samples=samples,
+                    unwritten=min(unwritten, NO_WAIT))
+
     # Something to compute on first.
     for buffer in isa.load_buffers:
         name = buffer.name.lower()
@@ -218,9 +239,9 @@ def random_program(config, rng, *, instructions=12):
         instrs.append(dict(opcode="LOAD", buffer=buffer, source=source, addr=0,
                            count=config.depth(name), unread=NO_WAIT, unwritten=NO_WAIT))
     while len(instrs) < instructions:
-        kind = rng.choice(["load", "gemm", "gemm", "store", "update", "latent"])
+        kind = rng.choice(["load", "gemm", "gemm", "store", "update", "latent", "stats"])
         instr = {"load": draw_load, "gemm": draw_gemm, "store": draw_store,
-                 "update": draw_update, "latent": draw_latent}[kind]()
+                 "update": draw_update, "latent": draw_latent, "stats": draw_stats}[kind]()
         if instr is not None:
             instrs.append(instr)
     instrs.append(dict(opcode="HALT", status=int(rng.integers(0, 256))))
@@ -256,6 +277,8 @@ def random_word(config, rng, *, max_work=4000):
             fields["count"] = int(rng.integers(0, 65))
         if op == Opcode.UPDATE and fields["count"] > 4:
             fields["count"] = int(rng.integers(0, 5))
+        if op == Opcode.STATS and fields["samples"] > 24:
+            fields["samples"] = int(rng.integers(0, 25))
         break
     operands = layout.const(fields).as_bits()
     return isa.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()
