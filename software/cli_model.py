@@ -150,7 +150,7 @@ def _train_on_device(parser, args):
     from .cli import _transport, configuration
     from .config.accelerator import AcceleratorConfig
     from .device_training import export_model, train_on_device
-    from .device_update import with_latent_memory
+    from .device_update import training_accelerator
     from .golden.training import TrainingConfig
     from .iss import ISSError
     from .runtime import AcceleratorError, ProtocolError, Runtime, TransportError
@@ -182,7 +182,7 @@ def _train_on_device(parser, args):
     # Without --config: the default accelerator with a latent memory for this network, so
     # the update runs there too (a configuration without one updates on the host).
     with refusing(ValueError, TypeError):
-        base = with_latent_memory(AcceleratorConfig(), training)
+        base = training_accelerator(AcceleratorConfig(), training)
     config = configuration(args, AcceleratorConfig, base=base)
 
     def report(epoch, loss, accuracy):

@@ -175,7 +175,7 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     from .config.accelerator import AcceleratorConfig
     from .device_matmul import DeviceMatmul
     from .device_training import export_model, train_on_device
-    from .device_update import DeviceUpdate, with_latent_memory
+    from .device_update import DeviceUpdate, training_accelerator
     from .golden.training import TrainingConfig, TrainingStep
     from .runtime import ISSTransport, RTLTransport, Runtime
 
@@ -185,7 +185,7 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     t0 = time.perf_counter()
     data = datasets.load("digits")
     config = TrainingConfig(lr_exponent=4)
-    accel = with_latent_memory(AcceleratorConfig(), config)
+    accel = training_accelerator(AcceleratorConfig(), config)
     q = data.input_quantizer
     status = 0
     if rtl:
@@ -197,18 +197,21 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
         gold.step(x, y)
         with RTLTransport(accel) as link:
             runtime = Runtime(accel, link)
-            dev = TrainingStep(config, matmul=DeviceMatmul(runtime),
-                               update=DeviceUpdate(runtime, config.shapes, config.weight_bits))
+            matmul = DeviceMatmul(runtime)
+            dev = TrainingStep(config, matmul=matmul,
+                               update=DeviceUpdate(runtime, config.shapes, config.weight_bits),
+                               statistics=matmul.statistics)
             dev.step(x, y)
         same = all(np.array_equal(a.code, b.code) and np.array_equal(a.sign, b.sign)
                    for a, b in zip(gold.weights, dev.weights))
-        print(f"      {dev.matmul.stats['gemms']} GEMM programs, "
+        print(f"      {dev.matmul.stats['gemms']} GEMM programs "
+              f"({dev.matmul.stats['statistics']} with the norm statistics by STATS), "
               f"{dev.matmul.stats['cycles']:,} cycles, the update "
               f"{dev.update.stats['cycles']:,} cycles: latent weights "
               f"{'equal to' if same else 'DIFFERENT from'} the golden step's")
         status = 0 if same else 1
     print(f"[2/3] training {'-'.join(map(str, config.sizes))} on the ISS: {epochs} epochs of "
-          f"batch {config.batch}, products and update on the accelerator", flush=True)
+          f"batch {config.batch}, products, statistics and update on the accelerator", flush=True)
 
     def progress(epoch, loss, accuracy):
         print(f"      epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy "

@@ -23,8 +23,10 @@ product itself):
 import numpy as np
 
 from .energy import Actions, count_program
+from .golden.lightnorm import wrap
 from .golden.xnor_array import Precision
-from .layout import dot_from_acc, pack_act, pack_weights, plane_words, tiles, unpack_scores
+from .layout import (dot_from_acc, pack_act, pack_weights, plane_words, stats_from_acc, tiles,
+                     unpack_scores, unpack_stats)
 from .program import Program
 
 __all__ = ["DeviceMatmul"]
@@ -41,8 +43,9 @@ class DeviceMatmul:
     Attributes
     ----------
     stats : dict
-        Totals over every call: ``cycles``, ``array_beats``, ``gemms`` (programs run) and
-        ``macs`` (binary MACs the core did, every plane pair counted).
+        Totals over every call: ``cycles``, ``array_beats``, ``gemms`` (programs run),
+        ``macs`` (binary MACs the core did, every plane pair counted) and ``statistics``
+        (products whose norm statistics the core's statistics unit computed).
     actions : lowbit.energy.Actions
         The energy model's action counts of every program run (``lowbit.energy``).
     """
@@ -56,7 +59,7 @@ class DeviceMatmul:
                              f"{c.score_depth}")
         self.runtime = runtime
         self.config = c
-        self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0}
+        self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0, "statistics": 0}
         self.actions = Actions()
 
     def __call__(self, a, b, a_precision, b_precision):
@@ -80,6 +83,40 @@ class DeviceMatmul:
         for j in range(bits):
             out += (products[:, j] + rowsum) << j >> 1   # (a s_j^T + rowsum) is even
         return out - offset * rowsum
+
+    def statistics(self, a, s, a_precision, norm):
+        """``(a @ s.T, total, spread)``: a product by +-1 weights ``s`` with its range
+        batch-norm statistics over the rows of ``a`` (``norm``, a
+        :class:`lowbit.golden.lightnorm.LightNorm`, gives the chunks and the widths), the
+        statistics computed by the core's statistics unit (``STATS``) on the accumulators
+        and converted to those of the dot products on the host
+        (:func:`lowbit.layout.stats_from_acc`, exact). ``None`` when the product does not
+        fit one program with one ``STATS`` (no statistics unit, another chunk count, more
+        planes than the array takes, a ``K`` or a block of rows or channels larger than
+        the memories or the unit): then the caller computes both as before."""
+        c = self.config
+        precision = Precision.parse(a_precision)
+        a, s = np.asarray(a, dtype=np.int64), np.asarray(s, dtype=np.int64)
+        if not c.statistics or norm.config.chunks != c.norm_chunks:
+            return None
+        bipolar = precision.kind == "binary"
+        if precision.kind == "signed" or (not bipolar
+                                           and precision.bits > c.xnor_array.max_act_bits):
+            return None
+        precision.check(a, "left operand")
+        planes = 1 if bipolar else precision.bits
+        (m, k), n = a.shape, len(s)
+        words = plane_words(k, c.word)
+        nt, mt = tiles(n, c.cols), tiles(m, c.rows)
+        if (words > min(c.max_words, c.weight_depth // nt) or nt > c.norm_groups
+                or mt * planes * words > c.in_depth or mt * c.rows * nt > c.score_depth):
+            return None
+        acc, record = self._block(a, planes, bipolar, s, words, nt, statistics=True)
+        total, spread = unpack_stats(record, n, c)
+        total, spread = stats_from_acc(total, spread, m, s, planes, bipolar=bipolar)
+        self.stats["statistics"] += 1
+        return (dot_from_acc(acc, s, planes, bipolar=bipolar),
+                wrap(total, norm.config.sum_bits), wrap(spread, norm.config.spread_bits))
 
     def _left(self, a, precision, s):
         """``a @ s.T`` for a +-1 ``s``."""
@@ -119,14 +156,18 @@ class DeviceMatmul:
                                     c.score_depth // (c.rows * nt)))
                 for m0 in range(0, m, mt_max * c.rows):
                     ab = ka[m0:m0 + mt_max * c.rows]
-                    out[m0:m0 + len(ab), n0:n0 + len(sb)] += self._block(ab, planes, bipolar,
-                                                                         sb, words, nt)
+                    acc = self._block(ab, planes, bipolar, sb, words, nt)
+                    out[m0:m0 + len(ab), n0:n0 + len(sb)] += dot_from_acc(
+                        acc, sb, planes, bipolar=bipolar)
         return out
 
-    def _block(self, a, planes, bipolar, s, words, nt):
+    def _block(self, a, planes, bipolar, s, words, nt, statistics=False):
+        """The accumulators of one program's ``SCORES`` GEMM and, with ``statistics``,
+        the words of its ``STATS`` record over the rows of ``a``."""
         c = self.config
         mt = tiles(len(a), c.rows)
         weights, inputs = pack_weights(s, c), pack_act(a, planes, c, bipolar=bipolar)
+        extra = [dict(opcode="STATS", addr=0, groups=nt, samples=len(a), unwritten=0)]
         program = Program(c, [
             dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=len(weights),
                  unread=0, unwritten=0),
@@ -136,6 +177,7 @@ class DeviceMatmul:
                  words=words, m_tiles=mt, n_tiles=nt, mode="SCORES", out_bits=1,
                  dst_addr=0, thr_addr=0, sync=1, unsent=0),
             dict(opcode="STORE", buffer="SCORE", addr=0, count=mt * c.rows * nt, unwritten=0),
+            *(extra if statistics else []),
             dict(opcode="HALT", status=0),
         ], constants=weights.reshape(-1))
         result = self.runtime.run(program, inputs.reshape(-1))
@@ -146,4 +188,6 @@ class DeviceMatmul:
         self.stats["macs"] += len(a) * len(s) * a.shape[1] * planes
         acc = unpack_scores(np.asarray(result.outputs[0]).reshape(-1, c.cols), len(a),
                             len(s), c)
-        return dot_from_acc(acc, s, planes, bipolar=bipolar)
+        if statistics:
+            return acc, np.asarray(result.outputs[1]).reshape(-1)
+        return acc

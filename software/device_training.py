@@ -97,10 +97,18 @@ class DeviceTrainReport:
             out.append(f"accelerator: {d['gemms']:,} GEMM programs, {d['cycles']:,} cycles "
                        f"({d['cycles'] / steps:,.0f} a step), {d['array_beats']:,} array "
                        f"beats, {d['macs']:,} binary MACs")
-            on_chip = "the products" + (" and the update" if self.update == "accelerator"
-                                        else "")
-            rest = "statistics, norms, softmax, requantisation" + (
+            stats = d.get("statistics_on_chip", False)
+            parts = ["the products"] + (["the norm statistics"] if stats else []) + (
+                ["the update"] if self.update == "accelerator" else [])
+            on_chip = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 \
+                else parts[0]
+            rest = ("" if stats else "statistics, ") + "norms, softmax, requantisation" + (
                 "" if self.update == "accelerator" else ", update")
+            out.append("LightNorm batch statistics: "
+                       + (f"the accelerator's statistics unit (STATS), "
+                          f"{d['statistics']:,} forward products" if stats else
+                          "on the host (this configuration has no statistics unit, or a "
+                          "product did not fit one program)"))
             if d.get("update_cycles"):
                 out.append(f"the update: {d['update_cycles'] / steps:,.0f} cycles and "
                            f"{d['update_pj_per_step'] / 1e6:.2f} uJ a step (UPDATE of every "
@@ -192,7 +200,10 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
         from .device_update import DeviceUpdate
 
         updater = DeviceUpdate(runtime, config.shapes, config.weight_bits)
-    step = TrainingStep(config, matmul=matmul, update=updater)
+    statistics = None
+    if runtime is not None and runtime.config.statistics:
+        statistics = matmul.statistics
+    step = TrainingStep(config, matmul=matmul, update=updater, statistics=statistics)
     # Evaluation is a report, not part of training: on the host (the same integers).
     host = TrainingStep(config)
     x_train, x_test = q.quantize(data.x_train), q.quantize(data.x_test)
@@ -234,8 +245,13 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
             device["update_pj_per_step"] = sum(
                 energy.energy_of(updater.actions, runtime.config).values()) / (epochs * steps)
             actions = actions + updater.actions
+        # Every training-mode forward product's statistics, or none of them, came from
+        # the statistics unit (the same shapes every step).
+        on_chip = matmul.stats["statistics"] == epochs * steps * config.layers
+        device["statistics_on_chip"] = on_chip
         device.update(step_energy(config, runtime.config, actions, epochs * steps,
-                                  update_on_host=updater is None))
+                                  update_on_host=updater is None,
+                                  statistics_on_host=not on_chip))
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
                                accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
@@ -271,12 +287,14 @@ def memory_per_sample(config):
     return ours, 4 * sum(config.sizes)
 
 
-def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=True):
+def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=True,
+                statistics_on_host=True):
     """Energy of the products of ``steps`` training steps from their action counts
     (``lowbit.energy``'s 45 nm table), per step, beside the same products' MACs on a
     hypothetical fp32 datapath (``energy.mac_energy``, MACs only); the step's per-element
     part (``host_pj_per_step``, the update in it unless it ran on the accelerator:
-    ``update_on_host``) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
+    ``update_on_host``, the statistics unless the statistics unit computed them:
+    ``statistics_on_host``) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
     :mod:`lowbit.training_energy`'s operation counts."""
     from . import energy
 
@@ -286,7 +304,8 @@ def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=T
     components = energy.energy_of(actions, accelerator, tech)
     total = sum(components.values())
     fp32 = training_macs(config) * config.batch * energy.mac_energy(tech, "fp32")
-    host = operations_energy(host_operations(config, update=update_on_host), tech)
+    host = operations_energy(host_operations(config, update=update_on_host,
+                                             statistics=statistics_on_host), tech)
     return {"energy_pj_per_step": total / steps, "fp32_mac_pj_per_step": fp32,
             "energy_components_pj_per_step": {k: v / steps for k, v in components.items()},
             "host_pj_per_step": sum(host.values()), "host_components_pj_per_step": host,

@@ -14,6 +14,7 @@ ones the last update returned (a caller that replaced them).
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from .energy import Actions, count_program
 from .layout import latent_words, pack_gradients, pack_latent, unpack_latent
 from .program import Program
 
-__all__ = ["DeviceUpdate", "latent_depth_for", "with_latent_memory"]
+log = logging.getLogger(__name__)
+
+__all__ = ["DeviceUpdate", "latent_depth_for", "with_latent_memory", "training_accelerator"]
 
 
 def latent_depth_for(shapes, config):
@@ -37,6 +40,22 @@ def with_latent_memory(base, training):
     holds every layer, of its LNS word."""
     return base.replace(latent_depth=latent_depth_for(training.shapes, base),
                         latent_bits=training.weight_bits)
+
+
+def training_accelerator(base, training):
+    """``base`` (an AcceleratorConfig) made to train the network of ``training`` on the
+    core: :func:`with_latent_memory`, and a statistics unit for the widest layer's norm
+    (``norm_channels``, ``norm_chunks`` of the network's norms) when the configuration can
+    hold one (a power-of-two chunk count, at most 1,024 channels, sums that fit a lane);
+    else the norm statistics stay on the host."""
+    config = with_latent_memory(base, training)
+    widest = max(out for out, _ in training.shapes)
+    channels = -(-widest // config.cols) * config.cols
+    try:
+        return config.replace(norm_channels=channels, norm_chunks=training.norm_chunks)
+    except ValueError as error:
+        log.info("no statistics unit for this network: %s", error)
+        return config
 
 
 class DeviceUpdate:

@@ -298,9 +298,10 @@ def _memory_actions():
 #: Actions that cost energy: the array's bit operations (a ``word``-bit XNOR and popcount
 #: share per PE and beat, counted per bit) and accumulator adds (one per PE and beat), the
 #: result stage's threshold compares, memory-word reads and writes per memory, bytes over
-#: the host link each way, and an ``UPDATE``'s latent weights (``lns_updates``).
+#: the host link each way, an ``UPDATE``'s latent weights (``lns_updates``) and a
+#: ``STATS``'s channel samples (``stat_updates``).
 ACTIONS = ("xnor_bit_ops", "acc_adds", "threshold_compares", *_memory_actions(),
-           "host_bytes_in", "host_bytes_out", "lns_updates")
+           "host_bytes_in", "host_bytes_out", "lns_updates", "stat_updates")
 #: Actions counted for reference, with no energy of their own (their work is in
 #: :data:`ACTIONS`): array beats (the status record's ``array_beats``), tiles, the
 #: array's MACs (``tiles x rows x cols x words x word``: one per weight element of every
@@ -354,6 +355,11 @@ def count_instruction(instr, config):
         a.update(latent_reads=count, latent_writes=count, weight_writes=count,
                  lns_updates=count * config.word)
         a["host_bytes_in"] += isa.link_words(instr) * word_bytes
+    elif op == Opcode.STATS:
+        (memory, _, words, _), = regions
+        a[f"{memory}_reads"] += words
+        a["stat_updates"] += words * config.cols
+        a["host_bytes_out"] += DATA_HEADER_BYTES + isa.link_words(instr) * word_bytes
     return a
 
 
@@ -523,9 +529,10 @@ COMPONENTS = {
     **{f"{m}_memory": (f"{m}_reads", f"{m}_writes") for m in _ALL_MEMORIES},
     "host_link": ("host_bytes_in", "host_bytes_out"),
     "lns_update": ("lns_updates",),
+    "statistics": ("stat_updates",),
 }
 #: Which components are compute, memory (on-chip) and host transfer.
-KINDS = {"compute": ("xnor_array", "result_stage", "lns_update"),
+KINDS = {"compute": ("xnor_array", "result_stage", "lns_update", "statistics"),
          "memory": tuple(f"{m}_memory" for m in _ALL_MEMORIES), "host": ("host_link",)}
 
 
@@ -548,6 +555,18 @@ def action_energy(tech, config):
     # The update of one weight: the step's shift and rounding, the code's subtraction and
     # the saturation or zero-crossing compare, each at most a latent_bits-wide add.
     e["lns_updates"] = (3 * tech.int_add(bits), f"3 x int_add({bits}) per latent weight")
+    if config.statistics:
+        # One channel of a STAT beat: the sum's add and the chunk max and min compares
+        # (the unit's statistics-memory word is read and written a beat: charged with it).
+        norm = config.norm
+        stats_pj = tech.int_add(norm.sum_bits) + 2 * tech.int_add(norm.input_width)
+        stats_pj += 2 * tech.sram_access(config.norm_groups,
+                                         norm.running_stats_layout.size) / config.cols
+        e["stat_updates"] = (stats_pj, f"int_add({norm.sum_bits}) + 2 x "
+                             f"int_add({norm.input_width}) + the statistics word's read and "
+                             f"write over {config.cols} channels, per channel and sample")
+    else:
+        e["stat_updates"] = (0.0, "no statistics unit")
     e["host_bytes_in"] = e["host_bytes_out"] = (tech.host_byte, "host_byte")
     e["xnor_bit_ops"] = (tech.xnor_popcount_bit, "xnor_popcount_bit")
     e["acc_adds"] = (tech.int_add(acc), f"int_add({acc}) per PE and beat")

@@ -20,7 +20,7 @@ from lowbit.golden.training import TrainingConfig, TrainingStep
 from lowbit.training_energy import fp32_operations, host_operations, operations_energy
 from lowbit.golden.xnor_array import Precision
 from lowbit.runtime import ISSTransport, Runtime
-from lowbit.device_update import DeviceUpdate, latent_depth_for
+from lowbit.device_update import DeviceUpdate, latent_depth_for, training_accelerator
 
 from conftest import simulator_params
 
@@ -36,6 +36,11 @@ NET = TrainingConfig(sizes=(64, 16, 16, 10), grad_bits=(6, 8, 8), batch=16)
 SHAPES = [(16, 64), (16, 16), (10, 16)]
 #: SMALL with a latent memory for NET: the update runs on the accelerator too.
 SMALL_TRAIN = SMALL.replace(latent_depth=latent_depth_for(SHAPES, SMALL))
+#: 32-bit words and 8 planes a pass, a latent memory and a statistics unit for NET: every
+#: forward product's norm statistics come from STATS.
+STATS_TRAIN = training_accelerator(
+    SMALL.replace(xnor_array=SMALL.xnor_array.replace(word=32, max_act_bits=8),
+                  score_depth=128), NET)
 
 
 def draw(rng, precision, shape):
@@ -134,7 +139,9 @@ def _check_steps(runtime, steps):
     update = (DeviceUpdate(runtime, SHAPES, NET.weight_bits) if runtime.config.training
               else None)
     gold = TrainingStep(NET)
-    dev = TrainingStep(NET, matmul=DeviceMatmul(runtime), update=update)
+    matmul = DeviceMatmul(runtime)
+    dev = TrainingStep(NET, matmul=matmul, update=update,
+                       statistics=matmul.statistics if runtime.config.statistics else None)
     flips = 0
     for x, y in _batches(NET, steps):
         ours, theirs = gold.step(x, y), dev.step(x, y)
@@ -146,14 +153,17 @@ def _check_steps(runtime, steps):
         _same_step(gold, dev)
         flips += ours.flips
     assert flips > 0  # the steps changed binary weights: the comparison is not vacuous
+    # With a statistics unit every layer's forward product fits one program with STATS.
+    assert matmul.stats["statistics"] == (steps * NET.layers if runtime.config.statistics
+                                          else 0)
     if update is not None:
         assert update.stats["programs"] == steps + 1   # one load, an update a step
         return {**dev.matmul.stats, "update_cycles": update.stats["cycles"]}
     return dev.matmul.stats
 
 
-@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL, SMALL_TRAIN],
-                         ids=["default", "small", "small-train"])
+@pytest.mark.parametrize("config", [AcceleratorConfig(), SMALL, SMALL_TRAIN, STATS_TRAIN],
+                         ids=["default", "small", "small-train", "stats-train"])
 def test_steps_on_the_iss_are_the_golden_steps(config):
     with ISSTransport(config) as link:
         stats = _check_steps(Runtime(config, link), 3)
@@ -163,15 +173,16 @@ def test_steps_on_the_iss_are_the_golden_steps(config):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator", simulator_params())
 def test_a_step_on_the_generated_verilog_is_the_golden_step(simulator, tmp_path):
-    # One whole step, every kind of layer (5-bit input layer, hidden, output), its products
-    # and its update (UPDATE on the latent memory) on the Verilog of the small training
-    # configuration; the ISS's cycle counts on the same programs.
+    # One whole step, every kind of layer (5-bit input layer, hidden, output), its products,
+    # its norm statistics (STATS) and its update (UPDATE on the latent memory) on the
+    # Verilog of a small training configuration; the ISS's cycle counts on the same
+    # programs.
     from lowbit.runtime import RTLTransport
 
-    with RTLTransport(SMALL_TRAIN, simulator, test_dir=tmp_path, timeout=120) as rtl:
-        rtl_stats = _check_steps(Runtime(SMALL_TRAIN, rtl), 1)
-    with ISSTransport(SMALL_TRAIN) as link:
-        iss_stats = _check_steps(Runtime(SMALL_TRAIN, link), 1)
+    with RTLTransport(STATS_TRAIN, simulator, test_dir=tmp_path, timeout=120) as rtl:
+        rtl_stats = _check_steps(Runtime(STATS_TRAIN, rtl), 1)
+    with ISSTransport(STATS_TRAIN) as link:
+        iss_stats = _check_steps(Runtime(STATS_TRAIN, link), 1)
     assert rtl_stats == iss_stats and rtl_stats["update_cycles"] > 0
 
 

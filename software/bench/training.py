@@ -20,13 +20,13 @@ def run(epochs=EPOCHS):
     from .. import datasets
     from ..config.accelerator import AcceleratorConfig
     from ..device_training import memory_per_sample, train_on_device
-    from ..device_update import with_latent_memory
+    from ..device_update import training_accelerator
     from ..golden.training import TrainingConfig
     from ..runtime import ISSTransport, Runtime
 
     data = datasets.load("digits")
     config = TrainingConfig(lr_exponent=LR_EXPONENT)
-    accelerator = with_latent_memory(AcceleratorConfig(), config)
+    accelerator = training_accelerator(AcceleratorConfig(), config)
     out = {"network": "-".join(map(str, config.sizes)), "batch": config.batch,
            "epochs": epochs, "grad_bits": list(config.grad_bits),
            "lns": f"{config.weight_bits}-bit gamma {config.weight_gamma}"}

@@ -416,15 +416,22 @@ class TrainingStep:
         ``update(weights, grads, grad_bits, lr_exponent)``, the new latent weights of every
         layer from its ``dW`` mantissas: :func:`madam_update` layer by layer by default, or
         :class:`lowbit.device_update.DeviceUpdate` to run the update on the accelerator.
+    statistics : callable, optional
+        ``statistics(x, w, precision, norm)``, a training-mode forward product with its
+        norm's batch statistics: ``(z, total, spread)`` as ``matmul`` and
+        ``norm.statistics(z)`` give them, or ``None`` to leave both to those two. By
+        default the host computes them; :meth:`lowbit.device_matmul.DeviceMatmul.statistics`
+        has the accelerator's statistics unit compute them.
     """
 
-    def __init__(self, config=None, weights=None, matmul=None, update=None):
+    def __init__(self, config=None, weights=None, matmul=None, update=None, statistics=None):
         config = TrainingConfig() if config is None else config
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, not {config!r}")
         self.config = config
         self.matmul = popcount_matmul if matmul is None else matmul
         self.update = host_update if update is None else update
+        self.statistics = statistics
         self.weights = init_weights(config) if weights is None else list(weights)
         for layer, (w, shape) in enumerate(zip(self.weights, config.shapes)):
             if w.shape != shape or (w.bits, w.gamma) != (config.weight_bits,
@@ -448,10 +455,17 @@ class TrainingStep:
         record = ForwardRecord([], [], [], [], [])
         for layer, w in enumerate(self.binary()):
             prec = cfg.input_precision(layer)
-            z = self.matmul(h, w, prec, "binary")
             norm = self.norms[layer]
-            stat_z = z if ref is None else self.matmul(ref, w, prec, "binary")
-            total, spread = norm.statistics(stat_z)
+            got = None
+            if ref is None and self.statistics is not None:
+                got = self.statistics(h, w, prec, norm)
+            if got is not None:
+                z, total, spread = got
+                stat_z = z
+            else:
+                z = self.matmul(h, w, prec, "binary")
+                stat_z = z if ref is None else self.matmul(ref, w, prec, "binary")
+                total, spread = norm.statistics(stat_z)
             params, _, _ = norm.fold_affine(total, spread, stat_z.shape[0],
                                             cfg.norm_gamma(layer), 0.0)
             y = norm.apply(z, params)
