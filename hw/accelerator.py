@@ -211,8 +211,9 @@ class Accelerator(wiring.Component):
         major, ``groups`` a sample) into a small queue with their ``STAT`` flags, then
         through a :class:`~lowbit.hw.lightnorm.LightNorm` (statistics in its memory, one
         word per group); each group's result (emitted on the last sample's beat) goes into
-        the store stage's word queue as one record word, sums then spreads, and out as a
-        ``STORE``'s words do. The unit's back-pressure holds the queue, and the reads stop
+        the store stage's word queue as two words of ``cols`` lanes, the sums, then the
+        spreads (the unit's result held for the second), and out as a ``STORE``'s words
+        do. The unit's back-pressure holds the queue, and the reads stop
         while it is full, so nothing is lost when the link is slow."""
         cfg = self.config
         C, W, K = cfg.cols, cfg.word, cfg.norm_chunks
@@ -221,6 +222,7 @@ class Accelerator(wiring.Component):
         log_k = (K - 1).bit_length()
         m.submodules.stats = nu = LightNorm(ncfg)
         reading = Signal()
+        half = Signal()                            # the group's sums are in the word queue
         g = Signal(range(cfg.norm_groups))
         groups_m1 = Signal(range(cfg.norm_groups))
         last_g = Signal()                          # g == groups - 1
@@ -240,8 +242,8 @@ class Accelerator(wiring.Component):
                              last_g.eq(hd.groups == 1), left.eq(hd.samples),
                              last_s.eq(hd.samples == 1), first.eq(1), new.eq(1),
                              base.eq(hb), extra.eq(he), rem.eq(hb + (he != 0)), k.eq(1),
-                             s_words_left.eq(hd.groups), s_reads_left.eq(0),
-                             s_last_word.eq(hd.groups == 1), s_rptr.eq(hd.addr)]
+                             s_words_left.eq(hd.groups * STATS_LANES), s_reads_left.eq(0),
+                             s_last_word.eq(0), s_rptr.eq(hd.addr), half.eq(0)]
         ctl = data.StructLayout({"group": range(cfg.norm_groups), "first": 1, "chunk": 1,
                                  "last": 1})
         entry = data.StructLayout({"x": data.ArrayLayout(iw, C), "ctl": ctl})
@@ -278,13 +280,16 @@ class Accelerator(wiring.Component):
                      beat.last.eq(head.ctl.last)]
         m.d.comb += [beat.data.x[i].eq(head.x[i].as_signed()) for i in range(C)]
         stats = nu.o_stream.payload.data.stats
-        word = Signal(STATS_LANES * C * W)
+        sums, spreads = Signal(C * W), Signal(C * W)
         for i in range(C):
-            m.d.comb += [word[i * W:(i + 1) * W].eq(stats[i].sum),
-                         word[(C + i) * W:(C + i + 1) * W].eq(stats[i].spread)]
-        m.d.comb += nu.o_stream.ready.eq(wq.w_rdy)
+            m.d.comb += [sums[i * W:(i + 1) * W].eq(stats[i].sum),
+                         spreads[i * W:(i + 1) * W].eq(stats[i].spread)]
+        m.d.comb += nu.o_stream.ready.eq(wq.w_rdy & half)
         with m.If(s_stats):
-            m.d.comb += [wq.w_data.eq(word), wq.w_en.eq(nu.o_stream.valid & wq.w_rdy)]
+            m.d.comb += [wq.w_data.eq(Mux(half, spreads, sums)),
+                         wq.w_en.eq(nu.o_stream.valid & wq.w_rdy)]
+            with m.If(nu.o_stream.valid & wq.w_rdy):
+                m.d.sync += half.eq(~half)
 
     def elaborate(self, platform):
         cfg, isa = self.config, self.isa
@@ -331,9 +336,12 @@ class Accelerator(wiring.Component):
         g_entry = data.StructLayout({"op": gemm_ops, "stores": COUNT_BITS})
         # The store queue holds STOREs and, with a statistics unit, STATS (``stats`` set).
         stats_ops = isa.operands.get(Opcode.STATS)
-        s_kinds = {"store": store_ops, **({"stats": stats_ops} if stats_ops else {})}
-        s_entry = data.StructLayout({"op": data.UnionLayout(s_kinds), "stats": 1,
-                                     "gemms": COUNT_BITS})
+        if stats_ops:
+            s_entry = data.StructLayout({
+                "op": data.UnionLayout({"store": store_ops, "stats": stats_ops}),
+                "stats": 1, "gemms": COUNT_BITS})
+        else:
+            s_entry = data.StructLayout({"op": store_ops, "gemms": COUNT_BITS})
         m.submodules.gemm_queue = gq = fifo.SyncFIFO(width=g_entry.size, depth=cfg.queue_depth)
         m.submodules.store_queue = sq = fifo.SyncFIFO(width=s_entry.size,
                                                       depth=cfg.queue_depth)
@@ -542,7 +550,8 @@ class Accelerator(wiring.Component):
         so = Signal(store_ops)
         s_ok = Signal()
         pending = outstanding(s_head.gemms, cnt["g_written"])
-        s_unwritten = s_head.op.store.unwritten
+        hs = s_head.op.store if stats_ops else s_head.op   # the head as a STORE
+        s_unwritten = hs.unwritten
         if stats_ops:
             s_unwritten = Mux(s_head.stats, s_head.op.stats.unwritten, s_unwritten)
         # As for the GEMM queue: the head's wait is checked a cycle before the pop.
@@ -558,34 +567,32 @@ class Accelerator(wiring.Component):
         s_depth, s_lanes = cfg.score_depth, C
         s_count = so.count * C
         word_beats_of = word_beats
-        lat_beats = stats_beats = word_beats
+        lat_beats = word_beats
         if cfg.training:
             lat_beats = cfg.latent_bits * lane_beats
             s_depth, s_lanes = max(s_depth, cfg.latent_depth), max(C, cfg.latent_bits)
             s_count = Mux(s_lat, so.count * cfg.latent_bits, s_count)
             word_beats_of = Mux(s_lat, lat_beats, word_beats)
         if stats_ops:
-            # A STATS record's word: a group's sums and spreads, STATS_LANES x cols lanes.
+            # A STATS record sends, per group, a word of cols sums and one of cols spreads:
+            # score-memory words to the store stage.
             sto = Signal(stats_ops)
-            stats_beats = STATS_LANES * C * lane_beats
-            s_lanes = max(s_lanes, STATS_LANES * C)
+            s_depth = max(s_depth, STATS_LANES * cfg.norm_groups)
             s_count = Mux(s_stats, sto.groups * (STATS_LANES * C), s_count)
-            word_beats_of = Mux(s_stats, stats_beats, word_beats_of)
         # The header's bytes are picked by beat from the latched STORE (no shift register).
         s_header = Signal(DATA_HEADER)
         m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(s_count)]
-        s_beat = Signal(range(max(header_beats, word_beats, lat_beats, stats_beats)))
+        s_beat = Signal(range(max(header_beats, word_beats, lat_beats)))
         s_in_header = Signal()
         s_first, s_last_beat, s_last_word = Signal(), Signal(), Signal()
         s_words_left = Signal(range(s_depth + 1))   # memory words still to send
         s_reads_left = Signal(range(s_depth + 1))
         s_rptr = Signal(range(s_depth))
         # Two words in hand keep the link busy when a word takes 3 or more beats.
-        wq_depth = 2 if min(word_beats, lat_beats, stats_beats) >= 3 else 4
+        wq_depth = 2 if min(word_beats, lat_beats) >= 3 else 4
         m.submodules.store_words = wq = fifo.SyncFIFO(width=s_lanes * W, depth=wq_depth)
         inflight = Signal()
         shifter = Signal(s_lanes * W)
-        hs = s_head.op.store
         with m.If(s_ok):
             m.d.comb += sq.r_en.eq(1)
             m.d.sync += [so.eq(hs), storing.eq(1), s_in_header.eq(1), s_beat.eq(0),
@@ -594,7 +601,8 @@ class Accelerator(wiring.Component):
                          s_words_left.eq(hs.count), s_reads_left.eq(hs.count),
                          s_rptr.eq(hs.addr)]
             if cfg.training:
-                m.d.sync += s_lat.eq((hs.buffer == Buffer.LATENT) & ~s_head.stats)
+                latent = hs.buffer == Buffer.LATENT
+                m.d.sync += s_lat.eq(latent & ~s_head.stats if stats_ops else latent)
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
         m.d.comb += [mems["score"].raddr.eq(s_rptr),
                      mems["score"].re.eq(read_now & ~s_lat if cfg.training else read_now),
@@ -749,9 +757,11 @@ class Accelerator(wiring.Component):
             upd = self._update_unit(m, mems, ops[Opcode.UPDATE], cnt, outstanding,
                                     stores_idle)
 
-        # The store queue's entry, filled by STORE or STATS at decode.
+        # The store queue's entry, filled by STORE or STATS at decode (with STATS only: the
+        # entry of a configuration without them is the STORE and the count, as it was).
         s_push = Signal(s_entry)
-        m.d.comb += sq.w_data.eq(s_push)
+        if stats_ops:
+            m.d.comb += sq.w_data.eq(s_push)
         with m.FSM():
             with m.State("FETCH"):
                 m.d.comb += [take.eq(1), waiting.eq(in_program)]
@@ -797,9 +807,9 @@ class Accelerator(wiring.Component):
                             pushes.append((Opcode.STATS, sq, "s_disp", "g_disp"))
                         for op, queue, mine, other in pushes:
                             with m.Case(op.value):
-                                if queue is gq:
-                                    m.d.comb += gq.w_data.eq(Cat(ops[op].as_value(),
-                                                                 cnt[other]))
+                                if queue is gq or not stats_ops:
+                                    m.d.comb += queue.w_data.eq(Cat(ops[op].as_value(),
+                                                                    cnt[other]))
                                 else:
                                     kind = "stats" if op == Opcode.STATS else "store"
                                     m.d.comb += [s_push.op[kind].eq(ops[op]),

@@ -59,15 +59,18 @@ def test_bridge_timing_at_3_mbaud_on_24_mhz():
 
 def test_ulx3s_training_configuration_is_the_board_s_with_a_latent_memory():
     # boards/configs/ulx3s-85f-train.json: the ULX3S-85F's configuration plus a latent memory
-    # that holds the default `lowbit train --backend` network (64-128-128-10: 832 words).
+    # that holds the default `lowbit train --backend` network (64-128-128-10: 832 words)
+    # and the statistics unit `lowbit train --backend` builds for it.
     from lowbit.boards.targets import CONFIG_DIR
-    from lowbit.device_update import latent_depth_for
+    from lowbit.device_update import latent_depth_for, training_accelerator
     from lowbit.golden.training import TrainingConfig
 
     train = AcceleratorConfig.load(CONFIG_DIR / "ulx3s-85f-train.json")
     board = ULX3S.load_config()
     assert train.training and not board.training
-    assert train.replace(latent_depth=0) == board.replace(latent_bits=train.latent_bits)
+    assert train.replace(latent_depth=0, norm_channels=0) == board.replace(
+        latent_bits=train.latent_bits, norm_chunks=train.norm_chunks)
+    assert train == training_accelerator(board, TrainingConfig())
     sizes = TrainingConfig().sizes
     shapes = [(n, k) for k, n in zip(sizes[:-1], sizes[1:])]
     assert train.latent_depth >= latent_depth_for(shapes, train) == 1024

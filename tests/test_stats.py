@@ -186,3 +186,34 @@ def test_errors():
                        r"write them \(give the STATS unwritten at most 0\)$"):
         check_races(program)
     assert Opcode.STATS in isa.opcodes
+
+
+@pytest.mark.parametrize("rows, cols, word, link", [(1, 1, 32, 32), (2, 4, 64, 8),
+                                                     (3, 8, 32, 16)])
+def test_cycles_are_the_cycle_model_on_other_shapes(rows, cols, word, link):
+    """A SCORES GEMM, STATS of several sample counts and group counts (one sample, fewer
+    samples than chunks, more) and a STORE behind them, on arrays whose record words take
+    1 to 16 link beats: the gateware's reply, its cycle count included, is the ISS's."""
+    base = small_configs()[0]
+    config = base.replace(
+        xnor_array=base.xnor_array.replace(rows=rows, cols=cols, word=word, max_k=4 * word),
+        host_link_bits=link, norm_channels=4 * cols, norm_chunks=4, latent_depth=0)
+    rng = np.random.default_rng(rows * 100 + cols)
+    m_tiles, n_tiles = -(-9 // rows), 4
+    a = rng.integers(0, 4, (m_tiles * rows, 2 * word))
+    w = rng.choice([-1, 1], (n_tiles * cols, 2 * word))
+    act = layout.pack_act(a, 2, config).reshape(-1)
+    wts = layout.pack_weights(w, config).reshape(-1)
+    program = Program(config, [
+        load("IN", "INPUT", 0, act.size // rows), load("WEIGHT", "CONST", 0, wts.size // cols),
+        gemm(a_buffer="IN", a_addr=0, b_addr=0, planes=2, words=2, m_tiles=m_tiles,
+             n_tiles=n_tiles, mode="SCORES", dst_addr=0),
+        stats(0, 4, 9), stats(4, 1, 1), stats(0, 2, 3), store(0, 3), stats(8, 3, 7),
+        halt()], constants=wts)
+    iss, expected, got = run_both(config, program, act)
+    assert got == expected
+    assert iss.results[0].code == Status.OK
+    acc = reference_acc(a, w, 2, config)
+    total, spread = layout.unpack_stats(iss.results[0].outputs[0], 4 * cols, config)
+    want_sum, want_spread = split_stats(acc[:9], 4)
+    assert np.array_equal(total, want_sum) and np.array_equal(spread, want_spread)
