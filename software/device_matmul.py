@@ -60,6 +60,7 @@ class DeviceMatmul:
         self.runtime = runtime
         self.config = c
         self.stats = {"cycles": 0, "array_beats": 0, "gemms": 0, "macs": 0, "statistics": 0}
+        self.statistics_refused = None
         self.actions = Actions()
 
     def __call__(self, a, b, a_precision, b_precision):
@@ -97,20 +98,30 @@ class DeviceMatmul:
         c = self.config
         precision = Precision.parse(a_precision)
         a, s = np.asarray(a, dtype=np.int64), np.asarray(s, dtype=np.int64)
-        if not c.statistics or norm.config.chunks != c.norm_chunks:
-            return None
         bipolar = precision.kind == "binary"
-        if precision.kind == "signed" or (not bipolar
-                                           and precision.bits > c.xnor_array.max_act_bits):
-            return None
-        precision.check(a, "left operand")
         planes = 1 if bipolar else precision.bits
         (m, k), n = a.shape, len(s)
         words = plane_words(k, c.word)
         nt, mt = tiles(n, c.cols), tiles(m, c.rows)
-        if (words > min(c.max_words, c.weight_depth // nt) or nt > c.norm_groups
-                or mt * planes * words > c.in_depth or mt * c.rows * nt > c.score_depth):
+        reason = None
+        if not c.statistics:
+            reason = "the configuration has no statistics unit (norm_channels 0)"
+        elif norm.config.chunks != c.norm_chunks:
+            reason = (f"the norm has {norm.config.chunks} chunks, the statistics unit "
+                      f"{c.norm_chunks}")
+        elif precision.kind == "signed" or planes > c.xnor_array.max_act_bits:
+            reason = f"a {precision} left operand takes more than one GEMM"
+        elif nt > c.norm_groups:
+            reason = (f"{n} channels are more than the statistics unit's "
+                      f"{c.norm_channels}")
+        elif (words > min(c.max_words, c.weight_depth // nt)
+              or mt * planes * words > c.in_depth or mt * c.rows * nt > c.score_depth):
+            reason = f"a ({m}, {k}) x ({n}, {k}) product does not fit one program"
+        if reason is not None:
+            #: Why the last product's statistics were left to the host.
+            self.statistics_refused = reason
             return None
+        precision.check(a, "left operand")
         acc, record = self._block(a, planes, bipolar, s, words, nt, statistics=True)
         total, spread = unpack_stats(record, n, c)
         total, spread = stats_from_acc(total, spread, m, s, planes, bipolar=bipolar)

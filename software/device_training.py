@@ -107,8 +107,7 @@ class DeviceTrainReport:
             out.append("LightNorm batch statistics: "
                        + (f"the accelerator's statistics unit (STATS), "
                           f"{d['statistics']:,} forward products" if stats else
-                          "on the host (this configuration has no statistics unit, or a "
-                          "product did not fit one program)"))
+                          f"on the host ({d.get('statistics_refused')})"))
             if d.get("update_cycles"):
                 out.append(f"the update: {d['update_cycles'] / steps:,.0f} cycles and "
                            f"{d['update_pj_per_step'] / 1e6:.2f} uJ a step (UPDATE of every "
@@ -249,6 +248,9 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
         # the statistics unit (the same shapes every step).
         on_chip = matmul.stats["statistics"] == epochs * steps * config.layers
         device["statistics_on_chip"] = on_chip
+        if not on_chip:
+            device["statistics_refused"] = (matmul.statistics_refused
+                                            or "the configuration has no statistics unit")
         device.update(step_energy(config, runtime.config, actions, epochs * steps,
                                   update_on_host=updater is None,
                                   statistics_on_host=not on_chip))

@@ -331,6 +331,10 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
                                    "two, not 48"),
     (["--set", "latent_bits=6"], "the training step's latent weights are 8-bit LNS words; "
                                  "the accelerator's latent_bits is 6"),
+    (["--set", "norm_chunks=6"], "AcceleratorConfig norm_chunks must be a power of two (the "
+                                 "gateware splits a batch by shifts), not 6"),
+    (["--set", "norm_channels=12"], "AcceleratorConfig norm_channels 12 must be a multiple "
+                                    "of cols 8: a score word is cols channels"),
 ])
 def test_cli_refuses_bad_training_requests(tmp_path, capsys, argv, message):
     argv = ["train", "--backend", "iss", "--epochs", "1", *argv, "-o", str(tmp_path / "m.npz")]
@@ -354,3 +358,27 @@ def test_cli_refuses_device_options_for_the_host_trainer(tmp_path, capsys, argv,
     err = capsys.readouterr().err
     assert (f"{message}: an option of the trainer on the accelerator (with --backend) only"
             in err)
+
+
+def test_statistics_stay_on_the_host_when_the_unit_cannot_take_them():
+    # The same products as STATS_TRAIN's, with a unit of 4 chunks for a norm of 8, a unit
+    # of 2 channels for 16, and a configuration without one: None and the reason.
+    gold = TrainingStep(NET)
+    x = np.random.default_rng(0).integers(0, 32, (NET.batch, 64))
+    w = gold.binary()[0]
+    norm = gold.norms[0]
+    for config, reason in [
+            (STATS_TRAIN.replace(norm_chunks=4), "the norm has 8 chunks, the statistics unit 4"),
+            (STATS_TRAIN.replace(norm_channels=2), "16 channels are more than the statistics "
+                                                   "unit's 2"),
+            (SMALL_TRAIN, "the configuration has no statistics unit (norm_channels 0)")]:
+        with ISSTransport(config) as link:
+            matmul = DeviceMatmul(Runtime(config, link))
+            assert matmul.statistics(x, w, "uint5", norm) is None
+        assert matmul.statistics_refused == reason
+    with ISSTransport(STATS_TRAIN) as link:
+        z, total, spread = DeviceMatmul(Runtime(STATS_TRAIN, link)).statistics(
+            x, w, "uint5", norm)
+    want = norm.statistics(x @ w.T)
+    assert np.array_equal(z, x @ w.T)
+    assert np.array_equal(total, want[0]) and np.array_equal(spread, want[1])
