@@ -150,7 +150,7 @@ def _train_on_device(parser, args):
     from .cli import _transport, configuration
     from .config.accelerator import AcceleratorConfig
     from .device_training import export_model, train_on_device
-    from .device_update import training_accelerator
+    from .device_update import with_latent_memory, with_statistics_unit
     from .golden.training import TrainingConfig
     from .iss import ISSError
     from .runtime import AcceleratorError, ProtocolError, Runtime, TransportError
@@ -182,8 +182,14 @@ def _train_on_device(parser, args):
     # Without --config: the default accelerator with a latent memory for this network, so
     # the update runs there too (a configuration without one updates on the host).
     with refusing(ValueError, TypeError):
-        base = training_accelerator(AcceleratorConfig(), training)
+        base = with_latent_memory(AcceleratorConfig(), training)
     config = configuration(args, AcceleratorConfig, base=base)
+    # ... and a statistics unit for its norms, fitted after --set (which may change what
+    # the unit must hold), unless --config or --set chose the unit themselves.
+    chosen = any(item.split("=", 1)[0].strip() in ("norm_channels", "norm_chunks")
+                 for item in (args.set or []))
+    if not (args.config or chosen):
+        config = with_statistics_unit(config, training)
 
     def report(epoch, loss, accuracy):
         if not (args.no_progress or args.quietness):

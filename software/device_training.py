@@ -6,9 +6,11 @@ runs as ``SCORES`` GEMMs on the accelerator behind a :class:`lowbit.runtime.Runt
 (:class:`lowbit.device_matmul.DeviceMatmul`): the ISS, the RTL simulation or a board. On a
 training configuration (``latent_depth > 0``) the LNS-Madam update runs there too, the
 latent weights resident in the latent memory (:class:`lowbit.device_update.DeviceUpdate`).
-The host does the rest of the step: the LightNorm statistics and their folding, the loss
-gradient and the gradients' requantisation (``docs/training.md`` says which of these could
-move onto the core, and what it would need).
+With a statistics unit (``norm_channels > 0``) the forward norms' batch statistics come
+from ``STATS`` (:meth:`lowbit.device_matmul.DeviceMatmul.statistics`). The host does the
+rest of the step: the statistics' folding and the BFP affine, the loss gradient and the
+gradients' requantisation (``docs/training.md`` says why, and what moving them would
+need).
 
 :func:`export_model` turns the trained state into a :class:`lowbit.model.QuantModel` (the
 signs of the latent weights, each LightNorm's BFP scale and offset from a reference set as
@@ -97,17 +99,25 @@ class DeviceTrainReport:
             out.append(f"accelerator: {d['gemms']:,} GEMM programs, {d['cycles']:,} cycles "
                        f"({d['cycles'] / steps:,.0f} a step), {d['array_beats']:,} array "
                        f"beats, {d['macs']:,} binary MACs")
-            stats = d.get("statistics_on_chip", False)
-            parts = ["the products"] + (["the norm statistics"] if stats else []) + (
+            layers = d.get("statistics_layers", [])
+            stats = len(layers) == c.layers
+            parts = ["the products"] + (["the norm statistics"] if layers else []) + (
                 ["the update"] if self.update == "accelerator" else [])
             on_chip = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 \
                 else parts[0]
-            rest = ("" if stats else "statistics, ") + "norms, softmax, requantisation" + (
+            rest = ("" if stats else "statistics, " if not layers else
+                    "other layers' statistics, ") + "norms, softmax, requantisation" + (
                 "" if self.update == "accelerator" else ", update")
-            out.append("LightNorm batch statistics: "
-                       + (f"the accelerator's statistics unit (STATS), "
-                          f"{d['statistics']:,} forward products" if stats else
-                          f"on the host ({d.get('statistics_refused')})"))
+            host = [i for i in range(c.layers) if i not in layers]
+            where = []
+            if layers:
+                where.append(f"the accelerator's statistics unit (STATS) for layer(s) "
+                             f"{', '.join(map(str, layers))} of {c.layers}, "
+                             f"{d['statistics']:,} forward products")
+            if host:
+                where.append(f"the host for layer(s) {', '.join(map(str, host))} "
+                             f"({d.get('statistics_refused')})")
+            out.append("LightNorm batch statistics: " + "; ".join(where))
             if d.get("update_cycles"):
                 out.append(f"the update: {d['update_cycles'] / steps:,.0f} cycles and "
                            f"{d['update_pj_per_step'] / 1e6:.2f} uJ a step (UPDATE of every "
@@ -200,8 +210,13 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
 
         updater = DeviceUpdate(runtime, config.shapes, config.weight_bits)
     statistics = None
+    on_chip = [0] * config.layers    # products whose statistics STATS computed, per layer
     if runtime is not None and runtime.config.statistics:
-        statistics = matmul.statistics
+        def statistics(x, w, precision, norm):
+            got = matmul.statistics(x, w, precision, norm)
+            if got is not None:
+                on_chip[[id(n) for n in step.norms].index(id(norm))] += 1
+            return got
     step = TrainingStep(config, matmul=matmul, update=updater, statistics=statistics)
     # Evaluation is a report, not part of training: on the host (the same integers).
     host = TrainingStep(config)
@@ -244,16 +259,15 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
             device["update_pj_per_step"] = sum(
                 energy.energy_of(updater.actions, runtime.config).values()) / (epochs * steps)
             actions = actions + updater.actions
-        # Every training-mode forward product's statistics, or none of them, came from
-        # the statistics unit (the same shapes every step).
-        on_chip = matmul.stats["statistics"] == epochs * steps * config.layers
-        device["statistics_on_chip"] = on_chip
-        if not on_chip:
+        # The layers whose statistics came from the statistics unit, every step (a layer's
+        # product has the same shape every step).
+        layers = [i for i, n in enumerate(on_chip) if n == epochs * steps]
+        device["statistics_layers"] = layers
+        if len(layers) < config.layers:
             device["statistics_refused"] = (matmul.statistics_refused
                                             or "the configuration has no statistics unit")
         device.update(step_energy(config, runtime.config, actions, epochs * steps,
-                                  update_on_host=updater is None,
-                                  statistics_on_host=not on_chip))
+                                  update_on_host=updater is None, stats_on_chip=layers))
     report = DeviceTrainReport(config, epochs, epochs * steps, losses, accuracies,
                                accuracies[-1], device=device,
                                seconds=time.perf_counter() - start,
@@ -290,13 +304,13 @@ def memory_per_sample(config):
 
 
 def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=True,
-                statistics_on_host=True):
+                stats_on_chip=()):
     """Energy of the products of ``steps`` training steps from their action counts
     (``lowbit.energy``'s 45 nm table), per step, beside the same products' MACs on a
     hypothetical fp32 datapath (``energy.mac_energy``, MACs only); the step's per-element
     part (``host_pj_per_step``, the update in it unless it ran on the accelerator:
-    ``update_on_host``, the statistics unless the statistics unit computed them:
-    ``statistics_on_host``) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
+    ``update_on_host``, each layer's statistics unless the statistics unit computed them:
+    ``stats_on_chip``, layer indices) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
     :mod:`lowbit.training_energy`'s operation counts."""
     from . import energy
 
@@ -307,7 +321,7 @@ def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=T
     total = sum(components.values())
     fp32 = training_macs(config) * config.batch * energy.mac_energy(tech, "fp32")
     host = operations_energy(host_operations(config, update=update_on_host,
-                                             statistics=statistics_on_host), tech)
+                                             stats_on_chip=stats_on_chip), tech)
     return {"energy_pj_per_step": total / steps, "fp32_mac_pj_per_step": fp32,
             "energy_components_pj_per_step": {k: v / steps for k, v in components.items()},
             "host_pj_per_step": sum(host.values()), "host_components_pj_per_step": host,

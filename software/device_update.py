@@ -24,7 +24,8 @@ from .program import Program
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeviceUpdate", "latent_depth_for", "with_latent_memory", "training_accelerator"]
+__all__ = ["DeviceUpdate", "latent_depth_for", "with_latent_memory", "with_statistics_unit",
+           "training_accelerator"]
 
 
 def latent_depth_for(shapes, config):
@@ -44,11 +45,15 @@ def with_latent_memory(base, training):
 
 def training_accelerator(base, training):
     """``base`` (an AcceleratorConfig) made to train the network of ``training`` on the
-    core: :func:`with_latent_memory`, and a statistics unit for the widest layer's norm
-    (``norm_channels``, ``norm_chunks`` of the network's norms) when the configuration can
-    hold one (a power-of-two chunk count, at most 1,024 channels, sums that fit a lane);
-    else the norm statistics stay on the host."""
-    config = with_latent_memory(base, training)
+    core: :func:`with_latent_memory`, then :func:`with_statistics_unit`."""
+    return with_statistics_unit(with_latent_memory(base, training), training)
+
+
+def with_statistics_unit(config, training):
+    """``config`` with a statistics unit for the widest layer's norm of ``training``
+    (``norm_channels``, the network's ``norm_chunks``) when the configuration can hold one
+    (a power-of-two chunk count, at most 1,024 channels, sums that fit a lane); else
+    ``config`` unchanged: the norm statistics then stay on the host."""
     widest = max(out for out, _ in training.shapes)
     channels = -(-widest // config.cols) * config.cols
     try:

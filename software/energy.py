@@ -560,11 +560,12 @@ def action_energy(tech, config):
         # (the unit's statistics-memory word is read and written a beat: charged with it).
         norm = config.norm
         stats_pj = tech.int_add(norm.sum_bits) + 2 * tech.int_add(norm.input_width)
-        stats_pj += 2 * tech.sram_access(config.norm_groups,
-                                         norm.running_stats_layout.size) / config.cols
-        e["stat_updates"] = (stats_pj, f"int_add({norm.sum_bits}) + 2 x "
-                             f"int_add({norm.input_width}) + the statistics word's read and "
-                             f"write over {config.cols} channels, per channel and sample")
+        what = f"int_add({norm.sum_bits}) + 2 x int_add({norm.input_width})"
+        if config.norm_groups > 1:   # one group keeps its statistics in a register
+            stats_pj += 2 * tech.sram_access(config.norm_groups,
+                                             norm.running_stats_layout.size) / config.cols
+            what += f" + the statistics word's read and write over {config.cols} channels"
+        e["stat_updates"] = (stats_pj, f"{what}, per channel and sample")
     else:
         e["stat_updates"] = (0.0, "no statistics unit")
     e["host_bytes_in"] = e["host_bytes_out"] = (tech.host_byte, "host_byte")

@@ -20,19 +20,19 @@ def _layers(config):
     return list(zip(config.sizes[:-1], config.sizes[1:]))
 
 
-def host_operations(config, update=True, statistics=True):
+def host_operations(config, update=True, stats_on_chip=()):
     """``{(part, operation): count}`` of one step's per-element work in lowbit's formats;
     ``operation`` is ``("int_add", bits)`` or ``("int_mul", 8 | 32)``. ``update=False``
     leaves the LNS-Madam update out (a training configuration runs it on the accelerator,
-    where the energy model counts it), ``statistics=False`` the norms' batch statistics
-    (the accelerator's statistics unit computed them)."""
+    where the energy model counts it), ``stats_on_chip`` (layer indices) those layers'
+    batch statistics (the accelerator's statistics unit computed them)."""
     n = config.batch
     ops = collections.Counter()
     for layer, (fan_in, width) in enumerate(_layers(config)):
         norm = config.norm_config(layer)
         values, weights = n * width, fan_in * width
         # Statistics: the sum, and the chunk max and min (compares are subtractions).
-        if statistics:
+        if layer not in stats_on_chip:
             ops["statistics", ("int_add", norm.sum_bits)] += values
             ops["statistics", ("int_add", norm.input_width)] += 2 * values
         # y = scale * x + offset: an 8-bit mantissa product and the accumulator's add.

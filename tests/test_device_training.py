@@ -314,8 +314,21 @@ def test_cli_trains_on_the_iss_and_the_model_runs(tmp_path, capsys):
     assert "epoch 1/1: loss" in text and "trained 64-32-32-10 on the iss" in text
     assert "GEMM programs" in text and "uJ a step" in text and f"wrote {out}" in text
     assert "LNS-Madam update on the accelerator (latent weights resident" in text
+    assert ("LightNorm batch statistics: the accelerator's statistics unit (STATS) for "
+            "layer(s) 0, 1, 2 of 3") in text
     program = tmp_path / "m.lbp"
     assert main(["compile", str(out), "-o", str(program)]) == 0
+
+
+def test_cli_fits_the_statistics_unit_after_set(tmp_path, capsys):
+    # A score memory of 8192 words makes 33-bit sums, wider than a lane: no statistics
+    # unit is added (the statistics stay on the host), rather than a refused --set.
+    out = tmp_path / "m.npz"
+    assert main(["train", "--backend", "iss", "--epochs", "1", "--hidden", "16,16",
+                 "--set", "score_depth=8192", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert ("LightNorm batch statistics: the host for layer(s) 0, 1, 2 (the configuration "
+            "has no statistics unit)") in text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -382,3 +395,29 @@ def test_statistics_stay_on_the_host_when_the_unit_cannot_take_them():
     want = norm.statistics(x @ w.T)
     assert np.array_equal(z, x @ w.T)
     assert np.array_equal(total, want[0]) and np.array_equal(spread, want[1])
+
+
+def test_statistics_of_some_layers_on_the_core_are_reported_and_charged_per_layer():
+    # 4 planes a GEMM: the 5-bit input layer's product takes two, so its statistics stay
+    # on the host; the binary layers' come from STATS. Four steps of digits.
+    config = training_accelerator(
+        SMALL.replace(xnor_array=SMALL.xnor_array.replace(word=32), score_depth=128), NET)
+    data = datasets.load("digits")
+    data = dataclasses.replace(data, x_train=data.x_train[:64], y_train=data.y_train[:64],
+                               x_test=data.x_test[:32], y_test=data.y_test[:32])
+    with ISSTransport(config) as link:
+        _, report = train_on_device(data, NET, runtime=Runtime(config, link), epochs=1)
+    d = report.device
+    assert report.steps == 4 and d["statistics"] == 8 and d["statistics_layers"] == [1, 2]
+    assert d["statistics_refused"] == "a uint5 left operand takes more than one GEMM"
+    text = "\n".join(report.lines())
+    assert ("LightNorm batch statistics: the accelerator's statistics unit (STATS) for "
+            "layer(s) 1, 2 of 3, 8 forward products; the host for layer(s) 0 (a uint5 left "
+            "operand takes more than one GEMM)") in text
+    # The host's part keeps layer 0's statistics only: 16 samples x 16 channels, a sum and
+    # two compares each.
+    ops = host_operations(NET, update=False, stats_on_chip=(1, 2))
+    stats = {op: n for (part, op), n in ops.items() if part == "statistics"}
+    sum_bits = NET.norm_config(0).sum_bits
+    width = NET.norm_config(0).input_width
+    assert stats == {("int_add", sum_bits): 256, ("int_add", width): 512}

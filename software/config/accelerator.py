@@ -192,9 +192,13 @@ class AcceleratorConfig(ConfigMixin):
         if not _power_of_two(chunks):
             raise ValueError(f"{owner} norm_chunks must be a power of two (the gateware "
                              f"splits a batch by shifts), not {chunks}")
+        if norm and self.acc_bits + 1 > 32:
+            raise ValueError(f"{owner} a statistics unit takes scores of at most 31 bits; "
+                             f"the {self.acc_bits}-bit accumulators (max_k {array.max_k}, "
+                             f"max_act_bits {array.max_act_bits}) are wider")
         if norm:
             stats = self.norm
-            if stats.sum_bits > array.word or stats.input_width > 32:
+            if stats.sum_bits > array.word:
                 raise ValueError(f"{owner} the statistics' {stats.sum_bits}-bit sums "
                                  f"({self.acc_bits}-bit scores over up to score_depth "
                                  f"{self.score_depth} samples) do not fit a {array.word}-bit "
