@@ -164,6 +164,11 @@ def test_errors():
                        r"\(11-bit scores over up to score_depth 64 samples\) do not fit a "
                        r"16-bit lane$"):
         small_configs()[1].replace(norm_channels=8)
+    wide = base.xnor_array.replace(word=64, max_k=2 ** 24, max_act_bits=8)
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig a statistics unit takes scores "
+                       r"of at most 31 bits; the 32-bit accumulators \(max_k 16777216, "
+                       r"max_act_bits 8\) are wider$"):
+        base.replace(xnor_array=wide, latent_depth=0, norm_channels=2)
     with pytest.raises(InstructionError, match=r"^STATS needs a statistics unit "
                        r"\(norm_channels > 0\); this accelerator has none$"):
         instruction_set(base).encode(stats(0, 1, 1))
