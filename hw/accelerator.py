@@ -13,7 +13,9 @@ training configuration), the PE array and the result stage, from one
   one ``rows``-lane word of the ``in`` or ``act`` memory and one ``cols``-lane word of the
   ``weight`` memory, addresses from counters (no multiplier). A tile starts only when the
   result stage will be free at its end, so the array never stops.
-* The **store stage** pops a ``STORE`` when its wait holds and sends a ``DATA`` record.
+* The **store stage** pops a ``STORE`` when its wait holds and sends a ``DATA`` record;
+  with a statistics unit (``norm_channels > 0``) it also runs ``STATS``: score words
+  through a :class:`~lowbit.hw.lightnorm.LightNorm`, their statistics out as a record.
 
 The stages keep their order through six counters (``GEMM``s dispatched, started, done
 reading, done writing; ``STORE``s dispatched and done) and the wait fields of
