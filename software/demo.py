@@ -189,7 +189,7 @@ def run_train_demo(out_dir=Path("build/demo-train"), *, epochs=15, rtl=True):
     q = data.input_quantizer
     status = 0
     if rtl:
-        print("[1/3] one training step with its products and its update on the RTL "
+        print("[1/3] one training step with its products, statistics and update on the RTL "
               "(Verilator; the first build takes about a minute) against the golden step",
               flush=True)
         x, y = q.quantize(data.x_train[:config.batch]), data.y_train[:config.batch]
