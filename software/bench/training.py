@@ -51,6 +51,7 @@ def run(epochs=EPOCHS):
                        update_cycles_per_step=round(d.get("update_cycles", 0)
                                                     / report.steps),
                        update=report.update,
+                       statistics_layers=d.get("statistics_layers", []),
                        update_uj_per_step=round(d.get("update_pj_per_step", 0) / 1e6, 2),
                        utilisation=round(d["array_beats"] / d["cycles"], 4),
                        energy_uj_per_step=round(d["energy_pj_per_step"] / 1e6, 2),
