@@ -58,7 +58,8 @@ import numpy as np
 from .isa import STATS_LANES
 
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
-           "unpack_scores", "unpack_stats", "stats_from_acc", "dot_from_acc", "acc_threshold", "tiles", "conv_rows",
+           "unpack_scores", "unpack_stats", "stats_from_acc", "dot_from_acc", "acc_threshold",
+           "tiles", "conv_rows",
            "flattened_weight", "pack_latent", "unpack_latent", "pack_gradients",
            "latent_words", "signs_of_latent"]
 
