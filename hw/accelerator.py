@@ -761,8 +761,8 @@ class Accelerator(wiring.Component):
 
         # The store queue's entry, filled by STORE or STATS at decode (with STATS only: the
         # entry of a configuration without them is the STORE and the count, as it was).
-        s_push = Signal(s_entry)
         if stats_ops:
+            s_push = Signal(s_entry)
             m.d.comb += sq.w_data.eq(s_push)
         with m.FSM():
             with m.State("FETCH"):
@@ -801,8 +801,8 @@ class Accelerator(wiring.Component):
                                          l_last_beat.eq(word_of == 1),
                                          l_last_word.eq(lo.count == 1)]
                             m.next = "LOAD_WAIT"
-                        # A GEMM or STORE goes into its stage's queue with a snapshot of
-                        # the other stage's dispatch count.
+                        # A GEMM, STORE or STATS goes into its stage's queue with a
+                        # snapshot of the other stage's dispatch count.
                         pushes = [(Opcode.GEMM, gq, "g_disp", "s_disp"),
                                   (Opcode.STORE, sq, "s_disp", "g_disp")]
                         if stats_ops:

@@ -193,14 +193,13 @@ def random_program(config, rng, *, instructions=12):
         return dict(opcode="STORE", buffer=Buffer.LATENT, addr=addr, count=count,
                     unwritten=NO_WAIT)
 
-    def draw_store():
+    def scored_region():
+        # A region some GEMM wrote scores into, or None.
         scored = [w for _, writes in gemms for w in writes if w[0] == "score"]
-        if not scored:
-            return None
-        _, first, size = scored[int(rng.integers(len(scored)))]
-        count = int(rng.integers(1, size + 1))
-        addr = first + int(rng.integers(0, size - count + 1))
-        region = ("score", addr, count)
+        return scored[int(rng.integers(len(scored)))][1:] if scored else None
+
+    def store_stage_read(region):
+        # A STORE's or STATS's read of score words: its loosest safe unwritten wait.
         g = len(gemms)
         unwritten = NO_WAIT
         for j in range(g - 1, -1, -1):
@@ -208,27 +207,28 @@ def random_program(config, rng, *, instructions=12):
                 unwritten = g - (j + 1)
                 break
         stores.append(region)
+        return min(unwritten, NO_WAIT)
+
+    def draw_store():
+        scored = scored_region()
+        if scored is None:
+            return None
+        first, size = scored
+        count = int(rng.integers(1, size + 1))
+        addr = first + int(rng.integers(0, size - count + 1))
         return dict(opcode="STORE", buffer=Buffer.SCORE, addr=addr, count=count,
-                    unwritten=min(unwritten, NO_WAIT))
+                    unwritten=store_stage_read(("score", addr, count)))
 
     def draw_stats():
-        scored = [w for _, writes in gemms for w in writes if w[0] == "score"]
-        if not config.statistics or not scored:
+        scored = scored_region() if config.statistics else None
+        if scored is None:
             return None
-        _, first, size = scored[int(rng.integers(len(scored)))]
+        first, size = scored
         groups = int(rng.integers(1, min(config.norm_groups, size) + 1))
         samples = int(rng.integers(1, size // groups + 1))
         addr = first + int(rng.integers(0, size - samples * groups + 1))
-        region = ("score", addr, samples * groups)
-        g = len(gemms)
-        unwritten = NO_WAIT
-        for j in range(g - 1, -1, -1):
-            if any(_overlap(region, w) for w in gemms[j][1]):
-                unwritten = g - (j + 1)
-                break
-        stores.append(region)
         return dict(opcode="STATS", addr=addr, groups=groups, samples=samples,
-                    unwritten=min(unwritten, NO_WAIT))
+                    unwritten=store_stage_read(("score", addr, samples * groups)))
 
     # Something to compute on first.
     for buffer in isa.load_buffers:

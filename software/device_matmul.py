@@ -178,7 +178,6 @@ class DeviceMatmul:
         c = self.config
         mt = tiles(len(a), c.rows)
         weights, inputs = pack_weights(s, c), pack_act(a, planes, c, bipolar=bipolar)
-        extra = [dict(opcode="STATS", addr=0, groups=nt, samples=len(a), unwritten=0)]
         program = Program(c, [
             dict(opcode="LOAD", buffer="WEIGHT", source="CONST", addr=0, count=len(weights),
                  unread=0, unwritten=0),
@@ -188,7 +187,8 @@ class DeviceMatmul:
                  words=words, m_tiles=mt, n_tiles=nt, mode="SCORES", out_bits=1,
                  dst_addr=0, thr_addr=0, sync=1, unsent=0),
             dict(opcode="STORE", buffer="SCORE", addr=0, count=mt * c.rows * nt, unwritten=0),
-            *(extra if statistics else []),
+            *([dict(opcode="STATS", addr=0, groups=nt, samples=len(a), unwritten=0)]
+              if statistics else []),
             dict(opcode="HALT", status=0),
         ], constants=weights.reshape(-1))
         result = self.runtime.run(program, inputs.reshape(-1))

@@ -215,7 +215,7 @@ def train_on_device(data, config=None, *, runtime=None, epochs=8, seed=1, progre
         def statistics(x, w, precision, norm):
             got = matmul.statistics(x, w, precision, norm)
             if got is not None:
-                on_chip[[id(n) for n in step.norms].index(id(norm))] += 1
+                on_chip[step.norms.index(norm)] += 1
             return got
     step = TrainingStep(config, matmul=matmul, update=updater, statistics=statistics)
     # Evaluation is a report, not part of training: on the host (the same integers).
@@ -310,8 +310,8 @@ def step_energy(config, accelerator, actions, steps, tech=None, update_on_host=T
     hypothetical fp32 datapath (``energy.mac_energy``, MACs only); the step's per-element
     part (``host_pj_per_step``, the update in it unless it ran on the accelerator:
     ``update_on_host``, each layer's statistics unless the statistics unit computed them:
-    ``stats_on_chip``, layer indices) and the whole step in fp32 arithmetic (``fp32_step_pj``) from
-    :mod:`lowbit.training_energy`'s operation counts."""
+    ``stats_on_chip``, layer indices) and the whole step in fp32 arithmetic
+    (``fp32_step_pj``) from :mod:`lowbit.training_energy`'s operation counts."""
     from . import energy
 
     from .training_energy import fp32_operations, host_operations, operations_energy
