@@ -22,7 +22,10 @@ from ..synth import SynthesisPlatform
 from .core import DEFAULT_BAUD, BoardCore
 from .pll import PLL, pll_setting
 
-__all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CONFIG_DIR"]
+__all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CONFIG_DIR", "TIMING_MARGIN"]
+
+#: The share of the clock period that must be left as slack after place and route.
+TIMING_MARGIN = 0.05
 
 #: Where each board's accelerator configuration lives.
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -106,14 +109,16 @@ class Board:
 
 
 BOARDS = {board.name: board for board in [
-    # iCE40UP5K: 33 MHz (the board, 2x2x32 core and bridge with a one-hot front end, places
-    # at 36.4 MHz; 3 Mbaud is 11 cycles a bit). At 36 MHz it places at 35.7-37.8 MHz over
-    # three seeds, short of the 5% margin (37.9). nextpnr-ice40 needs no router option;
-    # -dsp puts the accelerator's region checker multiplier in SB_MAC16s (as `lowbit synth
-    # accelerator` does).
+    # iCE40UP5K: 27 MHz, 3 Mbaud at 9 cycles a bit (docs/boards.md). The board with the
+    # 4x2x32 core and the bridge fills 94% of the device; nextpnr's router1 looped on it
+    # (seeds 1-3 at 30 MHz, seed 1 at 27), and where it finished (seed 1, 30 MHz) reached
+    # 31.22 MHz, short of the margin (31.58); router2 routes it in a minute, 31.69 MHz at 27
+    # MHz (28.42 with the margin). -dsp puts the region checker's multiplier in SB_MAC16s
+    # where it has one (as `lowbit synth accelerator` does); -dff lets ABC map through
+    # flip-flops (168 LUT4 fewer).
     Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
-          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 33.0,
-          "ice40_generic", "top.bin", synth_opts="-dsp"),
+          "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 27.0,
+          "ice40_generic", "top.bin", synth_opts="-dsp -dff", nextpnr_opts="--router router2"),
     # ECP5: 45 MHz (the board with the default core places at 52.4 MHz; 3 Mbaud is 15
     # cycles a bit, exactly). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
     # fails an assertion on the default accelerator) and router2 (router1 does not finish
@@ -151,6 +156,11 @@ class BoardTop(Elaboratable):
     ----------
     pll : lowbit.boards.pll.PLLSetting
         The PLL setting; the design runs at ``pll.out_mhz``.
+    constraint_mhz : float
+        The clock nextpnr is asked to meet: ``pll.out_mhz / (1 - TIMING_MARGIN)``, the
+        slowest Fmax that leaves the margin. Placed for the PLL's clock itself, nextpnr
+        stops improving once that is met: the iCEBreaker board reached 31.22 MHz for 30 MHz,
+        short of the margin, where constrained at 33 MHz it placed at 32.5-35.4 MHz.
 
     Raises
     ------
@@ -161,13 +171,14 @@ class BoardTop(Elaboratable):
     def __init__(self, board, config, *, baud=DEFAULT_BAUD, clock_mhz=None):
         self.board = board
         self.pll = board.pll(clock_mhz)
+        self.constraint_mhz = self.pll.out_mhz / (1 - TIMING_MARGIN)
         self.core = BoardCore(config, clk_freq=self.pll.out_mhz * 1e6, baud=baud)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.pll = pll = PLL(self.pll, self.board.clk_resource)
         m.domains += PLL.domains()
-        platform.add_clock_constraint(pll.clk, self.pll.out_mhz * 1e6)
+        platform.add_clock_constraint(pll.clk, self.constraint_mhz * 1e6)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)

@@ -31,11 +31,10 @@ def test_board_configurations_load():
         assert config.host_link_bits == 8
         # Resends stall the host link for up to a second: far below the TRUNCATED timeout.
         assert config.timeout_cycles / (board.pll().out_mhz * 1e6) >= 1.5
-    # The iCEBreaker carries configs/up5k.json with half its rows (the 4x2 array leaves
-    # too few cells for the UART bridge) and the board's long timeout.
+    # The iCEBreaker carries configs/up5k.json (the 4x2x32 array) with the board's long
+    # timeout.
     up5k = AcceleratorConfig.load(Path(__file__).parents[1] / "configs" / "up5k.json")
-    array = up5k.xnor_array.replace(rows=2)
-    assert ICEBREAKER.load_config() == up5k.replace(xnor_array=array, timeout_cycles=1 << 26)
+    assert ICEBREAKER.load_config() == up5k.replace(timeout_cycles=1 << 26)
 
 
 def test_unknown_board():
@@ -80,10 +79,10 @@ def test_ulx3s_training_configuration_is_the_board_s_with_a_latent_memory():
 def test_boards_clocks_and_baud_rates():
     # The PLL settings, found by the divider search, and the UART divisor at 3 Mbaud.
     icebreaker, ulx3s = ICEBREAKER.pll(), ULX3S.pll()
-    # iCE40: 12 MHz x (DIVF + 1) / (2^DIVQ x (DIVR + 1)) = 12 x 88 / 32 = 33 MHz.
-    assert (icebreaker.out_mhz, icebreaker.dividers) == (33.0, {
-        "DIVR": 0, "DIVF": 87, "DIVQ": 5, "FILTER_RANGE": 1})
-    assert baud_divisor(33e6, 3_000_000) == 11
+    # iCE40: 12 MHz x (DIVF + 1) / (2^DIVQ x (DIVR + 1)) = 12 x 72 / 32 = 27 MHz (VCO 864).
+    assert (icebreaker.out_mhz, icebreaker.dividers) == (27.0, {
+        "DIVR": 0, "DIVF": 71, "DIVQ": 5, "FILTER_RANGE": 1})
+    assert baud_divisor(27e6, 3_000_000) == 9
     # ECP5: 25 MHz / CLKI_DIV x CLKFB_DIV = 25 / 5 x 9 = 45 MHz (VCO 45 x 17 = 765 MHz).
     assert ulx3s.out_mhz == pytest.approx(45.0) and ulx3s.dividers["CLKI_DIV"] == 5
     assert (ulx3s.dividers["CLKFB_DIV"], ulx3s.dividers["CLKOP_DIV"]) == (9, 17)
@@ -291,13 +290,13 @@ def test_board_transport_on_a_missing_port():
 def test_icebreaker_bitstream_fits_and_meets_its_clock(tmp_path, capsys):
     assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["board"] == "icebreaker" and result["clock_mhz"] == 33.0
-    assert result["baud"] == 3_000_000 and result["cycles_per_bit"] == 11
+    assert result["board"] == "icebreaker" and result["clock_mhz"] == 27.0
+    assert result["baud"] == 3_000_000 and result["cycles_per_bit"] == 9
     assert result["luts"] <= result["luts_available"] == 5280
     assert result["bram"] <= result["bram_available"] == 30
-    assert result["fmax_mhz"] >= 33.0 * 1.05 and result["meets_timing"]
+    assert result["fmax_mhz"] >= 27.0 / 0.95 and result["meets_timing"]
     # (the report's Fmax is rounded to 0.01 MHz, its slack computed before rounding)
-    assert result["slack_ns"] == pytest.approx(timing_verdict(33.0, result["fmax_mhz"])[0],
+    assert result["slack_ns"] == pytest.approx(timing_verdict(27.0, result["fmax_mhz"])[0],
                                                abs=0.02)
     assert Path(result["bitstream"]) == tmp_path / "top.bin"
     assert (tmp_path / "top.bin").stat().st_size > 100_000   # a UP5K image is 104 kB
