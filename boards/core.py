@@ -80,10 +80,10 @@ class BoardCore(wiring.Component):
         return m
 
 
-#: The simulated board: a 100 MHz clock (10 ns, as lowbit's cocotb benches) and 8 clock
-#: cycles per bit, the ratio of an earlier 24 MHz iCEBreaker clock to the link's 3 Mbaud.
+#: The simulated board: a 100 MHz clock (10 ns, as lowbit's cocotb benches) and 9 clock
+#: cycles per bit, the iCEBreaker's ratio (27 MHz at the link's 3 Mbaud).
 SIM_CLK_HZ = 100_000_000
-SIM_BAUD = SIM_CLK_HZ // 8
+SIM_BAUD = round(SIM_CLK_HZ / 9)
 
 
 class SimBoard(BoardCore):

@@ -22,10 +22,16 @@ from ..synth import SynthesisPlatform
 from .core import DEFAULT_BAUD, BoardCore
 from .pll import PLL, pll_setting
 
-__all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CONFIG_DIR", "TIMING_MARGIN"]
+__all__ = ["Board", "BOARDS", "get_board", "BoardTop", "CLOCK_NET", "CONFIG_DIR",
+           "TIMING_MARGIN"]
 
 #: The share of the clock period that must be left as slack after place and route.
 TIMING_MARGIN = 0.05
+
+#: The PLL's output in the synthesised netlist: the top's ``sync`` clock. A constraint on
+#: the PLL's own output signal (Amaranth's ``add_clock_constraint``) named a net that the
+#: ECP5 netlist no longer has: nextpnr ignored it and used the clock it derives from the PLL.
+CLOCK_NET = "clk"
 
 #: Where each board's accelerator configuration lives.
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -157,7 +163,9 @@ class BoardTop(Elaboratable):
     pll : lowbit.boards.pll.PLLSetting
         The PLL setting; the design runs at ``pll.out_mhz``.
     constraint_mhz : float
-        The clock nextpnr is asked to meet: ``pll.out_mhz / (1 - TIMING_MARGIN)``, the
+        The clock nextpnr is asked to meet on :data:`CLOCK_NET` (the build's constraint
+        files, :func:`lowbit.boards.build.build_bitstream`): ``pll.out_mhz / (1 -
+        TIMING_MARGIN)``, the
         slowest Fmax that leaves the margin. Placed for the PLL's clock itself, nextpnr
         stops improving once that is met: the iCEBreaker board reached 31.22 MHz for 30 MHz,
         short of the margin, where constrained at 33 MHz it placed at 32.5-35.4 MHz.
@@ -178,7 +186,7 @@ class BoardTop(Elaboratable):
         m = Module()
         m.submodules.pll = pll = PLL(self.pll, self.board.clk_resource)
         m.domains += PLL.domains()
-        platform.add_clock_constraint(pll.clk, self.constraint_mhz * 1e6)
+        # (the clock's constraint is the build's, on the netlist's `clk`: CLOCK_NET)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)

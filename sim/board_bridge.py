@@ -6,7 +6,7 @@ socket, i.e. the real serial runtime code) listens on ``127.0.0.1:$LOWBIT_BRIDGE
 this module connects and plays the USB-serial adapter:
 
 * bytes from the host are put on the design's ``rx`` pin as 8N1 frames at the simulated
-  baud rate (:data:`lowbit.boards.core.SIM_BAUD`, 8 cycles a bit as on an earlier 24 MHz iCEBreaker;
+  baud rate (:data:`lowbit.boards.core.SIM_BAUD`, 9 cycles a bit as on the iCEBreaker;
   ``$LOWBIT_LINE_BAUD`` sets the adapter's rate instead, to test a wrong one), back to
   back;
 * the design's ``tx`` pin is watched for start bits, each bit sampled in its middle, and
@@ -48,14 +48,14 @@ async def _transmitter_to_host(dut, link, state, bit_ns):
     # Watch the design's tx pin: start bit, 8 data bits LSB first, stop bit.
     while True:
         await FallingEdge(dut.tx)
-        await Timer(bit_ns / 2, unit="ns")
+        await Timer(bit_ns / 2, unit="ns", round_mode="round")
         if dut.tx.value != 0:
             continue    # not a start bit (cannot happen with a correct transmitter)
         byte = 0
         for i in range(8):
-            await Timer(bit_ns, unit="ns")
+            await Timer(bit_ns, unit="ns", round_mode="round")
             byte |= int(dut.tx.value) << i
-        await Timer(bit_ns, unit="ns")
+        await Timer(bit_ns, unit="ns", round_mode="round")
         if dut.tx.value != 1:
             # At the right baud rate the design never sends this; at a wrong one the
             # adapter sees it, and passes on nothing, as a real one does.
@@ -76,6 +76,7 @@ async def bridge(dut):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     state = _State()
+    # The adapter's bit time, to the simulator's step (SIM_BAUD is 9 cycles to within 1e-8).
     bit_ns = 1e9 / float(os.environ.get("LOWBIT_LINE_BAUD", SIM_BAUD))
     cocotb.start_soon(_transmitter_to_host(dut, link, state, bit_ns))
     try:
@@ -87,7 +88,7 @@ async def bridge(dut):
                 byte = link.rx.pop(0)
                 for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                     dut.rx.value = bit
-                    await Timer(bit_ns, unit="ns")
+                    await Timer(bit_ns, unit="ns", round_mode="round")
                 state.quiet = 0
                 continue
             if state.quiet >= QUIET_CYCLES:

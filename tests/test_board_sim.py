@@ -1,6 +1,6 @@
 """The whole board (UART, framing bridge, accelerator) as generated Verilog under cocotb
-(Verilator), with a UART model on its pins at 8 clock cycles a bit (an earlier 24 MHz
-iCEBreaker's ratio), driven by the real serial runtime code (FramedTransport, the board
+(Verilator), with a UART model on its pins at 9 clock cycles a bit (the iCEBreaker's
+ratio), driven by the real serial runtime code (FramedTransport, the board
 transport's codec, over the simulation's socket instead of a serial port): a compiled
 digits BNN gives the ISS's scores on a clean line, with bytes corrupted and dropped in both
 directions and with random noise, with its weights resident across calls; a board of
@@ -139,3 +139,29 @@ def test_a_wrong_baud_rate_is_a_clear_error(tmp_path, monkeypatch):
                                                  r"the lowbit bitstream loaded, and the baud "
                                                  r"rate right\?$"):
             session(rtl.channel, timeout=10.0, resend=1.0)
+
+
+def test_icebreaker_configuration_runs_the_digits_bnn_bit_exactly(tmp_path):
+    # The iCEBreaker's own configuration (4x2x32, weights in one 16,384-word memory) and a
+    # 64-256-256-10 BNN, the widest its K takes, through the whole board: the ISS's scores
+    # on both calls, the weights sent once.
+    from lowbit.boards.targets import get_board
+
+    config = get_board("icebreaker").load_config()
+    model, _ = train("digits", precision="w1a1", hidden=(256, 256), epochs=1, seed=0,
+                     progress=False)
+    program = compile_model(model, config, batch=16)
+    x = load_digits().data[-16:]
+    with ISSTransport(config) as iss:
+        expected, _ = run_model(program, Runtime(config, iss), x)
+    rtl = RTLTransport(config, unit=sim_unit(), test_module="lowbit.sim.board_bridge",
+                       test_dir=tmp_path / "sim")
+    with rtl:
+        with session(rtl.channel, config=config) as link:
+            scores, first = run_model(program, Runtime(config, link), x)
+            again, second = run_model(program, Runtime(config, link), x)
+            assert link.stats["resent"] == 0
+    assert np.array_equal(scores, expected) and np.array_equal(again, expected)
+    assert first["weights_sent"] and not second["weights_sent"]
+    # The weights: 64 x 256 + 256 x 256 + 256 x 10 bits, in 32-bit words with headers.
+    assert first["bytes_in"] - second["bytes_in"] > (64 * 256 + 256 * 256 + 256 * 10) // 8

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lowbit.boards.build import openfpgaloader_path, timing_verdict
+from lowbit.boards.build import build_plan, openfpgaloader_path, timing_verdict
 from lowbit.boards.core import BoardCore
 from lowbit.boards.flash import FlashError, flash, flash_command
 from lowbit.boards.pll import PLLError, ecp5_pll, ice40_pll
-from lowbit.boards.targets import BOARDS, get_board
+from lowbit.boards.targets import BOARDS, BoardTop, get_board
 from lowbit.hw.uart import baud_divisor
 from lowbit.hw.uart_bridge import bridge_timing
 from lowbit.cli import main
@@ -124,6 +124,33 @@ def test_pll_refusals():
     with pytest.raises(PLLError, match="^PLL output must be a positive number of MHz, not "
                                        "0$"):
         ice40_pll(12, 0)
+
+
+@pytest.mark.parametrize("name,clock,synth,constraint", [
+    ("icebreaker", 27.0, "synth_ice40 -dsp -dff -top top", "set_frequency clk 28.42105"),
+    ("ulx3s-85f", 45.0, "synth_ecp5 -noabc9 -top top", 'FREQUENCY NET "clk" 47368421.05'),
+])
+def test_board_build_plan(monkeypatch, name, clock, synth, constraint):
+    # The board flow's Yosys script reads the design through Verilog before the state
+    # machines are made one-hot and the design synthesised; nextpnr gets the PLL's clock
+    # with the 5% margin added (27 / 0.95, 45 / 0.95 MHz) on the netlist's clock net.
+    monkeypatch.setenv("OPENFPGALOADER", openfpgaloader_path())
+    board = get_board(name)
+    top = BoardTop(board, board.load_config())
+    assert top.pll.out_mhz == pytest.approx(clock)
+    files = {name: text if isinstance(text, str) else text.decode()
+             for name, text in build_plan(top, "--seed 1").files.items()}
+    script = [line.strip() for line in files["top.ys"].splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert script[:7] == ["read_rtlil top.il", "proc -nomux -norom", "memory_collect",
+                          "write_verilog -norename top.v", "design -reset",
+                          "read_verilog top.v",
+                          'setattr -set fsm_encoding "one-hot" w:fsm_state']
+    assert script[7].startswith(synth)
+    constraints = files["top.pcf" if board.target == "ice40" else "top.lpf"]
+    assert constraint in constraints
+    assert "pll.clk" not in constraints
+    assert "--seed 1" in files["build_top.sh"]
 
 
 def test_timing_verdict():

