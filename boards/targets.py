@@ -117,15 +117,15 @@ class Board:
 BOARDS = {board.name: board for board in [
     # iCE40UP5K: 27 MHz, 3 Mbaud at 9 cycles a bit (docs/boards.md). The board with the
     # 4x2x32 core and the bridge fills 94% of the device; nextpnr's router1 looped on it
-    # (seeds 1-3 at 30 MHz, seed 1 at 27), and where it finished (seed 1, 30 MHz) reached
-    # 31.22 MHz, short of the margin (31.58); router2 routes it in a minute, 31.69 MHz at 27
-    # MHz (28.42 with the margin). -dsp puts the region checker's multiplier in SB_MAC16s
-    # where it has one (as `lowbit synth accelerator` does); -dff lets ABC map through
-    # flip-flops (168 LUT4 fewer).
+    # (seeds 2 and 3 at 30 MHz, seed 1 at 27), and where it finished (seed 1, 30 MHz)
+    # reached 31.22 MHz, short of the margin (31.58); router2 routes it in a minute, 31.69 /
+    # 30.46 / 33.20 MHz at 27 MHz (seeds 1-3; 28.42 with the margin). -dsp puts the region
+    # checker's multiplier in SB_MAC16s where it has one (as `lowbit synth accelerator`
+    # does); -dff lets ABC map through flip-flops (168 LUT4 fewer).
     Board("icebreaker", "iCEBreaker (iCE40UP5K-SG48)",
           "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12.0, "clk12", 27.0,
           "ice40_generic", "top.bin", synth_opts="-dsp -dff", nextpnr_opts="--router router2"),
-    # ECP5: 45 MHz (the board with the default core places at 52.4 MHz; 3 Mbaud is 15
+    # ECP5: 45 MHz (the board with the default core places at 57.3 MHz; 3 Mbaud is 15
     # cycles a bit, exactly). Classic ABC LUT mapping (-noabc9; yosys 0.70's abc9
     # fails an assertion on the default accelerator) and router2 (router1 does not finish
     # it in 30 min).
@@ -165,10 +165,10 @@ class BoardTop(Elaboratable):
     constraint_mhz : float
         The clock nextpnr is asked to meet on :data:`CLOCK_NET` (the build's constraint
         files, :func:`lowbit.boards.build.build_bitstream`): ``pll.out_mhz / (1 -
-        TIMING_MARGIN)``, the
-        slowest Fmax that leaves the margin. Placed for the PLL's clock itself, nextpnr
-        stops improving once that is met: the iCEBreaker board reached 31.22 MHz for 30 MHz,
-        short of the margin, where constrained at 33 MHz it placed at 32.5-35.4 MHz.
+        TIMING_MARGIN)``, the slowest Fmax that leaves the margin. Placed for the PLL's
+        clock itself, nextpnr stops improving once that is met: the iCEBreaker board
+        reached 31.22 MHz for 30 MHz, short of the margin, where constrained at 33 MHz it
+        placed at 32.5-35.4 MHz.
 
     Raises
     ------
@@ -184,7 +184,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.pll = pll = PLL(self.pll, self.board.clk_resource)
+        m.submodules.pll = PLL(self.pll, self.board.clk_resource)
         m.domains += PLL.domains()
         # (the clock's constraint is the build's, on the netlist's `clk`: CLOCK_NET)
         m.submodules.core = core = self.core
