@@ -229,12 +229,15 @@ def build_bitstream(board, config, *, out_dir, baud=DEFAULT_BAUD, clock_mhz=None
     clocks = list(figures.get("fmax", {}).values())
     clock, target = top.pll.out_mhz, top.constraint_mhz
 
+    def constrained_at(c, mhz):
+        return abs(c["constraint"] - mhz) < 0.001 * mhz
+
     def pll_clock(c):
         # (were the constraint not applied, nextpnr would report the PLL's derived clock)
-        return any(abs(c["constraint"] - f) < 0.001 * f for f in (target, clock))
+        return constrained_at(c, target) or constrained_at(c, clock)
 
     fmax = min((c["achieved"] for c in clocks if pll_clock(c)), default=None)
-    if not any(abs(c["constraint"] - target) < 0.001 * target for c in clocks):
+    if not any(constrained_at(c, target) for c in clocks):
         _log.warning("nextpnr did not apply the %.4g MHz constraint on net %s (placed for "
                      "the PLL's own clock)", target, CLOCK_NET)
     others_ok = all(timing_verdict(c["constraint"], c["achieved"])[1] for c in clocks
