@@ -22,7 +22,7 @@ reading, done writing; ``STORE``s dispatched and done) and the wait fields of
 :mod:`lowbit.isa`; :class:`lowbit.timing.Timing` is this module's schedule, cycle for cycle.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,7 +31,7 @@ from ..config.accelerator import AcceleratorConfig
 from ..config.madam import MadamUpdateConfig
 from ..config.lightnorm import Op as NormOp
 from ..isa import (DATA_HEADER, STATS_LANES, STATUS_RECORD, Buffer, GemmMode, Opcode, Record,
-                   Status, instruction_set)
+                   Status, argmax_bytes, instruction_set)
 from .core_memory import CoreMemory
 from .lightnorm import LightNorm
 from .madam_update import MadamUpdate
@@ -293,6 +293,103 @@ class Accelerator(wiring.Component):
             with m.If(nu.o_stream.valid & wq.w_rdy):
                 m.d.sync += half.eq(~half)
 
+    def _argmax_unit(self, m, mems, wq, wq_depth, s_ok, s_head, s_argmax, a_words, s_rptr,
+                     s_words_left, s_reads_left, s_last_word):
+        """The datapath of ``ARGMAX`` in the store stage: a lane step a cycle, ``groups x
+        cols`` a sample (the score word read a step ahead), each looking up its class's
+        rank in the ``rank`` memory; a cycle later the comparison keeps the first class of
+        the largest rank and, on a sample's last step, writes its byte into the record
+        word, which goes into the store stage's word queue a cycle after its last byte.
+        A step that completes a word waits until the queue will have room for it, so a
+        slow link holds the unit and nothing is lost."""
+        cfg = self.config
+        C, W = cfg.cols, cfg.word
+        depth = cfg.score_depth
+        per = argmax_bytes(cfg)
+        log_per = per.bit_length() - 1
+        abits = max(1, (cfg.rank_depth - 1).bit_length())
+        rank = mems["rank"]
+        ha = s_head.op.argmax
+        reading, primed = Signal(), Signal()
+        i = Signal(range(C))                       # the lane of this step
+        g = Signal(range(depth))                   # the score word of the sample
+        groups_m1 = Signal(range(depth))
+        last_g = Signal()                          # g == groups - 1
+        left = Signal(range(depth + 1))            # samples left, this one included
+        last_s = Signal()
+        pos = Signal(range(per))                   # the sample's byte in its record word
+        c = Signal(8)                              # the class of this step
+        classes_m1 = Signal(8)
+        valid = Signal()                           # c < classes
+        cbase = Signal(abits)                      # rank_addr + c * stride (mod depth)
+        rank_addr, stride = Signal(abits), Signal(abits)
+        with m.If(s_ok):
+            m.d.sync += s_argmax.eq(s_head.argmax)
+            with m.If(s_head.argmax):
+                n_words = (ha.samples + per - 1) >> log_per
+                m.d.sync += [reading.eq(1), primed.eq(0), s_rptr.eq(ha.addr), i.eq(0),
+                             g.eq(0), groups_m1.eq(ha.groups - 1), last_g.eq(ha.groups == 1),
+                             left.eq(ha.samples), last_s.eq(ha.samples == 1), pos.eq(0),
+                             c.eq(0), classes_m1.eq(ha.classes - 1), valid.eq(1),
+                             cbase.eq(ha.rank_addr), rank_addr.eq(ha.rank_addr),
+                             stride.eq(ha.stride), a_words.eq(n_words),
+                             s_words_left.eq(n_words), s_last_word.eq(n_words == 1),
+                             s_reads_left.eq(0)]
+        # The comparison stage (c_*) and the push stage (p_push), a cycle apart.
+        c_go, c_valid, c_first, c_end, c_done = (Signal(name=f"c_{n}") for n in
+                                                 ("go", "valid", "first", "end", "done"))
+        c_class = Signal(8)
+        c_pos = Signal.like(pos)
+        p_push = Signal()
+        end_s = (i == C - 1) & last_g
+        completes = end_s & (last_s | (pos == per - 1))
+        room = wq.level + (c_go & c_end & c_done) + p_push < wq_depth
+        go = Signal()
+        m.d.comb += go.eq(reading & primed & (~completes | room))
+        with m.If(reading & ~primed):
+            m.d.comb += mems["score"].re.eq(1)
+            m.d.sync += [s_rptr.eq(s_rptr + 1), primed.eq(1)]
+        lanes = [mems["score"].rdata[k * W:k * W + min(abits, W)] for k in range(C)]
+        acc = Array(lanes)[i] if C > 1 else lanes[0]
+        m.d.comb += rank.raddr.eq(cbase + acc)
+        m.d.sync += c_go.eq(go)
+        with m.If(go):
+            m.d.comb += rank.re.eq(1)
+            m.d.sync += [c_valid.eq(valid), c_class.eq(c), c_first.eq(c == 0),
+                         c_end.eq(end_s), c_done.eq(completes), c_pos.eq(pos),
+                         i.eq(i + 1), c.eq(c + 1), cbase.eq(cbase + stride),
+                         valid.eq(valid & (c != classes_m1))]
+            with m.If(i == C - 1):
+                # The next score word (the next group's, or the next sample's first).
+                m.d.comb += mems["score"].re.eq(1)
+                m.d.sync += [s_rptr.eq(s_rptr + 1), g.eq(g + 1),
+                             last_g.eq(g + 1 == groups_m1)]
+                with m.If(last_g):
+                    m.d.sync += [g.eq(0), last_g.eq(groups_m1 == 0)]
+            with m.If(end_s):
+                m.d.sync += [c.eq(0), cbase.eq(rank_addr), valid.eq(1), left.eq(left - 1),
+                             last_s.eq(left == 2), pos.eq(pos + 1)]
+                with m.If(last_s):
+                    m.d.sync += reading.eq(0)
+        best = Signal(8)
+        best_rank = Signal(cfg.rank_bits)
+        got = rank.rdata
+        take = c_go & c_valid & (c_first | (got > best_rank))
+        chosen = Mux(take, c_class, best)
+        with m.If(take):
+            m.d.sync += [best.eq(c_class), best_rank.eq(got)]
+        word = Signal(C * W)
+        m.d.sync += p_push.eq(c_go & c_end & c_done)
+        with m.If(p_push):
+            # Cleared as it goes into the queue: the next word's bytes start from zero
+            # (a byte written in this cycle is kept: the write below wins).
+            m.d.sync += word.eq(0)
+            with m.If(s_argmax):
+                m.d.comb += [wq.w_data.eq(word), wq.w_en.eq(1)]
+        with m.If(c_go & c_end):
+            byte = word[:8] if per == 1 else word.word_select(c_pos, 8)
+            m.d.sync += byte.eq(chosen)
+
     def elaborate(self, platform):
         cfg, isa = self.config, self.isa
         R, C, W, LB = cfg.rows, cfg.cols, cfg.word, cfg.host_link_bits
@@ -304,7 +401,7 @@ class Accelerator(wiring.Component):
         for name in cfg.memories:
             # A training configuration's UPDATE writes one lane of a weight word.
             mems[name] = m.submodules[f"{name}_memory"] = CoreMemory(
-                cfg.depth(name), cfg.lanes(name) * W,
+                cfg.depth(name), cfg.rank_bits if name == "rank" else cfg.lanes(name) * W,
                 single_port=name == "weight" and cfg.weight_single_port,
                 lanes=C if name == "weight" and cfg.training else 1)
         #: The memories by name, once elaborated (a simulation reads them).
@@ -337,11 +434,17 @@ class Accelerator(wiring.Component):
         gemm_ops, store_ops = isa.operands[Opcode.GEMM], isa.operands[Opcode.STORE]
         g_entry = data.StructLayout({"op": gemm_ops, "stores": COUNT_BITS})
         # The store queue holds STOREs and, with a statistics unit, STATS (``stats`` set).
+        # With an argmax unit it holds ARGMAX too (``argmax`` set).
         stats_ops = isa.operands.get(Opcode.STATS)
-        if stats_ops:
+        argmax_ops = isa.operands.get(Opcode.ARGMAX)
+        s_kinds = {"store": store_ops, **({"stats": stats_ops} if stats_ops else {}),
+                   **({"argmax": argmax_ops} if argmax_ops else {})}
+        s_union = len(s_kinds) > 1     # else the entry is the STORE and the count, as it was
+        if s_union:
             s_entry = data.StructLayout({
-                "op": data.UnionLayout({"store": store_ops, "stats": stats_ops}),
-                "stats": 1, "gemms": COUNT_BITS})
+                "op": data.UnionLayout(s_kinds), **{kind: 1 for kind in s_kinds
+                                                    if kind != "store"},
+                "gemms": COUNT_BITS})
         else:
             s_entry = data.StructLayout({"op": store_ops, "gemms": COUNT_BITS})
         m.submodules.gemm_queue = gq = fifo.SyncFIFO(width=g_entry.size, depth=cfg.queue_depth)
@@ -552,10 +655,12 @@ class Accelerator(wiring.Component):
         so = Signal(store_ops)
         s_ok = Signal()
         pending = outstanding(s_head.gemms, cnt["g_written"])
-        hs = s_head.op.store if stats_ops else s_head.op   # the head as a STORE
+        hs = s_head.op.store if s_union else s_head.op   # the head as a STORE
         s_unwritten = hs.unwritten
         if stats_ops:
             s_unwritten = Mux(s_head.stats, s_head.op.stats.unwritten, s_unwritten)
+        if argmax_ops:
+            s_unwritten = Mux(s_head.argmax, s_head.op.argmax.unwritten, s_unwritten)
         # As for the GEMM queue: the head's wait is checked a cycle before the pop.
         s_ready = Signal()
         m.d.sync += s_ready.eq(sq.r_rdy & ~s_ok & (pending <= s_unwritten))
@@ -566,6 +671,8 @@ class Accelerator(wiring.Component):
         s_lat = Signal() if cfg.training else Const(0)
         # The store stage runs a STATS (a configuration with a statistics unit).
         s_stats = Signal() if stats_ops else Const(0)
+        # The store stage runs an ARGMAX (a configuration with an argmax unit).
+        s_argmax = Signal() if argmax_ops else Const(0)
         s_depth, s_lanes = cfg.score_depth, C
         s_count = so.count * C
         word_beats_of = word_beats
@@ -581,6 +688,10 @@ class Accelerator(wiring.Component):
             sto = Signal(stats_ops)
             s_depth = max(s_depth, STATS_LANES * cfg.norm_groups)
             s_count = Mux(s_stats, sto.groups * (STATS_LANES * C), s_count)
+        if argmax_ops:
+            # An ARGMAX record's words are cols-lane words of class bytes.
+            a_words = Signal(range(cfg.score_depth + 1))
+            s_count = Mux(s_argmax, a_words * C, s_count)
         # The header's bytes are picked by beat from the latched STORE (no shift register).
         s_header = Signal(DATA_HEADER)
         m.d.comb += [s_header.kind.eq(Record.DATA), s_header.count.eq(s_count)]
@@ -591,7 +702,7 @@ class Accelerator(wiring.Component):
         s_reads_left = Signal(range(s_depth + 1))
         s_rptr = Signal(range(s_depth))
         # Two words in hand keep the link busy when a word takes 3 or more beats.
-        wq_depth = 2 if min(word_beats, lat_beats) >= 3 else 4
+        wq_depth = isa.store_words_depth
         m.submodules.store_words = wq = fifo.SyncFIFO(width=s_lanes * W, depth=wq_depth)
         inflight = Signal()
         shifter = Signal(s_lanes * W)
@@ -604,7 +715,10 @@ class Accelerator(wiring.Component):
                          s_rptr.eq(hs.addr)]
             if cfg.training:
                 latent = hs.buffer == Buffer.LATENT
-                m.d.sync += s_lat.eq(latent & ~s_head.stats if stats_ops else latent)
+                for kind in ("stats", "argmax"):
+                    if kind in s_kinds:
+                        latent = latent & ~s_head[kind]
+                m.d.sync += s_lat.eq(latent)
         read_now = storing & (s_reads_left != 0) & (wq.level + inflight < wq_depth)
         m.d.comb += [mems["score"].raddr.eq(s_rptr),
                      mems["score"].re.eq(read_now & ~s_lat if cfg.training else read_now),
@@ -612,6 +726,9 @@ class Accelerator(wiring.Component):
         if stats_ops:
             self._stats_unit(m, mems, wq, s_ok, s_head, s_stats, sto, storing, s_rptr,
                              s_words_left, s_reads_left, s_last_word)
+        if argmax_ops:
+            self._argmax_unit(m, mems, wq, wq_depth, s_ok, s_head, s_argmax, a_words,
+                              s_rptr, s_words_left, s_reads_left, s_last_word)
         if cfg.training:
             # The latent memory's read port is the store stage's while it stores (an
             # UPDATE waits for every STORE before it), else UPDATE's (below).
@@ -724,6 +841,9 @@ class Accelerator(wiring.Component):
         if cfg.training:
             # The latent memory's read port serves STORE: its writers wait for them.
             waits_met = waits_met & ((lo.buffer != Buffer.LATENT) | stores_idle)
+        if cfg.argmax:
+            # The rank memory's read port serves ARGMAX: its writer waits for them.
+            waits_met = waits_met & ((lo.buffer != Buffer.RANK) | stores_idle)
         # A LOAD's waits are checked in one cycle and acted on in the next (the counters
         # only move towards them holding while the front end waits).
         load_ok = Signal()
@@ -735,6 +855,9 @@ class Accelerator(wiring.Component):
         if cfg.training:
             with m.If(lo.buffer == Buffer.LATENT):
                 m.d.comb += word_of.eq(LT * lane_beats)
+        if cfg.argmax:
+            with m.If(lo.buffer == Buffer.RANK):
+                m.d.comb += word_of.eq(lane_beats)
 
         status = Signal(STATUS_RECORD)
         status_beats = STATUS_RECORD.size // LB
@@ -761,7 +884,7 @@ class Accelerator(wiring.Component):
 
         # The store queue's entry, filled by STORE or STATS at decode (with STATS only: the
         # entry of a configuration without them is the STORE and the count, as it was).
-        if stats_ops:
+        if s_union:
             s_push = Signal(s_entry)
             m.d.comb += sq.w_data.eq(s_push)
         with m.FSM():
@@ -805,18 +928,19 @@ class Accelerator(wiring.Component):
                         # snapshot of the other stage's dispatch count.
                         pushes = [(Opcode.GEMM, gq, "g_disp", "s_disp"),
                                   (Opcode.STORE, sq, "s_disp", "g_disp")]
-                        if stats_ops:
-                            pushes.append((Opcode.STATS, sq, "s_disp", "g_disp"))
+                        pushes += [(Opcode[kind.upper()], sq, "s_disp", "g_disp")
+                                   for kind in s_kinds if kind != "store"]
                         for op, queue, mine, other in pushes:
                             with m.Case(op.value):
-                                if queue is gq or not stats_ops:
+                                if queue is gq or not s_union:
                                     m.d.comb += queue.w_data.eq(Cat(ops[op].as_value(),
                                                                     cnt[other]))
                                 else:
-                                    kind = "stats" if op == Opcode.STATS else "store"
+                                    kind = op.name.lower()
                                     m.d.comb += [s_push.op[kind].eq(ops[op]),
-                                                 s_push.stats.eq(op == Opcode.STATS),
                                                  s_push.gemms.eq(cnt[other])]
+                                    if kind != "store":
+                                        m.d.comb += s_push[kind].eq(1)
                                 m.d.comb += queue.w_en.eq(1)
                                 with m.If(queue.w_rdy):
                                     m.d.sync += [cnt[mine].eq(cnt[mine] + 1),

@@ -3,7 +3,8 @@ with the ISS (Amaranth's simulator and cocotb share them).
 
 :func:`random_program` draws loads of random words (activations, weights and thresholds
 are any bits: padding included), ``GEMM``s of random shapes reading the ``in`` or ``act``
-memory and writing thresholded activations or scores, and ``STORE``s of those scores. Its
+memory and writing thresholded activations or scores, and ``STORE``s of those scores (and
+``STATS`` and ``ARGMAX`` of them where the configuration has the unit). Its
 wait fields are the *loosest* that keep the program race-free (each waits only for the
 latest earlier instruction it conflicts with), so the stages overlap as much as the
 program allows and every wait path of the gateware is exercised; the ISS, which runs in
@@ -27,7 +28,7 @@ def small_configs():
     from ..config.xnor_array import XNORArrayConfig
 
     def make(rows, cols, word, pipeline, out_bits, link, single, queue, pool, latent=(0, 8),
-             norm=(0, 8)):
+             norm=(0, 8), rank=0):
         return AcceleratorConfig(
             xnor_array=XNORArrayConfig(rows=rows, cols=cols, word=word, max_k=8 * word,
                                        max_act_bits=4, max_weight_bits=1,
@@ -35,13 +36,15 @@ def small_configs():
             max_out_bits=out_bits, max_pool=pool, in_depth=64, act_depth=64, weight_depth=64,
             thresh_depth=32, score_depth=64, weight_single_port=single, queue_depth=queue,
             host_link_bits=link, timeout_cycles=64, latent_depth=latent[0],
-            latent_bits=latent[1], norm_channels=norm[0], norm_chunks=norm[1])
+            latent_bits=latent[1], norm_channels=norm[0], norm_chunks=norm[1],
+            rank_depth=rank)
 
     # The first and the last are training configurations (a latent memory and UPDATE); the
-    # first also has a statistics unit (STATS) of 4 groups, in 4 chunks.
+    # first also has a statistics unit (STATS) of 4 groups, in 4 chunks; the other two have
+    # an argmax unit (ARGMAX), with record words of 8 and of 2 class bytes.
     return [make(2, 2, 32, 1, 2, 8, False, 2, 4, (128, 8), (8, 4)),
-            make(1, 4, 16, 2, 1, 16, True, 1, 1),
-            make(3, 1, 16, 0, 3, 8, False, 4, 3, (32, 5))]
+            make(1, 4, 16, 2, 1, 16, True, 1, 1, rank=64),
+            make(3, 1, 16, 0, 3, 8, False, 4, 3, (32, 5), rank=32)]
 
 
 def _overlap(a, b):
@@ -76,7 +79,8 @@ def random_program(config, rng, *, instructions=12):
         return first + words <= config.depth(memory)
 
     def draw_load():
-        buffer = rng.choice([Buffer.IN, Buffer.WEIGHT, Buffer.THRESH])
+        buffer = rng.choice([Buffer.IN, Buffer.WEIGHT, Buffer.THRESH]
+                            + ([Buffer.RANK] if config.argmax else []))
         name = buffer.name.lower()
         depth = config.depth(name)
         count = int(rng.integers(1, min(depth, 12) + 1))
@@ -230,6 +234,23 @@ def random_program(config, rng, *, instructions=12):
         return dict(opcode="STATS", addr=addr, groups=groups, samples=samples,
                     unwritten=store_stage_read(("score", addr, samples * groups)))
 
+    def draw_argmax():
+        scored = scored_region() if config.argmax else None
+        if scored is None:
+            return None
+        first, size = scored
+        groups = int(rng.integers(1, min(4, size) + 1))
+        samples = int(rng.integers(1, size // groups + 1))
+        addr = first + int(rng.integers(0, size - samples * groups + 1))
+        # Sometimes more classes than lanes (every lane then counts).
+        classes = int(rng.integers(1, groups * config.cols + 3))
+        classes = min(classes, config.rank_depth)
+        stride = int(rng.integers(1, config.rank_depth // classes + 1))
+        rank_addr = int(rng.integers(0, config.rank_depth - classes * stride + 1))
+        return dict(opcode="ARGMAX", addr=addr, groups=groups, samples=samples,
+                    classes=classes, rank_addr=rank_addr, stride=stride,
+                    unwritten=store_stage_read(("score", addr, samples * groups)))
+
     # Something to compute on first.
     for buffer in isa.load_buffers:
         name = buffer.name.lower()
@@ -239,9 +260,11 @@ def random_program(config, rng, *, instructions=12):
         instrs.append(dict(opcode="LOAD", buffer=buffer, source=source, addr=0,
                            count=config.depth(name), unread=NO_WAIT, unwritten=NO_WAIT))
     while len(instrs) < instructions:
-        kind = rng.choice(["load", "gemm", "gemm", "store", "update", "latent", "stats"])
+        kind = rng.choice(["load", "gemm", "gemm", "store", "update", "latent", "stats",
+                           "argmax"])
         instr = {"load": draw_load, "gemm": draw_gemm, "store": draw_store,
-                 "update": draw_update, "latent": draw_latent, "stats": draw_stats}[kind]()
+                 "update": draw_update, "latent": draw_latent, "stats": draw_stats,
+                 "argmax": draw_argmax}[kind]()
         if instr is not None:
             instrs.append(instr)
     instrs.append(dict(opcode="HALT", status=int(rng.integers(0, 256))))
@@ -277,8 +300,10 @@ def random_word(config, rng, *, max_work=4000):
             fields["count"] = int(rng.integers(0, 65))
         if op == Opcode.UPDATE and fields["count"] > 4:
             fields["count"] = int(rng.integers(0, 5))
-        if op == Opcode.STATS and fields["samples"] > 24:
+        if op in (Opcode.STATS, Opcode.ARGMAX) and fields["samples"] > 24:
             fields["samples"] = int(rng.integers(0, 25))
+        if op == Opcode.ARGMAX and fields["groups"] > 8:
+            fields["groups"] = int(rng.integers(0, 9))
         break
     operands = layout.const(fields).as_bits()
     return isa.raw_layout.const({"opcode": op.value, "operands": operands}).as_bits()

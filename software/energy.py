@@ -286,9 +286,9 @@ def default_technology():
 
 # Action counts ---------------------------------------------------------------------------
 
-#: Every memory an action may name: :data:`MEMORIES` and a training configuration's latent
-#: memory (whose actions count 0 elsewhere).
-_ALL_MEMORIES = MEMORIES + ("latent",)
+#: Every memory an action may name: :data:`MEMORIES`, a training configuration's latent
+#: memory and an argmax unit's rank memory (whose actions count 0 elsewhere).
+_ALL_MEMORIES = MEMORIES + ("latent", "rank")
 
 
 def _memory_actions():
@@ -299,7 +299,8 @@ def _memory_actions():
 #: share per PE and beat, counted per bit) and accumulator adds (one per PE and beat), the
 #: result stage's threshold compares, memory-word reads and writes per memory, bytes over
 #: the host link each way, an ``UPDATE``'s latent weights (``lns_updates``) and a
-#: ``STATS``'s channel samples (``stat_updates``).
+#: ``STATS``'s channel samples (``stat_updates``); an ``ARGMAX``'s class comparisons are
+#: counted as threshold compares.
 ACTIONS = ("xnor_bit_ops", "acc_adds", "threshold_compares", *_memory_actions(),
            "host_bytes_in", "host_bytes_out", "lns_updates", "stat_updates")
 #: Actions counted for reference, with no energy of their own (their work is in
@@ -359,6 +360,15 @@ def count_instruction(instr, config):
         (memory, _, words, _), = regions
         a[f"{memory}_reads"] += words
         a["stat_updates"] += words * config.cols
+        a["host_bytes_out"] += DATA_HEADER_BYTES + isa.link_words(instr) * word_bytes
+    elif op == Opcode.ARGMAX:
+        # A score word per group, a rank word per lane step and a compare per class (an
+        # acc_bits-wide comparison, charged as a threshold compare).
+        words = instr["samples"] * instr["groups"]
+        a["score_reads"] += words
+        a["rank_reads"] += words * config.cols
+        a["threshold_compares"] += instr["samples"] * min(instr["classes"],
+                                                          instr["groups"] * config.cols)
         a["host_bytes_out"] += DATA_HEADER_BYTES + isa.link_words(instr) * word_bytes
     return a
 
@@ -546,7 +556,8 @@ def action_energy(tech, config):
         if memory not in config.memories:
             e[f"{memory}_reads"] = e[f"{memory}_writes"] = (0.0, "no such memory")
             continue
-        depth, width = config.depth(memory), config.lanes(memory) * word
+        depth = config.depth(memory)
+        width = config.rank_bits if memory == "rank" else config.lanes(memory) * word
         e[f"{memory}_reads"] = (tech.sram_access(depth, width),
                                 f"sram {depth} x {width} bits, read")
         e[f"{memory}_writes"] = (tech.sram_access(depth, width, write=True),

@@ -41,6 +41,17 @@ The instructions, each a whole operation (``docs/accelerator.md``):
   ``cols`` sums, then its ``cols`` spreads, one ``word``-bit two's-complement lane each
   (:func:`lowbit.layout.unpack_stats`). It runs in the store stage and waits as a
   ``STORE`` does.
+* ``ARGMAX`` (a configuration with an argmax unit only, ``rank_depth > 0``) reads the score
+  words of ``samples`` samples of ``groups`` words each from ``addr`` (as ``STATS``), and
+  sends each sample's predicted class, one byte, in a ``DATA`` record: the first of the
+  first ``classes`` lanes (class ``c`` is lane ``c % cols`` of the sample's word ``c //
+  cols``) whose rank is largest, the rank of class ``c`` at accumulator ``acc`` being the
+  ``rank`` memory's word at ``rank_addr + c * stride + acc`` (modulo its depth). The
+  record's words are ``cols``-lane memory words, :func:`argmax_bytes` bytes each, sample
+  ``j`` byte ``j`` (little-endian), the last word padded with zeros
+  (:func:`lowbit.layout.unpack_argmax`). It runs in the store stage and waits as a
+  ``STORE`` does; a ``LOAD`` into the ``rank`` memory waits until every earlier
+  ``STORE``, ``STATS`` and ``ARGMAX`` has been sent.
 
 Three stages run them: the front end (fetch, ``LOAD`` and ``UPDATE``), the execute stage
 (``GEMM``, a queue of ``queue_depth``) and the store stage (``STORE``, a queue of its own).
@@ -74,7 +85,7 @@ from .config.accelerator import GRAD_FIELD_BITS, AcceleratorConfig
 __all__ = ["Opcode", "Buffer", "Source", "GemmMode", "Status", "Record", "InstructionError",
            "InstructionSet", "instruction_set", "encode", "decode", "DATA_HEADER",
            "STATUS_RECORD", "STATUS_COUNTERS", "LOAD_BUFFERS", "STORE_BUFFERS", "NO_WAIT",
-           "STATS_LANES"]
+           "STATS_LANES", "argmax_bytes"]
 
 #: Lanes per channel of a ``STATS`` record: the sum and the spread.
 STATS_LANES = 2
@@ -97,6 +108,8 @@ class Opcode(enum.Enum, shape=4):
     UPDATE = 4
     #: Configurations with a statistics unit only.
     STATS = 5
+    #: Configurations with an argmax unit only.
+    ARGMAX = 6
 
 
 class Buffer(enum.Enum, shape=3):
@@ -109,10 +122,13 @@ class Buffer(enum.Enum, shape=3):
     SCORE = 4
     #: Training configurations only.
     LATENT = 5
+    #: Configurations with an argmax unit only.
+    RANK = 6
 
 
 #: Memories a ``LOAD`` may write and a ``STORE`` may read (a training configuration adds
-#: ``LATENT`` to both: :attr:`InstructionSet.load_buffers`, :attr:`~InstructionSet.store_buffers`).
+#: ``LATENT`` to both, an argmax unit ``RANK`` to the first:
+#: :attr:`InstructionSet.load_buffers`, :attr:`~InstructionSet.store_buffers`).
 LOAD_BUFFERS = (Buffer.IN, Buffer.WEIGHT, Buffer.THRESH)
 STORE_BUFFERS = (Buffer.SCORE,)
 
@@ -168,6 +184,15 @@ DATA_HEADER = data.StructLayout({"kind": 8, "reserved": 24, "count": 32})
 STATUS_RECORD = data.StructLayout({
     "kind": 8, "code": 8, "halt": 8, "reserved": 8, "index": 32,
     **{name: 32 for name in STATUS_COUNTERS}})
+
+
+#: Most classes an ``ARGMAX`` chooses from: its result is one byte a sample.
+MAX_ARGMAX_CLASSES = 256
+
+
+def argmax_bytes(config):
+    """Class bytes of one ``ARGMAX`` record word: a ``cols``-lane memory word."""
+    return config.cols * config.word // 8
 
 
 class InstructionError(ValueError):
@@ -231,7 +256,7 @@ class InstructionSet:
         wait = range(NO_WAIT + 1)
         extra = (Buffer.LATENT,) if c.training else ()
         #: Memories a ``LOAD`` may write and a ``STORE`` may read in this configuration.
-        self.load_buffers = LOAD_BUFFERS + extra
+        self.load_buffers = LOAD_BUFFERS + extra + ((Buffer.RANK,) if c.argmax else ())
         self.store_buffers = STORE_BUFFERS + extra
         loadable = max(c.depth(_name(b)) for b in self.load_buffers)
         storable = max(c.depth(_name(b)) for b in self.store_buffers)
@@ -266,8 +291,15 @@ class InstructionSet:
             self.operands[Opcode.STATS] = data.StructLayout({
                 "addr": range(c.score_depth), "groups": range(1, c.norm_groups + 1),
                 "samples": range(1, c.score_depth + 1), "unwritten": wait})
+        if c.argmax:
+            self.operands[Opcode.ARGMAX] = data.StructLayout({
+                "addr": range(c.score_depth), "groups": range(1, c.score_depth + 1),
+                "samples": range(1, c.score_depth + 1),
+                "classes": range(1, MAX_ARGMAX_CLASSES + 1),
+                "rank_addr": range(c.rank_depth), "stride": range(1, c.rank_depth + 1),
+                "unwritten": wait})
         #: The opcodes of this configuration (``UPDATE`` in a training configuration only,
-        #: ``STATS`` with a statistics unit only).
+        #: ``STATS`` with a statistics unit only, ``ARGMAX`` with an argmax unit only).
         self.opcodes = tuple(self.operands)
         #: Operand fields an instruction dict may leave out, and their values.
         self.defaults = {Opcode.GEMM: {"pool": 1}}
@@ -302,16 +334,31 @@ class InstructionSet:
         return instr["opcode"] in (Opcode.LOAD, Opcode.UPDATE, "LOAD", "UPDATE")
 
     def link_words(self, instr):
-        """``word``-bit words a ``LOAD`` or an ``UPDATE`` takes from the host or a ``STORE``
-        or ``STATS`` sends."""
+        """``word``-bit words a ``LOAD`` or an ``UPDATE`` takes from the host or a ``STORE``,
+        ``STATS`` or ``ARGMAX`` sends."""
         op = self._opcode(instr["opcode"])
         if op == Opcode.UPDATE:
             return instr["count"] * GRAD_FIELD_BITS
         if op == Opcode.STATS:
             return instr["groups"] * STATS_LANES * self.config.cols
+        if op == Opcode.ARGMAX:
+            return self.argmax_words(instr["samples"]) * self.config.cols
         buffer = instr["buffer"]
         buffer = Buffer[buffer] if isinstance(buffer, str) else buffer
         return instr["count"] * self.config.lanes(_name(buffer))
+
+    @property
+    def store_words_depth(self):
+        """Entries of the store stage's word queue: two words in hand keep the link busy
+        when a word takes 3 or more beats, else four."""
+        c = self.config
+        lane_beats = c.word // c.host_link_bits
+        beats = [c.cols * lane_beats] + ([c.latent_bits * lane_beats] if c.training else [])
+        return 2 if min(beats) >= 3 else 4
+
+    def argmax_words(self, samples):
+        """Record words (``cols``-lane memory words) of an ``ARGMAX`` of ``samples``."""
+        return -(-samples // argmax_bytes(self.config))
 
     def regions(self, instr):
         """The memory regions an instruction reads and writes: a list of ``(memory, first,
@@ -330,6 +377,9 @@ class InstructionSet:
             return [(_name(instr["buffer"]), instr["addr"], instr["count"], "r")]
         if op == Opcode.STATS:
             return [("score", instr["addr"], instr["samples"] * instr["groups"], "r")]
+        if op == Opcode.ARGMAX:
+            return [("score", instr["addr"], instr["samples"] * instr["groups"], "r"),
+                    ("rank", instr["rank_addr"], instr["classes"] * instr["stride"], "r")]
         if op == Opcode.UPDATE:
             first = instr["w_addr"] // c.cols
             last = (instr["w_addr"] + instr["count"] - 1) // c.cols
@@ -364,6 +414,9 @@ class InstructionSet:
             if op == Opcode.STATS:
                 raise InstructionError("STATS needs a statistics unit (norm_channels > 0); "
                                        "this accelerator has none")
+            if op == Opcode.ARGMAX:
+                raise InstructionError("ARGMAX needs an argmax unit (rank_depth > 0); this "
+                                       "accelerator has none")
             raise InstructionError(f"{op.name} needs a training configuration (latent_depth "
                                    f"> 0); this accelerator has no latent memory")
         return op

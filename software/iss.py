@@ -31,7 +31,7 @@ from .golden.pe_array import PEArray
 from .golden.result_stage import ResultStage
 from .golden.training import madam_update
 from .isa import (DATA_HEADER, STATUS_COUNTERS, STATUS_RECORD, GemmMode, InstructionError,
-                  Opcode, Record, Source, Status, instruction_set)
+                  Opcode, Record, Source, Status, argmax_bytes, instruction_set)
 from .program import Program
 from .timing import Timing
 
@@ -50,7 +50,8 @@ class ISSResult:
     Attributes
     ----------
     outputs : list of numpy.ndarray
-        The ``word``-bit words of each ``STORE`` and ``STATS``, in order (``uint64``).
+        The ``word``-bit words of each ``STORE``, ``STATS`` and ``ARGMAX``, in order
+        (``uint64``).
     status : int
         The ``HALT`` status.
     cycles : int
@@ -184,6 +185,10 @@ class ISS:
         self._bytes_in += self.isa.bytes
         if op == Opcode.LOAD:
             name = instr["buffer"].name.lower()
+            if name == "rank":
+                # The rank memory keeps a word's low rank_bits bits.
+                data = np.asarray(data, dtype=np.uint64) & np.uint64(
+                    (1 << self.config.rank_bits) - 1)
             self._write(name, instr["addr"], data)
             self._bytes_in += len(data) * self.config.word // 8
         elif op == Opcode.STORE:
@@ -196,7 +201,33 @@ class ISS:
             self._bytes_in += len(data) * self.config.word // 8
         elif op == Opcode.STATS:
             self._outputs.append(self._stats(instr))
+        elif op == Opcode.ARGMAX:
+            self._outputs.append(self._argmax(instr))
         self._timing.step(instr)
+
+    def _argmax(self, instr):
+        """``ARGMAX``: per sample the first of its first ``classes`` lanes whose rank (the
+        ``rank`` memory's low ``rank_bits`` bits at ``rank_addr + c * stride + acc``,
+        modulo its depth) is largest, one byte a sample, packed as the record sends it."""
+        cfg = self.config
+        groups, n = instr["groups"], instr["samples"]
+        lanes = groups * cfg.cols
+        classes = min(instr["classes"], lanes)
+        acc = self._read("score", instr["addr"], n * groups).reshape(n, lanes)[:, :classes]
+        depth = cfg.rank_depth
+        # Only the accumulator's low bits reach the address (it is taken modulo the depth).
+        addr = (instr["rank_addr"] + np.arange(classes, dtype=np.uint64)[None, :]
+                * np.uint64(instr["stride"]) + acc) % np.uint64(depth)
+        ranks = (self.memories["rank"][addr.astype(np.int64), 0]
+                 & np.uint64((1 << cfg.rank_bits) - 1))
+        best = np.argmax(ranks, axis=1).astype(np.uint64)       # the first of the largest
+        per = argmax_bytes(cfg)
+        record = np.zeros(self.isa.argmax_words(n) * per, dtype=np.uint64)
+        record[:n] = best
+        word_bytes = cfg.word // 8
+        shifts = (8 * np.arange(word_bytes)).astype(np.uint64)
+        return (record.reshape(-1, word_bytes) << shifts[None, :]).sum(axis=1,
+                                                                      dtype=np.uint64)
 
     def _stats(self, instr):
         """``STATS``: the range batch-norm statistics of ``samples`` samples of ``groups``

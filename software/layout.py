@@ -26,6 +26,12 @@ activation's padding 0 never counts; padding channels are 0.
 **Scores** (``score`` memory, ``cols`` lanes): the accumulator of row ``r``, channel ``n``
 is lane ``n % cols`` of word ``r * n_tiles + n // cols``.
 
+**Ranks** (``rank`` memory of an argmax unit, one lane of ``rank_bits`` bits): the table
+of an ``ARGMAX`` (:func:`rank_table`), class ``c``'s rank at accumulator ``acc`` in word
+``c * stride + acc``. The ``ARGMAX`` record holds one class byte per sample, sample ``j``
+in byte ``j % B`` (little-endian) of record word ``j // B``, ``B = cols * word / 8``
+(:func:`unpack_argmax`).
+
 **Latent weights** (``latent`` memory of a training configuration, ``latent_bits`` lanes):
 one memory word per lane word of the weight memory, in the weight memory's flat lane order
 (word ``j`` belongs to lane word ``j`` of :func:`pack_weights`' flat output): its ``word``
@@ -55,10 +61,10 @@ thresholds on ``dot`` become thresholds on ``acc`` with a per-channel constant.
 
 import numpy as np
 
-from .isa import STATS_LANES
+from .isa import STATS_LANES, argmax_bytes
 
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
-           "unpack_scores", "unpack_stats", "stats_from_acc", "dot_from_acc", "acc_threshold",
+           "unpack_scores", "unpack_stats", "rank_table", "unpack_argmax", "stats_from_acc", "dot_from_acc", "acc_threshold",
            "tiles", "conv_rows",
            "flattened_weight", "pack_latent", "unpack_latent", "pack_gradients",
            "latent_words", "signs_of_latent"]
@@ -198,6 +204,37 @@ def unpack_stats(words, n, config):
     if word < 64:
         lanes = np.where(lanes >= 1 << (word - 1), lanes - (1 << word), lanes)
     return lanes[:, 0].reshape(-1)[:n], lanes[:, 1].reshape(-1)[:n]
+
+
+def rank_table(acc_to_scores, classes, stride):
+    """The ``rank`` memory words of an ``ARGMAX`` over ``classes`` classes whose accumulators lie
+    in ``0..stride - 1``: ``acc_to_scores(acc)`` maps an ``(M, classes)`` accumulator array to
+    the host's float scores (``argmax`` over a row is the prediction). Every ``(class,
+    acc)`` score is ranked among all of them, equal scores equally (a dense rank), so the
+    first class of largest rank is ``numpy.argmax`` of the scores, ties included. Returns
+    ``int64`` words, class ``c``'s ranks from word ``c * stride``."""
+    grid = np.repeat(np.arange(stride, dtype=np.int64)[:, None], classes, axis=1)
+    scores = np.asarray(acc_to_scores(grid), dtype=np.float64)
+    if scores.shape != grid.shape:
+        raise ValueError(f"acc_to_scores gave shape {scores.shape} for {grid.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("the scores to rank must be finite")
+    _, rank = np.unique(scores.T.reshape(-1), return_inverse=True)
+    return rank.astype(np.int64).reshape(-1)
+
+
+def unpack_argmax(words, n, config):
+    """The ``n`` class indices (``int64``) of an ``ARGMAX`` record's ``word``-bit words."""
+    per = argmax_bytes(config)
+    need = -(-n // per) * config.cols
+    words = np.asarray(words, dtype=np.uint64).reshape(-1)
+    if len(words) < need:
+        raise ValueError(f"an ARGMAX record of {n} samples needs {need} words, not "
+                         f"{len(words)}")
+    lanes = config.word // 8
+    shifts = (8 * np.arange(lanes)).astype(np.uint64)
+    out = (words[:need, None] >> shifts[None, :]) & np.uint64(0xFF)
+    return out.reshape(-1)[:n].astype(np.int64)
 
 
 def stats_from_acc(total, spread, m, weights, planes, *, bipolar):

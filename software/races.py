@@ -10,8 +10,8 @@ order; the gateware computes the same only when the program is *race-free*:
   ``weight`` words that an earlier ``GEMM`` may still be reading (``unread``, or
   ``unwritten``: a written ``GEMM`` has read everything), nor ``thresh`` words, which a
   ``GEMM`` reads until it has written its last result (``unwritten`` only);
-* a ``STORE`` (or a ``STATS``, which reads score words in the store stage) must not read
-  ``score`` words an earlier ``GEMM`` may still be writing (``unwritten``);
+* a ``STORE`` (or a ``STATS`` or ``ARGMAX``, which read score words in the store stage) must
+  not read ``score`` words an earlier ``GEMM`` may still be writing (``unwritten``);
 * a ``GEMM`` must not overwrite ``score`` words an earlier ``STORE`` may still be sending
   (``unsent``);
 * a ``GEMM`` that reads ``act`` words an earlier ``GEMM`` writes must wait for it
@@ -181,9 +181,11 @@ def check_races(program):
             # front end's alone: an UPDATE waits for every STORE before it).
             (memory, lo, n, _), = [r for r in regions if r[0] == "weight"]
             state.load(index, instr, memory, lo, lo + n, "UPDATE")
-        elif op in (Opcode.STORE, Opcode.STATS):
-            # A STATS reads score words in the store stage, in order with the STOREs.
-            (memory, lo, n, _), = regions
+        elif op in (Opcode.STORE, Opcode.STATS, Opcode.ARGMAX):
+            # A STATS or ARGMAX reads score words in the store stage, in order with the
+            # STOREs (an ARGMAX's rank memory is the store stage's alone: a LOAD into it
+            # waits for every store-stage instruction before it).
+            (memory, lo, n, _), = [r for r in regions if r[0] != "rank"]
             state.store(index, instr, memory, lo, lo + n, op.name)
         elif op == Opcode.GEMM:
             state.gemm(index, instr, regions)

@@ -44,11 +44,14 @@ holds, then sends a ``HB``-beat header and ``count * cols * WB`` data beats.
 import dataclasses
 
 from .config.accelerator import AcceleratorConfig
-from .isa import Buffer, GemmMode, Opcode, instruction_set
+from .isa import Buffer, GemmMode, Opcode, argmax_bytes, instruction_set
 
 __all__ = ["Timing", "GemmTiming"]
 
 NEVER = -(1 << 60)
+#: Cycles from an ``ARGMAX`` lane step to the cycle its record word is in the word queue:
+#: the rank read, the comparison and the byte's write, the queue's write.
+ARGMAX_LATENCY = 3
 #: Cycles of an ``UPDATE`` word besides its gradient beats: the latent read, its latch,
 #: the update unit's two stages, the collect cycle and the write.
 UPDATE_OVERHEAD = 5
@@ -143,10 +146,13 @@ class Timing:
             push = d if k < q else max(d, self.store_pop[k - q] + 1)
             self._store(instr, push, len(self.gemms))
             self.t = push + 1
-        elif op == Opcode.STATS:
+        elif op in (Opcode.STATS, Opcode.ARGMAX):
             k = len(self.store_end)
             push = d if k < q else max(d, self.store_pop[k - q] + 1)
-            self._stats(instr, push, len(self.gemms))
+            if op == Opcode.STATS:
+                self._stats(instr, push, len(self.gemms))
+            else:
+                self._argmax(instr, push, len(self.gemms))
             self.t = push + 1
         elif op == Opcode.LOAD:
             g = len(self.gemms)
@@ -155,8 +161,9 @@ class Timing:
                        self._written_by(g - instr["unwritten"]) + 1)
             if instr["buffer"] == Buffer.WEIGHT and cfg.weight_single_port:
                 wait = max(wait, self._read_by(g) + 1)
-            if instr["buffer"] == Buffer.LATENT:
-                # The latent memory's read port serves STORE: its writers wait for them.
+            if instr["buffer"] in (Buffer.LATENT, Buffer.RANK):
+                # The latent memory's read port serves STORE, the rank memory's ARGMAX:
+                # their writers wait for every store-stage instruction.
                 wait = max(wait, self._stored_by(len(self.store_end)) + 1)
             beats = self.isa.link_words(instr) * self.lane_beats
             self.t = wait + beats + 1
@@ -230,6 +237,35 @@ class Timing:
         ready = popped + STATS_LATENCY + (samples - 1) * groups
         start = max(popped + self.header_beats, ready)
         end = start + self.isa.link_words(instr) * self.lane_beats
+        self.store_idle = end + 1
+        self.store_pop.append(popped)
+        self.store_end.append(end)
+
+    def _argmax(self, instr, push, gemms_before):
+        # Popped as a STORE. A cycle later the first score word is read; then one lane
+        # step a cycle, groups x cols a sample. A sample's last step that completes a
+        # record word waits until the word queue will have room for it (every word but the
+        # last queue_depth ones taken by the sender); the sender takes each word once it
+        # is queued and the previous one (or the header) has gone.
+        popped = max(push + 2, self.store_idle,
+                     self._written_by(gemms_before - instr["unwritten"]) + 1)
+        cfg = self.config
+        per = argmax_bytes(cfg)
+        steps = instr["groups"] * cfg.cols
+        word_beats = cfg.cols * self.lane_beats
+        depth = self.isa.store_words_depth
+        shift, taken = 0, []
+        free = popped + self.header_beats + 1         # the first word beat
+        for k in range(self.isa.argmax_words(instr["samples"])):
+            sample = min((k + 1) * per, instr["samples"]) - 1
+            step = popped + 2 + (sample + 1) * steps - 1 + shift
+            if k >= depth:
+                step = max(step, taken[k - depth] + 1)
+            shift = step - (popped + 2 + (sample + 1) * steps - 1)
+            take = max(step + ARGMAX_LATENCY, free)
+            taken.append(take)
+            free = take + word_beats
+        end = free - 1
         self.store_idle = end + 1
         self.store_pop.append(popped)
         self.store_end.append(end)

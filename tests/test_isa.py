@@ -35,7 +35,8 @@ WIDE = AcceleratorConfig(
 # A training configuration: a latent memory of 6-bit LNS words and UPDATE.
 TRAIN = SMALL.replace(latent_depth=256, latent_bits=6)
 # Every opcode: a latent memory and a statistics unit.
-FULL = DEFAULT.replace(latent_depth=256, latent_bits=6, norm_channels=64, norm_chunks=4)
+FULL = DEFAULT.replace(latent_depth=256, latent_bits=6, norm_channels=64, norm_chunks=4,
+                      rank_depth=512)
 CONFIGS = [DEFAULT, SMALL, WIDE, TRAIN, FULL]
 IDS = ["default", "small", "wide", "train", "full"]
 
@@ -213,10 +214,12 @@ def test_layout_is_fixed_width_and_defined_once(config):
     assert isa.layout["opcode"].shape is Opcode
     assert isa.width == isa.layout.size and isa.bytes * 8 == isa.width
     assert isa.width % 32 == 0 and isa.width % config.host_link_bits == 0
-    # UPDATE belongs to training configurations only, STATS to those with a statistics unit.
+    # UPDATE belongs to training configurations only, STATS to those with a statistics unit,
+    # ARGMAX to those with an argmax unit.
     base = (Opcode.HALT, Opcode.LOAD, Opcode.STORE, Opcode.GEMM)
     assert isa.opcodes == base + ((Opcode.UPDATE,) if config.training else ()) \
-        + ((Opcode.STATS,) if config.statistics else ())
+        + ((Opcode.STATS,) if config.statistics else ()) \
+        + ((Opcode.ARGMAX,) if config.argmax else ())
     assert {name for name, _ in isa.layout["operands"].shape} == \
         {op.name.lower() for op in isa.opcodes}
     # The reserved padding is less than one alignment unit.
@@ -279,8 +282,8 @@ def test_bit_positions_come_from_the_layout():
 
 
 def test_enum_values():
-    assert [op.value for op in Opcode] == [0, 1, 2, 3, 4, 5]
-    assert [b.value for b in Buffer] == [0, 1, 2, 3, 4, 5]
+    assert [op.value for op in Opcode] == [0, 1, 2, 3, 4, 5, 6]
+    assert [b.value for b in Buffer] == [0, 1, 2, 3, 4, 5, 6]
     assert (Source.CONST.value, Source.INPUT.value) == (0, 1)
     assert (GemmMode.THRESHOLD.value, GemmMode.SCORES.value) == (0, 1)
     assert [s.value for s in Status] == [0, 1, 2, 3]
@@ -367,10 +370,10 @@ def _fit(rng, isa, instr):
         if not bad:
             return instr
         for key in ("count", "m_tiles", "n_tiles", "pool", "words", "planes", "out_bits",
-                    "groups", "samples"):
+                    "groups", "samples", "classes", "stride"):
             if key in instr and instr[key] > 1:
                 instr[key] = max(1, instr[key] // 2)
-        for key in ("addr", "a_addr", "b_addr", "dst_addr", "thr_addr"):
+        for key in ("addr", "a_addr", "b_addr", "dst_addr", "thr_addr", "rank_addr"):
             if key in instr:
                 instr[key] //= 2
     raise AssertionError(f"could not fit {instr}")
@@ -386,7 +389,9 @@ def test_round_trip_of_random_valid_instructions(config, op):
             Opcode.UPDATE: r"^UPDATE needs a training configuration \(latent_depth > 0\); "
                            r"this accelerator has no latent memory$",
             Opcode.STATS: r"^STATS needs a statistics unit \(norm_channels > 0\); this "
-                          r"accelerator has none$"}[op]
+                          r"accelerator has none$",
+            Opcode.ARGMAX: r"^ARGMAX needs an argmax unit \(rank_depth > 0\); this "
+                           r"accelerator has none$"}[op]
         with pytest.raises(InstructionError, match=message):
             isa.encode({"opcode": op})
         bits = isa.raw_layout.const({"opcode": op.value}).as_bits()
@@ -448,9 +453,9 @@ def test_check_normalises_names():
     (load(addr=8192), "LOAD addr must be at most 8191, not 8192"),
     (load(unread=32), "LOAD unread must be at most 31, not 32"),
     (load(buffer="OUT"),
-     "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, LATENT, not 'OUT'"),
+     "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, LATENT, RANK, not 'OUT'"),
     (load(buffer=0), "LOAD buffer must be one of IN, ACT, WEIGHT, THRESH, SCORE, LATENT, "
-                     "not 0"),
+                     "RANK, not 0"),
     (load(source="HOST"), "LOAD source must be one of CONST, INPUT, not 'HOST'"),
     (load(buffer="ACT"), "LOAD cannot write the act memory (only in, weight, thresh)"),
     (load(buffer="SCORE"), "LOAD cannot write the score memory (only in, weight, thresh)"),
@@ -524,9 +529,10 @@ def _raw(config, opcode, **fields):
 @pytest.mark.parametrize("opcode, fields, message", [
     (4, {}, "unknown opcode 4"),    # UPDATE: this is not a training configuration
     (5, {}, "unknown opcode 5"),
+    (6, {}, "unknown opcode 6"),
     (15, {}, "unknown opcode 15"),
     (Opcode.LOAD.value, dict(buffer=7, count=1), "LOAD buffer must be one of IN, ACT, WEIGHT, "
-                                                 "THRESH, SCORE, LATENT, not 7"),
+                                                 "THRESH, SCORE, LATENT, RANK, not 7"),
     (Opcode.LOAD.value, dict(buffer=5, count=1), "LOAD cannot write the latent memory (only "
                                                  "in, weight, thresh)"),
     (Opcode.LOAD.value, dict(buffer=1, count=1), "LOAD cannot write the act memory (only in, "
@@ -575,7 +581,9 @@ def test_every_unused_bit_is_illegal(config, op):
     instr = {Opcode.HALT: HALT, Opcode.LOAD: load(count=1), Opcode.STORE: store(count=1),
              Opcode.GEMM: gemm(m_tiles=1, n_tiles=1, words=1, out_bits=1),
              Opcode.UPDATE: update(count=1),
-             Opcode.STATS: dict(opcode="STATS", addr=0, groups=1, samples=1, unwritten=0)}[op]
+             Opcode.STATS: dict(opcode="STATS", addr=0, groups=1, samples=1, unwritten=0),
+             Opcode.ARGMAX: dict(opcode="ARGMAX", addr=0, groups=1, samples=1, classes=1,
+                                 rank_addr=0, stride=1, unwritten=0)}[op]
     word = isa.encode(instr)
     mask = isa.unused_mask(op)
     # Everything but the opcode and this opcode's fields: the union's spare bits and the

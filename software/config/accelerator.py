@@ -33,6 +33,14 @@ A configuration with ``norm_channels > 0`` has a statistics unit in its store st
 :class:`~lowbit.hw.lightnorm.LightNorm` (:attr:`AcceleratorConfig.norm`) and sends each
 channel's range batch-norm statistics (sum and spread) to the host.
 
+A configuration with ``rank_depth > 0`` has an argmax unit in its store stage and a ``rank``
+memory (one lane, ``rank_bits`` bits a word): the ``ARGMAX`` instruction reads score words
+and sends each sample's predicted class as one byte, the class whose *rank* is largest.
+The rank of class ``c`` at accumulator ``acc`` is the ``rank`` memory's word at
+``c * stride + acc``, a table the compiler fills with each score's place in the sorted
+list of every score the last layer can produce, so the device's choice is the host's
+``argmax`` of the float scores, exactly (``docs/accelerator.md``).
+
 Each memory has one writer and one reader, so no engine ever waits for a port: the RAM's
 write port serves the writer, its read port the reader. The one exception is a weight
 memory built from single-ported RAM (``weight_single_port``, the iCE40UP5K's SPRAM): there
@@ -108,6 +116,9 @@ class AcceleratorConfig(ConfigMixin):
     norm_chunks : int
         ``K``, the range chunks of those statistics (a power of two, 1..64): the batch is
         split as ``numpy.array_split`` splits it.
+    rank_depth : int
+        Words of the ``rank`` memory of the argmax unit (a power of two, 1..65536), or 0:
+        no argmax unit and no ``ARGMAX``.
 
     Raises
     ------
@@ -134,6 +145,7 @@ class AcceleratorConfig(ConfigMixin):
     latent_bits: int = 8
     norm_channels: int = 0
     norm_chunks: int = 8
+    rank_depth: int = 0
 
     def __post_init__(self):
         owner = "AcceleratorConfig"
@@ -204,6 +216,10 @@ class AcceleratorConfig(ConfigMixin):
                                  f"{self.score_depth} samples) do not fit a {array.word}-bit "
                                  f"lane")
 
+        rank = check_int(owner, "rank_depth", self.rank_depth, minimum=0, maximum=MAX_DEPTH)
+        if rank and not _power_of_two(rank):
+            raise ValueError(f"{owner} rank_depth must be 0 or a power of two, not {rank}")
+
     # Derived quantities ------------------------------------------------------------------
 
     @property
@@ -272,10 +288,23 @@ class AcceleratorConfig(ConfigMixin):
                                max_batch=self.score_depth, output="sign", statistics=True)
 
     @property
+    def argmax(self):
+        """Whether this configuration has the argmax unit, its ``rank`` memory and
+        ``ARGMAX``."""
+        return self.rank_depth > 0
+
+    @property
+    def rank_bits(self):
+        """Bits of a ``rank`` memory word: enough for every rank below ``rank_depth`` (a
+        table of ``rank_depth`` entries has at most that many distinct scores)."""
+        return max(1, (self.rank_depth - 1).bit_length())
+
+    @property
     def memories(self):
-        """The names of this configuration's memories (:data:`MEMORIES`, and ``latent`` in
-        a training configuration)."""
-        return MEMORIES + (("latent",) if self.training else ())
+        """The names of this configuration's memories (:data:`MEMORIES`, ``latent`` in a
+        training configuration, ``rank`` with an argmax unit)."""
+        return (MEMORIES + (("latent",) if self.training else ())
+                + (("rank",) if self.argmax else ()))
 
     @property
     def max_update_lr(self):
@@ -286,6 +315,8 @@ class AcceleratorConfig(ConfigMixin):
         """Lanes of ``memory`` (a name of :attr:`memories`)."""
         if memory == "latent":
             return self.latent_bits
+        if memory == "rank":
+            return 1
         return self.rows if memory in ("in", "act") else self.cols
 
     def depth(self, memory):
@@ -306,7 +337,8 @@ class AcceleratorConfig(ConfigMixin):
     def to_dict(self):
         """The fields as plain JSON-compatible values, the array as a dict with a ``type``.
         An inference configuration (``latent_depth`` 0) leaves the latent fields out, and
-        one without a statistics unit (``norm_channels`` 0) the norm fields, so its
+        one without a statistics unit (``norm_channels`` 0) the norm fields and one
+        without an argmax unit ``rank_depth``, so its
         fingerprint, and every program and bitstream stamped with it, is what it was
         before training configurations existed (the hardware is the same)."""
         out = {}
@@ -314,6 +346,8 @@ class AcceleratorConfig(ConfigMixin):
             if not self.training and field.name in ("latent_depth", "latent_bits"):
                 continue
             if not self.statistics and field.name in ("norm_channels", "norm_chunks"):
+                continue
+            if not self.argmax and field.name == "rank_depth":
                 continue
             value = getattr(self, field.name)
             if isinstance(value, ConfigMixin):
