@@ -211,8 +211,8 @@ def _train_on_device(parser, args):
 
 def cmd_compile(parser, args):
     """``lowbit compile MODEL [--config FILE] [--set K=V] [--batch N] [--resident|--stream]
-    -o PROGRAM``; ``MODEL`` is a lowbit model file or an ONNX file, imported first (the
-    input options as for ``lowbit import``)."""
+    [--result scores|argmax] -o PROGRAM``; ``MODEL`` is a lowbit model file or an ONNX
+    file, imported first (the input options as for ``lowbit import``)."""
     from .cli import configuration
     from .compiler import CompileError, compile_model
     from .config.accelerator import AcceleratorConfig
@@ -234,13 +234,15 @@ def cmd_compile(parser, args):
             model = QuantModel.load(args.model)
     start = time.perf_counter()
     with refusing(CompileError, ValueError, prefix=f"{args.model}: "):
-        program = compile_model(model, config, batch=args.batch, resident=args.weights)
+        program = compile_model(model, config, batch=args.batch, resident=args.weights,
+                                result=args.result)
     seconds = time.perf_counter() - start
     with writing(args.output):
         program.save(args.output)
     weights = "resident" if program.metadata["resident"] else "streamed with each batch"
     print(f"{Path(args.model).name} -> {args.output}: {len(program)} instructions, "
-          f"{len(program.constants)} constant words ({weights}), batch {args.batch}, for "
+          f"{len(program.constants)} constant words ({weights}), batch {args.batch}, "
+          f"{args.result} back, for "
           f"accelerator {config.fingerprint()} ({seconds:.2f} s)")
     if onnx_given and input_transform(model) is not None:
         print(f"note: the program takes the model's inputs; the graph's raw inputs become "
@@ -257,7 +259,8 @@ MODEL_KEYS = ("model", "batch", "classes", "input_shape", "input_quantizer", "in
 def run_compiled(args, config, program, transport):
     """``lowbit run`` on a compiled model: ``--input`` holds model-domain inputs (an
     ``(n, *input_shape)`` array, e.g. rows of ``load_digits().data``); ``-o`` gets the
-    ``(n, classes)`` float class scores (argmax = prediction)."""
+    ``(n, classes)`` float class scores (argmax = prediction), or for a program compiled
+    with ``--result argmax`` the ``(n,)`` predicted classes the accelerator sent."""
     import numpy as np
 
     from .compiler import run_model
@@ -293,7 +296,9 @@ def run_compiled(args, config, program, transport):
     line = (f"{meta['model']} on {args.backend}: {images} input{'s' if images != 1 else ''} "
             f"in {stats['runs']} run{'s' if stats['runs'] != 1 else ''}, "
             f"{stats['cycles_per_input']:,.0f} cycles per input")
-    if args.output:
+    if args.output and scores.ndim == 1:
+        line += f"; wrote {args.output} ({images} predicted classes, from the accelerator)"
+    elif args.output:
         line += f"; wrote {args.output} ({images} x {scores.shape[1]} class scores)"
     print(line)
     return 0
@@ -316,6 +321,8 @@ def add_model_commands(sub):
     add_input_arguments(p)
     p.set_defaults(func=cmd_import)
 
+    from .compiler import RESULTS
+
     p = sub.add_parser("compile", help="compile a quantized model to an accelerator program")
     p.add_argument("model", help="model file (lowbit.model format, e.g. from lowbit train), "
                    "or an ONNX/QONNX/FINN-ONNX file, imported first as lowbit import does")
@@ -327,6 +334,10 @@ def add_model_commands(sub):
                          "per run call (default when they fit)")
     weights.add_argument("--stream", dest="weights", action="store_const", const=False,
                          help="send the weights with each batch, overlapping compute")
+    p.add_argument("--result", choices=RESULTS, default="scores",
+                   help="what the accelerator sends back per input: the class scores, or "
+                   "the predicted class, one byte (a configuration with an argmax unit, "
+                   "rank_depth > 0)")
     p.add_argument("-o", "--output", required=True, metavar="PROGRAM",
                    help="program file to write")
     add_input_arguments(p)

@@ -37,20 +37,24 @@ import math
 import numpy as np
 
 from .config.accelerator import AcceleratorConfig
-from .isa import NO_WAIT, Opcode, instruction_set
+from .isa import MAX_ARGMAX_CLASSES, NO_WAIT, Opcode, instruction_set
 from .layout import (acc_threshold, conv_rows, dot_from_acc, flattened_weight, pack_act,
-                     pack_thresholds, pack_weights, plane_words, tiles, unpack_scores)
+                     pack_thresholds, pack_weights, plane_words, rank_table, tiles,
+                     unpack_argmax, unpack_scores)
 from .model import ConvShape, QuantModel
 from .program import Program
 from .timing import Timing
 
 __all__ = ["CompileError", "compile_model", "run_model", "assemble", "batch_stream",
-           "METADATA_KIND"]
+           "METADATA_KIND", "RESULTS"]
 
 log = logging.getLogger(__name__)
 
 #: ``metadata["kind"]`` of a compiled model's program.
 METADATA_KIND = "lowbit-model"
+
+#: What a compiled model sends back per input (:func:`compile_model`'s ``result``).
+RESULTS = ("scores", "argmax")
 
 #: The largest wait value that still waits (``NO_WAIT`` never does).
 _MOST_WAIT = NO_WAIT - 1
@@ -295,9 +299,10 @@ def _gemm(config, layer, plan, i, parity, dst, b_addr, thr_addr, last):
                 unsent=1 if last else NO_WAIT)
 
 
-def _body(config, layers, plan, parity):
+def _body(config, layers, plan, parity, rank=None):
     """The instructions of one batch whose inputs sit in ``in`` region ``parity``, without
-    the next batch's input load; returns ``(instructions, owners, constants)``."""
+    the next batch's input load; returns ``(instructions, owners, constants)``. With
+    ``rank`` (an argmax result) the batch ends in an ``ARGMAX`` instead of a ``STORE``."""
     n_layers = len(layers)
     instrs, owners, consts = [], [], []
     for i, layer in enumerate(layers):
@@ -330,11 +335,45 @@ def _body(config, layers, plan, parity):
         instrs.append(_gemm(config, layer, plan, i, parity, dst, b_addr,
                             0 if last else thr_addr, last))
         owners.append(i)
-    # The STORE waits for every earlier GEMM, the last layer's included.
-    instrs.append(dict(opcode="STORE", buffer="SCORE", addr=plan["score"][1] * parity,
-                       count=plan["score"][1], unwritten=0))
+    # The STORE (or ARGMAX) waits for every earlier GEMM, the last layer's included.
+    if rank is None:
+        instrs.append(dict(opcode="STORE", buffer="SCORE", addr=plan["score"][1] * parity,
+                           count=plan["score"][1], unwritten=0))
+    else:
+        last = layers[-1]
+        instrs.append(dict(opcode="ARGMAX", addr=plan["score"][1] * parity,
+                           groups=last.n_tiles(config),
+                           samples=plan["m_tiles"] * config.rows, classes=last.n,
+                           rank_addr=0, stride=rank["stride"], unwritten=0))
     owners.append(n_layers - 1)
     return instrs, owners, consts
+
+
+def _rank_table(config, layers, integer_last):
+    """The argmax unit's table for the last layer: every accumulator value it can produce
+    (``0 .. (2^planes - 1) K``) for every class, ranked by the host's float score."""
+    last = layers[-1]
+    if not config.argmax:
+        raise CompileError("result 'argmax' needs an argmax unit (rank_depth > 0); this "
+                           "configuration has none")
+    if last.n > MAX_ARGMAX_CLASSES:
+        raise CompileError(f"{_where_plain(len(layers) - 1, last)}: {last.n} classes, an "
+                           f"argmax byte holds at most {MAX_ARGMAX_CLASSES}")
+    stride = ((1 << last.planes) - 1) * last.k + 1
+    if last.n * stride > config.rank_depth:
+        raise CompileError(f"result 'argmax' needs {last.n * stride} rank words ({last.n} "
+                           f"classes x {stride} accumulator values), the rank memory holds "
+                           f"{config.rank_depth}: use result 'scores' or a larger rank_depth")
+    weights = np.where(np.arange(last.k)[None, :] < (last.weight > 0).sum(axis=1)[:, None],
+                       1, -1)
+    scale, offset = np.asarray(integer_last.scale), np.asarray(integer_last.offset)
+
+    def scores(acc):
+        # Exactly run_model's arithmetic, so equal scores rank equally.
+        dots = dot_from_acc(acc, weights, last.planes, bipolar=last.bipolar)
+        return dots * scale + offset
+
+    return {"stride": stride, "table": rank_table(scores, last.n, stride)}
 
 
 def _input_load(plan, region, unread):
@@ -396,13 +435,19 @@ def _stream(instructions, pieces, batches):
     return [instr for start, stop in ranges for instr in instructions[start:stop]]
 
 
-def compile_model(model, config=None, *, batch=16, resident=None):
+def compile_model(model, config=None, *, batch=16, resident=None, result="scores"):
     """Compile ``model`` for ``config`` (default ``AcceleratorConfig()``) to a
     :class:`~lowbit.program.Program` running ``batch`` inputs per batch.
 
     ``resident``: keep every weight and threshold in its memory, loaded by a preamble
     that :func:`run_model` sends once per call; ``None`` (default) when they fit, ``False``
     streams them with each batch, ``True`` requires them to fit.
+
+    ``result``: what the accelerator sends back per input: ``"scores"`` (the last layer's
+    accumulators, from which :func:`run_model` computes the float class scores) or
+    ``"argmax"`` (the predicted class, one byte, from the argmax unit: its rank table,
+    :func:`lowbit.layout.rank_table` of the same float scores, goes into the preamble, so
+    the class is the host's ``argmax`` of the scores exactly).
 
     Raises
     ------
@@ -419,6 +464,8 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     if resident is not None and not isinstance(resident, bool):
         raise TypeError(f"resident must be True, False or None, not {resident!r}")
+    if result not in RESULTS:
+        raise ValueError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
     form = model.integer_form()
     _check(config, form)
     layers = _datapath(config, form)
@@ -448,7 +495,14 @@ def compile_model(model, config=None, *, batch=16, resident=None):
                                      unwritten=NO_WAIT))
                 pre_owner.append(i)
                 pre_consts.append(pack_thresholds(layer.thresholds, config).reshape(-1))
-    bodies = [_body(config, layers, plan, parity) for parity in (0, 1)]
+    rank = None
+    if result == "argmax":
+        rank = _rank_table(config, layers, form.layers[-1])
+        preamble.append(dict(opcode="LOAD", buffer="RANK", source="CONST", addr=0,
+                             count=len(rank["table"]), unread=NO_WAIT, unwritten=NO_WAIT))
+        pre_owner.append(n_layers - 1)
+        pre_consts.append(rank.pop("table").astype(np.uint64))
+    bodies = [_body(config, layers, plan, parity, rank) for parity in (0, 1)]
     sizes = [sum(len(c) for c in part) for part in (pre_consts, bodies[0][2])]
 
     # Where the next batch's input load goes: the place the cycle model finds fastest over
@@ -488,6 +542,8 @@ def compile_model(model, config=None, *, batch=16, resident=None):
         "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
         "resident": ({"instructions": len(preamble), "constants": sizes[0]}
                      if plan["resident"] else None),
+        "preamble": {"instructions": len(preamble), "constants": sizes[0]},
+        "result": result, "rank": rank,
         "regions": {name: plan[name][1] for name in ("in", "act", "score")},
         "schedule": pieces,
     }
@@ -546,10 +602,11 @@ def run_model(program, runtime, x, progress=None):
     called when the run is done.
 
     Returns ``(scores, stats)``: float64 ``(n, classes)`` class scores (argmax is the
-    prediction) and the run's stats (``cycles``, ``array_beats``, ``tile_holds``, ...),
-    with ``runs`` the number of batches and ``macs`` the network's useful binary MACs
-    (per input and layer ``K x N x planes``, times the positions of a convolution;
-    padding rows left out).
+    prediction), or for a program compiled with ``result="argmax"`` the ``int64`` ``(n,)``
+    predicted classes the accelerator sent, and the run's stats (``cycles``,
+    ``array_beats``, ``tile_holds``, ...), with ``runs`` the number of batches and ``macs``
+    the network's useful binary MACs (per input and layer ``K x N x planes``, times the
+    positions of a convolution; padding rows left out).
 
     Raises
     ------
@@ -582,6 +639,16 @@ def run_model(program, runtime, x, progress=None):
         inputs.append(pack_act(block, meta["input_planes"], config,
                                bipolar=meta["input_bipolar"]).reshape(-1))
     result = runtime.run(batch_stream(program, batches), np.concatenate(inputs))
+    stats = dict(result.stats)
+    stats["runs"] = batches
+    stats["macs"] = n * sum(layer["k"] * layer["n"] * layer["act_bits"]
+                            * layer.get("positions", 1) for layer in meta["layers"])
+    if meta.get("result") == "argmax":
+        classes_of = np.concatenate([unpack_argmax(out, rows, config)[:batch]
+                                     for out in result.outputs])
+        if progress is not None:
+            progress(n, n)
+        return classes_of[:n], stats
     score = meta["scores"]
     k, pop = score["k"], np.asarray(score["popcount"], dtype=np.int64)
     # dot_from_acc depends on the weights only through K and each channel's popcount.
@@ -590,10 +657,6 @@ def run_model(program, runtime, x, progress=None):
                                         classes, config) for out in result.outputs])
     dots = dot_from_acc(acc[:n], weights, score["planes"], bipolar=score["bipolar"])
     scores = dots * np.asarray(meta["scale"]) + np.asarray(meta["offset"])
-    stats = dict(result.stats)
-    stats["runs"] = batches
-    stats["macs"] = n * sum(layer["k"] * layer["n"] * layer["act_bits"]
-                            * layer.get("positions", 1) for layer in meta["layers"])
     if progress is not None:
         progress(n, n)
     return scores, stats

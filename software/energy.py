@@ -444,7 +444,9 @@ def layers(program):
     meta = program.metadata.get("layers") if isinstance(program.metadata, dict) else None
     if meta:
         found = _metadata_layers(meta, len(instrs))
-        resident = program.metadata.get("resident")
+        # The preamble (resident weights, an argmax unit's rank table); older programs
+        # name it by their resident weights only.
+        resident = program.metadata.get("preamble") or program.metadata.get("resident")
         if isinstance(resident, dict) and resident.get("instructions"):
             # Resident weights: the preamble that loads them runs once per call
             # (lowbit.compiler.run_model), not once per batch: it is no part of an

@@ -64,10 +64,10 @@ import numpy as np
 from .isa import STATS_LANES, argmax_bytes
 
 __all__ = ["plane_words", "pack_act", "unpack_act", "pack_weights", "pack_thresholds",
-           "unpack_scores", "unpack_stats", "rank_table", "unpack_argmax", "stats_from_acc", "dot_from_acc", "acc_threshold",
-           "tiles", "conv_rows",
-           "flattened_weight", "pack_latent", "unpack_latent", "pack_gradients",
-           "latent_words", "signs_of_latent"]
+           "unpack_scores", "unpack_stats", "rank_table", "unpack_argmax", "stats_from_acc",
+           "dot_from_acc", "acc_threshold", "tiles", "conv_rows", "flattened_weight",
+           "pack_latent", "unpack_latent", "pack_gradients", "latent_words",
+           "signs_of_latent"]
 
 
 def tiles(n, size):
@@ -207,12 +207,12 @@ def unpack_stats(words, n, config):
 
 
 def rank_table(acc_to_scores, classes, stride):
-    """The ``rank`` memory words of an ``ARGMAX`` over ``classes`` classes whose accumulators lie
-    in ``0..stride - 1``: ``acc_to_scores(acc)`` maps an ``(M, classes)`` accumulator array to
-    the host's float scores (``argmax`` over a row is the prediction). Every ``(class,
-    acc)`` score is ranked among all of them, equal scores equally (a dense rank), so the
-    first class of largest rank is ``numpy.argmax`` of the scores, ties included. Returns
-    ``int64`` words, class ``c``'s ranks from word ``c * stride``."""
+    """The ``rank`` memory words of an ``ARGMAX`` over ``classes`` classes whose accumulators
+    lie in ``0..stride - 1``: ``acc_to_scores(acc)`` maps an ``(M, classes)`` accumulator
+    array to the host's float scores (``argmax`` over a row is the prediction). Every
+    ``(class, acc)`` score is ranked among all of them, equal scores equally (a dense
+    rank), so the first class of largest rank is ``numpy.argmax`` of the scores, ties
+    included. Returns ``int64`` words, class ``c``'s ranks from word ``c * stride``."""
     grid = np.repeat(np.arange(stride, dtype=np.int64)[:, None], classes, axis=1)
     scores = np.asarray(acc_to_scores(grid), dtype=np.float64)
     if scores.shape != grid.shape:

@@ -29,7 +29,8 @@ TAG_BYTES = 8
 #: The tag of memories whose weights nobody vouches for.
 NO_TAG = bytes(TAG_BYTES)
 
-_WEIGHTS = (Buffer.WEIGHT, Buffer.THRESH)
+#: The memories a preamble fills: weights, thresholds and an argmax unit's rank table.
+_WEIGHTS = (Buffer.WEIGHT, Buffer.THRESH, Buffer.RANK)
 
 
 def _is_weight_load(instr):
@@ -38,7 +39,7 @@ def _is_weight_load(instr):
 
 def split_preamble(program):
     """``(instructions, constants)``: how many leading instructions of ``program`` are
-    ``LOAD`` s of constants into the weight and thresh memories, and how many constant
+    ``LOAD`` s of constants into the weight, thresh and rank memories, and how many constant
     words they take."""
     isa = instruction_set(program.config)
     count = words = 0
@@ -51,7 +52,7 @@ def split_preamble(program):
 
 
 def loads_weights(instructions):
-    """Whether any of ``instructions`` writes the weight or thresh memory: a ``LOAD`` of
+    """Whether any of ``instructions`` writes the weight, thresh or rank memory: a ``LOAD`` of
     them, or an ``UPDATE`` (it writes the new signs into weight lanes)."""
     return any(_is_weight_load(instr) or instr["opcode"] == Opcode.UPDATE
                for instr in instructions)

@@ -222,3 +222,59 @@ def test_errors():
                        r"1\.\.1 of the score memory while instruction 0 \(GEMM\) may still write "
                        r"them \(give the ARGMAX unwritten at most 0\)$"):
         check_races(program)
+
+
+# The compiler's argmax result -------------------------------------------------------------
+
+
+def _model_and_config(act=1, rank_depth=256):
+    from test_compiler import config_for, model
+
+    m = model(3, widths=(40, 24, 10), act=act, input_bits=2)
+    config = config_for(rows=2, cols=2, word=16, max_k=64, max_act_bits=2, in_depth=64,
+                        act_depth=64, weight_depth=256, thresh_depth=64, score_depth=64,
+                        rank_depth=rank_depth)
+    return m, config
+
+
+@pytest.mark.parametrize("act, rank_depth", [(1, 256), (2, 1024)])
+def test_compiled_argmax_is_the_hosts_argmax_of_the_scores(act, rank_depth):
+    """A random MLP (a host affine, batch norms with gamma < 0 and == 0) compiled twice:
+    the classes the argmax program sends are numpy's argmax of the scores program's float
+    scores, on the ISS and on the gateware (cycles included), for 1-plane bipolar and
+    2-plane unsigned last-layer inputs (K = 24: 25 or 73 accumulator values a class)."""
+    from lowbit.compiler import compile_model, run_model
+    from lowbit.runtime import ISSTransport, Runtime
+    from lowbit.sim.amaranth_transport import AmaranthTransport
+    from test_compiler import inputs
+
+    m, config = _model_and_config(act, rank_depth)
+    x = inputs(5, 11, 40, 3)
+    scores_program = compile_model(m, config, batch=3)
+    program = compile_model(m, config, batch=3, result="argmax")
+    assert program.metadata["result"] == "argmax"
+    assert program.metadata["rank"]["stride"] == (25 if act == 1 else 73)
+    with ISSTransport(config) as link:
+        scores, _ = run_model(scores_program, Runtime(config, link), x)
+        classes, iss_stats = run_model(program, Runtime(config, link), x)
+    assert np.array_equal(classes, np.argmax(scores, axis=1))
+    assert np.array_equal(classes, m.predict(x))
+    with AmaranthTransport(config) as rtl:
+        got, rtl_stats = run_model(program, Runtime(config, rtl), x)
+    assert np.array_equal(got, classes)
+    assert rtl_stats["cycles"] == iss_stats["cycles"]
+
+
+def test_compiled_argmax_errors():
+    from lowbit.compiler import CompileError, compile_model
+
+    m, config = _model_and_config()
+    with pytest.raises(CompileError, match=r"^result 'argmax' needs an argmax unit "
+                       r"\(rank_depth > 0\); this configuration has none$"):
+        compile_model(m, config.replace(rank_depth=0), batch=3, result="argmax")
+    with pytest.raises(CompileError, match=r"^result 'argmax' needs 250 rank words \(10 "
+                       r"classes x 25 accumulator values\), the rank memory holds 128: use "
+                       r"result 'scores' or a larger rank_depth$"):
+        compile_model(m, config.replace(rank_depth=128), batch=3, result="argmax")
+    with pytest.raises(ValueError, match=r"^result must be one of scores, argmax, not 'top1'$"):
+        compile_model(m, config, batch=3, result="top1")

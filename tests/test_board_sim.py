@@ -27,7 +27,7 @@ pytestmark = pytest.mark.cocotb
 CONFIG = AcceleratorConfig(
     xnor_array=XNORArrayConfig(rows=2, cols=2, max_k=128, max_act_bits=5, max_weight_bits=1),
     max_out_bits=1, in_depth=128, act_depth=64, weight_depth=512, thresh_depth=64,
-    score_depth=128, queue_depth=2, timeout_cycles=1 << 26)
+    score_depth=128, queue_depth=2, timeout_cycles=1 << 26, rank_depth=1024)
 
 
 class _Shared:
@@ -60,11 +60,11 @@ def compiled():
     x = load_digits().data[:16]
     with ISSTransport(CONFIG) as iss:
         expected, _ = run_model(program, Runtime(CONFIG, iss), x)
-    return program, x, expected
+    return program, x, expected, compile_model(model, CONFIG, batch=8, result="argmax")
 
 
 def test_board_runs_a_digits_bnn_like_the_iss(compiled, tmp_path):
-    program, x, expected = compiled
+    program, x, expected, argmax_program = compiled
     rtl = RTLTransport(CONFIG, unit=sim_unit(), test_module="lowbit.sim.board_bridge",
                        test_dir=tmp_path / "sim")
     with rtl:
@@ -102,6 +102,23 @@ def test_board_runs_a_digits_bnn_like_the_iss(compiled, tmp_path):
             link.set_tag(bytes(8))
             scores, _ = run_model(program, Runtime(CONFIG, link), x)
         assert np.array_equal(scores, expected)
+        assert sum(noise.damaged["out"].values()) + sum(noise.damaged["in"].values()) > 0
+
+        # The predicted classes instead of the scores (the argmax unit, its rank table
+        # resident with the weights): the host's argmax of the scores, on a clean line
+        # and on a noisy one, a byte an image back.
+        with session(rtl.channel) as link:
+            classes, first = run_model(argmax_program, Runtime(CONFIG, link), x)
+            again, second = run_model(argmax_program, Runtime(CONFIG, link), x)
+        assert np.array_equal(classes, np.argmax(expected, axis=1))
+        assert np.array_equal(again, classes)
+        assert first["weights_sent"] and not second["weights_sent"]
+        assert second["bytes_out"] < again_stats["bytes_out"]
+        noise = FaultyChannel(rtl.channel, rate=0.002, seed=9)
+        with session(noise, max_tries=40) as link:
+            link.set_tag(bytes(8))
+            classes, _ = run_model(argmax_program, Runtime(CONFIG, link), x)
+        assert np.array_equal(classes, np.argmax(expected, axis=1))
         assert sum(noise.damaged["out"].values()) + sum(noise.damaged["in"].values()) > 0
 
         # The accelerator's own errors still come through the framed link.

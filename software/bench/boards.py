@@ -156,8 +156,8 @@ def icebreaker(images=64, simulate=True, epochs=3):
 
 
 def ulx3s(images=64, epochs=3):
-    """The default configuration (the ULX3S-85F's) on the ISS: the digits BNN and an
-    LFC-sized MLP."""
+    """The ULX3S-85F's configuration (the default one with an argmax unit) on the ISS: the
+    digits BNN and an LFC-sized MLP, each sending scores and sending argmax bytes."""
     from sklearn.datasets import load_digits
 
     from ..boards.targets import get_board
@@ -173,16 +173,25 @@ def ulx3s(images=64, epochs=3):
     out = {"clock_mhz": round(clock, 3), "baud": DEFAULT_BAUD}
     model, _ = train("digits", precision="w1a1", hidden=(256, 256), epochs=epochs, seed=0,
                      progress=False)
-    program = compile_model(model, config, batch=64)
     x = load_digits().data[-images:]
-    with ISSTransport(config) as iss:
-        iss.keeps_weights = True
-        runtime = Runtime(config, iss)
-        run_model(program, runtime, x)
-        _, stats = run_model(program, runtime, x)
-    out["digits"] = {"model": "digits 64-256-256-10 w1a1", "batch": 64,
-                     **_bounds(stats["cycles"], stats["bytes_in"], stats["bytes_out"],
-                               images, clock, DEFAULT_BAUD)}
+    for result in ("scores", "argmax"):
+        program = compile_model(model, config, batch=64, result=result)
+        with ISSTransport(config) as iss:
+            iss.keeps_weights = True
+            runtime = Runtime(config, iss)
+            run_model(program, runtime, x)
+            got, stats = run_model(program, runtime, x)
+        key = "digits" if result == "scores" else "digits_argmax"
+        out[key] = {"model": "digits 64-256-256-10 w1a1", "batch": 64, "result": result,
+                    **_bounds(stats["cycles"], stats["bytes_in"], stats["bytes_out"],
+                              images, clock, DEFAULT_BAUD)}
+        if result == "scores":
+            scores = got
+        else:
+            # The classes the argmax unit sends are the host's argmax of the scores.
+            out[key]["equals_host_argmax"] = bool(np.array_equal(got,
+                                                                 np.argmax(scores, axis=1)))
+            out[key]["rank_words"] = program.metadata["rank"]["stride"] * 10
     # LFC: 784-1024-1024-1024-10, binary input and weights; random weights (the cycle
     # and byte counts do not depend on their values).
     rng = np.random.default_rng(0)
@@ -199,18 +208,20 @@ def ulx3s(images=64, epochs=3):
     weight_bits = 784 * 1024 + 2 * 1024 * 1024 + 1024 * 10
     memory_bits = config.weight_depth * config.cols * config.word
     n = 32
-    program = compile_model(lfc, config, batch=16)
     xs = rng.integers(0, 2, (n, 784)).astype(float)
-    with ISSTransport(config) as iss:
-        iss.keeps_weights = True
-        runtime = Runtime(config, iss)
-        run_model(program, runtime, xs)
-        _, stats = run_model(program, runtime, xs)
-    out["lfc"] = {"model": "784-1024-1024-1024-10 w1a1", "batch": 16,
-                  "weight_bits": weight_bits, "weight_memory_bits": memory_bits,
-                  "resident_weights": program.metadata["resident"] is not None,
-                  **_bounds(stats["cycles"], stats["bytes_in"], stats["bytes_out"], n,
-                            clock, DEFAULT_BAUD)}
+    for result in ("scores", "argmax"):
+        program = compile_model(lfc, config, batch=16, result=result)
+        with ISSTransport(config) as iss:
+            iss.keeps_weights = True
+            runtime = Runtime(config, iss)
+            run_model(program, runtime, xs)
+            _, stats = run_model(program, runtime, xs)
+        out["lfc" if result == "scores" else "lfc_argmax"] = {
+            "model": "784-1024-1024-1024-10 w1a1", "batch": 16, "result": result,
+            "weight_bits": weight_bits, "weight_memory_bits": memory_bits,
+            "resident_weights": program.metadata["resident"] is not None,
+            **_bounds(stats["cycles"], stats["bytes_in"], stats["bytes_out"], n, clock,
+                      DEFAULT_BAUD)}
     return out
 
 
