@@ -431,9 +431,9 @@ def layers(program):
 
     From ``metadata["layers"]`` when the program has it (instructions no layer names form a
     last layer, ``other``; ``ValueError`` for an index outside the program or in two
-    layers; a compiled program's resident-weight preamble, the first
-    ``metadata["resident"]["instructions"]``, is left out: it runs once per call, not per
-    batch); otherwise from the dataflow: a ``GEMM`` starts a new layer when it has another
+    layers; a compiled program's preamble, the first ``metadata["preamble"]["instructions"]``
+    (its resident weights, an argmax unit's rank table), is left out: it runs once per
+    call, not per batch); otherwise from the dataflow: a ``GEMM`` starts a new layer when it has another
     activation memory, plane count, reduction length, mode or output width than the current
     layer's, or reads activations a ``GEMM`` of the current layer wrote. A ``STORE`` belongs
     to the current layer; a ``LOAD`` to the layer of the first later ``GEMM`` that reads

@@ -191,6 +191,12 @@ def test_errors():
         base.replace(rank_depth=100)
     with pytest.raises(ValueError, match=r"rank_depth must be at most 65536"):
         base.replace(rank_depth=1 << 17)
+    eight = base.xnor_array.replace(word=8, max_k=64, max_act_bits=2)
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig rank_depth 512 needs 9-bit "
+                       r"ranks; a LOAD writes a rank memory word from one 8-bit word$"):
+        base.replace(xnor_array=eight, latent_depth=0, norm_channels=0, rank_depth=512)
+    assert base.replace(xnor_array=eight, latent_depth=0, norm_channels=0,
+                        rank_depth=256).rank_bits == 8
     # A configuration without the unit keeps its fingerprint's fields as they were.
     assert "rank_depth" not in base.to_dict() and "rank_depth" in CONFIG.to_dict()
     assert AcceleratorConfig.from_dict(CONFIG.to_dict()) == CONFIG

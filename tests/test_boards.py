@@ -57,7 +57,8 @@ def test_bridge_timing_at_3_mbaud_on_24_mhz():
 
 
 def test_ulx3s_training_configuration_is_the_board_s_with_a_latent_memory():
-    # boards/configs/ulx3s-85f-train.json: the ULX3S-85F's configuration plus a latent memory
+    # boards/configs/ulx3s-85f-train.json: the ULX3S-85F's configuration (without its argmax
+    # unit) plus a latent memory
     # that holds the default `lowbit train --backend` network (64-128-128-10: 832 words)
     # and the statistics unit `lowbit train --backend` builds for it.
     from lowbit.boards.targets import CONFIG_DIR
@@ -65,7 +66,10 @@ def test_ulx3s_training_configuration_is_the_board_s_with_a_latent_memory():
     from lowbit.golden.training import TrainingConfig
 
     train = AcceleratorConfig.load(CONFIG_DIR / "ulx3s-85f-train.json")
+    # Less the board's argmax unit: training sends no classes.
     board = ULX3S.load_config()
+    assert board.argmax and not train.argmax
+    board = board.replace(rank_depth=0)
     assert train.training and not board.training
     assert train.replace(latent_depth=0, norm_channels=0) == board.replace(
         latent_bits=train.latent_bits, norm_chunks=train.norm_chunks)

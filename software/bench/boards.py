@@ -155,13 +155,15 @@ def icebreaker(images=64, simulate=True, epochs=3):
     return result
 
 
-def ulx3s(images=64, epochs=3):
+def ulx3s(images=512, epochs=3):
     """The ULX3S-85F's configuration (the default one with an argmax unit) on the ISS: the
-    digits BNN and an LFC-sized MLP, each sending scores and sending argmax bytes."""
+    digits BNN and an LFC-sized MLP, each sending scores and sending argmax bytes. The
+    digits figures are over ``images`` images in one call (8 batches of 64 by default:
+    one batch alone would count the pipeline's fill and drain, a third of its cycles)."""
     from sklearn.datasets import load_digits
 
     from ..boards.targets import get_board
-    from ..compiler import compile_model, run_model
+    from ..compiler import CompileError, compile_model, run_model
     from ..framing import DEFAULT_BAUD
     from ..model import BatchNorm, Dense, InputQuantizer, QuantModel, Sign
     from ..runtime import ISSTransport, Runtime
@@ -210,7 +212,12 @@ def ulx3s(images=64, epochs=3):
     n = 32
     xs = rng.integers(0, 2, (n, 784)).astype(float)
     for result in ("scores", "argmax"):
-        program = compile_model(lfc, config, batch=16, result=result)
+        try:
+            program = compile_model(lfc, config, batch=16, result=result)
+        except CompileError as error:
+            # The board's rank memory is sized for the digits BNN's table.
+            out["lfc_argmax"] = {"not_run": str(error)}
+            continue
         with ISSTransport(config) as iss:
             iss.keeps_weights = True
             runtime = Runtime(config, iss)

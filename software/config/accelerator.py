@@ -219,6 +219,9 @@ class AcceleratorConfig(ConfigMixin):
         rank = check_int(owner, "rank_depth", self.rank_depth, minimum=0, maximum=MAX_DEPTH)
         if rank and not _power_of_two(rank):
             raise ValueError(f"{owner} rank_depth must be 0 or a power of two, not {rank}")
+        if rank > 1 << array.word:
+            raise ValueError(f"{owner} rank_depth {rank} needs {self.rank_bits}-bit ranks; a "
+                             f"LOAD writes a rank memory word from one {array.word}-bit word")
 
     # Derived quantities ------------------------------------------------------------------
 
