@@ -24,7 +24,24 @@ from ..layout import acc_threshold, pack_act, pack_thresholds, pack_weights, pla
 from ..program import Program
 
 __all__ = ["small_config", "reference_acc", "score_words", "threshold_counts", "load",
-           "store", "gemm", "halt", "network", "programs", "faulty_streams"]
+           "store", "gemm", "halt", "network", "programs", "faulty_streams", "run_both"]
+
+
+def run_both(config, program, inputs, *, stall=0.0, max_cycles=400_000):
+    """``(iss, expected, got)``: the ISS after running ``program`` with ``inputs``, its reply
+    bytes, and the gateware's (Amaranth's simulator, an ideal host but for ``stall``, the
+    fraction of cycles in which the host takes no output beat)."""
+    from .amaranth_transport import AmaranthTransport
+    from .random_programs import stream
+    from ..iss import ISS
+
+    data = stream(program, inputs)
+    iss = ISS(config)
+    expected = iss.run_stream(data)
+    with AmaranthTransport(config, stall=stall, seed=5, max_cycles=max_cycles) as rtl:
+        rtl.write(data)
+        got = rtl.read(len(expected))
+    return iss, expected, got
 
 
 def small_config(**overrides):

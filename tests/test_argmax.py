@@ -13,12 +13,11 @@ from lowbit import layout
 from lowbit.config.accelerator import AcceleratorConfig
 from lowbit.config.xnor_array import XNORArrayConfig
 from lowbit.isa import NO_WAIT, InstructionError, Status, instruction_set
-from lowbit.iss import ISS
 from lowbit.program import Program, ProgramError
 from lowbit.races import check_races
-from lowbit.sim.accelerator_programs import gemm, halt, load, store
+from lowbit.sim.accelerator_programs import gemm, halt, load, run_both, store
 from lowbit.sim.amaranth_transport import AmaranthTransport
-from lowbit.sim.random_programs import small_configs, stream
+from lowbit.sim.random_programs import small_configs
 
 #: 1x4 array of 16-bit words, a 16-bit link, a 64-word rank memory (6-bit ranks).
 CONFIG = small_configs()[1]
@@ -27,17 +26,6 @@ CONFIG = small_configs()[1]
 def argmax(addr, groups, samples, classes, rank_addr, stride, unwritten=0):
     return dict(opcode="ARGMAX", addr=addr, groups=groups, samples=samples, classes=classes,
                 rank_addr=rank_addr, stride=stride, unwritten=unwritten)
-
-
-def run_both(config, program, inputs, *, stall=0.0):
-    """The ISS's and the gateware's replies for one program."""
-    data = stream(program, inputs)
-    iss = ISS(config)
-    expected = iss.run_stream(data)
-    with AmaranthTransport(config, stall=stall, seed=5, max_cycles=400_000) as rtl:
-        rtl.write(data)
-        got = rtl.read(len(expected))
-    return iss, expected, got
 
 
 def test_hand_derived_classes_on_the_iss_and_the_gateware():
@@ -251,7 +239,6 @@ def test_compiled_argmax_is_the_hosts_argmax_of_the_scores(act, rank_depth):
     2-plane unsigned last-layer inputs (K = 24: 25 or 73 accumulator values a class)."""
     from lowbit.compiler import compile_model, run_model
     from lowbit.runtime import ISSTransport, Runtime
-    from lowbit.sim.amaranth_transport import AmaranthTransport
     from test_compiler import inputs
 
     m, config = _model_and_config(act, rank_depth)

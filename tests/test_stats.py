@@ -16,9 +16,8 @@ from lowbit.isa import NO_WAIT, InstructionError, Opcode, Status, instruction_se
 from lowbit.iss import ISS
 from lowbit.program import Program, ProgramError
 from lowbit.races import check_races
-from lowbit.sim.accelerator_programs import gemm, halt, load, reference_acc, store
-from lowbit.sim.amaranth_transport import AmaranthTransport
-from lowbit.sim.random_programs import small_configs, stream
+from lowbit.sim.accelerator_programs import gemm, halt, load, reference_acc, run_both, store
+from lowbit.sim.random_programs import small_configs
 
 #: 2x2 array of 32-bit words, an 8-bit link, a statistics unit of 4 groups in 4 chunks.
 CONFIG = small_configs()[0]
@@ -27,17 +26,6 @@ CONFIG = small_configs()[0]
 def stats(addr, groups, samples, unwritten=0):
     return dict(opcode="STATS", addr=addr, groups=groups, samples=samples,
                 unwritten=unwritten)
-
-
-def run_both(config, program, inputs, *, stall=0.0):
-    """The ISS's and the gateware's replies for one program."""
-    data = stream(program, inputs)
-    iss = ISS(config)
-    expected = iss.run_stream(data)
-    with AmaranthTransport(config, stall=stall, seed=5, max_cycles=200_000) as rtl:
-        rtl.write(data)
-        got = rtl.read(len(expected))
-    return iss, expected, got
 
 
 def split_stats(values, chunks):
