@@ -349,7 +349,24 @@ def _body(config, layers, plan, parity, rank=None):
     return instrs, owners, consts
 
 
-def _rank_table(config, layers, integer_last):
+def _score_meta(last):
+    """``metadata["scores"]``: what turns the last layer's accumulators into dot products."""
+    return {"k": last.k, "planes": last.planes, "bipolar": last.bipolar,
+            "popcount": [int(v) for v in (last.weight > 0).sum(axis=1)]}
+
+
+def _host_scores(acc, score, scale, offset):
+    """The float class scores of accumulators ``acc`` ``(M, classes)``: the dot products
+    (``score`` is ``metadata["scores"]``), times the host affine. :func:`run_model` and the
+    argmax unit's rank table both compute them here, so equal scores are equal bits."""
+    k, pop = score["k"], np.asarray(score["popcount"], dtype=np.int64)
+    # dot_from_acc depends on the weights only through K and each channel's popcount.
+    weights = np.where(np.arange(k)[None, :] < pop[:, None], 1, -1)
+    dots = dot_from_acc(acc, weights, score["planes"], bipolar=score["bipolar"])
+    return dots * np.asarray(scale) + np.asarray(offset)
+
+
+def _rank_table(config, layers, scale, offset):
     """The argmax unit's table for the last layer: every accumulator value it can produce
     (``0 .. (2^planes - 1) K``) for every class, ranked by the host's float score."""
     last = layers[-1]
@@ -364,16 +381,14 @@ def _rank_table(config, layers, integer_last):
         raise CompileError(f"result 'argmax' needs {last.n * stride} rank words ({last.n} "
                            f"classes x {stride} accumulator values), the rank memory holds "
                            f"{config.rank_depth}: use result 'scores' or a larger rank_depth")
-    weights = np.where(np.arange(last.k)[None, :] < (last.weight > 0).sum(axis=1)[:, None],
-                       1, -1)
-    scale, offset = np.asarray(integer_last.scale), np.asarray(integer_last.offset)
+    score = _score_meta(last)
+    table = rank_table(lambda acc: _host_scores(acc, score, scale, offset), last.n, stride)
+    return {"stride": stride, "table": table}
 
-    def scores(acc):
-        # Exactly run_model's arithmetic, so equal scores rank equally.
-        dots = dot_from_acc(acc, weights, last.planes, bipolar=last.bipolar)
-        return dots * scale + offset
 
-    return {"stride": stride, "table": rank_table(scores, last.n, stride)}
+def _floats(values):
+    # The host affine as metadata holds it (and run_model reads it back).
+    return [float(v) for v in values]
 
 
 def _input_load(plan, region, unread):
@@ -497,7 +512,8 @@ def compile_model(model, config=None, *, batch=16, resident=None, result="scores
                 pre_consts.append(pack_thresholds(layer.thresholds, config).reshape(-1))
     rank = None
     if result == "argmax":
-        rank = _rank_table(config, layers, form.layers[-1])
+        rank = _rank_table(config, layers, _floats(form.layers[-1].scale),
+                           _floats(form.layers[-1].offset))
         preamble.append(dict(opcode="LOAD", buffer="RANK", source="CONST", addr=0,
                              count=len(rank["table"]), unread=NO_WAIT, unwritten=NO_WAIT))
         pre_owner.append(n_layers - 1)
@@ -531,15 +547,13 @@ def compile_model(model, config=None, *, batch=16, resident=None, result="scores
         "input_planes": layers[0].planes, "input_bipolar": layers[0].bipolar,
         "input_features": math.prod(form.input_shape), "classes": layers[-1].n,
         "conv": None if layers[0].conv is None else dataclasses.asdict(layers[0].conv),
-        "scores": {"k": layers[-1].k, "planes": layers[-1].planes,
-                   "bipolar": layers[-1].bipolar,
-                   "popcount": [int(v) for v in (layers[-1].weight > 0).sum(axis=1)]},
+        "scores": _score_meta(layers[-1]),
         "layers": [{"name": layer.name,
                     "instructions": [j for j, o in enumerate(owners) if o == i],
                     "act_bits": layer.planes, "weight_bits": 1, "k": layer.k,
                     "n": layer.n, "out_bits": layer.out_bits, "positions": layer.in_tiles}
                    for i, layer in enumerate(layers)],
-        "scale": [float(v) for v in last.scale], "offset": [float(v) for v in last.offset],
+        "scale": _floats(last.scale), "offset": _floats(last.offset),
         "resident": ({"instructions": len(preamble), "constants": sizes[0]}
                      if plan["resident"] else None),
         "preamble": {"instructions": len(preamble), "constants": sizes[0]},
@@ -644,19 +658,13 @@ def run_model(program, runtime, x, progress=None):
     stats["macs"] = n * sum(layer["k"] * layer["n"] * layer["act_bits"]
                             * layer.get("positions", 1) for layer in meta["layers"])
     if meta.get("result") == "argmax":
-        classes_of = np.concatenate([unpack_argmax(out, rows, config)[:batch]
-                                     for out in result.outputs])
-        if progress is not None:
-            progress(n, n)
-        return classes_of[:n], stats
-    score = meta["scores"]
-    k, pop = score["k"], np.asarray(score["popcount"], dtype=np.int64)
-    # dot_from_acc depends on the weights only through K and each channel's popcount.
-    weights = np.where(np.arange(k)[None, :] < pop[:, None], 1, -1)
-    acc = np.concatenate([unpack_scores(np.asarray(out).reshape(-1, config.cols), batch,
-                                        classes, config) for out in result.outputs])
-    dots = dot_from_acc(acc[:n], weights, score["planes"], bipolar=score["bipolar"])
-    scores = dots * np.asarray(meta["scale"]) + np.asarray(meta["offset"])
+        out = np.concatenate([unpack_argmax(words, rows, config)[:batch]
+                              for words in result.outputs])[:n]
+    else:
+        acc = np.concatenate([unpack_scores(np.asarray(words).reshape(-1, config.cols),
+                                            batch, classes, config)
+                              for words in result.outputs])
+        out = _host_scores(acc[:n], meta["scores"], meta["scale"], meta["offset"])
     if progress is not None:
         progress(n, n)
-    return scores, stats
+    return out, stats

@@ -88,6 +88,24 @@ def test_run_and_energy_need_no_config(digits, tmp_path, capsys):
           "--set gives")
 
 
+def test_compile_and_run_with_argmax_back(digits, tmp_path, capsys):
+    # `--result argmax` on a configuration with an argmax unit: `lowbit run` writes the
+    # classes the accelerator sent, the model's own predictions.
+    out = tmp_path / "a.lbp"
+    assert main(["compile", str(digits / "m.npz"), "--set", "rank_depth=4096", "--result",
+                 "argmax", "-o", str(out)]) == 0
+    assert "argmax back" in capsys.readouterr().out
+    assert main(["run", str(out), "--input", str(digits / "x.npy"), "-o",
+                 str(tmp_path / "y.npy")]) == 0
+    assert "20 predicted classes, from the accelerator" in capsys.readouterr().out
+    from lowbit.model import QuantModel
+
+    model = QuantModel.load(digits / "m.npz")
+    classes = np.load(tmp_path / "y.npy")
+    assert classes.shape == (20,)
+    assert np.array_equal(classes, model.predict(np.load(digits / "x.npy")))
+
+
 def test_incomplete_model_metadata_is_a_clear_error(digits, tmp_path, capsys):
     program = Program.load(digits / "m.lbp")
     meta = {k: v for k, v in program.metadata.items() if k != "input_quantizer"}
@@ -151,6 +169,15 @@ def test_compile_errors(digits, tmp_path, capsys):
           capsys, "lowbit compile: error: AcceleratorConfig act_depth must be a power of two")
     fails(["compile", digits / "m.npz", "-o", tmp_path / "no" / "p.lbp"], capsys,
           f"lowbit compile: error: cannot write {tmp_path / 'no' / 'p.lbp'}")
+    fails(["compile", digits / "m.npz", "--result", "argmax", "-o", tmp_path / "p.lbp"],
+          capsys, f"lowbit compile: error: {digits / 'm.npz'}: result 'argmax' needs an "
+          f"argmax unit (rank_depth > 0); this configuration has none")
+    fails(["compile", digits / "m.npz", "--result", "argmax", "--set", "rank_depth=1024",
+           "-o", tmp_path / "p.lbp"], capsys,
+          f"lowbit compile: error: {digits / 'm.npz'}: result 'argmax' needs 2570 rank words "
+          f"(10 classes x 257 accumulator values), the rank memory holds 1024")
+    fails(["compile", digits / "m.npz", "--result", "top1", "-o", tmp_path / "p.lbp"],
+          capsys, "invalid choice: 'top1'")
 
 
 def test_run_errors(digits, tmp_path, capsys):

@@ -193,7 +193,8 @@ def ulx3s(images=512, epochs=3):
             # The classes the argmax unit sends are the host's argmax of the scores.
             out[key]["equals_host_argmax"] = bool(np.array_equal(got,
                                                                  np.argmax(scores, axis=1)))
-            out[key]["rank_words"] = program.metadata["rank"]["stride"] * 10
+            out[key]["rank_words"] = (program.metadata["rank"]["stride"]
+                                      * program.metadata["classes"])
     # LFC: 784-1024-1024-1024-10, binary input and weights; random weights (the cycle
     # and byte counts do not depend on their values).
     rng = np.random.default_rng(0)
